@@ -1,0 +1,1 @@
+"""The fedser client daemon: data scan + features, local trainer, SCAFFOLD state, gRPC loop, CLI."""

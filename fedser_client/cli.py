@@ -1,0 +1,75 @@
+"""`fedser-client`: join a federation with a private data dir."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import grpc
+import torch
+import typer
+
+from fedser_client.app import build_daemon, default_name, resolve_device
+from fedser_shared.cli import entry_point, make_app, read_file_arg
+from fedser_shared.config import load_run_config
+from fedser_shared.errors import ConfigError, DataError
+from fedser_shared.logging import configure_logging
+
+app = make_app("The fedser client daemon.")
+
+
+@app.callback()
+def _root() -> None:
+    """The fedser client daemon."""
+
+
+def channel_credentials(ca_cert: str | None, cert: str | None, key: str | None, insecure: bool) -> grpc.ChannelCredentials | None:
+    if insecure:
+        if ca_cert or cert or key:
+            raise ConfigError("--insecure cannot be combined with --ca-cert/--cert/--key")
+        return None
+    if bool(cert) != bool(key):
+        raise ConfigError("--cert and --key go together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=read_file_arg(ca_cert, "CA certificate"),
+        private_key=read_file_arg(key, "client key"), certificate_chain=read_file_arg(cert, "client certificate"))
+
+
+@app.command()
+def join(
+    server: Annotated[str, typer.Option("--server", help="coordinator HOST:PORT")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="audio files plus labels.csv (path,emotion)")],
+    name: Annotated[Optional[str], typer.Option("--name", help="stable client name (default: host-datadir)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="client-side features/labels config (TOML)")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC (loopback only)")] = False,
+    ca_cert: Annotated[Optional[str], typer.Option("--ca-cert")] = None,
+    cert: Annotated[Optional[str], typer.Option("--cert")] = None,
+    key: Annotated[Optional[str], typer.Option("--key")] = None,
+    token: Annotated[str, typer.Option("--token", envvar="FEDSER_TOKEN", help="enrolment token")] = "",
+    upstream_ckpt: Annotated[Optional[Path], typer.Option("--upstream-ckpt", help="s3prl upstream checkpoint")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch default)")] = 0,
+    connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="seconds to keep retrying the server")] = 600.0,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Join the federation and serve tasks until the server says SHUTDOWN."""
+    configure_logging(log_level)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if not data_dir.is_dir():
+        raise DataError(f"data dir {data_dir} does not exist or is not a directory")
+    local_config = load_run_config(config)
+    credentials = channel_credentials(ca_cert, cert, key, insecure)
+    daemon = build_daemon(server, data_dir, local_config, name or default_name(data_dir), resolve_device(device),
+                          credentials, token, upstream_ckpt, connect_timeout)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    result = daemon.run()
+    if not result.shutdown and not daemon.stop_event.is_set():
+        raise DataError("the client stopped before the server said SHUTDOWN")
+
+
+main = entry_point(app, "fedser-client")
+
+if __name__ == "__main__":
+    main()

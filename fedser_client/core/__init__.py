@@ -1,0 +1,1 @@
+"""The client's algorithmic core: local training and evaluation on in-memory features."""

@@ -1,0 +1,1 @@
+"""Reading a client's private data dir: labels, audio files, decoding."""

@@ -1,0 +1,58 @@
+"""From a data dir to a `ClientData`: scan, extract (cached), split, normalise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedser_client.core.data import UNLABELED, ClientData, split_train_eval, zscore
+from fedser_client.core.trainer import stable_seed
+from fedser_client.data.labels import scan_data_dir
+from fedser_client.features.base import make_extractor
+from fedser_client.features.pipeline import FeatureTable, extract_features
+from fedser_shared.config import RunConfig
+from fedser_shared.errors import DataError
+from fedser_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class PreparedData:
+    data: ClientData
+    train_paths: list[str]
+    table: FeatureTable
+
+
+def prepare_client_data(
+    data_dir: Path,
+    config: RunConfig,
+    cache_dir: Path,
+    name: str,
+    upstream_ckpt: Path | None = None,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> PreparedData:
+    listing = scan_data_dir(data_dir, config.labels)
+    if listing.n_labeled == 0 and not config.semi.enabled:
+        raise DataError(f"no labeled audio under {data_dir}: labels.csv must give an emotion for at least one file")
+    extractor = make_extractor(config.features.name, upstream_ckpt, device)
+    table = extract_features(data_dir, listing, extractor, cache_dir, progress)
+    train_idx, eval_idx = split_train_eval(table.labels, config.train.eval_fraction, stable_seed(config.federation.seed, name, "split"))
+    features = table.features
+    if config.features.normalisation == "client":
+        features = zscore(features)
+    data = ClientData(
+        x_train=features[train_idx], y_train=table.labels[train_idx],
+        x_eval=features[eval_idx], y_eval=table.labels[eval_idx])
+    log.info("client_data_ready", n_files=len(listing.files), n_train=len(train_idx), n_eval=len(eval_idx),
+             n_labeled=int((data.y_train != UNLABELED).sum()), n_failed=len(table.failed), from_cache=table.from_cache,
+             ignored_emotions=dict(listing.ignored_emotions), missing_files=len(listing.missing_files))
+    return PreparedData(data, [table.paths[i] for i in train_idx], table)
+
+
+def label_counts(data: ClientData, num_classes: int) -> list[int]:
+    return [int(c) for c in np.asarray(data.label_counts(num_classes))]

@@ -1,0 +1,1 @@
+"""gRPC: the client's connection to the coordinator and its task loop."""

@@ -1,0 +1,238 @@
+"""The client daemon's loop: join, long-poll for tasks, train or evaluate, stream results.
+
+Transient failures (server not up yet, restarting, network) are retried with jittered
+exponential backoff; a lost session (server restarted) leads to a fresh Join.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from fedser_client.core.trainer import LocalState, LocalTrainer, TrainReport, TrainTask
+from fedser_client.local_store import LocalStore
+from fedser_shared import PROTOCOL_VERSION, codec
+from fedser_shared.config import RunConfig
+from fedser_shared.errors import CorruptBlobError, FedserError
+from fedser_shared.logging import get_logger
+from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from fedser_shared.transport import client_channel_options
+
+log = get_logger(__name__)
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+
+
+class ServerRefused(FedserError):
+    """The server answered with a non-retryable status."""
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    name: str
+    feature_name: str
+    feature_dim: int
+    label_counts: list[int]
+    n_unlabeled: int
+    n_eval: int
+    token: str = ""
+
+
+@dataclass
+class DaemonResult:
+    rounds_trained: list[int] = field(default_factory=list)
+    rounds_evaluated: list[int] = field(default_factory=list)
+    shutdown: bool = False
+
+
+TrainObserver = Callable[[int, dict[str, np.ndarray], dict[str, np.ndarray], TrainReport], None]
+
+
+class Backoff:
+    def __init__(self, initial_s: float = 0.2, maximum_s: float = 10.0, rng: random.Random | None = None) -> None:
+        self.initial_s, self.maximum_s = initial_s, maximum_s
+        self._next = initial_s
+        self._rng = rng or random.Random()
+
+    def reset(self) -> None:
+        self._next = self.initial_s
+
+    def sleep(self, stop: threading.Event) -> None:
+        delay = self._rng.uniform(0.5, 1.0) * self._next
+        self._next = min(self.maximum_s, self._next * 2)
+        stop.wait(delay)
+
+
+class ClientDaemon:
+    def __init__(
+        self,
+        target: str,
+        identity: ClientIdentity,
+        make_trainer: Callable[[RunConfig], LocalTrainer],
+        store: LocalStore,
+        train_paths: list[str],
+        credentials: grpc.ChannelCredentials | None = None,
+        connect_timeout_s: float = 600.0,
+        observer: TrainObserver | None = None,
+    ) -> None:
+        self.target = target
+        self.identity = identity
+        self.make_trainer = make_trainer
+        self.store = store
+        self.train_paths = train_paths
+        self.connect_timeout_s = connect_timeout_s
+        self.observer = observer
+        self.stop_event = threading.Event()
+        options = client_channel_options()
+        self.channel = grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
+        self.stub = pb_grpc.CoordinatorStub(self.channel)
+        self.session: pb.Session | None = None
+        self.trainer: LocalTrainer | None = None
+        self.config: RunConfig | None = None
+        self.heartbeat_interval_s = 10.0
+        self.bound_log = log.bind(client=identity.name)
+
+    # ---------------------------------------------------------------- calls
+    def _join(self) -> None:
+        backoff = Backoff()
+        deadline = time.monotonic() + self.connect_timeout_s
+        server_key = self.target
+        while not self.stop_event.is_set():
+            try:
+                reply = self.stub.Join(pb.JoinRequest(
+                    protocol_version=PROTOCOL_VERSION, token=self.identity.token, name=self.identity.name,
+                    feature_name=self.identity.feature_name, feature_dim=self.identity.feature_dim,
+                    label_counts=self.identity.label_counts, n_unlabeled=self.identity.n_unlabeled,
+                    n_eval=self.identity.n_eval, client_id=self.store.client_id(server_key)), timeout=30)
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise ServerRefused(f"server refused to join: {exc.code().name}: {exc.details()}") from None
+                if time.monotonic() > deadline:
+                    raise ServerRefused(f"cannot reach the server at {self.target} after {self.connect_timeout_s:.0f} s: {exc.details()}") from None
+                backoff.sleep(self.stop_event)
+                continue
+            self.session = reply.session
+            self.heartbeat_interval_s = reply.heartbeat_interval_s or 10.0
+            self.store.save_client_id(server_key, reply.session.client_id)
+            config = RunConfig.from_json(reply.settings.run_config_json)
+            if self.config is None or config != self.config:
+                self.config = config
+                self.trainer = self.make_trainer(config)
+            self.bound_log = log.bind(client_id=reply.session.client_id, client=self.identity.name)
+            self.bound_log.info("joined", server=self.target, rounds=reply.settings.total_rounds)
+            return
+
+    def _fetch_model(self, task: pb.Task) -> dict[str, np.ndarray]:
+        stream = self.stub.FetchModel(pb.FetchModelRequest(
+            protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id), timeout=600)
+        assembler: codec.BlobAssembler | None = None
+        for message in stream:
+            if message.WhichOneof("payload") == "header":
+                assembler = codec.BlobAssembler(message.header.total_len, message.header.sha256)
+            elif assembler is None:
+                raise CorruptBlobError("model stream did not start with a header")
+            else:
+                assembler.feed(message.data)
+        if assembler is None:
+            raise CorruptBlobError("model stream was empty")
+        return codec.decode(assembler.finish())
+
+    def _update_messages(self, task: pb.Task, blob: codec.Blob, report: TrainReport) -> Iterator[pb.UpdateChunk]:
+        metrics = pb.TrainMetrics(
+            loss=report.loss, n_labeled=report.n_labeled, n_pseudo=report.n_pseudo, local_steps=report.local_steps,
+            pseudo_taken_per_class=report.pseudo_taken_per_class, pseudo_correct_per_class=report.pseudo_correct_per_class,
+            pseudo_with_truth=report.pseudo_with_truth, train_seconds=report.seconds)
+        yield pb.UpdateChunk(header=pb.UpdateHeader(
+            protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
+            n_samples=report.n_samples, metrics=metrics, blob=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256)))
+        for chunk in blob.chunks():
+            yield pb.UpdateChunk(data=bytes(chunk))
+
+    def _train(self, task: pb.Task, result: DaemonResult) -> None:
+        assert self.trainer is not None
+        global_state = self._fetch_model(task)
+        local_state = self.store.load_state(self.train_paths)
+        train_task = TrainTask(round=task.round, lr=task.train.lr, local_epochs=task.train.local_epochs or 1,
+                               pseudo_threshold=task.train.pseudo_label_threshold)
+        update, new_state, report = self.trainer.train(global_state, train_task, local_state)
+        blob = codec.encode_blob(update)
+        self.stub.SubmitUpdate(self._update_messages(task, blob, report), timeout=600)
+        # c_i+ is kept only once the server took the update that carries dc_i
+        self.store.save_state(new_state, self.train_paths)
+        result.rounds_trained.append(task.round)
+        if self.observer is not None:
+            self.observer(task.round, global_state, update, report)
+        self.bound_log.info("update_sent", round=task.round, n_samples=report.n_samples, loss=round(report.loss, 4),
+                            steps=report.local_steps, seconds=round(report.seconds, 3))
+
+    def _evaluate(self, task: pb.Task, result: DaemonResult) -> None:
+        assert self.trainer is not None
+        global_state = self._fetch_model(task)
+        matrix, loss = self.trainer.evaluate(global_state)
+        self.stub.SubmitEvaluation(pb.EvaluationReport(
+            protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
+            num_classes=matrix.shape[0], confusion=matrix.reshape(-1).tolist(), loss=loss), timeout=60)
+        result.rounds_evaluated.append(task.round)
+
+    def _heartbeats(self) -> None:
+        while not self.stop_event.wait(self.heartbeat_interval_s):
+            if self.session is None:
+                continue
+            try:
+                self.stub.Heartbeat(pb.HeartbeatRequest(protocol_version=PROTOCOL_VERSION, session=self.session), timeout=10)
+            except grpc.RpcError:
+                pass  # the main loop notices a lost server on its next call
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> DaemonResult:
+        result = DaemonResult()
+        heartbeat = threading.Thread(target=self._heartbeats, name="fedser-heartbeat", daemon=True)
+        self._join()
+        heartbeat.start()
+        backoff = Backoff()
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    task = self.stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=self.session),
+                                             timeout=(self.config.federation.poll_timeout_s if self.config else 20.0) + 15)
+                    if task.kind == pb.TASK_KIND_SHUTDOWN:
+                        result.shutdown = True
+                        self.bound_log.info("shutdown_received", round=task.round)
+                        break
+                    if task.kind == pb.TASK_KIND_TRAIN:
+                        self._train(task, result)
+                    elif task.kind == pb.TASK_KIND_EVALUATE:
+                        self._evaluate(task, result)
+                    elif task.retry_after_s > 0:
+                        self.stop_event.wait(task.retry_after_s)
+                    backoff.reset()
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                    if code == grpc.StatusCode.PERMISSION_DENIED and "session" in (exc.details() or ""):
+                        self.bound_log.warning("session_lost_rejoining", detail=exc.details())
+                        self._join()
+                    elif code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED) and "protocol" not in (exc.details() or ""):
+                        self.bound_log.warning("task_no_longer_valid", code=code.name, detail=exc.details())
+                    elif code in RETRYABLE:
+                        self.bound_log.info("server_unreachable_retrying", code=code.name)
+                        backoff.sleep(self.stop_event)
+                    else:
+                        raise ServerRefused(f"server refused: {code.name}: {exc.details()}") from None
+                except CorruptBlobError as exc:
+                    self.bound_log.warning("model_transfer_corrupt_retrying", detail=str(exc))
+                    backoff.sleep(self.stop_event)
+        finally:
+            self.stop_event.set()
+            self.channel.close()
+        return result
+
+    def stop(self) -> None:
+        self.stop_event.set()

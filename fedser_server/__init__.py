@@ -1,0 +1,1 @@
+"""The fedser coordinator: registry, round engine, strategies, persistence, gRPC servicer, CLI."""

@@ -1,0 +1,435 @@
+"""The round engine (DESIGN §3): who is joined, which round runs, which client has which task.
+
+Thread-safe; transport-agnostic. The gRPC servicer calls the public methods; `run()`
+drives the rounds. Aggregation is delegated to a `Strategy`; updates are validated in
+full before the strategy sees them, so a bad update never touches the global state.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from fedser_server.core.schedule import local_lr, pseudo_label_threshold, sample_clients, sample_size
+from fedser_server.core.strategy import FedAvg, validate_update
+from fedser_server.errors import (
+    NotParticipatingError,
+    StaleRoundError,
+    UnknownClientError,
+)
+from fedser_server.state.registry import ClientRecord, Registry
+from fedser_server.state.store import StateStore
+from fedser_shared import codec
+from fedser_shared.config import RunConfig
+from fedser_shared.errors import ConfigError, InvalidUpdateError
+from fedser_shared.logging import get_logger
+from fedser_shared.metrics import per_class_recall, uar
+
+log = get_logger(__name__)
+
+BLOB_SLACK_BYTES = 64 * 1024
+
+
+class TaskKind(Enum):
+    WAIT = "wait"
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class TaskAssignment:
+    kind: TaskKind
+    round: int = 0
+    task_id: str = ""
+    lr: float = 0.0
+    local_epochs: int = 1
+    pseudo_threshold: float = 0.0
+    participation: int = 0
+    deadline_unix_s: float = 0.0
+    retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class UpdateHeader:
+    round: int
+    task_id: str
+    n_samples: int
+    total_len: int
+    sha256: bytes
+    loss: float = float("nan")
+    pseudo_taken_per_class: tuple[int, ...] = ()
+    pseudo_correct_per_class: tuple[int, ...] = ()
+    pseudo_with_truth: int = 0
+
+
+@dataclass
+class _RoundBook:
+    """Everything about the phase in progress (a training attempt or an evaluation)."""
+
+    kind: TaskKind
+    round: int
+    tasks: dict[str, TaskAssignment] = field(default_factory=dict)   # client_id -> task
+    reported: set[str] = field(default_factory=set)
+    losses: list[tuple[float, int]] = field(default_factory=list)
+    confusion: np.ndarray | None = None
+    eval_losses: list[tuple[float, int]] = field(default_factory=list)
+    pseudo_taken: np.ndarray | None = None
+    pseudo_correct: np.ndarray | None = None
+    pseudo_with_truth: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    attempts: int = 1
+    seconds: float = 0.0
+    open: bool = True
+
+
+class Coordinator:
+    def __init__(
+        self,
+        config: RunConfig,
+        strategy: FedAvg,
+        initial_weights: Mapping[str, np.ndarray],
+        store: StateStore,
+        feature_dim: int,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        client_timeout_s: float = 120.0,
+        heartbeat_interval_s: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.strategy = strategy
+        self.store = store
+        self.feature_dim = feature_dim
+        self._clock = clock
+        self._wall = wall_clock
+        self.client_timeout_s = client_timeout_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.registry = Registry(store.registry_path)
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self._book: _RoundBook | None = None
+        self._last_seen: dict[str, float] = {}
+        self.completed_round = 0
+        self.state = strategy.initial_state(initial_weights)
+        self._blob = codec.encode_blob(self.state)
+        self._expected_update = strategy.expected_update(self.state)
+        self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
+        self.history: list[dict[str, object]] = []
+
+    # ---------------------------------------------------------------- client-facing
+    def join(self, name: str, feature_name: str, feature_dim: int, label_counts: list[int],
+             n_unlabeled: int, n_eval: int, client_id: str = "") -> ClientRecord:
+        if feature_name != self.config.features.name or feature_dim != self.feature_dim:
+            raise ConfigError(
+                f"client features {feature_name}/{feature_dim} do not match the run's "
+                f"{self.config.features.name}/{self.feature_dim}")
+        if len(label_counts) != self.config.num_classes:
+            raise ConfigError(f"client reports {len(label_counts)} label counts, the run has {self.config.num_classes} classes")
+        with self._cond:
+            record = self.registry.clients.get(client_id) if client_id else None
+            if record is None:
+                record = self.registry.by_name(name)
+            now = self._wall()
+            if record is None:
+                record = ClientRecord(uuid.uuid4().hex[:16], name, "", list(label_counts), n_unlabeled, n_eval,
+                                      feature_name, feature_dim, now, now)
+            record.session_token = secrets.token_urlsafe(24)
+            record.label_counts, record.n_unlabeled, record.n_eval = list(label_counts), n_unlabeled, n_eval
+            record.last_seen, record.left, record.shutdown_sent = now, False, False
+            self.registry.save(record)
+            self._last_seen[record.client_id] = self._clock()
+            log.info("client_joined", client_id=record.client_id, name=name, n_labeled=record.n_labeled,
+                     n_unlabeled=n_unlabeled, n_eval=n_eval, n_registered=len(self.registry.clients))
+            self._cond.notify_all()
+            return record
+
+    def authenticate(self, client_id: str, session_token: str) -> ClientRecord:
+        record = self.registry.clients.get(client_id)
+        if record is None or not record.session_token or not secrets.compare_digest(record.session_token, session_token):
+            raise UnknownClientError(f"unknown client or bad session credential for client '{client_id}'")
+        self._touch(client_id)
+        return record
+
+    def _touch(self, client_id: str) -> None:
+        self._last_seen[client_id] = self._clock()
+
+    def heartbeat(self, client: ClientRecord) -> int:
+        self._touch(client.client_id)
+        return self.completed_round
+
+    def leave(self, client: ClientRecord, reason: str) -> None:
+        with self._cond:
+            client.left = True
+            self.registry.save(client)
+            log.info("client_left", client_id=client.client_id, reason=reason)
+            self._cond.notify_all()
+
+    def next_task(self, client: ClientRecord, timeout_s: float) -> TaskAssignment:
+        """Long-poll: block until this client has a task, the run ends, or the timeout passes."""
+        deadline = self._clock() + timeout_s
+        with self._cond:
+            while True:
+                self._touch(client.client_id)
+                if self.done.is_set() or self._stop.is_set():
+                    client.shutdown_sent = True
+                    self._cond.notify_all()
+                    return TaskAssignment(TaskKind.SHUTDOWN, round=self.completed_round)
+                book = self._book
+                if book is not None and book.open and client.client_id in book.tasks and client.client_id not in book.reported:
+                    return book.tasks[client.client_id]
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
+                self._cond.wait(timeout=min(remaining, 1.0))
+
+    def model_blob(self, client: ClientRecord, round_index: int, task_id: str) -> codec.Blob:
+        with self._cond:
+            self._task_of(client, round_index, task_id)
+            return self._blob
+
+    def _task_of(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
+        book = self._book
+        if book is None or not book.open or round_index != book.round:
+            current = book.round if book is not None else self.completed_round
+            raise StaleRoundError(f"round {round_index} is not open (current round {current})")
+        task = book.tasks.get(client.client_id)
+        if task is None:
+            raise NotParticipatingError(f"client '{client.client_id}' is not sampled in round {round_index}")
+        if task.task_id != task_id:
+            raise StaleRoundError(f"task '{task_id}' is not the client's current task")
+        if client.client_id in book.reported:
+            raise StaleRoundError(f"client '{client.client_id}' already reported for round {round_index}")
+        return task
+
+    def max_update_bytes(self) -> int:
+        return self._max_update_bytes
+
+    def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> None:
+        with self._cond:
+            task = self._task_of(client, header.round, header.task_id)
+            if task.kind is not TaskKind.TRAIN:
+                raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
+        if header.n_samples <= 0:
+            raise InvalidUpdateError(f"n_samples must be positive, got {header.n_samples}")
+        if header.total_len > self._max_update_bytes:
+            raise InvalidUpdateError(f"update of {header.total_len} bytes exceeds the model-derived limit of {self._max_update_bytes}")
+
+    def submit_update(self, client: ClientRecord, header: UpdateHeader, blob: bytes) -> None:
+        """Validate a fully received, checksummed blob, then fold it into the round."""
+        tensors = codec.decode(blob)
+        validate_update(tensors, self._expected_update)
+        with self._cond:
+            self._task_of(client, header.round, header.task_id)
+            book = self._book
+            assert book is not None
+            self.strategy.accumulate(tensors, header.n_samples)
+            book.reported.add(client.client_id)
+            if np.isfinite(header.loss):
+                book.losses.append((header.loss, header.n_samples))
+            taken = np.zeros(self.config.num_classes, np.int64)
+            correct = np.zeros(self.config.num_classes, np.int64)
+            taken[: len(header.pseudo_taken_per_class)] = header.pseudo_taken_per_class[: self.config.num_classes]
+            correct[: len(header.pseudo_correct_per_class)] = header.pseudo_correct_per_class[: self.config.num_classes]
+            book.pseudo_taken = taken if book.pseudo_taken is None else book.pseudo_taken + taken
+            book.pseudo_correct = correct if book.pseudo_correct is None else book.pseudo_correct + correct
+            book.pseudo_with_truth += header.pseudo_with_truth
+            client.participations += 1
+            log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
+                     n_reported=len(book.reported), n_sampled=len(book.tasks))
+            self._cond.notify_all()
+
+    def record_refusal(self, reason: str, client_id: str, round_index: int, message: str) -> None:
+        with self._cond:
+            if self._book is not None:
+                self._book.refused[reason] = self._book.refused.get(reason, 0) + 1
+        log.warning("update_refused", round=round_index, client_id=client_id, reason=reason, detail=message)
+
+    def submit_evaluation(self, client: ClientRecord, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
+        classes = self.config.num_classes
+        if confusion.shape != (classes * classes,) or (confusion < 0).any():
+            raise InvalidUpdateError(f"confusion matrix must have {classes}x{classes} non-negative counts")
+        with self._cond:
+            task = self._task_of(client, round_index, task_id)
+            if task.kind is not TaskKind.EVALUATE:
+                raise NotParticipatingError(f"task '{task_id}' is not an evaluation task")
+            book = self._book
+            assert book is not None
+            matrix = confusion.reshape(classes, classes).astype(np.int64)
+            book.confusion = matrix if book.confusion is None else book.confusion + matrix
+            if np.isfinite(loss):
+                book.eval_losses.append((loss, int(matrix.sum())))
+            book.reported.add(client.client_id)
+            self._cond.notify_all()
+
+    # ---------------------------------------------------------------- driver
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def alive_clients(self) -> list[ClientRecord]:
+        now = self._clock()
+        return [c for c in self.registry.clients.values()
+                if not c.left and now - self._last_seen.get(c.client_id, -1e18) <= self.client_timeout_s]
+
+    def _trainable(self, clients: Iterable[ClientRecord]) -> list[ClientRecord]:
+        semi = self.config.semi.enabled
+        return [c for c in clients if c.n_labeled > 0 or (semi and c.n_unlabeled > 0)]
+
+    def _wait_for_clients(self, minimum: int) -> bool:
+        announced = False
+        with self._cond:
+            while not self._stop.is_set():
+                if len(self._trainable(self.alive_clients())) >= minimum:
+                    return True
+                if not announced:
+                    log.info("waiting_for_clients", needed=minimum, alive=len(self.alive_clients()))
+                    announced = True
+                self._cond.wait(timeout=0.5)
+        return False
+
+    def _open_phase(self, kind: TaskKind, round_index: int, clients: list[ClientRecord], timeout_s: float) -> _RoundBook:
+        deadline_wall = self._wall() + timeout_s
+        book = _RoundBook(kind=kind, round=round_index)
+        for client in clients:
+            task = TaskAssignment(
+                kind, round=round_index, task_id=uuid.uuid4().hex[:12],
+                lr=local_lr(self.config, round_index - 1),
+                local_epochs=self.config.train.local_epochs,
+                pseudo_threshold=pseudo_label_threshold(self.config, round_index - 1),
+                participation=client.participations, deadline_unix_s=deadline_wall)
+            book.tasks[client.client_id] = task
+        with self._cond:
+            self._book = book
+            self._cond.notify_all()
+        return book
+
+    def _await_phase(self, book: _RoundBook, timeout_s: float) -> None:
+        deadline = self._clock() + timeout_s
+        with self._cond:
+            while not self._stop.is_set():
+                if book.reported >= set(book.tasks):
+                    break
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    log.warning("phase_deadline", round=book.round, phase=book.kind.value,
+                                reported=len(book.reported), expected=len(book.tasks))
+                    break
+                self._cond.wait(timeout=min(remaining, 0.5))
+            book.open = False
+
+    def _train_round(self, round_index: int) -> _RoundBook | None:
+        fed = self.config.federation
+        attempt = 0
+        while not self._stop.is_set():
+            if not self._wait_for_clients(fed.min_clients):
+                return None
+            with self._cond:
+                candidates = self._trainable(self.alive_clients())
+                by_name = {c.name: c for c in candidates}
+                k = sample_size(self.config, len(candidates))
+                names = sample_clients(list(by_name), k, fed.seed, round_index, attempt)
+                self.strategy.begin_round(self.state, len(self._trainable(self.registry.clients.values())))
+            sampled = [by_name[n] for n in names]
+            log.info("round_started", round=round_index, attempt=attempt, n_sampled=len(sampled), n_alive=len(candidates))
+            book = self._open_phase(TaskKind.TRAIN, round_index, sampled, fed.round_timeout_s)
+            started = self._clock()
+            self._await_phase(book, fed.round_timeout_s)
+            book_seconds = self._clock() - started
+            if self._stop.is_set():
+                return None
+            n_updates = len(book.reported)
+            if n_updates == len(book.tasks) or n_updates >= fed.updates_needed:
+                with self._cond:
+                    self.state = self.strategy.finish_round()
+                    self._blob = codec.encode_blob(self.state)
+                    self.completed_round = round_index
+                book.attempts, book.seconds = attempt + 1, book_seconds
+                return book
+            attempt += 1
+            log.warning("round_retry", round=round_index, attempt=attempt, n_updates=n_updates, needed=fed.updates_needed)
+            if attempt > fed.max_round_retries:
+                log.error("round_failed_waiting_for_clients", round=round_index, attempts=attempt)
+                attempt = 0
+                with self._cond:  # drop clients that never answered, then wait for fresh ones
+                    for client_id in set(book.tasks) - book.reported:
+                        self._last_seen.pop(client_id, None)
+        return None
+
+    def _evaluate(self, round_index: int) -> _RoundBook | None:
+        clients = [c for c in self.alive_clients() if c.n_eval > 0]
+        if not clients:
+            return None
+        book = self._open_phase(TaskKind.EVALUATE, round_index, clients, self.config.federation.eval_timeout_s)
+        self._await_phase(book, self.config.federation.eval_timeout_s)
+        return book
+
+    def run(self) -> None:
+        fed = self.config.federation
+        try:
+            for round_index in range(self.completed_round + 1, fed.rounds + 1):
+                started = self._clock()
+                book = self._train_round(round_index)
+                if book is None:
+                    return
+                self.store.save_global(self.state, round_index)
+                record: dict[str, object] = {
+                    "round": round_index,
+                    "n_sampled": len(book.tasks),
+                    "n_updates": len(book.reported),
+                    "train_loss": _weighted_mean(book.losses),
+                    "lr": local_lr(self.config, round_index - 1),
+                    "attempts": book.attempts,
+                    "train_seconds": round(book.seconds, 4),
+                }
+                if book.refused:
+                    record["refused"] = dict(book.refused)
+                if self.config.semi.enabled:
+                    record["tau"] = pseudo_label_threshold(self.config, round_index - 1)
+                    record["pseudo_taken"] = (book.pseudo_taken if book.pseudo_taken is not None else np.zeros(0)).tolist()
+                    record["pseudo_correct"] = (book.pseudo_correct if book.pseudo_correct is not None else np.zeros(0)).tolist()
+                    record["pseudo_with_truth"] = book.pseudo_with_truth
+                if round_index % fed.eval_every == 0 or round_index == fed.rounds:
+                    evaluation = self._evaluate(round_index)
+                    if evaluation is not None and evaluation.confusion is not None:
+                        record["uar"] = uar(evaluation.confusion)
+                        record["per_class_recall"] = [None if np.isnan(r) else float(r) for r in per_class_recall(evaluation.confusion)]
+                        record["eval_loss"] = _weighted_mean(evaluation.eval_losses)
+                        record["n_eval_clients"] = len(evaluation.reported)
+                        record["confusion"] = evaluation.confusion.tolist()
+                record["seconds"] = round(self._clock() - started, 4)
+                record = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()}
+                self.store.append_metrics(record)
+                self.history.append(record)
+                log.info("round_finished", **{k: v for k, v in record.items() if k not in ("confusion", "per_class_recall")})
+        finally:
+            with self._cond:
+                self.done.set()
+                self._book = None
+                self._cond.notify_all()
+
+    def wait_for_shutdown_delivery(self, timeout_s: float) -> None:
+        """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""
+        deadline = self._clock() + timeout_s
+        with self._cond:
+            while self._clock() < deadline:
+                pending = [c for c in self.alive_clients() if not c.shutdown_sent]
+                if not pending:
+                    return
+                self._cond.wait(timeout=0.2)
+
+    def close(self) -> None:
+        self.registry.close()
+
+
+def _weighted_mean(pairs: list[tuple[float, int]]) -> float:
+    total = sum(n for _, n in pairs)
+    return float(sum(v * n for v, n in pairs) / total) if total else float("nan")

@@ -1,0 +1,19 @@
+"""Server-side errors; the servicer maps each to a gRPC status code."""
+
+from fedser_shared.errors import FedserError
+
+
+class UnknownClientError(FedserError):
+    """The caller is not a registered client, or its session credential is wrong."""
+
+
+class NotParticipatingError(FedserError):
+    """The client is not sampled for this round, or the task is of another kind."""
+
+
+class StaleRoundError(FedserError):
+    """The request names a round or task that is no longer (or not yet) open."""
+
+
+class ProtocolMismatchError(FedserError):
+    """The client speaks another protocol version."""

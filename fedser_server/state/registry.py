@@ -1,0 +1,82 @@
+"""The client registry, kept in memory and written through to SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ClientRecord:
+    client_id: str
+    name: str
+    session_token: str
+    label_counts: list[int]
+    n_unlabeled: int
+    n_eval: int
+    feature_name: str
+    feature_dim: int
+    joined_at: float
+    last_seen: float
+    participations: int = 0
+    left: bool = False
+    shutdown_sent: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def n_labeled(self) -> int:
+        return sum(self.label_counts)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clients (
+    client_id TEXT PRIMARY KEY,
+    name TEXT UNIQUE NOT NULL,
+    label_counts TEXT NOT NULL,
+    n_unlabeled INTEGER NOT NULL,
+    n_eval INTEGER NOT NULL,
+    feature_name TEXT NOT NULL,
+    feature_dim INTEGER NOT NULL,
+    joined_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    participations INTEGER NOT NULL DEFAULT 0,
+    left INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+        self._lock = threading.Lock()
+        self.clients: dict[str, ClientRecord] = {}
+        for row in self._db.execute(
+            "SELECT client_id, name, label_counts, n_unlabeled, n_eval, feature_name, feature_dim, joined_at, last_seen, participations, left FROM clients"
+        ):
+            record = ClientRecord(row[0], row[1], "", json.loads(row[2]), row[3], row[4], row[5], row[6], row[7], row[8], row[9], bool(row[10]))
+            self.clients[record.client_id] = record
+
+    def by_name(self, name: str) -> ClientRecord | None:
+        return next((c for c in self.clients.values() if c.name == name), None)
+
+    def save(self, record: ClientRecord) -> None:
+        self.clients[record.client_id] = record
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO clients VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(client_id) DO UPDATE SET "
+                "name=excluded.name, label_counts=excluded.label_counts, n_unlabeled=excluded.n_unlabeled, n_eval=excluded.n_eval, "
+                "feature_name=excluded.feature_name, feature_dim=excluded.feature_dim, last_seen=excluded.last_seen, "
+                "participations=excluded.participations, left=excluded.left",
+                (record.client_id, record.name, json.dumps(record.label_counts), record.n_unlabeled, record.n_eval,
+                 record.feature_name, record.feature_dim, record.joined_at, record.last_seen, record.participations, int(record.left)),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

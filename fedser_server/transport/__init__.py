@@ -1,0 +1,1 @@
+"""gRPC: the thin servicer and the server that hosts it."""

@@ -1,0 +1,164 @@
+"""The Coordinator gRPC servicer: unpack messages, call the round engine, map errors to codes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from fedser_server.coordinator import Coordinator, TaskAssignment, TaskKind, UpdateHeader
+from fedser_server.errors import NotParticipatingError, ProtocolMismatchError, StaleRoundError, UnknownClientError
+from fedser_server.state.registry import ClientRecord
+from fedser_shared import PROTOCOL_VERSION, codec
+from fedser_shared.errors import ConfigError, CorruptBlobError, FedserError, InvalidUpdateError
+from fedser_shared.logging import get_logger
+from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+
+log = get_logger(__name__)
+
+STATUS_OF: dict[type[FedserError], grpc.StatusCode] = {
+    ProtocolMismatchError: grpc.StatusCode.FAILED_PRECONDITION,
+    UnknownClientError: grpc.StatusCode.PERMISSION_DENIED,
+    NotParticipatingError: grpc.StatusCode.PERMISSION_DENIED,
+    StaleRoundError: grpc.StatusCode.FAILED_PRECONDITION,
+    InvalidUpdateError: grpc.StatusCode.INVALID_ARGUMENT,
+    CorruptBlobError: grpc.StatusCode.INVALID_ARGUMENT,
+    ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+_TASK_KIND = {
+    TaskKind.WAIT: pb.TASK_KIND_WAIT,
+    TaskKind.TRAIN: pb.TASK_KIND_TRAIN,
+    TaskKind.EVALUATE: pb.TASK_KIND_EVALUATE,
+    TaskKind.SHUTDOWN: pb.TASK_KIND_SHUTDOWN,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def status_code_for(error: FedserError) -> grpc.StatusCode:
+    for kind, code in STATUS_OF.items():
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _mapped(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: "CoordinatorServicer", request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except FedserError as exc:
+            context.abort(status_code_for(exc), str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check_protocol(version: int) -> None:
+    if version != PROTOCOL_VERSION:
+        raise ProtocolMismatchError(f"protocol version mismatch: client speaks {version}, server speaks {PROTOCOL_VERSION}")
+
+
+def task_message(task: TaskAssignment) -> pb.Task:
+    return pb.Task(
+        kind=_TASK_KIND[task.kind], round=task.round, task_id=task.task_id,
+        train=pb.TrainSpec(lr=task.lr, local_epochs=task.local_epochs,
+                           pseudo_label_threshold=task.pseudo_threshold, participation=task.participation),
+        deadline_unix_s=task.deadline_unix_s, retry_after_s=task.retry_after_s)
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    def __init__(self, coordinator: Coordinator, poll_timeout_s: float) -> None:
+        self.coordinator = coordinator
+        self.poll_timeout_s = poll_timeout_s
+
+    def _client(self, version: int, session: pb.Session) -> ClientRecord:
+        check_protocol(version)
+        return self.coordinator.authenticate(session.client_id, session.session_token)
+
+    @_mapped
+    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:
+        check_protocol(request.protocol_version)
+        if not request.name:
+            raise ConfigError("join request needs a client name")
+        record = self.coordinator.join(
+            request.name, request.feature_name, request.feature_dim, list(request.label_counts),
+            request.n_unlabeled, request.n_eval, request.client_id)
+        config = self.coordinator.config
+        return pb.JoinReply(
+            session=pb.Session(client_id=record.client_id, session_token=record.session_token),
+            settings=pb.RunSettings(feature_name=config.features.name, feature_dim=self.coordinator.feature_dim,
+                                    num_classes=config.num_classes, total_rounds=config.federation.rounds,
+                                    run_config_json=config.to_json()),
+            heartbeat_interval_s=self.coordinator.heartbeat_interval_s)
+
+    @_mapped
+    def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.Task:
+        client = self._client(request.protocol_version, request.session)
+        remaining = context.time_remaining()
+        timeout = self.poll_timeout_s if remaining is None else max(0.0, min(self.poll_timeout_s, remaining - 1.0))
+        return task_message(self.coordinator.next_task(client, timeout))
+
+    def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk]:
+        try:
+            client = self._client(request.protocol_version, request.session)
+            blob = self.coordinator.model_blob(client, request.round, request.task_id)
+        except FedserError as exc:
+            context.abort(status_code_for(exc), str(exc))
+        yield pb.ModelChunk(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
+        for chunk in blob.chunks():
+            yield pb.ModelChunk(data=bytes(chunk))
+
+    def SubmitUpdate(self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext) -> pb.UpdateAck:
+        client_id, round_index = "", 0
+        try:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("payload") != "header":
+                raise InvalidUpdateError("the first message of an update stream must be its header")
+            head = first.header
+            client_id, round_index = head.session.client_id, head.round
+            client = self._client(head.protocol_version, head.session)
+            metrics = head.metrics
+            header = UpdateHeader(
+                round=head.round, task_id=head.task_id, n_samples=head.n_samples,
+                total_len=head.blob.total_len, sha256=head.blob.sha256, loss=metrics.loss,
+                pseudo_taken_per_class=tuple(metrics.pseudo_taken_per_class),
+                pseudo_correct_per_class=tuple(metrics.pseudo_correct_per_class),
+                pseudo_with_truth=metrics.pseudo_with_truth)
+            self.coordinator.check_update_header(client, header)
+            assembler = codec.BlobAssembler(header.total_len, header.sha256, self.coordinator.max_update_bytes())
+            for message in request_iterator:
+                if message.WhichOneof("payload") != "data":
+                    raise InvalidUpdateError("an update stream carries exactly one header")
+                assembler.feed(message.data)
+            self.coordinator.submit_update(client, header, assembler.finish())
+        except FedserError as exc:
+            code = status_code_for(exc)
+            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED):
+                self.coordinator.record_refusal(code.name.lower(), client_id, round_index, str(exc))
+            context.abort(code, str(exc))
+        return pb.UpdateAck(accepted=True, message="update accepted")
+
+    @_mapped
+    def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.ServicerContext) -> pb.Ack:
+        client = self._client(request.protocol_version, request.session)
+        if request.num_classes != self.coordinator.config.num_classes:
+            raise InvalidUpdateError(f"evaluation has {request.num_classes} classes, the run has {self.coordinator.config.num_classes}")
+        confusion = np.asarray(request.confusion, dtype=np.int64)
+        self.coordinator.submit_evaluation(client, request.round, request.task_id, confusion, request.loss)
+        return pb.Ack(message="evaluation accepted")
+
+    @_mapped
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatReply:
+        client = self._client(request.protocol_version, request.session)
+        return pb.HeartbeatReply(round=self.coordinator.heartbeat(client),
+                                 heartbeat_interval_s=self.coordinator.heartbeat_interval_s)
+
+    @_mapped
+    def Leave(self, request: pb.LeaveRequest, context: grpc.ServicerContext) -> pb.Ack:
+        client = self._client(request.protocol_version, request.session)
+        self.coordinator.leave(client, request.reason)
+        return pb.Ack(message="goodbye")

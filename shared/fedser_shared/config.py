@@ -1,0 +1,176 @@
+"""The typed run configuration: one TOML file, overridable by CLI flags, validated once.
+
+Every number in DESIGN §5 is a field here with that default. Server and clients share
+the same `RunConfig`: the server sends it to each client when it joins.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedser_shared.errors import ConfigError
+
+DEFAULT_EMOTION_MAP: dict[str, int] = {
+    "neutral": 0, "neu": 0,
+    "happy": 1, "happiness": 1, "hap": 1, "joy": 1,
+    "sad": 2, "sadness": 2,
+    "angry": 3, "anger": 3, "ang": 3,
+}
+DEFAULT_CLASS_NAMES = ["neutral", "happy", "sad", "angry"]
+FEATURE_DIMS = {"emobase": 988, "apc": 512, "tera": 768, "decoar2": 768, "distilhubert": 768}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabelsConfig(_Section):
+    class_names: list[str] = Field(default_factory=lambda: list(DEFAULT_CLASS_NAMES), min_length=2)
+    emotion_map: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_EMOTION_MAP))
+
+    @model_validator(mode="after")
+    def _classes_in_range(self) -> "LabelsConfig":
+        for emotion, index in self.emotion_map.items():
+            if not 0 <= index < len(self.class_names):
+                raise ValueError(f"emotion '{emotion}' maps to class {index}, outside 0..{len(self.class_names) - 1}")
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def class_of(self, emotion: str) -> int | None:
+        return self.emotion_map.get(emotion.strip().lower())
+
+
+class FeaturesConfig(_Section):
+    name: Literal["emobase", "apc", "tera", "decoar2", "distilhubert"] = "emobase"
+    normalisation: Literal["client", "global", "none"] = "client"
+
+
+class ModelConfig(_Section):
+    hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Section):
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0.0)
+    lr_decay_every: int = Field(100, ge=1, description="rounds between learning-rate decays")
+    lr_decay_factor: float = Field(0.5, gt=0.0, le=1.0)
+    batch_size: int = Field(16, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    adam_betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = Field(1e-9, gt=0.0)
+    adam_weight_decay: float = Field(1e-4, ge=0.0)
+    class_balance_beta: float = Field(0.9999, ge=0.0, lt=1.0)
+    eval_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of each client's data kept for local evaluation")
+
+
+class SemiConfig(_Section):
+    enabled: bool = False
+    weak_sigma1: float = Field(0.1, ge=0.0)
+    weak_sigma2: float = Field(0.1, ge=0.0)
+    strong_sigma1: float = Field(0.25, ge=0.0)
+    strong_sigma2: float = Field(0.1, ge=0.0)
+    views: int = Field(10, ge=2)
+    temperature: float = Field(2.0, gt=0.0)
+    uncertainty_max: float = Field(0.005, ge=0.0)
+    tau_start: float = Field(0.5, ge=0.0, le=1.0)
+    tau_end: float = Field(0.9, ge=0.0, le=1.0)
+    tau_ramp_fraction: float = Field(0.6, gt=0.0, le=1.0)
+    max_per_class: int = Field(1, ge=0)
+    pseudo_weight: float = Field(1.0, ge=0.0, description="lambda, weight of the pseudo-label loss")
+
+
+class FederationConfig(_Section):
+    algorithm: Literal["fedavg", "scaffold"] = "fedavg"
+    rounds: int = Field(50, ge=1)
+    min_clients: int = Field(2, ge=1)
+    fraction: float = Field(0.2, gt=0.0, le=1.0)
+    min_updates: int | None = Field(None, ge=1, description="updates needed to close a round at its deadline; default min_clients")
+    eval_every: int = Field(5, ge=1)
+    server_lr: float = Field(1.0, gt=0.0)
+    c_update: Literal["paper", "semifedser"] = "paper"
+    round_timeout_s: float = Field(600.0, gt=0.0)
+    eval_timeout_s: float = Field(300.0, gt=0.0)
+    max_round_retries: int = Field(3, ge=0)
+    poll_timeout_s: float = Field(20.0, gt=0.0, description="how long GetTask long-polls are held")
+    seed: int = 0
+
+    @property
+    def updates_needed(self) -> int:
+        return self.min_updates if self.min_updates is not None else self.min_clients
+
+
+class RunConfig(_Section):
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    semi: SemiConfig = Field(default_factory=SemiConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+
+    @property
+    def num_classes(self) -> int:
+        return self.labels.num_classes
+
+    @property
+    def feature_dim(self) -> int:
+        return FEATURE_DIMS[self.features.name]
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        return cls.model_validate_json(text)
+
+
+def format_validation_error(error: ValidationError, source: str = "config") -> str:
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "<root>"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        parts.append(f"'{field}': {message}")
+    return f"invalid {source}: " + "; ".join(parts)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"invalid config: '{dotted}': '{key}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def load_run_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read TOML (if given), apply dotted-key overrides (``federation.rounds``), validate."""
+    tree: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = f"config {path}"
+        try:
+            tree = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"malformed TOML in {path}: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, dotted, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None

@@ -1,0 +1,51 @@
+"""The SER model of DESIGN §5: an MLP D -> 256 -> 128 -> C with ReLU and dropout.
+
+Dropout draws from an explicit `torch.Generator` so that local training is reproducible
+per client and per round, whatever else runs in the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+WEIGHT_PREFIX = "w."
+
+
+class EmotionMLP(nn.Module):
+    def __init__(self, input_dim: int, num_classes: int, hidden: Sequence[int] = (256, 128), dropout: float = 0.2) -> None:
+        super().__init__()
+        sizes = [input_dim, *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.head = nn.Linear(sizes[-1], num_classes)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        for layer in self.hidden:
+            x = torch.relu(layer(x))
+            if self.training and self.dropout > 0:
+                keep = 1.0 - self.dropout
+                mask = torch.empty_like(x).bernoulli_(keep, generator=generator)
+                x = x * mask / keep
+        return self.head(x)
+
+
+def build_model(input_dim: int, num_classes: int, hidden: Sequence[int], dropout: float, seed: int) -> EmotionMLP:
+    """A freshly initialised model; the same seed gives the same weights everywhere."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return EmotionMLP(input_dim, num_classes, hidden, dropout)
+
+
+def weights_of(model: nn.Module) -> dict[str, np.ndarray]:
+    """Model parameters as float32 numpy arrays named ``w.<param>`` (the wire names)."""
+    return {WEIGHT_PREFIX + name: p.detach().cpu().numpy().astype(np.float32, copy=True) for name, p in model.named_parameters()}
+
+
+def load_weights(model: nn.Module, weights: Mapping[str, np.ndarray]) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.from_numpy(np.asarray(weights[WEIGHT_PREFIX + name])))

@@ -1,0 +1,243 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_KIND_UNSPECIFIED: _ClassVar[TaskKind]
+    TASK_KIND_WAIT: _ClassVar[TaskKind]
+    TASK_KIND_TRAIN: _ClassVar[TaskKind]
+    TASK_KIND_EVALUATE: _ClassVar[TaskKind]
+    TASK_KIND_SHUTDOWN: _ClassVar[TaskKind]
+TASK_KIND_UNSPECIFIED: TaskKind
+TASK_KIND_WAIT: TaskKind
+TASK_KIND_TRAIN: TaskKind
+TASK_KIND_EVALUATE: TaskKind
+TASK_KIND_SHUTDOWN: TaskKind
+
+class Session(_message.Message):
+    __slots__ = ("client_id", "session_token")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    session_token: str
+    def __init__(self, client_id: _Optional[str] = ..., session_token: _Optional[str] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("protocol_version", "token", "name", "feature_name", "feature_dim", "label_counts", "n_unlabeled", "n_eval", "client_id")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAME_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_DIM_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    N_UNLABELED_FIELD_NUMBER: _ClassVar[int]
+    N_EVAL_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    token: str
+    name: str
+    feature_name: str
+    feature_dim: int
+    label_counts: _containers.RepeatedScalarFieldContainer[int]
+    n_unlabeled: int
+    n_eval: int
+    client_id: str
+    def __init__(self, protocol_version: _Optional[int] = ..., token: _Optional[str] = ..., name: _Optional[str] = ..., feature_name: _Optional[str] = ..., feature_dim: _Optional[int] = ..., label_counts: _Optional[_Iterable[int]] = ..., n_unlabeled: _Optional[int] = ..., n_eval: _Optional[int] = ..., client_id: _Optional[str] = ...) -> None: ...
+
+class RunSettings(_message.Message):
+    __slots__ = ("feature_name", "feature_dim", "num_classes", "total_rounds", "run_config_json")
+    FEATURE_NAME_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_DIM_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    feature_name: str
+    feature_dim: int
+    num_classes: int
+    total_rounds: int
+    run_config_json: str
+    def __init__(self, feature_name: _Optional[str] = ..., feature_dim: _Optional[int] = ..., num_classes: _Optional[int] = ..., total_rounds: _Optional[int] = ..., run_config_json: _Optional[str] = ...) -> None: ...
+
+class JoinReply(_message.Message):
+    __slots__ = ("session", "settings", "heartbeat_interval_s")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    settings: RunSettings
+    heartbeat_interval_s: float
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., settings: _Optional[_Union[RunSettings, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+
+class GetTaskRequest(_message.Message):
+    __slots__ = ("protocol_version", "session")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class TrainSpec(_message.Message):
+    __slots__ = ("lr", "local_epochs", "pseudo_label_threshold", "participation")
+    LR_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_LABEL_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPATION_FIELD_NUMBER: _ClassVar[int]
+    lr: float
+    local_epochs: int
+    pseudo_label_threshold: float
+    participation: int
+    def __init__(self, lr: _Optional[float] = ..., local_epochs: _Optional[int] = ..., pseudo_label_threshold: _Optional[float] = ..., participation: _Optional[int] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("kind", "round", "task_id", "train", "deadline_unix_s", "retry_after_s")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    kind: TaskKind
+    round: int
+    task_id: str
+    train: TrainSpec
+    deadline_unix_s: float
+    retry_after_s: float
+    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., deadline_unix_s: _Optional[float] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
+
+class FetchModelRequest(_message.Message):
+    __slots__ = ("protocol_version", "session", "round", "task_id")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    round: int
+    task_id: str
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class BlobHeader(_message.Message):
+    __slots__ = ("total_len", "sha256")
+    TOTAL_LEN_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    total_len: int
+    sha256: bytes
+    def __init__(self, total_len: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+
+class ModelChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: BlobHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[BlobHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class TrainMetrics(_message.Message):
+    __slots__ = ("loss", "n_labeled", "n_pseudo", "local_steps", "pseudo_taken_per_class", "pseudo_correct_per_class", "pseudo_with_truth", "train_seconds")
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    N_LABELED_FIELD_NUMBER: _ClassVar[int]
+    N_PSEUDO_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_TAKEN_PER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_CORRECT_PER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_WITH_TRUTH_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    loss: float
+    n_labeled: int
+    n_pseudo: int
+    local_steps: int
+    pseudo_taken_per_class: _containers.RepeatedScalarFieldContainer[int]
+    pseudo_correct_per_class: _containers.RepeatedScalarFieldContainer[int]
+    pseudo_with_truth: int
+    train_seconds: float
+    def __init__(self, loss: _Optional[float] = ..., n_labeled: _Optional[int] = ..., n_pseudo: _Optional[int] = ..., local_steps: _Optional[int] = ..., pseudo_taken_per_class: _Optional[_Iterable[int]] = ..., pseudo_correct_per_class: _Optional[_Iterable[int]] = ..., pseudo_with_truth: _Optional[int] = ..., train_seconds: _Optional[float] = ...) -> None: ...
+
+class UpdateHeader(_message.Message):
+    __slots__ = ("protocol_version", "session", "round", "task_id", "n_samples", "metrics", "blob")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    round: int
+    task_id: str
+    n_samples: int
+    metrics: TrainMetrics
+    blob: BlobHeader
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., n_samples: _Optional[int] = ..., metrics: _Optional[_Union[TrainMetrics, _Mapping]] = ..., blob: _Optional[_Union[BlobHeader, _Mapping]] = ...) -> None: ...
+
+class UpdateChunk(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: UpdateHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UpdateAck(_message.Message):
+    __slots__ = ("accepted", "message")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    message: str
+    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class EvaluationReport(_message.Message):
+    __slots__ = ("protocol_version", "session", "round", "task_id", "num_classes", "confusion", "loss")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CONFUSION_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    round: int
+    task_id: str
+    num_classes: int
+    confusion: _containers.RepeatedScalarFieldContainer[int]
+    loss: float
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., num_classes: _Optional[int] = ..., confusion: _Optional[_Iterable[int]] = ..., loss: _Optional[float] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    def __init__(self, message: _Optional[str] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("protocol_version", "session")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("round", "heartbeat_interval_s")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    heartbeat_interval_s: float
+    def __init__(self, round: _Optional[int] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ("protocol_version", "session", "reason")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    reason: str
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
