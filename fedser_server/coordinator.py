@@ -17,6 +17,7 @@ from enum import Enum
 
 import numpy as np
 
+from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.schedule import local_lr, pseudo_label_threshold, sample_clients, sample_size
 from fedser_server.core.strategy import FedAvg, validate_update
 from fedser_server.errors import (
@@ -30,7 +31,6 @@ from fedser_shared import codec
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import ConfigError, InvalidUpdateError
 from fedser_shared.logging import get_logger
-from fedser_shared.metrics import per_class_recall, uar
 
 log = get_logger(__name__)
 
@@ -78,15 +78,8 @@ class _RoundBook:
     round: int
     tasks: dict[str, TaskAssignment] = field(default_factory=dict)   # client_id -> task
     reported: set[str] = field(default_factory=set)
-    losses: list[tuple[float, int]] = field(default_factory=list)
-    confusion: np.ndarray | None = None
-    eval_losses: list[tuple[float, int]] = field(default_factory=list)
-    pseudo_taken: np.ndarray | None = None
-    pseudo_correct: np.ndarray | None = None
-    pseudo_with_truth: int = 0
-    refused: dict[str, int] = field(default_factory=dict)
-    attempts: int = 1
-    seconds: float = 0.0
+    tally: RoundTally = field(default_factory=RoundTally)
+    evaluation: EvalTally = field(default_factory=EvalTally)
     open: bool = True
 
 
@@ -232,15 +225,8 @@ class Coordinator:
             assert book is not None
             self.strategy.accumulate(tensors, header.n_samples)
             book.reported.add(client.client_id)
-            if np.isfinite(header.loss):
-                book.losses.append((header.loss, header.n_samples))
-            taken = np.zeros(self.config.num_classes, np.int64)
-            correct = np.zeros(self.config.num_classes, np.int64)
-            taken[: len(header.pseudo_taken_per_class)] = header.pseudo_taken_per_class[: self.config.num_classes]
-            correct[: len(header.pseudo_correct_per_class)] = header.pseudo_correct_per_class[: self.config.num_classes]
-            book.pseudo_taken = taken if book.pseudo_taken is None else book.pseudo_taken + taken
-            book.pseudo_correct = correct if book.pseudo_correct is None else book.pseudo_correct + correct
-            book.pseudo_with_truth += header.pseudo_with_truth
+            book.tally.add_update(header.n_samples, header.loss, header.pseudo_taken_per_class,
+                                  header.pseudo_correct_per_class, header.pseudo_with_truth, self.config.num_classes)
             client.participations += 1
             log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                      n_reported=len(book.reported), n_sampled=len(book.tasks))
@@ -249,7 +235,8 @@ class Coordinator:
     def record_refusal(self, reason: str, client_id: str, round_index: int, message: str) -> None:
         with self._cond:
             if self._book is not None:
-                self._book.refused[reason] = self._book.refused.get(reason, 0) + 1
+                refused = self._book.tally.refused
+                refused[reason] = refused.get(reason, 0) + 1
         log.warning("update_refused", round=round_index, client_id=client_id, reason=reason, detail=message)
 
     def submit_evaluation(self, client: ClientRecord, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
@@ -262,10 +249,7 @@ class Coordinator:
                 raise NotParticipatingError(f"task '{task_id}' is not an evaluation task")
             book = self._book
             assert book is not None
-            matrix = confusion.reshape(classes, classes).astype(np.int64)
-            book.confusion = matrix if book.confusion is None else book.confusion + matrix
-            if np.isfinite(loss):
-                book.eval_losses.append((loss, int(matrix.sum())))
+            book.evaluation.add(confusion.reshape(classes, classes).astype(np.int64), loss)
             book.reported.add(client.client_id)
             self._cond.notify_all()
 
@@ -285,6 +269,7 @@ class Coordinator:
         return [c for c in clients if c.n_labeled > 0 or (semi and c.n_unlabeled > 0)]
 
     def _wait_for_clients(self, minimum: int) -> bool:
+        """Block until `minimum` trainable clients are alive (False when stopped)."""
         announced = False
         with self._cond:
             while not self._stop.is_set():
@@ -330,7 +315,8 @@ class Coordinator:
         fed = self.config.federation
         attempt = 0
         while not self._stop.is_set():
-            if not self._wait_for_clients(fed.min_clients):
+            needed = fed.clients_to_start if round_index == 1 and attempt == 0 else fed.min_clients
+            if not self._wait_for_clients(needed):
                 return None
             with self._cond:
                 candidates = self._trainable(self.alive_clients())
@@ -352,7 +338,7 @@ class Coordinator:
                     self.state = self.strategy.finish_round()
                     self._blob = codec.encode_blob(self.state)
                     self.completed_round = round_index
-                book.attempts, book.seconds = attempt + 1, book_seconds
+                book.tally.n_sampled, book.tally.attempts, book.tally.seconds = len(book.tasks), attempt + 1, book_seconds
                 return book
             attempt += 1
             log.warning("round_retry", round=round_index, attempt=attempt, n_updates=n_updates, needed=fed.updates_needed)
@@ -381,32 +367,9 @@ class Coordinator:
                 if book is None:
                     return
                 self.store.save_global(self.state, round_index)
-                record: dict[str, object] = {
-                    "round": round_index,
-                    "n_sampled": len(book.tasks),
-                    "n_updates": len(book.reported),
-                    "train_loss": _weighted_mean(book.losses),
-                    "lr": local_lr(self.config, round_index - 1),
-                    "attempts": book.attempts,
-                    "train_seconds": round(book.seconds, 4),
-                }
-                if book.refused:
-                    record["refused"] = dict(book.refused)
-                if self.config.semi.enabled:
-                    record["tau"] = pseudo_label_threshold(self.config, round_index - 1)
-                    record["pseudo_taken"] = (book.pseudo_taken if book.pseudo_taken is not None else np.zeros(0)).tolist()
-                    record["pseudo_correct"] = (book.pseudo_correct if book.pseudo_correct is not None else np.zeros(0)).tolist()
-                    record["pseudo_with_truth"] = book.pseudo_with_truth
-                if round_index % fed.eval_every == 0 or round_index == fed.rounds:
-                    evaluation = self._evaluate(round_index)
-                    if evaluation is not None and evaluation.confusion is not None:
-                        record["uar"] = uar(evaluation.confusion)
-                        record["per_class_recall"] = [None if np.isnan(r) else float(r) for r in per_class_recall(evaluation.confusion)]
-                        record["eval_loss"] = _weighted_mean(evaluation.eval_losses)
-                        record["n_eval_clients"] = len(evaluation.reported)
-                        record["confusion"] = evaluation.confusion.tolist()
-                record["seconds"] = round(self._clock() - started, 4)
-                record = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()}
+                evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
+                record = metrics_record(self.config, round_index, book.tally,
+                                        evaluation.evaluation if evaluation else None, self._clock() - started)
                 self.store.append_metrics(record)
                 self.history.append(record)
                 log.info("round_finished", **{k: v for k, v in record.items() if k not in ("confusion", "per_class_recall")})
@@ -429,7 +392,3 @@ class Coordinator:
     def close(self) -> None:
         self.registry.close()
 
-
-def _weighted_mean(pairs: list[tuple[float, int]]) -> float:
-    total = sum(n for _, n in pairs)
-    return float(sum(v * n for v, n in pairs) / total) if total else float("nan")

@@ -6,6 +6,7 @@ the same `RunConfig`: the server sends it to each client when it joins.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,7 @@ class FederationConfig(_Section):
     min_clients: int = Field(2, ge=1)
     fraction: float = Field(0.2, gt=0.0, le=1.0)
     min_updates: int | None = Field(None, ge=1, description="updates needed to close a round at its deadline; default min_clients")
+    start_clients: int | None = Field(None, ge=1, description="clients that must have joined before round 1; default min_clients")
     eval_every: int = Field(5, ge=1)
     server_lr: float = Field(1.0, gt=0.0)
     c_update: Literal["paper", "semifedser"] = "paper"
@@ -105,6 +107,10 @@ class FederationConfig(_Section):
     @property
     def updates_needed(self) -> int:
         return self.min_updates if self.min_updates is not None else self.min_clients
+
+    @property
+    def clients_to_start(self) -> int:
+        return max(self.min_clients, self.start_clients or 0)
 
 
 class RunConfig(_Section):
@@ -129,6 +135,30 @@ class RunConfig(_Section):
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
         return cls.model_validate_json(text)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def to_toml(config: RunConfig) -> str:
+    """The configuration as a TOML document that `load_run_config` reads back unchanged."""
+    lines: list[str] = []
+    for section, values in config.model_dump(mode="json").items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None)
+        lines.append("")
+    return "\n".join(lines)
 
 
 def format_validation_error(error: ValidationError, source: str = "config") -> str:

@@ -1,0 +1,90 @@
+"""One `metrics.jsonl` line per round, built the same way by every engine."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedser_server.core.schedule import local_lr, pseudo_label_threshold
+from fedser_shared.config import RunConfig
+from fedser_shared.metrics import per_class_recall, uar
+
+
+@dataclass
+class RoundTally:
+    """What a training round collected from its accepted updates."""
+
+    n_sampled: int = 0
+    n_updates: int = 0
+    losses: list[tuple[float, int]] = field(default_factory=list)
+    pseudo_taken: np.ndarray | None = None
+    pseudo_correct: np.ndarray | None = None
+    pseudo_with_truth: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    attempts: int = 1
+    seconds: float = 0.0
+
+    def add_update(self, n_samples: int, loss: float, taken: list[int] | tuple[int, ...], correct: list[int] | tuple[int, ...],
+                   with_truth: int, num_classes: int) -> None:
+        self.n_updates += 1
+        if math.isfinite(loss):
+            self.losses.append((loss, n_samples))
+        taken_arr, correct_arr = np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
+        taken_arr[: min(len(taken), num_classes)] = list(taken)[:num_classes]
+        correct_arr[: min(len(correct), num_classes)] = list(correct)[:num_classes]
+        self.pseudo_taken = taken_arr if self.pseudo_taken is None else self.pseudo_taken + taken_arr
+        self.pseudo_correct = correct_arr if self.pseudo_correct is None else self.pseudo_correct + correct_arr
+        self.pseudo_with_truth += with_truth
+
+
+@dataclass
+class EvalTally:
+    confusion: np.ndarray | None = None
+    losses: list[tuple[float, int]] = field(default_factory=list)
+    n_clients: int = 0
+
+    def add(self, matrix: np.ndarray, loss: float) -> None:
+        self.confusion = matrix.astype(np.int64) if self.confusion is None else self.confusion + matrix
+        if math.isfinite(loss):
+            self.losses.append((loss, int(matrix.sum())))
+        self.n_clients += 1
+
+
+def weighted_mean(pairs: list[tuple[float, int]]) -> float | None:
+    total = sum(n for _, n in pairs)
+    return float(sum(v * n for v, n in pairs) / total) if total else None
+
+
+def metrics_record(config: RunConfig, round_index: int, tally: RoundTally, evaluation: EvalTally | None, seconds: float) -> dict[str, object]:
+    record: dict[str, object] = {
+        "round": round_index,
+        "n_sampled": tally.n_sampled,
+        "n_updates": tally.n_updates,
+        "train_loss": weighted_mean(tally.losses),
+        "lr": local_lr(config, round_index - 1),
+        "attempts": tally.attempts,
+        "train_seconds": round(tally.seconds, 4),
+    }
+    if tally.refused:
+        record["refused"] = dict(tally.refused)
+    if config.semi.enabled:
+        zeros = np.zeros(config.num_classes, np.int64)
+        record["tau"] = pseudo_label_threshold(config, round_index - 1)
+        record["pseudo_taken"] = (tally.pseudo_taken if tally.pseudo_taken is not None else zeros).tolist()
+        record["pseudo_correct"] = (tally.pseudo_correct if tally.pseudo_correct is not None else zeros).tolist()
+        record["pseudo_with_truth"] = tally.pseudo_with_truth
+    if evaluation is not None and evaluation.confusion is not None:
+        score = uar(evaluation.confusion)
+        record["uar"] = None if math.isnan(score) else score
+        record["per_class_recall"] = [None if np.isnan(r) else float(r) for r in per_class_recall(evaluation.confusion)]
+        record["eval_loss"] = weighted_mean(evaluation.losses)
+        record["n_eval_clients"] = evaluation.n_clients
+        record["confusion"] = evaluation.confusion.tolist()
+    record["seconds"] = round(seconds, 4)
+    return record
+
+
+def is_eval_round(config: RunConfig, round_index: int) -> bool:
+    return round_index % config.federation.eval_every == 0 or round_index == config.federation.rounds

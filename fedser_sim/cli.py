@@ -1,0 +1,117 @@
+"""`fedser-sim`: partition a corpus into clients and run a whole federation on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedser_client.prepare import prepare_client_data
+from fedser_client.local_store import LocalStore
+from fedser_shared.cli import entry_point, make_app
+from fedser_shared.config import load_run_config, to_toml
+from fedser_shared.errors import ConfigError, DataError
+from fedser_shared.fsutil import atomic_write_text
+from fedser_shared.logging import configure_logging
+from fedser_sim import grpc_engine
+from fedser_sim.corpus import partition_by_speaker, read_manifest, write_client_dir
+from fedser_sim.display import print_summary
+from fedser_sim.features import default_cache_dir, extract_corpus, seed_client_cache
+from fedser_sim.inprocess_engine import run_inprocess
+
+app = make_app("Run a whole federation on this machine from a corpus (manifest.csv: path,speaker,emotion).")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[status]}"), console=console, transient=False)
+
+
+@app.command()
+def run(
+    corpus: Annotated[Path, typer.Option("--corpus", help="corpus root holding manifest.csv")],
+    out: Annotated[Path, typer.Option("--out", help="run directory (client dirs, server state, logs)")] = Path("runs/latest"),
+    clients: Annotated[int, typer.Option("--clients", min=1)] = 8,
+    rounds: Annotated[Optional[int], typer.Option("--rounds")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="grpc (server + client processes) | inprocess (one loop, for sweeps)")] = "grpc",
+    config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (TOML)")] = None,
+    algorithm: Annotated[Optional[str], typer.Option("--algorithm", help="fedavg | scaffold")] = None,
+    fraction: Annotated[Optional[float], typer.Option("--fraction")] = None,
+    min_clients: Annotated[Optional[int], typer.Option("--min-clients")] = None,
+    eval_every: Annotated[Optional[int], typer.Option("--eval-every")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="processes for feature extraction (0 = all cores)")] = 0,
+    feature_cache: Annotated[Optional[Path], typer.Option("--feature-cache", help="corpus feature cache (default ~/.cache/fedser)")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="give up after this many seconds")] = 3600.0,
+    log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+) -> None:
+    """Partition the corpus by speaker into N clients, extract features once, run R rounds, print UAR."""
+    configure_logging(log_level)
+    console = Console(stderr=False)
+    run_config = load_run_config(config, {
+        "federation.rounds": rounds, "federation.algorithm": algorithm, "federation.fraction": fraction,
+        "federation.min_clients": min_clients, "federation.eval_every": eval_every, "federation.seed": seed,
+    })
+    fed = run_config.federation
+    if fed.min_clients > clients:
+        raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
+    if engine not in ("grpc", "inprocess"):
+        raise ConfigError(f"--engine must be grpc or inprocess, not '{engine}'")
+    # every client joins before round 1, so the sample (and the result) does not depend on start-up order
+    run_config = run_config.model_copy(update={"federation": fed.model_copy(update={"start_clients": clients})})
+
+    utterances, ignored = read_manifest(corpus, run_config.labels)
+    parts = [p for p in partition_by_speaker(utterances, clients, fed.seed) if p]
+    if len(parts) < clients:
+        raise DataError(f"the corpus has too few utterances for {clients} clients")
+    out.mkdir(parents=True, exist_ok=True)
+    client_dirs = [write_client_dir(corpus, part, out / "clients" / f"client{i:02d}") for i, part in enumerate(parts)]
+    config_path = out / "run.toml"
+    atomic_write_text(config_path, to_toml(run_config))
+    console.print(f"[bold]fedser-sim[/]: {len(utterances)} utterances, {len({u.speaker for u in utterances})} speakers → "
+                  f"{clients} clients; {fed.rounds} rounds of {fed.algorithm}, engine {engine}; run dir {out}"
+                  + (f"; ignored emotions {ignored}" if ignored else ""))
+
+    started = time.perf_counter()
+    cache_dir = feature_cache or default_cache_dir(corpus)
+    with _progress(console) as progress:
+        bar = progress.add_task(f"features ({run_config.features.name})", total=len(utterances), status="")
+        vectors, failed = extract_corpus(corpus, [u.path for u in utterances], run_config.features.name, cache_dir,
+                                         workers or os.cpu_count() or 1, lambda done, total: progress.update(bar, completed=done))
+        for folder, part in zip(client_dirs, parts):
+            seed_client_cache(folder, {u.path: vectors[u.path] for u in part if u.path in vectors},
+                              run_config.features.name, LocalStore(folder).feature_cache_dir)
+        progress.update(bar, status=f"{len(failed)} unreadable" if failed else "done")
+
+        rounds_bar = progress.add_task("rounds", total=fed.rounds, status="starting clients")
+
+        def show(metrics: list[dict]) -> None:
+            last_uar = next((m["uar"] for m in reversed(metrics) if m.get("uar") is not None), None)
+            status = f"last UAR {last_uar:.3f}" if last_uar is not None else ("waiting for clients" if not metrics else "")
+            progress.update(rounds_bar, completed=len(metrics), status=status)
+
+        if engine == "grpc":
+            federation = grpc_engine.launch(config_path, client_dirs, out, log_level="info")
+            metrics = grpc_engine.watch(federation, fed.rounds, show, timeout)
+        else:
+            prepared = {folder.name: prepare_client_data(folder, run_config, LocalStore(folder).feature_cache_dir, folder.name)
+                        for folder in client_dirs}
+            history: list[dict] = []
+            progress.update(rounds_bar, status="")
+            run_inprocess(run_config, prepared, out / "server", lambda record: (history.append(record), show(history)))
+            metrics = history
+    wall_s = time.perf_counter() - started
+    atomic_write_text(out / "summary.json", json.dumps({"engine": engine, "wall_s": wall_s, "rounds": metrics}, indent=1))
+    print_summary(console, run_config, metrics, wall_s, engine)
+
+
+main = entry_point(app, "fedser-sim")
+
+if __name__ == "__main__":
+    main()
