@@ -26,12 +26,16 @@ FEATURE_DIMS = {"emobase": 988, "apc": 512, "tera": 768, "decoar2": 768, "distil
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class LabelsConfig(_Section):
+    """How emotion names in a data dir map to the model's classes."""
+
     class_names: list[str] = Field(default_factory=lambda: list(DEFAULT_CLASS_NAMES), min_length=2)
+    """Emotion classes in class-index order; the model has one output per name."""
     emotion_map: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_EMOTION_MAP))
+    """Emotion spelling in labels.csv or manifest.csv (lower case) -> class index; other emotions are ignored and counted."""
 
     @model_validator(mode="after")
     def _classes_in_range(self) -> "LabelsConfig":
@@ -49,60 +53,106 @@ class LabelsConfig(_Section):
 
 
 class FeaturesConfig(_Section):
+    """What each client extracts from its audio; server and clients must agree."""
+
     name: Literal["emobase", "apc", "tera", "decoar2", "distilhubert"] = "emobase"
+    """Utterance features: openSMILE emobase functionals (988) or an s3prl upstream's last hidden layer averaged over time (apc 512; tera, decoar2, distilhubert 768)."""
     normalisation: Literal["client", "global", "none"] = "client"
+    """Feature z-scoring: each client with its own statistics (client), one federated mean/variance (global), or none."""
 
 
 class ModelConfig(_Section):
+    """The MLP trained by the federation."""
+
     hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
+    """Hidden-layer widths of the MLP (features -> hidden... -> classes)."""
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    """Dropout after each hidden layer while training."""
 
 
 class TrainConfig(_Section):
+    """Local training on each client."""
+
     optimizer: Literal["sgd", "adam"] = "sgd"
+    """Local optimizer."""
     lr: float = Field(0.05, gt=0.0)
+    """Initial local learning rate; the server sends the decayed value with each task."""
     lr_decay_every: int = Field(100, ge=1, description="rounds between learning-rate decays")
     lr_decay_factor: float = Field(0.5, gt=0.0, le=1.0)
+    """Factor applied to the learning rate every lr_decay_every rounds."""
     batch_size: int = Field(16, ge=1)
+    """Local mini-batch size."""
     local_epochs: int = Field(1, ge=1)
+    """Local epochs per participation."""
     adam_betas: tuple[float, float] = (0.9, 0.98)
+    """Adam (beta1, beta2)."""
     adam_eps: float = Field(1e-9, gt=0.0)
+    """Adam epsilon."""
     adam_weight_decay: float = Field(1e-4, ge=0.0)
+    """Adam weight decay."""
     class_balance_beta: float = Field(0.9999, ge=0.0, lt=1.0)
+    """Beta of the class-balanced loss weights (effective number of samples)."""
     eval_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of each client's data kept for local evaluation")
 
 
 class SemiConfig(_Section):
+    """Semi-supervised local training: stochastic feature augmentation and multiview pseudo-labeling."""
+
     enabled: bool = False
+    """Train on unlabeled audio too, with multiview pseudo-labels (Semi-FedSER)."""
     weak_sigma1: float = Field(0.1, ge=0.0)
+    """Weak feature augmentation: std of the multiplicative noise, alpha ~ N(1, sigma1^2)."""
     weak_sigma2: float = Field(0.1, ge=0.0)
+    """Weak feature augmentation: std of the additive noise, r ~ N(0, sigma2^2)."""
     strong_sigma1: float = Field(0.25, ge=0.0)
+    """Strong feature augmentation: std of the multiplicative noise."""
     strong_sigma2: float = Field(0.1, ge=0.0)
+    """Strong feature augmentation: std of the additive noise."""
     views: int = Field(10, ge=2)
+    """Weak views per unlabeled sample when pseudo-labeling."""
     temperature: float = Field(2.0, gt=0.0)
+    """Softmax temperature for the views' predictions."""
     uncertainty_max: float = Field(0.005, ge=0.0)
+    """Largest std over views of the winning class probability (kappa) for a pseudo-label."""
     tau_start: float = Field(0.5, ge=0.0, le=1.0)
+    """Confidence threshold at round 1."""
     tau_end: float = Field(0.9, ge=0.0, le=1.0)
+    """Confidence threshold after the ramp."""
     tau_ramp_fraction: float = Field(0.6, gt=0.0, le=1.0)
+    """Share of the rounds over which the threshold rises linearly from tau_start to tau_end."""
     max_per_class: int = Field(1, ge=0)
+    """New pseudo-labels per class per participation, lowest uncertainty first."""
     pseudo_weight: float = Field(1.0, ge=0.0, description="lambda, weight of the pseudo-label loss")
 
 
 class FederationConfig(_Section):
+    """Rounds, client sampling, aggregation and deadlines, decided by the server."""
+
     algorithm: Literal["fedavg", "scaffold"] = "fedavg"
+    """Server strategy: FedAvg, or SCAFFOLD with control variates."""
     rounds: int = Field(50, ge=1)
+    """Training rounds in the run."""
     min_clients: int = Field(2, ge=1)
+    """Fewest alive clients a round needs; also the fewest it samples."""
     fraction: float = Field(0.2, gt=0.0, le=1.0)
+    """Share of alive clients sampled per round: max(min_clients, ceil(fraction * alive))."""
     min_updates: int | None = Field(None, ge=1, description="updates needed to close a round at its deadline; default min_clients")
     start_clients: int | None = Field(None, ge=1, description="clients that must have joined before round 1; default min_clients")
     eval_every: int = Field(5, ge=1)
+    """Rounds between evaluations on every alive client; the last round is always evaluated."""
     server_lr: float = Field(1.0, gt=0.0)
+    """Server learning rate applied to the weighted mean update."""
     c_update: Literal["paper", "semifedser"] = "paper"
+    """SCAFFOLD control-variate update: paper scales the mean delta by |S|/N; semifedser adds the plain mean."""
     round_timeout_s: float = Field(600.0, gt=0.0)
+    """Seconds a training round waits for its sampled clients."""
     eval_timeout_s: float = Field(300.0, gt=0.0)
+    """Seconds an evaluation waits for its clients."""
     max_round_retries: int = Field(3, ge=0)
+    """Fresh samples tried when a round ends with too few updates, before waiting for clients again."""
     poll_timeout_s: float = Field(20.0, gt=0.0, description="how long GetTask long-polls are held")
     seed: int = 0
+    """Seed of client sampling and model initialisation; clients derive their evaluation splits from it."""
 
     @property
     def updates_needed(self) -> int:
