@@ -1,23 +1,43 @@
 """Tensor codec: dict of arrays <-> safetensors bytes <-> ~1 MiB chunks, checked on receipt.
 
-The sender serialises once and slices the bytes with memoryviews (no copies per chunk);
-the receiver writes chunks into one preallocated buffer, hashing as they arrive, and only
-parses the blob after its total length and SHA-256 match the header.
+Memory copies are the ceiling of the transport on a small box (DESIGN §8), so every step
+touches the tensor bytes at most once:
+
+- `encode` writes each array straight into the output (one copy; no `tobytes()`).
+- The sender slices the blob with memoryviews (no copy per chunk).
+- `BlobAssembler` writes chunks into one preallocated buffer while hashing them and hands
+  that buffer back as is (no final copy).
+- `decode` returns arrays that are views into the received buffer (no copy), after checking
+  the safetensors header in full: dtypes, shapes, offsets inside the buffer, no gaps and no
+  overlaps. Arrays decoded from a `bytearray` are writable; from `bytes`, read-only.
+
+The bytes are the safetensors format: the `safetensors` package reads what `encode` writes,
+and `decode` reads what the package writes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from safetensors.numpy import load as _st_load
-from safetensors.numpy import save as _st_save
 
 from fedser_shared.errors import CorruptBlobError
 
 CHUNK_SIZE = 1 << 20
+MAX_HEADER_BYTES = 100_000_000  # the safetensors package's own limit
+
+_DTYPE_OF_NAME: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "I64": np.dtype("<i8"), "U64": np.dtype("<u8"), "I32": np.dtype("<i4"), "U32": np.dtype("<u4"),
+    "I16": np.dtype("<i2"), "U16": np.dtype("<u2"), "I8": np.dtype("i1"), "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"), "C64": np.dtype("<c8"),
+}
+_NAME_OF_DTYPE: dict[np.dtype, str] = {dtype: name for name, dtype in _DTYPE_OF_NAME.items()}
 
 
 @dataclass(frozen=True)
@@ -39,20 +59,100 @@ class Blob:
         return iter_chunks(self.data, chunk_size)
 
 
+def _little_endian(value: np.ndarray) -> np.ndarray:
+    array = np.asarray(value, order="C")  # unlike ascontiguousarray, keeps 0-d arrays 0-d
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array
+
+
 def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
-    contiguous = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
-    return _st_save(contiguous)
+    """Serialise as safetensors, copying each tensor's bytes once, into the output."""
+    arrays = {name: _little_endian(value) for name, value in tensors.items()}
+    header: dict[str, object] = {}
+    parts: list[bytes | memoryview] = [b""]
+    offset = 0
+    # larger items first, so that every tensor starts aligned to its item size
+    for name in sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n)):
+        array = arrays[name]
+        dtype_name = _NAME_OF_DTYPE.get(array.dtype)
+        if dtype_name is None:
+            raise TypeError(f"tensor '{name}' has dtype {array.dtype}, which safetensors cannot hold")
+        header[name] = {"dtype": dtype_name, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+        if array.nbytes:
+            parts.append(memoryview(array.reshape(-1).view(np.uint8)))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    parts[0] = struct.pack("<Q", len(text)) + text
+    return b"".join(parts)
 
 
 def encode_blob(tensors: Mapping[str, np.ndarray]) -> Blob:
     return Blob.of(encode(tensors))
 
 
-def decode(data: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
+def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise CorruptBlobError(f"cannot parse tensor blob: tensor '{key}' appears twice in the header")
+        result[key] = value
+    return result
+
+
+def _read_header(view: memoryview) -> tuple[dict[str, object], int]:
+    if len(view) < 8:
+        raise CorruptBlobError(f"cannot parse tensor blob: {len(view)} bytes is shorter than a safetensors header")
+    (header_len,) = struct.unpack_from("<Q", view, 0)
+    if header_len > min(MAX_HEADER_BYTES, len(view) - 8):
+        raise CorruptBlobError(f"cannot parse tensor blob: header length {header_len} exceeds the blob")
     try:
-        return dict(_st_load(bytes(data)))
-    except Exception as exc:  # safetensors raises its own error types for malformed headers
-        raise CorruptBlobError(f"cannot parse tensor blob: {exc}") from exc
+        header = json.loads(bytes(view[8 : 8 + header_len]), object_pairs_hook=_refuse_duplicates)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptBlobError(f"cannot parse tensor blob: header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise CorruptBlobError("cannot parse tensor blob: header is not a JSON object")
+    return header, 8 + header_len
+
+
+def _entry(name: str, entry: object, data_len: int) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' needs exactly dtype, shape and data_offsets")
+    dtype = _DTYPE_OF_NAME.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
+    if dtype is None:
+        raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' has unsupported dtype {entry['dtype']!r}")
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' has a malformed shape {shape!r}")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_len):
+        raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' has offsets {offsets!r} outside the data")
+    if offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize:
+        raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' of shape {shape} does not fill its offsets")
+    return dtype, tuple(shape), offsets[0], offsets[1]
+
+
+def decode(data: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
+    """Parse safetensors bytes into arrays that are views into `data` (no copy)."""
+    view = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else memoryview(data)
+    header, data_start = _read_header(view)
+    data_len = len(view) - data_start
+    entries = {name: _entry(name, entry, data_len) for name, entry in header.items() if name != "__metadata__"}
+    # the tensors must tile the data exactly: no gap, no overlap, nothing after the last one
+    end = 0
+    for name, (_, _, begin, stop) in sorted(entries.items(), key=lambda item: (item[1][2], item[1][3])):
+        if begin != end:
+            raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' starts at {begin}, expected {end}")
+        end = stop
+    if end != data_len:
+        raise CorruptBlobError(f"cannot parse tensor blob: {data_len - end} bytes after the last tensor")
+    tensors = {}
+    for name, (dtype, shape, begin, stop) in entries.items():
+        count = (stop - begin) // dtype.itemsize
+        array = np.frombuffer(view, dtype, count, data_start + begin) if count else np.empty(0, dtype)
+        tensors[name] = array.reshape(shape)
+    return tensors
 
 
 def iter_chunks(data: bytes | bytearray | memoryview, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryview]:
@@ -72,6 +172,7 @@ class BlobAssembler:
         if len(sha256) != 32:
             raise CorruptBlobError(f"sha256 must be 32 bytes, got {len(sha256)}")
         self._buffer = bytearray(total_len)
+        self._view = memoryview(self._buffer)
         self._expected_sha = sha256
         self._hasher = hashlib.sha256()
         self._received = 0
@@ -84,19 +185,21 @@ class BlobAssembler:
         end = self._received + len(chunk)
         if end > len(self._buffer):
             raise CorruptBlobError(f"received more than the announced {len(self._buffer)} bytes")
-        self._buffer[self._received : end] = chunk
-        self._hasher.update(chunk)
+        self._hasher.update(chunk)  # while the chunk is still in cache
+        self._view[self._received : end] = chunk
         self._received = end
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytearray:
+        """The checked blob: the receive buffer itself, handed over without a copy."""
         if self._received != len(self._buffer):
             raise CorruptBlobError(f"blob truncated: received {self._received} of {len(self._buffer)} bytes")
         if self._hasher.digest() != self._expected_sha:
             raise CorruptBlobError("blob checksum mismatch (sha256)")
-        return bytes(self._buffer)
+        self._view.release()
+        return self._buffer
 
 
-def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes, max_len: int | None = None) -> bytes:
+def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes, max_len: int | None = None) -> bytearray:
     assembler = BlobAssembler(total_len, sha256, max_len)
     for chunk in chunks:
         assembler.feed(chunk)

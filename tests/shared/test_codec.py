@@ -65,3 +65,78 @@ def test_garbage_with_a_matching_checksum_fails_to_parse_cleanly() -> None:
     data = b"not a safetensors blob at all"
     with pytest.raises(CorruptBlobError, match="cannot parse"):
         codec.decode(codec.assemble(iter([data]), len(data), hashlib.sha256(data).digest()))
+
+
+def test_blobs_written_by_the_safetensors_package_decode_and_ours_load_there() -> None:
+    from safetensors.numpy import load, save
+
+    tensors = {**_tensors(), "i.steps": np.arange(5, dtype=np.int64), "s.scalar": np.ones((), np.float64),
+               "e.empty": np.zeros((0, 3), np.float32), "m.mask": np.array([True, False])}
+    for name, value in codec.decode(save(tensors)).items():
+        np.testing.assert_array_equal(value, tensors[name])
+        assert value.shape == tensors[name].shape and value.dtype == tensors[name].dtype
+    for name, value in load(codec.encode(tensors)).items():
+        np.testing.assert_array_equal(value, tensors[name])
+        assert value.shape == tensors[name].shape
+
+
+def test_a_received_blob_decodes_into_writable_views_of_the_receive_buffer() -> None:
+    blob = codec.encode_blob(_tensors())
+    buffer = codec.assemble(blob.chunks(), blob.total_len, blob.sha256)
+    decoded = codec.decode(buffer)
+    assert all(value.flags.writeable for value in decoded.values())
+    assert all(np.shares_memory(value, np.frombuffer(buffer, np.uint8)) for value in decoded.values() if value.size)
+
+
+def test_big_endian_arrays_are_written_little_endian() -> None:
+    value = np.arange(6, dtype=">f4").reshape(2, 3)
+    decoded = codec.decode(codec.encode({"w.x": value}))["w.x"]
+    assert decoded.dtype == np.dtype("<f4")
+    np.testing.assert_array_equal(decoded, value)
+
+
+def _with_header(header: dict, data: bytes) -> bytes:
+    import json
+    import struct
+
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+@pytest.mark.parametrize("blob", [
+    b"",
+    b"\x00" * 7,
+    (10**9).to_bytes(8, "little") + b"{}",
+    _with_header({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4),      # data too short
+    _with_header({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12),     # bytes left over
+    _with_header({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8),      # shape vs offsets
+    _with_header({"w": {"dtype": "Q99", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8),      # unknown dtype
+    _with_header({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8),     # negative dim
+    _with_header({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                  "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 16),    # overlap + gap
+    _with_header({"w": {"dtype": "F32", "shape": [2]}}, b"\0" * 8),                               # no offsets
+    _with_header([1, 2], b""),                                                                    # not an object
+])
+def test_malformed_headers_are_refused_with_a_clear_error(blob: bytes) -> None:
+    with pytest.raises(CorruptBlobError, match="cannot parse"):
+        codec.decode(blob)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_escape_as_anything_but_a_corrupt_blob(data: bytes) -> None:
+    try:
+        codec.decode(data)
+    except CorruptBlobError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 300), st.integers(0, 10**6))
+def test_flipping_any_header_byte_decodes_cleanly_or_is_refused(position: int, seed: int) -> None:
+    data = bytearray(codec.encode(_tensors()))
+    data[position % 300] ^= 1 + seed % 255
+    try:
+        codec.decode(data)
+    except CorruptBlobError:
+        pass
