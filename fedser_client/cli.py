@@ -12,6 +12,8 @@ import typer
 
 from fedser_client.app import build_daemon, default_name, resolve_device
 from fedser_shared.cli import entry_point, make_app, read_file_arg
+from fedser_shared.config_command import make_config_command
+from fedser_shared.config_doc import client_toml
 from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError, DataError
 from fedser_shared.logging import configure_logging
@@ -68,6 +70,8 @@ def join(
     if not result.shutdown and not daemon.stop_event.is_set():
         raise DataError("the client stopped before the server said SHUTDOWN")
 
+
+app.command("config")(make_config_command(client_toml))
 
 main = entry_point(app, "fedser-client")
 

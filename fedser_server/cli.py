@@ -10,6 +10,9 @@ import grpc
 import typer
 
 from fedser_server import app as server_app
+from fedser_server.observability import commands as ops
+from fedser_shared.config_command import make_config_command
+from fedser_shared.config_doc import server_toml
 from fedser_shared.cli import entry_point, make_app, read_file_arg
 from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError
@@ -52,6 +55,7 @@ def serve(
     client_ca: Annotated[Optional[str], typer.Option("--client-ca", help="require client certificates signed by this CA")] = None,
     client_timeout: Annotated[float, typer.Option("--client-timeout", help="seconds of silence before a client counts as gone")] = 120.0,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus /metrics on this port, same host as --address (off by default)")] = None,
 ) -> None:
     """Serve federated rounds until the last one, then stop."""
     configure_logging(log_level)
@@ -61,6 +65,11 @@ def serve(
     })
     credentials = server_credentials(tls_cert, tls_key, client_ca, insecure)
     running = server_app.start(run_config, address, state_dir, credentials, client_timeout)
+    try:
+        metrics = ops.start_metrics(running.coordinator, address, metrics_port)
+    except BaseException:
+        running.shutdown()
+        raise
 
     def _terminate(signum: int, _frame: object) -> None:
         running.coordinator.stop()
@@ -71,7 +80,15 @@ def serve(
     except KeyboardInterrupt:
         running.shutdown()
         raise
+    finally:
+        if metrics is not None:
+            metrics.stop()
 
+
+app.command("status")(ops.status)
+app.command("report")(ops.report)
+app.command("probe")(ops.probe)
+app.command("config")(make_config_command(server_toml))
 
 main = entry_point(app, "fedser-server")
 

@@ -1,0 +1,29 @@
+"""The `config` command of both CLIs: print the documented default file, or check one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fedser_shared.config import load_run_config
+from fedser_shared.errors import ConfigError
+
+
+def make_config_command(render_default: Callable[[], str]) -> Callable[..., None]:
+    def config(
+        print_default: Annotated[bool, typer.Option("--print-default", help="print a commented TOML file with every field at its default")] = False,
+        check: Annotated[Optional[Path], typer.Option("--check", help="validate a TOML file and say what is wrong with it")] = None,
+    ) -> None:
+        """Print the documented default configuration, or validate a configuration file."""
+        if print_default == (check is not None):
+            raise ConfigError("pass exactly one of --print-default or --check FILE")
+        if print_default:
+            typer.echo(render_default(), nl=False)
+            return
+        load_run_config(check)
+        typer.echo(f"{check}: valid")
+
+    return config
