@@ -17,6 +17,7 @@ from fedser_shared.config_doc import client_toml
 from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError, DataError
 from fedser_shared.logging import configure_logging
+from fedser_shared.pem import check_key_matches, read_certificates, read_private_key
 
 app = make_app("The fedser client daemon.")
 
@@ -33,9 +34,12 @@ def channel_credentials(ca_cert: str | None, cert: str | None, key: str | None, 
         return None
     if bool(cert) != bool(key):
         raise ConfigError("--cert and --key go together")
-    return grpc.ssl_channel_credentials(
-        root_certificates=read_file_arg(ca_cert, "CA certificate"),
-        private_key=read_file_arg(key, "client key"), certificate_chain=read_file_arg(cert, "client certificate"))
+    chain, private_key = read_certificates(cert, "--cert"), read_private_key(key, "--key")
+    if chain is not None and private_key is not None:
+        check_key_matches(chain, private_key, "--cert", "--key")
+    # without --ca-cert the system's trusted roots verify the server
+    return grpc.ssl_channel_credentials(root_certificates=read_certificates(ca_cert, "--ca-cert"),
+                                        private_key=private_key, certificate_chain=chain)
 
 
 @app.command()

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+from pydantic import ValidationError
 
 from fedser_server.coordinator import Coordinator
 from fedser_server.core.strategy import make_strategy
+from fedser_server.security.tokens import TokenStore
 from fedser_server.state.store import StateStore
 from fedser_server.transport.server import BoundServer, start_server
 from fedser_server.transport.servicer import CoordinatorServicer
-from fedser_shared.config import RunConfig
+from fedser_shared.config import RunConfig, format_validation_error, load_run_config
+from fedser_shared.errors import ConfigError
 from fedser_shared.logging import get_logger
 from fedser_shared.model import build_model, weights_of
 
@@ -41,23 +46,54 @@ class RunningServer:
         self.coordinator.close()
 
 
-def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: float = 120.0) -> Coordinator:
-    store = StateStore(state_dir)
+def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[str, Any], resume: bool) -> RunConfig:
+    """A fresh run reads --config and flags; a resumed run continues with the configuration it
+    saved, changed only by flags given explicitly (e.g. more --rounds)."""
+    saved = StateStore.saved_config_json(state_dir) if resume else None
+    if saved is None:
+        return load_run_config(config_path, overrides)
+    if config_path is not None:
+        raise ConfigError("--resume continues with the run's saved configuration; drop --config "
+                          "(flags such as --rounds still apply)")
+    tree = json.loads(saved)
+    for dotted, value in overrides.items():
+        if value is not None:
+            section, key = dotted.split(".", 1)
+            tree.setdefault(section, {})[key] = value
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"saved config in {state_dir}")) from None
+
+
+def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: float = 120.0,
+                      tokens: TokenStore | None = None, resume: bool = False) -> Coordinator:
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     model = build_model(config.feature_dim, config.num_classes, config.model.hidden, config.model.dropout, fed.seed)
-    return Coordinator(config, strategy, weights_of(model), store, config.feature_dim, client_timeout_s=client_timeout_s)
+    weights = weights_of(model)
+    checkpoint_bytes = sum(v.nbytes for v in strategy.initial_state(weights).values())
+    store = StateStore(state_dir, checkpoint_bytes)
+    return Coordinator(config, strategy, weights, store, config.feature_dim, client_timeout_s=client_timeout_s,
+                       tokens=tokens, resume=resume)
 
 
 def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.ServerCredentials | None = None,
-          client_timeout_s: float = 120.0) -> RunningServer:
-    coordinator = build_coordinator(config, state_dir, client_timeout_s)
+          client_timeout_s: float = 120.0, tokens: TokenStore | None = None, resume: bool = False) -> RunningServer:
+    """Start serving. `tokens=None` is open enrolment (any client may join); the CLI decides."""
+    coordinator = build_coordinator(config, state_dir, client_timeout_s, tokens, resume)
     servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s)
-    bound = start_server(servicer, address, credentials=credentials)
+    try:
+        bound = start_server(servicer, address, credentials=credentials)
+    except BaseException:
+        coordinator.close()
+        raise
     host = address.rsplit(":", 1)[0]
     coordinator.store.write_address(f"{host}:{bound.port}")
     log.info("server_listening", address=f"{host}:{bound.port}", rounds=config.federation.rounds,
-             algorithm=config.federation.algorithm, min_clients=config.federation.min_clients)
+             algorithm=config.federation.algorithm, min_clients=config.federation.min_clients,
+             tls=credentials is not None, enrolment="tokens" if tokens is not None else "open",
+             resumed_from_round=coordinator.completed_round)
     driver = threading.Thread(target=coordinator.run, name="fedser-rounds", daemon=True)
     driver.start()
     return RunningServer(coordinator, bound, driver)

@@ -6,14 +6,17 @@ import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
-import grpc
 import typer
 
 from fedser_server import app as server_app
+from fedser_server.security.certs import write_dev_pki
+from fedser_server.security.enrolment import enrolment_policy, token_store
+from fedser_server.security.tls import server_credentials
+from fedser_server.security.tokens import check_client_name
 from fedser_server.observability import commands as ops
 from fedser_shared.config_command import make_config_command
 from fedser_shared.config_doc import server_toml
-from fedser_shared.cli import entry_point, make_app, read_file_arg
+from fedser_shared.cli import entry_point, make_app
 from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError
 from fedser_shared.logging import configure_logging
@@ -24,18 +27,6 @@ app = make_app("The fedser coordinator.")
 @app.callback()
 def _root() -> None:
     """The fedser coordinator."""
-
-
-def server_credentials(tls_cert: str | None, tls_key: str | None, client_ca: str | None, insecure: bool) -> grpc.ServerCredentials | None:
-    if insecure:
-        if tls_cert or tls_key or client_ca:
-            raise ConfigError("--insecure cannot be combined with --tls-cert/--tls-key/--client-ca")
-        return None
-    if not (tls_cert and tls_key):
-        raise ConfigError("TLS is on by default: pass --tls-cert and --tls-key, or --insecure for plaintext on loopback")
-    cert, key = read_file_arg(tls_cert, "TLS certificate"), read_file_arg(tls_key, "TLS key")
-    ca = read_file_arg(client_ca, "client CA")
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
 @app.command()
@@ -54,17 +45,21 @@ def serve(
     tls_key: Annotated[Optional[str], typer.Option("--tls-key")] = None,
     client_ca: Annotated[Optional[str], typer.Option("--client-ca", help="require client certificates signed by this CA")] = None,
     client_timeout: Annotated[float, typer.Option("--client-timeout", help="seconds of silence before a client counts as gone")] = 120.0,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run saved in --state-dir from its last completed round")] = False,
+    tokens_file: Annotated[Optional[Path], typer.Option("--tokens-file", help="enrolment token hashes (default STATE_DIR/tokens.json)")] = None,
+    open_enrolment: Annotated[bool, typer.Option("--open-enrolment", help="let any client join without a token")] = False,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
     metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus /metrics on this port, same host as --address (off by default)")] = None,
 ) -> None:
     """Serve federated rounds until the last one, then stop."""
     configure_logging(log_level)
-    run_config = load_run_config(config, {
+    run_config = server_app.run_config_for(state_dir, config, {
         "federation.rounds": rounds, "federation.min_clients": min_clients, "federation.fraction": fraction,
         "federation.algorithm": algorithm, "federation.eval_every": eval_every, "federation.seed": seed,
-    })
+    }, resume)
     credentials = server_credentials(tls_cert, tls_key, client_ca, insecure)
-    running = server_app.start(run_config, address, state_dir, credentials, client_timeout)
+    tokens = enrolment_policy(token_store(state_dir, tokens_file), open_enrolment, insecure)
+    running = server_app.start(run_config, address, state_dir, credentials, client_timeout, tokens, resume)
     try:
         metrics = ops.start_metrics(running.coordinator, address, metrics_port)
     except BaseException:
@@ -89,6 +84,56 @@ app.command("status")(ops.status)
 app.command("report")(ops.report)
 app.command("probe")(ops.probe)
 app.command("config")(make_config_command(server_toml))
+
+token_app = make_app("Enrolment tokens: one per client, stored hashed.")
+app.add_typer(token_app, name="token")
+StateDirOption = Annotated[Optional[Path], typer.Option("--state-dir", help="the server's state dir (tokens.json lives there)")]
+TokensFileOption = Annotated[Optional[Path], typer.Option("--tokens-file", help="a tokens file outside the state dir")]
+
+
+def _tokens(state_dir: Path | None, tokens_file: Path | None):
+    if (state_dir is None) == (tokens_file is None):
+        raise ConfigError("pass exactly one of --state-dir or --tokens-file")
+    return token_store(state_dir or Path("."), tokens_file)
+
+
+@token_app.command("add")
+def token_add(name: Annotated[str, typer.Argument(help="the client this token enrols")],
+              state_dir: StateDirOption = None, tokens_file: TokensFileOption = None) -> None:
+    """Create a token for NAME and print it once (only its hash is kept)."""
+    token = _tokens(state_dir, tokens_file).add(check_client_name(name))
+    typer.echo(token)
+    typer.echo(f"token for '{name}' stored as a hash; it cannot be shown again", err=True)
+
+
+@token_app.command("list")
+def token_list(state_dir: StateDirOption = None, tokens_file: TokensFileOption = None) -> None:
+    """List the client names that hold a token."""
+    for entry in _tokens(state_dir, tokens_file).entries():
+        typer.echo(entry.name)
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument()], state_dir: StateDirOption = None, tokens_file: TokensFileOption = None) -> None:
+    """Revoke NAME's token: it can no longer join (a live session ends when it next has to join)."""
+    if not _tokens(state_dir, tokens_file).revoke(name):
+        raise ConfigError(f"no token for '{name}'")
+
+
+certs_app = make_app("Certificates for TLS.")
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("dev")
+def certs_dev(
+    out: Annotated[Path, typer.Option("--out", help="directory for ca.pem, server.pem/.key and <client>.pem/.key")],
+    host: Annotated[Optional[list[str]], typer.Option("--host", help="server DNS name or IP (repeatable; default localhost, 127.0.0.1, ::1)")] = None,
+    client: Annotated[Optional[list[str]], typer.Option("--client", help="client certificate to make for mutual TLS (repeatable)")] = None,
+) -> None:
+    """Make a development CA, a server certificate and client certificates (not for production)."""
+    for path in write_dev_pki(out, host or [], [check_client_name(c) for c in client or []]):
+        typer.echo(path)
+
 
 main = entry_point(app, "fedser-server")
 

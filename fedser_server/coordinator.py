@@ -7,10 +7,12 @@ full before the strategy sees them, so a bad update never touches the global sta
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,20 +23,30 @@ from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, met
 from fedser_server.core.schedule import local_lr, pseudo_label_threshold, sample_clients, sample_size
 from fedser_server.core.strategy import FedAvg, validate_update
 from fedser_server.errors import (
+    AuthenticationError,
+    InvalidRequestError,
     NotParticipatingError,
+    ServerStoppingError,
+    SessionExpiredError,
     StaleRoundError,
     UnknownClientError,
 )
+from fedser_server.security.tokens import TokenStore
 from fedser_server.state.registry import ClientRecord, Registry
 from fedser_server.state.store import StateStore
 from fedser_shared import codec
 from fedser_shared.config import RunConfig
-from fedser_shared.errors import ConfigError, InvalidUpdateError
+from fedser_shared.errors import ConfigError, FedserError, InvalidUpdateError, StateError
 from fedser_shared.logging import get_logger
 
 log = get_logger(__name__)
 
 BLOB_SLACK_BYTES = 64 * 1024
+MAX_COUNT = 10**9  # examples a client may declare per count: far above any device, far below overflow
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class TaskKind(Enum):
@@ -70,6 +82,12 @@ class UpdateHeader:
     pseudo_with_truth: int = 0
 
 
+@dataclass(frozen=True)
+class Joined:
+    record: ClientRecord
+    session_token: str  # handed to the client once; the server keeps only its hash
+
+
 @dataclass
 class _RoundBook:
     """Everything about the phase in progress (a training attempt or an evaluation)."""
@@ -94,7 +112,9 @@ class Coordinator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         client_timeout_s: float = 120.0,
-        heartbeat_interval_s: float = 10.0,
+        heartbeat_interval_s: float | None = None,
+        tokens: TokenStore | None = None,
+        resume: bool = False,
     ) -> None:
         self.config = config
         self.strategy = strategy
@@ -103,8 +123,9 @@ class Coordinator:
         self._clock = clock
         self._wall = wall_clock
         self.client_timeout_s = client_timeout_s
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.registry = Registry(store.registry_path)
+        # a few heartbeats fit in one timeout, so one lost packet does not kill a client
+        self.heartbeat_interval_s = heartbeat_interval_s or min(10.0, client_timeout_s / 4)
+        self.tokens = tokens
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self.done = threading.Event()
@@ -112,29 +133,66 @@ class Coordinator:
         self._last_seen: dict[str, float] = {}
         self.completed_round = 0
         self.state = strategy.initial_state(initial_weights)
-        self._blob = codec.encode_blob(self.state)
         self._expected_update = strategy.expected_update(self.state)
         self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
-        self.history: list[dict[str, object]] = []
+        self._restore(resume)
+        self.registry = Registry(store.registry_path)
+        self._blob = codec.encode_blob(self.state)
+        self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
+        # read by the metrics endpoint at scrape time
+        self.refusals: Counter[str] = Counter()
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.waiting_for_clients = False
+        self.finished = False  # every round ran: clients hear SHUTDOWN
+
+    def _restore(self, resume: bool) -> None:
+        """Continue from the checkpoint (resume) or insist on a state dir without a run in it."""
+        checkpoint = self.store.load_checkpoint()
+        if checkpoint is None:
+            if resume:
+                log.warning("resume_without_checkpoint", state_dir=str(self.store.dir))
+            self.store.save_config(self.config.to_json())
+            return
+        state, round_index, train_record = checkpoint
+        if not resume:
+            raise StateError(f"state dir {self.store.dir} already holds a run at round {round_index}: "
+                             "pass --resume to continue it, or use an empty state dir")
+        expected = {n: (tuple(v.shape), v.dtype) for n, v in self.state.items()}
+        found = {n: (tuple(v.shape), v.dtype) for n, v in state.items()}
+        if expected != found:
+            differing = sorted(set(expected) ^ set(found)) or sorted(n for n in expected if expected[n] != found[n])
+            raise StateError(f"the checkpoint in {self.store.dir} does not fit this run's model/algorithm "
+                             f"(tensors differ: {differing[:4]})")
+        self.state, self.completed_round = state, round_index
+        self.store.reconcile_metrics(round_index, train_record)
+        log.info("resumed", round=round_index, state_dir=str(self.store.dir))
 
     # ---------------------------------------------------------------- client-facing
     def join(self, name: str, feature_name: str, feature_dim: int, label_counts: list[int],
-             n_unlabeled: int, n_eval: int, client_id: str = "") -> ClientRecord:
+             n_unlabeled: int, n_eval: int, client_id: str = "", token: str = "") -> Joined:
+        name = self._identity(name, token)
         if feature_name != self.config.features.name or feature_dim != self.feature_dim:
             raise ConfigError(
                 f"client features {feature_name}/{feature_dim} do not match the run's "
                 f"{self.config.features.name}/{self.feature_dim}")
         if len(label_counts) != self.config.num_classes:
             raise ConfigError(f"client reports {len(label_counts)} label counts, the run has {self.config.num_classes} classes")
+        for what, count in (("label count", max(label_counts, default=0)), ("n_unlabeled", n_unlabeled), ("n_eval", n_eval)):
+            if count > MAX_COUNT:
+                raise InvalidRequestError(f"{what} {count} is implausible (limit {MAX_COUNT})")
         with self._cond:
             record = self.registry.clients.get(client_id) if client_id else None
+            if record is not None and record.name != name:
+                raise UnknownClientError(f"client id '{client_id}' is registered to another client")
             if record is None:
                 record = self.registry.by_name(name)
             now = self._wall()
             if record is None:
-                record = ClientRecord(uuid.uuid4().hex[:16], name, "", list(label_counts), n_unlabeled, n_eval,
+                record = ClientRecord(uuid.uuid4().hex[:16], name, list(label_counts), n_unlabeled, n_eval,
                                       feature_name, feature_dim, now, now)
-            record.session_token = secrets.token_urlsafe(24)
+            session_token = secrets.token_urlsafe(32)
+            record.session_hash, record.session_ended = _digest(session_token), ""
             record.label_counts, record.n_unlabeled, record.n_eval = list(label_counts), n_unlabeled, n_eval
             record.last_seen, record.left, record.shutdown_sent = now, False, False
             self.registry.save(record)
@@ -142,13 +200,32 @@ class Coordinator:
             log.info("client_joined", client_id=record.client_id, name=name, n_labeled=record.n_labeled,
                      n_unlabeled=n_unlabeled, n_eval=n_eval, n_registered=len(self.registry.clients))
             self._cond.notify_all()
-            return record
+            return Joined(record, session_token)
+
+    def _identity(self, name: str, token: str) -> str:
+        """With enrolment tokens the token names the client; without, the client names itself."""
+        if self.tokens is not None:
+            enrolled = self.tokens.verify(token) if token else None
+            if enrolled is None:
+                raise AuthenticationError("join refused: missing, unknown or revoked enrolment token")
+            return enrolled
+        if not name or len(name) > 128 or not name.isprintable():
+            raise InvalidRequestError("a client name must be 1-128 printable characters")
+        return name
 
     def authenticate(self, client_id: str, session_token: str) -> ClientRecord:
         record = self.registry.clients.get(client_id)
-        if record is None or not record.session_token or not secrets.compare_digest(record.session_token, session_token):
-            raise UnknownClientError(f"unknown client or bad session credential for client '{client_id}'")
-        self._touch(client_id)
+        if record is None or not record.session_hash or not secrets.compare_digest(record.session_hash, _digest(session_token)):
+            raise UnknownClientError(f"unknown client or bad session credential for client '{client_id[:64]}'")
+        with self._cond:
+            if not record.session_ended:
+                if record.left:
+                    record.session_ended = "the client left"
+                elif self._clock() - self._last_seen.get(client_id, -1e18) > self.client_timeout_s:
+                    record.session_ended = f"no call for more than {self.client_timeout_s:g} s"
+            if record.session_ended:
+                raise SessionExpiredError(f"session of client '{client_id}' expired ({record.session_ended}): join again")
+            self._touch(client_id)
         return record
 
     def _touch(self, client_id: str) -> None:
@@ -162,7 +239,7 @@ class Coordinator:
         with self._cond:
             client.left = True
             self.registry.save(client)
-            log.info("client_left", client_id=client.client_id, reason=reason)
+            log.info("client_left", client_id=client.client_id, reason=reason[:200])
             self._cond.notify_all()
 
     def next_task(self, client: ClientRecord, timeout_s: float) -> TaskAssignment:
@@ -171,10 +248,14 @@ class Coordinator:
         with self._cond:
             while True:
                 self._touch(client.client_id)
-                if self.done.is_set() or self._stop.is_set():
+                if self.finished:
                     client.shutdown_sent = True
                     self._cond.notify_all()
                     return TaskAssignment(TaskKind.SHUTDOWN, round=self.completed_round)
+                if self._stop.is_set() or self.done.is_set():
+                    raise ServerStoppingError("the server is stopping before the last round: retry later")
+                if client.session_ended:
+                    raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.session_ended}): join again")
                 book = self._book
                 if book is not None and book.open and client.client_id in book.tasks and client.client_id not in book.reported:
                     return book.tasks[client.client_id]
@@ -196,11 +277,20 @@ class Coordinator:
         task = book.tasks.get(client.client_id)
         if task is None:
             raise NotParticipatingError(f"client '{client.client_id}' is not sampled in round {round_index}")
-        if task.task_id != task_id:
-            raise StaleRoundError(f"task '{task_id}' is not the client's current task")
+        if not secrets.compare_digest(task.task_id.encode(), task_id.encode()):
+            raise StaleRoundError(f"task '{task_id[:64]}' is not the client's current task")
         if client.client_id in book.reported:
             raise StaleRoundError(f"client '{client.client_id}' already reported for round {round_index}")
         return task
+
+    def task_open(self, client: ClientRecord, round_index: int, task_id: str) -> bool:
+        """Whether an update stream in progress may still be accepted (checked per chunk)."""
+        with self._cond:
+            try:
+                self._task_of(client, round_index, task_id)
+            except FedserError:
+                return False
+            return True
 
     def max_update_bytes(self) -> int:
         return self._max_update_bytes
@@ -212,6 +302,11 @@ class Coordinator:
                 raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
         if header.n_samples <= 0:
             raise InvalidUpdateError(f"n_samples must be positive, got {header.n_samples}")
+        # a client trains on its labeled examples plus pseudo-labels drawn from its unlabeled pool
+        plausible = client.n_labeled + client.n_unlabeled
+        if header.n_samples > plausible:
+            raise InvalidUpdateError(f"n_samples {header.n_samples} is implausible: the client declared "
+                                     f"{client.n_labeled} labeled and {client.n_unlabeled} unlabeled examples")
         if header.total_len > self._max_update_bytes:
             raise InvalidUpdateError(f"update of {header.total_len} bytes exceeds the model-derived limit of {self._max_update_bytes}")
 
@@ -234,15 +329,24 @@ class Coordinator:
 
     def record_refusal(self, reason: str, client_id: str, round_index: int, message: str) -> None:
         with self._cond:
+            self.refusals[reason] += 1
             if self._book is not None:
                 refused = self._book.tally.refused
                 refused[reason] = refused.get(reason, 0) + 1
-        log.warning("update_refused", round=round_index, client_id=client_id, reason=reason, detail=message)
+        log.warning("update_refused", round=round_index, client_id=client_id[:64], reason=reason, detail=message)
+
+    def record_transfer(self, received: int = 0, sent: int = 0) -> None:
+        with self._cond:
+            self.bytes_received += received
+            self.bytes_sent += sent
 
     def submit_evaluation(self, client: ClientRecord, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
         classes = self.config.num_classes
         if confusion.shape != (classes * classes,) or (confusion < 0).any():
             raise InvalidUpdateError(f"confusion matrix must have {classes}x{classes} non-negative counts")
+        if int(confusion.sum()) > client.n_eval:
+            raise InvalidUpdateError(f"confusion matrix counts {int(confusion.sum())} examples, "
+                                     f"the client declared {client.n_eval} for evaluation")
         with self._cond:
             task = self._task_of(client, round_index, task_id)
             if task.kind is not TaskKind.EVALUATE:
@@ -274,10 +378,11 @@ class Coordinator:
         with self._cond:
             while not self._stop.is_set():
                 if len(self._trainable(self.alive_clients())) >= minimum:
+                    self.waiting_for_clients = False
                     return True
                 if not announced:
                     log.info("waiting_for_clients", needed=minimum, alive=len(self.alive_clients()))
-                    announced = True
+                    announced, self.waiting_for_clients = True, True
                 self._cond.wait(timeout=0.5)
         return False
 
@@ -343,12 +448,21 @@ class Coordinator:
             attempt += 1
             log.warning("round_retry", round=round_index, attempt=attempt, n_updates=n_updates, needed=fed.updates_needed)
             if attempt > fed.max_round_retries:
-                log.error("round_failed_waiting_for_clients", round=round_index, attempts=attempt)
+                silent = sorted(set(book.tasks) - book.reported)
+                log.error("round_failed_waiting_for_clients", round=round_index, attempts=attempt, silent_clients=silent)
                 attempt = 0
-                with self._cond:  # drop clients that never answered, then wait for fresh ones
-                    for client_id in set(book.tasks) - book.reported:
-                        self._last_seen.pop(client_id, None)
+                # end the sessions of clients that never answered: they count again only
+                # after they join anew, so the server waits instead of retrying in a loop
+                with self._cond:
+                    for client_id in silent:
+                        self._end_session(client_id, f"did not answer round {round_index}")
         return None
+
+    def _end_session(self, client_id: str, why: str) -> None:
+        record = self.registry.clients.get(client_id)
+        if record is not None and not record.session_ended:
+            record.session_ended = why
+        self._last_seen.pop(client_id, None)
 
     def _evaluate(self, round_index: int) -> _RoundBook | None:
         clients = [c for c in self.alive_clients() if c.n_eval > 0]
@@ -366,21 +480,31 @@ class Coordinator:
                 book = self._train_round(round_index)
                 if book is None:
                     return
-                self.store.save_global(self.state, round_index)
+                train_record = metrics_record(self.config, round_index, book.tally, None, self._clock() - started)
+                self._checkpoint(round_index, train_record, book)
                 evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
                 record = metrics_record(self.config, round_index, book.tally,
                                         evaluation.evaluation if evaluation else None, self._clock() - started)
                 self.store.append_metrics(record)
                 self.history.append(record)
                 log.info("round_finished", **{k: v for k, v in record.items() if k not in ("confusion", "per_class_recall")})
+            self.finished = True
         finally:
             with self._cond:
                 self.done.set()
                 self._book = None
                 self._cond.notify_all()
 
+    def _checkpoint(self, round_index: int, train_record: dict[str, object], book: _RoundBook) -> None:
+        """Persist the round right after aggregation, before anything else can fail."""
+        self.store.save_global(self.state, round_index, train_record)
+        with self._cond:
+            self.registry.save_many([self.registry.clients[c] for c in book.reported if c in self.registry.clients])
+
     def wait_for_shutdown_delivery(self, timeout_s: float) -> None:
         """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""
+        if not self.finished:
+            return
         deadline = self._clock() + timeout_s
         with self._cond:
             while self._clock() < deadline:

@@ -3,6 +3,14 @@
 from fedser_shared.errors import FedserError
 
 
+class AuthenticationError(FedserError):
+    """The enrolment token is missing, unknown or revoked."""
+
+
+class SessionExpiredError(FedserError):
+    """The session credential was valid but has ended (silence, leave, unresponsive): join again."""
+
+
 class UnknownClientError(FedserError):
     """The caller is not a registered client, or its session credential is wrong."""
 
@@ -17,3 +25,11 @@ class StaleRoundError(FedserError):
 
 class ProtocolMismatchError(FedserError):
     """The client speaks another protocol version."""
+
+
+class InvalidRequestError(FedserError):
+    """A request field is out of range (a count, a name, a length)."""
+
+
+class ServerStoppingError(FedserError):
+    """The server is going away before the run ended; clients retry and reconnect."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -60,7 +61,8 @@ def _env() -> dict[str, str]:
 def launch(config_path: Path, client_dirs: list[Path], run_dir: Path, log_level: str = "info") -> Federation:
     state_dir, log_dir = run_dir / "server", run_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "address").unlink(missing_ok=True)
+    # a simulation is always a fresh run: the server refuses a state dir that holds one (it would need --resume)
+    shutil.rmtree(state_dir, ignore_errors=True)
     server = subprocess.Popen(
         [sys.executable, "-m", "fedser_server.cli", "serve", "--address", "127.0.0.1:0", "--state-dir", str(state_dir),
          "--config", str(config_path), "--insecure", "--log-level", log_level],

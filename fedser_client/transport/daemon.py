@@ -35,6 +35,11 @@ class ServerRefused(FedserError):
     """The server answered with a non-retryable status."""
 
 
+def _session_lost(exc: grpc.RpcError) -> bool:
+    return (exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+            and "session" in (exc.details() or ""))
+
+
 @dataclass(frozen=True)
 class ClientIdentity:
     name: str
@@ -216,8 +221,9 @@ class ClientDaemon:
                     backoff.reset()
                 except grpc.RpcError as exc:
                     code = exc.code()
-                    if code == grpc.StatusCode.PERMISSION_DENIED and "session" in (exc.details() or ""):
-                        self.bound_log.warning("session_lost_rejoining", detail=exc.details())
+                    if _session_lost(exc):
+                        # the server restarted or ended the session: join again, keeping the id and c_i
+                        self.bound_log.warning("session_lost_rejoining", code=code.name, detail=exc.details())
                         self._join()
                     elif code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED) and "protocol" not in (exc.details() or ""):
                         self.bound_log.warning("task_no_longer_valid", code=code.name, detail=exc.details())

@@ -1,4 +1,8 @@
-"""The client registry, kept in memory and written through to SQLite."""
+"""The client registry, kept in memory and written through to SQLite.
+
+Session credentials are not part of it: they live only in memory, as SHA-256 hashes, and
+end with the server process; a client whose session is gone joins again and keeps its id.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedser_shared.errors import StateError
+
 
 @dataclass
 class ClientRecord:
     client_id: str
     name: str
-    session_token: str
     label_counts: list[int]
     n_unlabeled: int
     n_eval: int
@@ -24,6 +29,8 @@ class ClientRecord:
     participations: int = 0
     left: bool = False
     shutdown_sent: bool = False
+    session_hash: str = ""
+    session_ended: str = ""  # why the current session ended ("" while it is valid)
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -50,16 +57,20 @@ CREATE TABLE IF NOT EXISTS clients (
 
 class Registry:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+            rows = list(self._db.execute(
+                "SELECT client_id, name, label_counts, n_unlabeled, n_eval, feature_name, feature_dim, joined_at, last_seen, "
+                "participations, left FROM clients"))
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the client registry {path}: {exc}") from None
         self._lock = threading.Lock()
         self.clients: dict[str, ClientRecord] = {}
-        for row in self._db.execute(
-            "SELECT client_id, name, label_counts, n_unlabeled, n_eval, feature_name, feature_dim, joined_at, last_seen, participations, left FROM clients"
-        ):
-            record = ClientRecord(row[0], row[1], "", json.loads(row[2]), row[3], row[4], row[5], row[6], row[7], row[8], row[9], bool(row[10]))
+        for row in rows:
+            record = ClientRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6], row[7], row[8], row[9], bool(row[10]))
             self.clients[record.client_id] = record
 
     def by_name(self, name: str) -> ClientRecord | None:
@@ -76,6 +87,19 @@ class Registry:
                 (record.client_id, record.name, json.dumps(record.label_counts), record.n_unlabeled, record.n_eval,
                  record.feature_name, record.feature_dim, record.joined_at, record.last_seen, record.participations, int(record.left)),
             )
+
+    def save_many(self, records: list[ClientRecord]) -> None:
+        """Write several records in one transaction (the participations of a finished round)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for record in records:
+                    self._db.execute("UPDATE clients SET participations=?, last_seen=?, left=? WHERE client_id=?",
+                                     (record.participations, record.last_seen, int(record.left), record.client_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:

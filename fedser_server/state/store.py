@@ -1,31 +1,53 @@
-"""The server state dir: `global.safetensors` (weights + control variate, written atomically),
-`progress.json` (last completed round), `metrics.jsonl` (one line per round) and `address`."""
+"""The server state dir: `global.safetensors` (weights + control variate + the round they
+complete, one atomic write), `progress.json` (a readable copy of that round),
+`metrics.jsonl` (one line per round), `run_config.json` and `address`.
+
+The round number lives inside the checkpoint's own metadata so that weights and round can
+never disagree after a crash: a round is either in the checkpoint or it is run again.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
 from fedser_shared.errors import StateError
 from fedser_shared.fsutil import append_line, atomic_write_bytes, atomic_write_text
 
+# headroom a run needs on the state dir's disk beyond a few checkpoints (registry, metrics)
+MIN_FREE_BYTES = 16 * 1024 * 1024
+
 
 class StateStore:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, checkpoint_bytes: int = 0) -> None:
         self.dir = Path(state_dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / ".write-probe"
-            probe.write_bytes(b"ok")
+            with open(probe, "wb") as handle:
+                handle.write(b"ok")
+                handle.flush()
+                os.fsync(handle.fileno())
             probe.unlink()
         except OSError as exc:
             raise StateError(f"state dir {self.dir} is not writable: {exc.strerror or exc}") from None
+        self.check_free_space(checkpoint_bytes)
+
+    def check_free_space(self, checkpoint_bytes: int) -> None:
+        """Refuse to start a run that could not write its checkpoints (old + new + temp file)."""
+        needed = 3 * checkpoint_bytes + MIN_FREE_BYTES
+        free = shutil.disk_usage(self.dir).free
+        if free < needed:
+            raise StateError(f"state dir {self.dir} has {free / 2**20:.1f} MiB free; a run needs at least "
+                             f"{needed / 2**20:.1f} MiB for its checkpoints")
 
     @property
     def global_path(self) -> Path:
@@ -39,31 +61,80 @@ class StateStore:
     def registry_path(self) -> Path:
         return self.dir / "registry.sqlite"
 
-    def save_global(self, state: Mapping[str, np.ndarray], round_index: int) -> None:
-        data = save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata={"round": str(round_index)})
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "run_config.json"
+
+    def save_global(self, state: Mapping[str, np.ndarray], round_index: int, train_record: Mapping[str, Any] | None = None) -> None:
+        metadata = {"round": str(round_index)}
+        if train_record is not None:
+            metadata["train_record"] = json.dumps(train_record, allow_nan=False, default=_json_default)
+        data = save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata=metadata)
         atomic_write_bytes(self.global_path, data)
         atomic_write_text(self.dir / "progress.json", json.dumps({"completed_round": round_index}))
 
+    def has_checkpoint(self) -> bool:
+        return self.global_path.exists()
+
     def load_global(self) -> tuple[dict[str, np.ndarray], int] | None:
+        checkpoint = self.load_checkpoint()
+        return None if checkpoint is None else (checkpoint[0], checkpoint[1])
+
+    def load_checkpoint(self) -> tuple[dict[str, np.ndarray], int, dict[str, Any] | None] | None:
+        """(state, completed round, that round's training record) or None without a checkpoint."""
         if not self.global_path.exists():
             return None
         try:
+            with safe_open(str(self.global_path), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
             state = load_file(str(self.global_path))
-            progress = json.loads((self.dir / "progress.json").read_text())
-            return dict(state), int(progress["completed_round"])
+            round_index = int(metadata["round"])
+            record = json.loads(metadata["train_record"]) if "train_record" in metadata else None
+            return dict(state), round_index, record
         except (OSError, ValueError, KeyError) as exc:
-            raise StateError(f"cannot read saved state in {self.dir}: {exc}") from None
+            raise StateError(f"cannot read the checkpoint {self.global_path}: {exc}") from None
+
+    def save_config(self, config_json: str) -> None:
+        atomic_write_text(self.config_path, config_json)
+
+    @staticmethod
+    def saved_config_json(state_dir: Path) -> str | None:
+        """The configuration a run saved when it started, read before the store is opened."""
+        path = Path(state_dir) / "run_config.json"
+        try:
+            return path.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror}") from None
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
         append_line(self.metrics_path, json.dumps(record, sort_keys=False, allow_nan=False, default=_json_default))
+
+    def reconcile_metrics(self, completed_round: int, train_record: Mapping[str, Any] | None) -> None:
+        """After a crash: keep exactly one line per completed round, none for rounds to be run again."""
+        kept: dict[int, str] = {}
+        for line in self._metric_lines():
+            try:
+                round_index = int(json.loads(line)["round"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by the crash
+            if round_index <= completed_round:
+                kept.setdefault(round_index, line)
+        if completed_round not in kept and train_record is not None:
+            kept[completed_round] = json.dumps({**train_record, "resumed": True}, allow_nan=False, default=_json_default)
+        atomic_write_text(self.metrics_path, "".join(kept[r] + "\n" for r in sorted(kept)))
+
+    def _metric_lines(self) -> list[str]:
+        if not self.metrics_path.exists():
+            return []
+        return [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
 
     def write_address(self, address: str) -> None:
         atomic_write_text(self.dir / "address", address + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in self._metric_lines()]
 
 
 def _json_default(value: Any) -> Any:

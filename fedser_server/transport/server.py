@@ -9,6 +9,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fedser_server.transport.servicer import CoordinatorServicer
+from fedser_shared.errors import ConfigError
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
 from fedser_shared.transport import server_options
@@ -34,9 +35,12 @@ def start_server(servicer: CoordinatorServicer, address: str, max_workers: int =
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"cannot bind {address}")
+        raise ConfigError(f"cannot listen on {address}: the address is malformed or the port is in use")
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

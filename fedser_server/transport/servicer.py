@@ -9,8 +9,17 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from fedser_server.coordinator import Coordinator, TaskAssignment, TaskKind, UpdateHeader
-from fedser_server.errors import NotParticipatingError, ProtocolMismatchError, StaleRoundError, UnknownClientError
+from fedser_server.coordinator import MAX_COUNT, Coordinator, TaskAssignment, TaskKind, UpdateHeader
+from fedser_server.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    NotParticipatingError,
+    ProtocolMismatchError,
+    ServerStoppingError,
+    SessionExpiredError,
+    StaleRoundError,
+    UnknownClientError,
+)
 from fedser_server.state.registry import ClientRecord
 from fedser_shared import PROTOCOL_VERSION, codec
 from fedser_shared.errors import ConfigError, CorruptBlobError, FedserError, InvalidUpdateError
@@ -21,6 +30,10 @@ from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
 log = get_logger(__name__)
 
 STATUS_OF: dict[type[FedserError], grpc.StatusCode] = {
+    AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
+    SessionExpiredError: grpc.StatusCode.UNAUTHENTICATED,
+    ServerStoppingError: grpc.StatusCode.UNAVAILABLE,
+    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     ProtocolMismatchError: grpc.StatusCode.FAILED_PRECONDITION,
     UnknownClientError: grpc.StatusCode.PERMISSION_DENIED,
     NotParticipatingError: grpc.StatusCode.PERMISSION_DENIED,
@@ -37,6 +50,12 @@ _TASK_KIND = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def refusal_reason(error: FedserError) -> str:
+    """'StaleRoundError' -> 'stale_round': the key of the refusal counters and logs."""
+    name = type(error).__name__.removesuffix("Error")
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
 def status_code_for(error: FedserError) -> grpc.StatusCode:
@@ -82,14 +101,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     @_mapped
     def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:
         check_protocol(request.protocol_version)
-        if not request.name:
-            raise ConfigError("join request needs a client name")
-        record = self.coordinator.join(
+        joined = self.coordinator.join(
             request.name, request.feature_name, request.feature_dim, list(request.label_counts),
-            request.n_unlabeled, request.n_eval, request.client_id)
+            request.n_unlabeled, request.n_eval, request.client_id, request.token)
         config = self.coordinator.config
         return pb.JoinReply(
-            session=pb.Session(client_id=record.client_id, session_token=record.session_token),
+            session=pb.Session(client_id=joined.record.client_id, session_token=joined.session_token),
             settings=pb.RunSettings(feature_name=config.features.name, feature_dim=self.coordinator.feature_dim,
                                     num_classes=config.num_classes, total_rounds=config.federation.rounds,
                                     run_config_json=config.to_json()),
@@ -111,6 +128,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         yield pb.ModelChunk(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
         for chunk in blob.chunks():
             yield pb.ModelChunk(data=bytes(chunk))
+        self.coordinator.record_transfer(sent=blob.total_len)
 
     def SubmitUpdate(self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext) -> pb.UpdateAck:
         client_id, round_index = "", 0
@@ -131,14 +149,17 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self.coordinator.check_update_header(client, header)
             assembler = codec.BlobAssembler(header.total_len, header.sha256, self.coordinator.max_update_bytes())
             for message in request_iterator:
-                if message.WhichOneof("payload") != "data":
-                    raise InvalidUpdateError("an update stream carries exactly one header")
+                if message.WhichOneof("payload") != "data" or not message.data:
+                    raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks")
+                # a straggler still streaming when its round closes is cut off, not buffered to the end
+                if not self.coordinator.task_open(client, header.round, header.task_id):
+                    raise StaleRoundError(f"round {header.round} closed while the update was streaming")
                 assembler.feed(message.data)
+                self.coordinator.record_transfer(received=len(message.data))
             self.coordinator.submit_update(client, header, assembler.finish())
         except FedserError as exc:
             code = status_code_for(exc)
-            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED):
-                self.coordinator.record_refusal(code.name.lower(), client_id, round_index, str(exc))
+            self.coordinator.record_refusal(refusal_reason(exc), client_id, round_index, str(exc))
             context.abort(code, str(exc))
         return pb.UpdateAck(accepted=True, message="update accepted")
 
@@ -147,6 +168,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         client = self._client(request.protocol_version, request.session)
         if request.num_classes != self.coordinator.config.num_classes:
             raise InvalidUpdateError(f"evaluation has {request.num_classes} classes, the run has {self.coordinator.config.num_classes}")
+        if any(count > MAX_COUNT for count in request.confusion):
+            raise InvalidUpdateError(f"confusion matrix holds a count above {MAX_COUNT}")
         confusion = np.asarray(request.confusion, dtype=np.int64)
         self.coordinator.submit_evaluation(client, request.round, request.task_id, confusion, request.loss)
         return pb.Ack(message="evaluation accepted")

@@ -1,0 +1,1 @@
+"""Who may talk to the coordinator: enrolment tokens (hashed at rest) and dev certificates."""
