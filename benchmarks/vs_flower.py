@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    MB, ROOT, child_env, command_line, free_port, headline, machine_facts, markdown_table, python_child,
+    MB, ROOT, child_env, command_line, free_port, headline, machine_facts, markdown_table,
     reexec_with_malloc_env, stop, wait_for_port, write_results,
 )
 
@@ -108,7 +108,18 @@ def _fedser_clients(address: str, n: int, first: int, workdir: str) -> None:
         thread.join()
 
 
-def run_fedser(hidden: list[int], n_clients: int, rounds: int, workdir: Path, timeout_s: float) -> list[float]:
+def _profiled(args: list[str], profile: Path | None, name: str) -> list[str]:
+    """`py-spy record` around a Python child (collapsed stacks, CPU samples of all threads) when profiling."""
+    if profile is None:
+        return [sys.executable, *args]
+    profile.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return [str(py_spy), "record", "--format", "raw", "--rate", "250", "--threads", "-o", str(profile / f"{name}.txt"), "--",
+            sys.executable, *args]
+
+
+def run_fedser(hidden: list[int], n_clients: int, rounds: int, workdir: Path, timeout_s: float,
+               profile: Path | None = None) -> list[float]:
     from fedser_shared.config import load_run_config, to_toml
 
     config = load_run_config(None, {
@@ -119,16 +130,18 @@ def run_fedser(hidden: list[int], n_clients: int, rounds: int, workdir: Path, ti
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "run.toml").write_text(to_toml(config))
     port = free_port()
-    server = python_child(["-m", "fedser_server.cli", "serve", "--address", f"127.0.0.1:{port}", "--state-dir",
-                           str(workdir / "server"), "--config", str(workdir / "run.toml"), "--insecure", "--log-level", "warning"],
-                          stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "w"))
+    server = subprocess.Popen(_profiled(["-m", "fedser_server.cli", "serve", "--address", f"127.0.0.1:{port}", "--state-dir",
+                                         str(workdir / "server"), "--config", str(workdir / "run.toml"), "--insecure",
+                                         "--log-level", "warning"], profile, "fedser_server"),
+                              stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "w"), env=child_env())
     clients = []
     try:
         wait_for_port(port, server)
         for first in range(0, n_clients, CLIENTS_PER_PROCESS):
-            clients.append(python_child([__file__, "_fedser_clients", f"127.0.0.1:{port}",
-                                         str(min(CLIENTS_PER_PROCESS, n_clients - first)), str(first), str(workdir / "clients")],
-                                        stdout=subprocess.DEVNULL, stderr=open(workdir / f"clients{first}.log", "w")))
+            clients.append(subprocess.Popen(
+                _profiled([__file__, "_fedser_clients", f"127.0.0.1:{port}", str(min(CLIENTS_PER_PROCESS, n_clients - first)),
+                           str(first), str(workdir / "clients")], profile if first == 0 else None, "fedser_clients"),
+                stdout=subprocess.DEVNULL, stderr=open(workdir / f"clients{first}.log", "w"), env=child_env()))
         server.wait(timeout=timeout_s)
     finally:
         for proc in [*clients, server]:
@@ -177,6 +190,9 @@ def main() -> None:
     parser.add_argument("--flower-venv", type=Path, default=FLOWER_VENV)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed for one run")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="record py-spy profiles (collapsed stacks) of fedser's server and first client process here")
+    parser.add_argument("--keep", type=Path, default=None, help="keep run folders (logs, metrics.jsonl) here")
     args = parser.parse_args()
     reexec_with_malloc_env(True)
     cases = [("emobase", 5)] if args.quick else [(m, int(n)) for m, n in (c.split(":") for c in args.cases.split(","))]
@@ -187,11 +203,13 @@ def main() -> None:
     facts["layout"] = f"1 server process; clients as threads, {CLIENTS_PER_PROCESS} per process (both sides)"
     rows, ratios = [], []
     with tempfile.TemporaryDirectory(prefix="fedser-vs-flower-") as tmp:
+        tmp = str(args.keep or tmp)
         for model, n_clients in cases:
             hidden = model_hidden(model)
             size = model_bytes(hidden)
             started = time.perf_counter()
-            fedser = per_round(run_fedser(hidden, n_clients, rounds, Path(tmp) / f"fedser-{model}-{n_clients}", args.timeout))
+            fedser = per_round(run_fedser(hidden, n_clients, rounds, Path(tmp) / f"fedser-{model}-{n_clients}", args.timeout,
+                                          args.profile / f"{model}-{n_clients}" if args.profile else None))
             fedser_wall = time.perf_counter() - started
             flower_s = math.nan
             if flower is not None:

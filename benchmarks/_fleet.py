@@ -1,0 +1,119 @@
+"""A fleet of lightweight fedser clients in one process (grpc.aio), for the server benchmarks.
+
+Each client does what the daemon does on the wire, minus training: Join, heartbeats, long-poll
+GetTask, and on TRAIN streams a pre-made update blob (built once per process and shared: the
+server sees N distinct clients, each sending a full update). Retryable failures are retried
+with jittered backoff, as the daemon does. Prints one JSON line of counts when all are done.
+
+    python _fleet.py ADDRESS N_CLIENTS FIRST_INDEX WEIGHTS_SPEC_JSON [--fetch]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import random
+import sys
+import time
+
+import grpc
+import numpy as np
+
+from fedser_shared import PROTOCOL_VERSION, codec
+from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from fedser_shared.transport import client_channel_options
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED}
+
+
+def update_blob(spec: dict[str, list[int]]) -> codec.Blob:
+    rng = np.random.default_rng(0)
+    return codec.encode_blob({name: rng.standard_normal(shape, dtype=np.float32) * 1e-3 for name, shape in spec.items()})
+
+
+async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fetch: bool,
+                     counts: collections.Counter, latencies: list[float]) -> None:
+    stub = pb_grpc.CoordinatorStub(channel)
+    name = f"fleet{index:05d}"
+    while True:
+        try:
+            reply = await stub.Join(pb.JoinRequest(
+                protocol_version=PROTOCOL_VERSION, name=name, feature_name="emobase", feature_dim=988,
+                label_counts=[3, 3, 2, 2], n_unlabeled=0, n_eval=0), timeout=60)
+            break
+        except grpc.aio.AioRpcError as exc:
+            counts[f"join_{exc.code().name}"] += 1
+            await asyncio.sleep(random.uniform(0.5, 2.0))
+    session = reply.session
+    counts["joined"] += 1
+
+    async def heartbeats() -> None:
+        while True:
+            await asyncio.sleep(reply.heartbeat_interval_s or 10.0)
+            try:
+                await stub.Heartbeat(pb.HeartbeatRequest(protocol_version=PROTOCOL_VERSION, session=session), timeout=10)
+                counts["heartbeat_ok"] += 1
+            except grpc.aio.AioRpcError as exc:
+                counts[f"heartbeat_{exc.code().name}"] += 1
+
+    beating = asyncio.create_task(heartbeats())
+    backoff = 0.2
+    try:
+        while True:
+            try:
+                task = await stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=session), timeout=60)
+            except grpc.aio.AioRpcError as exc:
+                counts[f"gettask_{exc.code().name}"] += 1
+                if exc.code() not in RETRYABLE:
+                    return
+                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff)
+                backoff = min(10.0, backoff * 2)
+                continue
+            if task.kind == pb.TASK_KIND_SHUTDOWN:
+                counts["shutdown"] += 1
+                return
+            if task.kind != pb.TASK_KIND_TRAIN:
+                continue
+            started = time.perf_counter()
+            try:
+                if fetch:
+                    async for _ in stub.FetchModel(pb.FetchModelRequest(
+                            protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id), timeout=600):
+                        pass
+
+                async def messages():
+                    yield pb.UpdateChunk(header=pb.UpdateHeader(
+                        protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id, n_samples=10,
+                        metrics=pb.TrainMetrics(loss=0.0), blob=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256)))
+                    for chunk in blob.chunks():
+                        yield pb.UpdateChunk(data=bytes(chunk))
+
+                await stub.SubmitUpdate(messages(), timeout=900)
+                counts["update_ok"] += 1
+                latencies.append(time.perf_counter() - started)
+                backoff = 0.2
+            except grpc.aio.AioRpcError as exc:
+                counts[f"update_{exc.code().name}"] += 1
+                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff)
+                backoff = min(10.0, backoff * 2)
+    finally:
+        beating.cancel()
+
+
+async def fleet(address: str, n: int, first: int, spec: dict[str, list[int]], fetch: bool) -> None:
+    blob = update_blob(spec)
+    counts: collections.Counter = collections.Counter()
+    latencies: list[float] = []
+    # one channel per client, as real clients on separate machines would have
+    channels = [grpc.aio.insecure_channel(address, client_channel_options()) for _ in range(n)]
+    await asyncio.gather(*(one_client(ch, first + i, blob, fetch, counts, latencies) for i, ch in enumerate(channels)))
+    for channel in channels:
+        await channel.close()
+    print(json.dumps({"counts": dict(counts), "update_seconds": latencies}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(fleet(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), "--fetch" in sys.argv))

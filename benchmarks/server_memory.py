@@ -1,0 +1,211 @@
+"""Server memory and scale: peak server RSS as N clients each send a full 64 MB update, and a
+round with 1,000 joined clients long-polling.
+
+The server is the real `fedser-server serve` process (FedAvg, every client sampled); the
+clients are lightweight (`_fleet.py`: grpc.aio, 100 to a process, no training) and stream a
+pre-made update. The server's peak RSS (VmHWM) is read from /proc; its data segment is
+capped (RLIMIT_DATA, `--server-mem-limit-gb`) so that a server whose memory grows with the
+client count fails on its own instead of exhausting the shared machine.
+
+    python benchmarks/server_memory.py            # 64 MB model, 10 / 100 / 1000 clients; 1000 joined, emobase
+    python benchmarks/server_memory.py --quick    # 4 MB model, 5 / 20 clients; 200 joined (< 1 minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    MB, child_env, command_line, free_port, headline, machine_facts, markdown_table, peak_rss_bytes,
+    reexec_with_malloc_env, rss_bytes, stop, wait_for_port, write_results,
+)
+
+FLEET = Path(__file__).resolve().parent / "_fleet.py"
+CLIENTS_PER_PROCESS = 100
+FEATURE_DIM, CLASSES = 988, 4
+
+
+def hidden_for_weights(weight_bytes: int) -> list[int]:
+    params = weight_bytes / 4
+    b = FEATURE_DIM + 2 + CLASSES
+    h = int((-b + (b * b + 4 * (params - CLASSES)) ** 0.5) / 2)
+    return [h, h]
+
+
+def update_spec(hidden: list[int]) -> tuple[dict[str, list[int]], int]:
+    from fedser_server.core.strategy import FedAvg
+    from fedser_shared.model import build_model, weights_of
+
+    strategy = FedAvg()
+    state = strategy.initial_state(weights_of(build_model(FEATURE_DIM, CLASSES, hidden, 0.2, 0)))
+    spec = {name: list(s.shape) for name, s in strategy.expected_update(state).items()}
+    return spec, sum(v.nbytes for v in state.values())
+
+
+class Sampler(threading.Thread):
+    """Samples the server's RSS and thread count until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.max_threads, self.stopped = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            try:
+                status = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            threads = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:"))
+            self.max_threads = max(self.max_threads, threads)
+
+
+def run_federation(hidden: list[int], n_clients: int, rounds: int, fraction: float, workdir: Path, timeout_s: float,
+                   mem_limit_bytes: int, fetch: bool = False) -> dict[str, object]:
+    from fedser_shared.config import load_run_config, to_toml
+
+    spec, model_bytes = update_spec(hidden)
+    config = load_run_config(None, {
+        "model.hidden": hidden, "federation.algorithm": "fedavg", "federation.rounds": rounds,
+        "federation.min_clients": max(1, math.ceil(fraction * n_clients)), "federation.start_clients": n_clients,
+        "federation.fraction": fraction, "federation.eval_every": rounds + 1, "federation.round_timeout_s": timeout_s,
+    })
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "run.toml").write_text(to_toml(config))
+    port = free_port()
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (mem_limit_bytes, mem_limit_bytes))
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fedser_server.cli", "serve", "--address", f"127.0.0.1:{port}", "--state-dir",
+         str(workdir / "server"), "--config", str(workdir / "run.toml"), "--insecure", "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "w"), env=child_env(), preexec_fn=cap_memory)
+    fleets: list[subprocess.Popen] = []
+    result: dict[str, object] = {"clients": n_clients, "model_bytes": model_bytes}
+    started = time.perf_counter()
+    try:
+        wait_for_port(port, server)
+        time.sleep(0.5)
+        result["base_rss"] = rss_bytes(server.pid)
+        sampler = Sampler(server.pid)
+        sampler.start()
+        for first in range(0, n_clients, CLIENTS_PER_PROCESS):
+            n = min(CLIENTS_PER_PROCESS, n_clients - first)
+            fleets.append(subprocess.Popen(
+                [sys.executable, str(FLEET), f"127.0.0.1:{port}", str(n), str(first), json.dumps(spec), *(["--fetch"] if fetch else [])],
+                stdout=subprocess.PIPE, stderr=open(workdir / f"fleet{first}.log", "w"), env=child_env(), text=True))
+        deadline = time.monotonic() + timeout_s
+        while server.poll() is None and time.monotonic() < deadline:
+            try:
+                result["peak_rss"] = peak_rss_bytes(server.pid)
+            except (OSError, RuntimeError):
+                pass  # exiting: a zombie has no memory figures left
+            time.sleep(0.1)
+        result["timed_out"] = server.poll() is None
+        sampler.stopped.set()
+        result["max_threads"] = sampler.max_threads
+    finally:
+        result["wall_s"] = time.perf_counter() - started
+        for proc in [server, *fleets]:
+            stop(proc, grace_s=20)
+    counts: dict[str, int] = {}
+    update_seconds: list[float] = []
+    for proc in fleets:
+        out = proc.stdout.read() if proc.stdout else ""
+        for line in out.splitlines():
+            if line.startswith("{"):
+                data = json.loads(line)
+                for key, value in data["counts"].items():
+                    counts[key] = counts.get(key, 0) + value
+                update_seconds += data["update_seconds"]
+    result["counts"] = counts
+    result["update_seconds"] = sorted(update_seconds)
+    metrics = workdir / "server" / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+    result["rounds_done"] = len(records)
+    result["round_seconds"] = [r["seconds"] for r in records]
+    result["server_exit"] = server.returncode
+    result["server_log_tail"] = (workdir / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+    return result
+
+
+def fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-mb", type=float, default=64.0)
+    parser.add_argument("--clients", default="10,100,1000")
+    parser.add_argument("--scale-clients", type=int, default=1000, help="joined clients for the long-poll run (0: skip)")
+    parser.add_argument("--scale-fraction", type=float, default=0.05)
+    parser.add_argument("--scale-rounds", type=int, default=3)
+    parser.add_argument("--server-mem-limit-gb", type=float, default=6.0)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one run")
+    parser.add_argument("--quick", action="store_true", help="4 MB model, 5 and 20 clients, 200 joined (< 1 minute)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args()
+    reexec_with_malloc_env(True)
+    if args.quick:
+        args.model_mb, args.clients, args.scale_clients, args.timeout = 4.0, "5,20", 200, 120.0
+    limit = int(args.server_mem_limit_gb * (1 << 30))
+    hidden = hidden_for_weights(int(args.model_mb * MB))
+    facts = machine_facts()
+    facts["server"] = (f"fedser-server serve, FedAvg, fraction 1.0, RLIMIT_DATA {args.server_mem_limit_gb:g} GiB; "
+                       f"clients: grpc.aio fleets, {CLIENTS_PER_PROCESS} per process, streaming a pre-made update, no FetchModel; "
+                       "headline server_rss/model = max over completed runs of (peak RSS - base RSS) / model bytes")
+    rows, ratios, details = [], [], []
+    with tempfile.TemporaryDirectory(prefix="fedser-server-memory-") as tmp:
+        for n in [int(c) for c in args.clients.split(",")]:
+            r = run_federation(hidden, n, 1, 1.0, Path(tmp) / f"mem-{n}", args.timeout, limit)
+            model = r["model_bytes"]
+            done = r["rounds_done"] >= 1
+            peak, base = r.get("peak_rss", 0), r.get("base_rss", 0)
+            if done:
+                ratios.append((peak - base) / model)
+            rows.append([n, f"{model / MB:.1f}", f"{base / MB:.0f}", f"{peak / MB:.0f}", f"{peak / model:.2f}",
+                         f"{(peak - base) / model:.2f}", "yes" if done else "NO", f"{r['wall_s']:.0f}", r["max_threads"],
+                         fmt_counts(r["counts"])])
+            details.append((f"memory, {n} clients", r))
+            print(f"{n:5d} clients  model {model / MB:.1f} MB  base {base / MB:.0f} MB  peak {peak / MB:.0f} MB  "
+                  f"peak/model {peak / model:.2f}  round done: {done}  {r['wall_s']:.0f} s  {fmt_counts(r['counts'])}", flush=True)
+        scale_rows = []
+        if args.scale_clients:
+            n = args.scale_clients
+            r = run_federation([256, 128], n, args.scale_rounds, args.scale_fraction, Path(tmp) / f"scale-{n}", args.timeout,
+                               limit, fetch=True)
+            seconds = r["round_seconds"]
+            scale_rows.append([n, math.ceil(args.scale_fraction * n), f"{r['rounds_done']}/{args.scale_rounds}",
+                               " ".join(f"{s:.1f}" for s in seconds) or "-", r["max_threads"], f"{r.get('peak_rss', 0) / MB:.0f}",
+                               fmt_counts(r["counts"])])
+            details.append((f"long-poll scale, {n} clients", r))
+            print(f"{n} joined, {math.ceil(args.scale_fraction * n)} sampled per round: rounds {r['rounds_done']}/{args.scale_rounds} "
+                  f"seconds {seconds}  threads {r['max_threads']}  {fmt_counts(r['counts'])}", flush=True)
+    body = ("## Peak server RSS, every client sends one full update in the same round\n\n"
+            + markdown_table(["clients", "model MB", "base RSS MB", "peak RSS MB", "peak/model", "(peak-base)/model",
+                              "round done", "wall s", "server threads", "client-side counts"], rows)
+            + "\n\n## Joined clients long-polling (emobase model, clients also fetch the model)\n\n"
+            + (markdown_table(["joined", "sampled/round", "rounds", "seconds per round", "server threads", "peak RSS MB",
+                               "client-side counts"], scale_rows) if scale_rows else "not run")
+            + "\n\n## Server log tails\n\n"
+            + "\n".join(f"- {name}: exit {r['server_exit']}, timed out {r.get('timed_out')}: `{' / '.join(r['server_log_tail'])[-400:]}`"
+                        for name, r in details) + "\n")
+    path = write_results("server_memory_quick" if args.quick else "server_memory", "Server memory and scale", command_line(), facts,
+                         body, args.out)
+    print(f"wrote {path}")
+    # the target: peak <= fixed base + 3x the model, whatever the client count
+    headline("server_rss/model", max(ratios) if ratios else float("nan"))
+
+
+if __name__ == "__main__":
+    main()
