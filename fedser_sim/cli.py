@@ -39,7 +39,8 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="run directory (client dirs, server state, logs)")] = Path("runs/latest"),
     clients: Annotated[int, typer.Option("--clients", min=1)] = 8,
     rounds: Annotated[Optional[int], typer.Option("--rounds")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="grpc (server + client processes) | inprocess (one loop, for sweeps)")] = "grpc",
+    engine: Annotated[str, typer.Option("--engine", help="grpc (server + client processes) | inprocess (one loop, for sweeps) | ray (clients as Ray actors)")] = "grpc",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="with --engine ray: an existing Ray cluster (default: start a local one)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (TOML)")] = None,
     algorithm: Annotated[Optional[str], typer.Option("--algorithm", help="fedavg | scaffold")] = None,
     fraction: Annotated[Optional[float], typer.Option("--fraction")] = None,
@@ -61,8 +62,8 @@ def run(
     fed = run_config.federation
     if fed.min_clients > clients:
         raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
-    if engine not in ("grpc", "inprocess"):
-        raise ConfigError(f"--engine must be grpc or inprocess, not '{engine}'")
+    if engine not in ("grpc", "inprocess", "ray"):
+        raise ConfigError(f"--engine must be grpc, inprocess or ray, not '{engine}'")
     # every client joins before round 1, so the sample (and the result) does not depend on start-up order
     run_config = run_config.model_copy(update={"federation": fed.model_copy(update={"start_clients": clients})})
 
@@ -99,6 +100,10 @@ def run(
         if engine == "grpc":
             federation = grpc_engine.launch(config_path, client_dirs, out, log_level="info")
             metrics = grpc_engine.watch(federation, fed.rounds, show, timeout)
+        elif engine == "ray":
+            from fedser_sim.ray_engine import run_ray
+
+            metrics = run_ray(config_path, client_dirs, out, fed.rounds, show, timeout, ray_address)
         else:
             prepared = {folder.name: prepare_client_data(folder, run_config, LocalStore(folder).feature_cache_dir, folder.name)
                         for folder in client_dirs}

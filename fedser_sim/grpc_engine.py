@@ -58,13 +58,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def launch(config_path: Path, client_dirs: list[Path], run_dir: Path, log_level: str = "info") -> Federation:
+def start_server(config_path: Path, run_dir: Path, log_level: str = "info",
+                 bind: str = "127.0.0.1:0") -> tuple[subprocess.Popen, str]:
+    """Start the server process on `bind`; returns it and the address it listens on (from its state dir)."""
     state_dir, log_dir = run_dir / "server", run_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     # a simulation is always a fresh run: the server refuses a state dir that holds one (it would need --resume)
     shutil.rmtree(state_dir, ignore_errors=True)
     server = subprocess.Popen(
-        [sys.executable, "-m", "fedser_server.cli", "serve", "--address", "127.0.0.1:0", "--state-dir", str(state_dir),
+        [sys.executable, "-m", "fedser_server.cli", "serve", "--address", bind, "--state-dir", str(state_dir),
          "--config", str(config_path), "--insecure", "--log-level", log_level],
         stdout=subprocess.DEVNULL, stderr=open(log_dir / "server.log", "w"), env=_env())
     address_file = state_dir / "address"
@@ -76,7 +78,12 @@ def launch(config_path: Path, client_dirs: list[Path], run_dir: Path, log_level:
             server.kill()
             raise SimulationFailed("the server did not start listening within 120 s")
         time.sleep(0.05)
-    address = address_file.read_text().strip()
+    return server, address_file.read_text().strip()
+
+
+def launch(config_path: Path, client_dirs: list[Path], run_dir: Path, log_level: str = "info") -> Federation:
+    server, address = start_server(config_path, run_dir, log_level)
+    state_dir, log_dir = run_dir / "server", run_dir / "logs"
     clients, client_logs = [], []
     for folder in client_dirs:
         client_logs.append(log_dir / f"{folder.name}.log")
