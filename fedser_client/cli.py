@@ -11,6 +11,7 @@ import torch
 import typer
 
 from fedser_client.app import build_daemon, default_name, resolve_device
+from fedser_client.extract import extract_with_progress
 from fedser_shared.cli import entry_point, make_app, read_file_arg
 from fedser_shared.config_command import make_config_command
 from fedser_shared.config_doc import client_toml
@@ -73,6 +74,24 @@ def join(
     result = daemon.run()
     if not result.shutdown and not daemon.stop_event.is_set():
         raise DataError("the client stopped before the server said SHUTDOWN")
+
+
+@app.command()
+def extract(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="audio files plus labels.csv (path,emotion)")],
+    feature: Annotated[Optional[str], typer.Option("--feature", help="emobase | apc | tera | decoar2 | distilhubert (default: the config's)")] = None,
+    upstream_ckpt: Annotated[Optional[Path], typer.Option("--upstream-ckpt", help="local s3prl upstream checkpoint")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="extraction processes (0 = one per CPU core)")] = 0,
+    config: Annotated[Optional[Path], typer.Option("--config", help="client-side features/labels config (TOML)")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    log_level: Annotated[str, typer.Option("--log-level")] = "error",
+) -> None:
+    """Turn the data dir's audio into cached feature vectors; show what was found, extracted and skipped."""
+    configure_logging(log_level)
+    if not data_dir.is_dir():
+        raise DataError(f"data dir {data_dir} does not exist or is not a directory")
+    local_config = load_run_config(config, {"features.name": feature})
+    extract_with_progress(data_dir, local_config, upstream_ckpt, resolve_device(device), workers)
 
 
 app.command("config")(make_config_command(client_toml))

@@ -10,9 +10,9 @@ import numpy as np
 
 from fedser_client.core.data import UNLABELED, ClientData, split_train_eval, zscore
 from fedser_client.core.trainer import stable_seed
-from fedser_client.data.labels import scan_data_dir
-from fedser_client.features.base import make_extractor
-from fedser_client.features.pipeline import FeatureTable, extract_features
+from fedser_client.data.labels import DataListing, scan_data_dir
+from fedser_client.features.base import ExtractorSpec
+from fedser_client.features.pipeline import ExtractionProgress, FeatureTable, extract_features
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import DataError
 from fedser_shared.logging import get_logger
@@ -25,6 +25,7 @@ class PreparedData:
     data: ClientData
     train_paths: list[str]
     table: FeatureTable
+    listing: DataListing
 
 
 def prepare_client_data(
@@ -34,13 +35,15 @@ def prepare_client_data(
     name: str,
     upstream_ckpt: Path | None = None,
     device: str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[ExtractionProgress], None] | None = None,
+    workers: int = 1,
 ) -> PreparedData:
+    """The same extraction step as `fedser-client extract` (warm cache: near-free), then split and normalise."""
     listing = scan_data_dir(data_dir, config.labels)
     if listing.n_labeled == 0 and not config.semi.enabled:
         raise DataError(f"no labeled audio under {data_dir}: labels.csv must give an emotion for at least one file")
-    extractor = make_extractor(config.features.name, upstream_ckpt, device)
-    table = extract_features(data_dir, listing, extractor, cache_dir, progress)
+    spec = ExtractorSpec(config.features.name, upstream_ckpt, device)
+    table = extract_features(data_dir, listing, spec, cache_dir, workers, progress)
     train_idx, eval_idx = split_train_eval(table.labels, config.train.eval_fraction, stable_seed(config.federation.seed, name, "split"))
     features = table.features
     if config.features.normalisation == "client":
@@ -51,7 +54,7 @@ def prepare_client_data(
     log.info("client_data_ready", n_files=len(listing.files), n_train=len(train_idx), n_eval=len(eval_idx),
              n_labeled=int((data.y_train != UNLABELED).sum()), n_failed=len(table.failed), from_cache=table.from_cache,
              ignored_emotions=dict(listing.ignored_emotions), missing_files=len(listing.missing_files))
-    return PreparedData(data, [table.paths[i] for i in train_idx], table)
+    return PreparedData(data, [table.paths[i] for i in train_idx], table, listing)
 
 
 def label_counts(data: ClientData, num_classes: int) -> list[int]:

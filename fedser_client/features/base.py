@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -14,7 +15,8 @@ from fedser_shared.errors import ConfigError
 class FeatureExtractor(Protocol):
     name: str
     dim: int
-    version: str  # part of the cache key: bump it when the output of extract() changes
+    version: str   # part of the cache key: bump it when the output of extract() changes
+    settings: str  # part of the cache key: whatever else changes the output (e.g. the checkpoint's SHA-256)
 
     def extract(self, waveform: np.ndarray) -> np.ndarray:
         """16 kHz mono float32 samples in [-1, 1] -> float32 vector of length `dim`."""
@@ -30,6 +32,18 @@ def make_extractor(name: str, upstream_ckpt: Path | None = None, device: str = "
         try:
             from fedser_client.features.ssl import make_ssl_extractor
         except ImportError as exc:
-            raise ConfigError(f"feature '{name}' needs the 'ssl' extra: pip install 'fedser[ssl]' ({exc})") from None
+            raise ConfigError(f"feature '{name}' needs the 'ssl' extra, see docs/features.md ({exc})") from None
         return make_ssl_extractor(name, upstream_ckpt, device)
     raise ConfigError(f"unknown feature extractor '{name}'; known: {', '.join(FEATURE_DIMS)}")
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """What a worker process needs to build its own extractor (an extractor itself may not pickle)."""
+
+    name: str
+    upstream_ckpt: Path | None = None
+    device: str = "cpu"
+
+    def build(self) -> FeatureExtractor:
+        return make_extractor(self.name, self.upstream_ckpt, self.device)

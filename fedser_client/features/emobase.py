@@ -12,6 +12,7 @@ class EmobaseExtractor:
     name = "emobase"
     dim = 988
     version = f"opensmile-{opensmile.__version__}-emobase-functionals-1"
+    settings = ""
 
     def __init__(self) -> None:
         self._smile = opensmile.Smile(

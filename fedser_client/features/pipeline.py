@@ -1,22 +1,37 @@
-"""Turn a data listing into a feature matrix: cached, skipping bad files with a count."""
+"""Turn a data listing into a feature matrix: hash, look up the cache, extract the rest.
+
+Files are identified by the SHA-256 of their bytes, so identical files are extracted once,
+and a file is extracted again only when its content changed.
+"""
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fedser_client.data.audio import load_audio
 from fedser_client.data.labels import DataListing
-from fedser_client.features.base import FeatureExtractor
-from fedser_client.features.cache import FeatureCache, FileKey
+from fedser_client.features.base import ExtractorSpec, FeatureExtractor
+from fedser_client.features.cache import FeatureCache, file_digest
+from fedser_client.features.workers import run_extraction
 from fedser_shared.errors import DataError
 from fedser_shared.logging import get_logger
 
 log = get_logger(__name__)
-SAVE_EVERY = 200
+
+
+@dataclass
+class ExtractionProgress:
+    total: int              # files to go through
+    done: int = 0           # files through (from cache, extracted or skipped)
+    from_cache: int = 0
+    extracted: int = 0
+    skipped: int = 0
+    audio_seconds: float = 0.0  # audio decoded and extracted in this run
 
 
 @dataclass
@@ -26,46 +41,80 @@ class FeatureTable:
     paths: list[str]
     failed: dict[str, str] = field(default_factory=dict)  # path -> reason
     from_cache: int = 0
+    extracted: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
 
 
 def extract_features(
     data_dir: Path,
     listing: DataListing,
-    extractor: FeatureExtractor,
+    spec: ExtractorSpec,
     cache_dir: Path,
-    progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
+    progress: Callable[[ExtractionProgress], None] | None = None,
+    extractor: FeatureExtractor | None = None,
 ) -> FeatureTable:
-    cache = FeatureCache(cache_dir, extractor.name, extractor.version)
-    vectors, labels, paths, failed = [], [], [], {}
-    hits, dirty = 0, 0
-    total = len(listing.files)
-    for done, item in enumerate(listing.files, start=1):
+    """Vectors for every usable file of the listing, in listing order.
+
+    `extractor` is built from `spec` when not given (it names the cache and, with one
+    worker, does the work); worker processes build their own from `spec`."""
+    started = time.perf_counter()
+    data_dir = Path(data_dir)
+    extractor = extractor or spec.build()
+    cache = FeatureCache.for_extractor(cache_dir, extractor)
+    state = ExtractionProgress(total=len(listing.files))
+    failed: dict[str, str] = {}
+    digest_of: dict[str, bytes] = {}
+    paths_of: dict[bytes, list[str]] = defaultdict(list)
+    for item in listing.files:
         rel = item.path.as_posix()
         try:
-            key = FileKey.of(data_dir, item.path)
-            vector = cache.get(key)
-            if vector is None:
-                vector = extractor.extract(load_audio(data_dir / item.path))
-                if vector.shape != (extractor.dim,):
-                    raise DataError(f"{rel}: extractor returned shape {vector.shape}, expected ({extractor.dim},)")
-                cache.put(key, vector)
-                dirty += 1
+            digest = file_digest(data_dir / item.path)
+        except OSError as exc:
+            failed[rel] = f"cannot read file ({exc.strerror})"
+            state.skipped += 1
+            continue
+        digest_of[rel] = digest
+        if digest in cache:
+            state.from_cache += 1
+        else:
+            paths_of[digest].append(rel)  # identical files are extracted once
+    state.done = state.from_cache + state.skipped
+    if progress:
+        progress(state)
+
+    jobs = [(digest, data_dir / rels[0]) for digest, rels in paths_of.items()]
+    try:
+        for outcome in run_extraction(jobs, spec, min(workers, len(jobs)), extractor):
+            rels = paths_of[outcome.key]  # type: ignore[index]
+            if outcome.vector is None:
+                for rel in rels:
+                    failed[rel] = outcome.reason
+                    log.warning("audio_file_skipped", path=rel, reason=outcome.reason)
+                state.skipped += len(rels)
             else:
-                hits += 1
-        except (DataError, OSError) as exc:
-            failed[rel] = str(exc)
-            log.warning("audio_file_skipped", path=rel, reason=str(exc))
+                cache.put(outcome.key, outcome.vector)  # type: ignore[arg-type]
+                state.extracted += len(rels)
+                state.audio_seconds += outcome.seconds * len(rels)
+            state.done += len(rels)
+            if progress:
+                progress(state)
+    finally:
+        cache.flush()  # also on Ctrl-C: the next run resumes from here
+
+    vectors, labels, paths = [], [], []
+    for item in listing.files:
+        rel = item.path.as_posix()
+        vector = cache.get(digest_of[rel]) if rel in digest_of else None
+        if vector is None:
             continue
         vectors.append(vector)
         labels.append(-1 if item.label is None else item.label)
         paths.append(rel)
-        if dirty >= SAVE_EVERY:
-            cache.save()
-            dirty = 0
-        if progress is not None:
-            progress(done, total)
-    if dirty:
-        cache.save()
     if not vectors:
-        raise DataError(f"none of the {total} audio files under {data_dir} could be decoded")
-    return FeatureTable(np.stack(vectors).astype(np.float32), np.asarray(labels, np.int64), paths, failed, hits)
+        reasons = sorted(set(failed.values()))
+        raise DataError(f"none of the {len(listing.files)} audio files under {data_dir} could be used"
+                        + (f" (e.g. {reasons[0]})" if reasons else ""))
+    return FeatureTable(np.stack(vectors).astype(np.float32), np.asarray(labels, np.int64), paths, failed,
+                        state.from_cache, state.extracted, state.audio_seconds, time.perf_counter() - started)
