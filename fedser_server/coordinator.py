@@ -144,6 +144,7 @@ class Coordinator:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.waiting_for_clients = False
+        self.rounds_given_up = 0  # times a round ran out of retries and the server went back to waiting
         self.finished = False  # every round ran: clients hear SHUTDOWN
 
     def _restore(self, resume: bool) -> None:
@@ -451,6 +452,7 @@ class Coordinator:
                 silent = sorted(set(book.tasks) - book.reported)
                 log.error("round_failed_waiting_for_clients", round=round_index, attempts=attempt, silent_clients=silent)
                 attempt = 0
+                self.rounds_given_up += 1
                 # end the sessions of clients that never answered: they count again only
                 # after they join anew, so the server waits instead of retrying in a loop
                 with self._cond:

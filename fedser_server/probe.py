@@ -2,13 +2,15 @@
 
     python -m fedser_server.probe --address 127.0.0.1:7443 --ca-cert ca.pem --server-name localhost
 
-Exit 0 when the server answers SERVING, 1 otherwise, with one line saying why. Imports only
-grpc, so a probe every few seconds stays cheap.
+Exit 0 when the server answers SERVING, 1 otherwise, with one line saying why. Every option
+can also come from the environment (FEDSER_PROBE_ADDRESS, _CA_CERT, _CERT, _KEY, _SERVER_NAME,
+_INSECURE=1, _TIMEOUT). Imports only grpc, so a probe every few seconds stays cheap.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 
@@ -60,15 +62,24 @@ def check(address: str, timeout_s: float = 3.0, service: str = "", ca_cert: str 
     return ProbeResult(reply.status == health_pb2.HealthCheckResponse.SERVING, f"{address}: {status}")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default="127.0.0.1:7443", help="server HOST:PORT (default 127.0.0.1:7443)")
-    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
-    parser.add_argument("--service", default="", help="service name to check (default: the whole server)")
-    parser.add_argument("--ca-cert", help="CA that signed the server certificate (default: system roots)")
-    parser.add_argument("--cert", help="client certificate, where the server requires one")
-    parser.add_argument("--key", help="client key")
-    parser.add_argument("--server-name", help="name to verify in the server certificate (e.g. when probing 127.0.0.1)")
-    parser.add_argument("--insecure", action="store_true", help="plaintext gRPC")
+def add_arguments(parser: argparse.ArgumentParser, env: dict[str, str] | None = None) -> None:
+    """Each option defaults to FEDSER_PROBE_<OPTION> from the environment, so an image's HEALTHCHECK
+    stays one fixed command and the deployment (compose, Kubernetes) says where the certificates are."""
+    env = dict(os.environ) if env is None else env
+
+    def default(name: str, fallback: str | None = None) -> str | None:
+        return env.get(f"FEDSER_PROBE_{name}") or fallback
+
+    parser.add_argument("--address", default=default("ADDRESS", "127.0.0.1:7443"), help="server HOST:PORT (default 127.0.0.1:7443)")
+    parser.add_argument("--timeout", type=float, default=float(default("TIMEOUT", "3") or 3), help="seconds to wait for an answer")
+    parser.add_argument("--service", default=default("SERVICE", ""), help="service name to check (default: the whole server)")
+    parser.add_argument("--ca-cert", default=default("CA_CERT"), help="CA that signed the server certificate (default: system roots)")
+    parser.add_argument("--cert", default=default("CERT"), help="client certificate, where the server requires one")
+    parser.add_argument("--key", default=default("KEY"), help="client key")
+    parser.add_argument("--server-name", default=default("SERVER_NAME"),
+                        help="name to verify in the server certificate (e.g. when probing 127.0.0.1)")
+    parser.add_argument("--insecure", action="store_true", default=default("INSECURE", "") in ("1", "true", "yes"),
+                        help="plaintext gRPC")
 
 
 def main(argv: list[str] | None = None) -> int:

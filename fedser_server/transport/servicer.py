@@ -161,6 +161,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             code = status_code_for(exc)
             self.coordinator.record_refusal(refusal_reason(exc), client_id, round_index, str(exc))
             context.abort(code, str(exc))
+        except grpc.RpcError:
+            # the client vanished mid-stream (killed, cut off): nothing it sent is kept
+            self.coordinator.record_refusal("stream_broken", client_id, round_index, "the update stream ended abnormally")
+            raise
         return pb.UpdateAck(accepted=True, message="update accepted")
 
     @_mapped
