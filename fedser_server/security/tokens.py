@@ -105,8 +105,10 @@ class TokenStore:
     def _stat(self) -> tuple[int, int] | None:
         try:
             st = self.path.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise StateError(f"cannot read tokens file {self.path}: {exc.strerror or exc}") from None
         return st.st_mtime_ns, st.st_size
 
     def _reload(self) -> None:
