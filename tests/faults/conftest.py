@@ -17,9 +17,10 @@ def spawn() -> Iterator:
     """Start processes in their own process group; every one is killed when the test ends."""
     started: list[subprocess.Popen] = []
 
-    def _spawn(args: list[str], log: Path, **kwargs) -> subprocess.Popen:
+    def _spawn(args: list[str], log: Path, prefix: tuple[str, ...] = (), **kwargs) -> subprocess.Popen:
+        """`prefix` runs the interpreter through another command (e.g. `ip netns exec NS`)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([*prefix, sys.executable, *args], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env, **kwargs)
         started.append(proc)
         return proc
