@@ -11,7 +11,7 @@ import torch
 import typer
 
 from fedser_client.app import build_daemon, default_name, resolve_device
-from fedser_client.extract import extract_with_progress
+from fedser_client.extract import extract_with_progress, prepare_with_progress
 from fedser_shared.cli import entry_point, make_app, read_file_arg
 from fedser_shared.config_command import make_config_command
 from fedser_shared.config_doc import client_toml
@@ -57,10 +57,11 @@ def join(
     token: Annotated[str, typer.Option("--token", envvar="FEDSER_TOKEN", help="enrolment token")] = "",
     upstream_ckpt: Annotated[Optional[Path], typer.Option("--upstream-ckpt", help="s3prl upstream checkpoint")] = None,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch default)")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="feature extraction processes (0 = one per CPU core)")] = 0,
     connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="seconds to keep retrying the server")] = 600.0,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
-    """Join the federation and serve tasks until the server says SHUTDOWN."""
+    """Extract features (from cache when warm), then join the federation and serve tasks until SHUTDOWN."""
     configure_logging(log_level)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -68,8 +69,10 @@ def join(
         raise DataError(f"data dir {data_dir} does not exist or is not a directory")
     local_config = load_run_config(config)
     credentials = channel_credentials(ca_cert, cert, key, insecure)
-    daemon = build_daemon(server, data_dir, local_config, name or default_name(data_dir), resolve_device(device),
-                          credentials, token, upstream_ckpt, connect_timeout)
+    client_name = name or default_name(data_dir)
+    prepared = prepare_with_progress(data_dir, local_config, client_name, upstream_ckpt, resolve_device(device), workers)
+    daemon = build_daemon(server, data_dir, local_config, client_name, resolve_device(device),
+                          credentials, token, upstream_ckpt, connect_timeout, prepared=prepared)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     result = daemon.run()
     if not result.shutdown and not daemon.stop_event.is_set():

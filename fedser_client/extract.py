@@ -30,10 +30,10 @@ def extract_with_progress(
     console = console or Console(stderr=True)
     listing = scan_data_dir(data_dir, config.labels)
     spec = ExtractorSpec(config.features.name, upstream_ckpt, device)
-    extractor = spec.build()  # a missing checkpoint fails here, before any bar is drawn
+    spec.identity()  # a missing checkpoint fails here, before any bar is drawn
     with ExtractionBar(console, f"{spec.name} features") as bar:
         table = extract_features(data_dir, listing, spec, LocalStore(data_dir).feature_cache_dir,
-                                 resolve_workers(workers), bar, extractor)
+                                 resolve_workers(workers), bar)
     print_summary(console, listing, table, config)
     return listing, table
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fedser_client.data.labels import DataListing, LabeledFile
-from fedser_client.features.base import ExtractorSpec, make_extractor
+from fedser_client.features.base import ExtractorSpec
 from fedser_client.features.cache import FeatureCache, file_digest
 from fedser_client.features.pipeline import ExtractionProgress, extract_features
 
@@ -42,7 +42,7 @@ def extract_corpus(
 
 
 def seed_client_cache(client_dir: Path, vectors: dict[str, np.ndarray], feature_name: str, cache_dir: Path) -> None:
-    cache = FeatureCache.for_extractor(cache_dir, make_extractor(feature_name))
+    cache = FeatureCache.for_extractor(cache_dir, ExtractorSpec(feature_name).identity())
     for rel, vector in vectors.items():
         try:
             digest = file_digest(Path(client_dir) / rel)

@@ -38,6 +38,16 @@ def make_extractor(name: str, upstream_ckpt: Path | None = None, device: str = "
 
 
 @dataclass(frozen=True)
+class ExtractorIdentity:
+    """What names an extractor's output in the cache, known without building it (no model load)."""
+
+    name: str
+    dim: int
+    version: str
+    settings: str
+
+
+@dataclass(frozen=True)
 class ExtractorSpec:
     """What a worker process needs to build its own extractor (an extractor itself may not pickle)."""
 
@@ -47,3 +57,15 @@ class ExtractorSpec:
 
     def build(self) -> FeatureExtractor:
         return make_extractor(self.name, self.upstream_ckpt, self.device)
+
+    def identity(self) -> ExtractorIdentity:
+        """Cheap: a warm run needs only this; it checks that a named checkpoint exists."""
+        if self.name == "emobase":
+            from fedser_client.features.emobase import EmobaseExtractor as emobase
+
+            return ExtractorIdentity(emobase.name, emobase.dim, emobase.version, emobase.settings)
+        if self.name not in FEATURE_DIMS:
+            raise ConfigError(f"unknown feature extractor '{self.name}'; known: {', '.join(FEATURE_DIMS)}")
+        from fedser_client.features.ssl import ssl_identity
+
+        return ssl_identity(self.name, self.upstream_ckpt)

@@ -60,7 +60,8 @@ class FeatureCache:
 
     @classmethod
     def for_extractor(cls, cache_dir: Path, extractor: object, **kwargs: float) -> "FeatureCache":
-        return cls(cache_dir, extractor.name, extractor.version, getattr(extractor, "settings", ""),  # type: ignore[attr-defined]
+        """`extractor`: anything with name, version, settings and dim (an extractor or its identity)."""
+        return cls(cache_dir, extractor.name, extractor.version, extractor.settings,  # type: ignore[attr-defined]
                    extractor.dim, **kwargs)  # type: ignore[attr-defined,arg-type]
 
     def _shards(self) -> list[Path]:

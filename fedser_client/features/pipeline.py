@@ -57,12 +57,13 @@ def extract_features(
 ) -> FeatureTable:
     """Vectors for every usable file of the listing, in listing order.
 
-    `extractor` is built from `spec` when not given (it names the cache and, with one
-    worker, does the work); worker processes build their own from `spec`."""
+    Nothing is built when every vector is cached. Otherwise `extractor` (built from `spec`
+    when not given) checks the model loads and, with one worker, does the work; worker
+    processes build their own from `spec`."""
     started = time.perf_counter()
     data_dir = Path(data_dir)
-    extractor = extractor or spec.build()
-    cache = FeatureCache.for_extractor(cache_dir, extractor)
+    identity = spec.identity() if extractor is None else extractor
+    cache = FeatureCache.for_extractor(cache_dir, identity)
     state = ExtractionProgress(total=len(listing.files))
     failed: dict[str, str] = {}
     digest_of: dict[str, bytes] = {}
@@ -85,8 +86,9 @@ def extract_features(
         progress(state)
 
     jobs = [(digest, data_dir / rels[0]) for digest, rels in paths_of.items()]
+    outcomes = run_extraction(jobs, spec, min(workers, len(jobs)), extractor or spec.build()) if jobs else iter(())
     try:
-        for outcome in run_extraction(jobs, spec, min(workers, len(jobs)), extractor):
+        for outcome in outcomes:
             rels = paths_of[outcome.key]  # type: ignore[index]
             if outcome.vector is None:
                 for rel in rels:

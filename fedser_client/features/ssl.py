@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from fedser_client.features import torchaudio_compat
+from fedser_client.features.base import ExtractorIdentity
 from fedser_shared.config import FEATURE_DIMS
 from fedser_shared.errors import ConfigError
 
@@ -115,16 +116,30 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _checked_ckpt(name: str, ckpt: Path | None) -> Path:
+    expected = UPSTREAMS[name].expected_file
+    if ckpt is None:
+        raise ConfigError(f"feature '{name}' needs a local s3prl checkpoint: pass --upstream-ckpt PATH "
+                          f"(expected file: {expected}; nothing is downloaded)")
+    if not Path(ckpt).is_file():
+        raise ConfigError(f"--upstream-ckpt {ckpt} does not exist: feature '{name}' expects the s3prl "
+                          f"checkpoint file {expected}")
+    return Path(ckpt)
+
+
+def ssl_identity(name: str, ckpt: Path | None) -> ExtractorIdentity:
+    if name not in UPSTREAMS:
+        raise ConfigError(f"'{name}' is not an s3prl upstream; known: {', '.join(UPSTREAMS)}")
+    path = _checked_ckpt(name, ckpt)
+    version = f"s3prl-0.4.18-{name}-{UPSTREAMS[name].hidden_key}-mean-window{WINDOW_SECONDS:g}s-1"
+    return ExtractorIdentity(name, FEATURE_DIMS[name], version, f"ckpt-sha256={_file_sha256(path)}")
+
+
 class S3prlExtractor:
     def __init__(self, name: str, ckpt: Path | None, device: str = "cpu") -> None:
+        identity = ssl_identity(name, ckpt)
         upstream = UPSTREAMS[name]
-        if ckpt is None:
-            raise ConfigError(f"feature '{name}' needs a local s3prl checkpoint: pass --upstream-ckpt PATH "
-                              f"(expected file: {upstream.expected_file}; nothing is downloaded)")
-        ckpt = Path(ckpt)
-        if not ckpt.is_file():
-            raise ConfigError(f"--upstream-ckpt {ckpt} does not exist: feature '{name}' expects the s3prl "
-                              f"checkpoint file {upstream.expected_file}")
+        ckpt = Path(ckpt)  # type: ignore[arg-type]  # checked by ssl_identity
         hubconf = _prepare_s3prl(name, upstream.module)
         try:
             with _trusted_checkpoint_loading(), redirect_stdout(io.StringIO()):  # s3prl prints; our summary says what matters
@@ -136,10 +151,7 @@ class S3prlExtractor:
         except Exception as exc:  # noqa: BLE001 - any failure to build from the file is a bad checkpoint
             raise ConfigError(f"--upstream-ckpt {ckpt} is not a usable {name} checkpoint "
                               f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
-        self.name = name
-        self.dim = FEATURE_DIMS[name]
-        self.version = f"s3prl-0.4.18-{name}-{upstream.hidden_key}-mean-window{WINDOW_SECONDS:g}s-1"
-        self.settings = f"ckpt-sha256={_file_sha256(ckpt)}"
+        self.name, self.dim, self.version, self.settings = identity.name, identity.dim, identity.version, identity.settings
         self._hidden_key = upstream.hidden_key
         self._device = torch.device(device)
         self._model = model.to(self._device).eval()
@@ -168,6 +180,4 @@ class S3prlExtractor:
 
 
 def make_ssl_extractor(name: str, upstream_ckpt: Path | None, device: str = "cpu") -> S3prlExtractor:
-    if name not in UPSTREAMS:
-        raise ConfigError(f"'{name}' is not an s3prl upstream; known: {', '.join(UPSTREAMS)}")
     return S3prlExtractor(name, upstream_ckpt, device)

@@ -206,3 +206,10 @@ def test_worker_processes_give_the_same_vectors_as_one_process(folder: Path, emo
     np.testing.assert_allclose(pooled.features, single.features, rtol=1e-6)
     assert "cannot decode audio" in pooled.failed["audio/bad.wav"]
     assert seen[-1] == 9
+
+
+def test_a_warm_run_builds_no_extractor(folder: Path, emobase: EmobaseExtractor, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(folder, emobase)
+    monkeypatch.setattr(ExtractorSpec, "build", lambda self: pytest.fail("a warm run loaded the extractor"))
+    table = extract_features(folder, scan_data_dir(folder, LabelsConfig()), SPEC, folder / ".fedser" / "features")
+    assert table.from_cache == 8 and table.extracted == 0
