@@ -17,7 +17,6 @@ from fedser_server.observability import commands as ops
 from fedser_shared.config_command import make_config_command
 from fedser_shared.config_doc import server_toml
 from fedser_shared.cli import entry_point, make_app
-from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError
 from fedser_shared.logging import configure_logging
 
