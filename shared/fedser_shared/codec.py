@@ -5,11 +5,12 @@ touches the tensor bytes at most once:
 
 - `encode` writes each array straight into the output (one copy; no `tobytes()`).
 - The sender slices the blob with memoryviews (no copy per chunk).
-- `BlobAssembler` writes chunks into one preallocated buffer while hashing them and hands
-  that buffer back as is (no final copy).
+- `BlobAssembler` writes chunks into one preallocated (not zero-filled) buffer while hashing
+  them and hands that buffer back as is (no final copy).
 - `decode` returns arrays that are views into the received buffer (no copy), after checking
   the safetensors header in full: dtypes, shapes, offsets inside the buffer, no gaps and no
-  overlaps. Arrays decoded from a `bytearray` are writable; from `bytes`, read-only.
+  overlaps. Arrays decoded from a received blob (or a `bytearray`) are writable; from `bytes`,
+  read-only.
 
 The bytes are the safetensors format: the `safetensors` package reads what `encode` writes,
 and `decode` reads what the package writes.
@@ -171,8 +172,8 @@ class BlobAssembler:
             raise CorruptBlobError(f"announced blob length {total_len} exceeds the limit of {max_len} bytes")
         if len(sha256) != 32:
             raise CorruptBlobError(f"sha256 must be 32 bytes, got {len(sha256)}")
-        self._buffer = bytearray(total_len)
-        self._view = memoryview(self._buffer)
+        # np.empty, not bytearray(n): no zero-fill pass over memory that the chunks overwrite anyway
+        self._view = memoryview(np.empty(total_len, np.uint8))
         self._expected_sha = sha256
         self._hasher = hashlib.sha256()
         self._received = 0
@@ -183,23 +184,22 @@ class BlobAssembler:
 
     def feed(self, chunk: bytes | memoryview) -> None:
         end = self._received + len(chunk)
-        if end > len(self._buffer):
-            raise CorruptBlobError(f"received more than the announced {len(self._buffer)} bytes")
+        if end > len(self._view):
+            raise CorruptBlobError(f"received more than the announced {len(self._view)} bytes")
         self._hasher.update(chunk)  # while the chunk is still in cache
         self._view[self._received : end] = chunk
         self._received = end
 
-    def finish(self) -> bytearray:
-        """The checked blob: the receive buffer itself, handed over without a copy."""
-        if self._received != len(self._buffer):
-            raise CorruptBlobError(f"blob truncated: received {self._received} of {len(self._buffer)} bytes")
+    def finish(self) -> memoryview:
+        """The checked blob: a writable view of the receive buffer itself, handed over without a copy."""
+        if self._received != len(self._view):
+            raise CorruptBlobError(f"blob truncated: received {self._received} of {len(self._view)} bytes")
         if self._hasher.digest() != self._expected_sha:
             raise CorruptBlobError("blob checksum mismatch (sha256)")
-        self._view.release()
-        return self._buffer
+        return self._view
 
 
-def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes, max_len: int | None = None) -> bytearray:
+def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes, max_len: int | None = None) -> memoryview:
     assembler = BlobAssembler(total_len, sha256, max_len)
     for chunk in chunks:
         assembler.feed(chunk)
