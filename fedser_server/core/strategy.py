@@ -46,6 +46,19 @@ class Strategy(Protocol):
     def finish_round(self) -> State: ...
 
 
+_BLOCK = 1 << 18  # elements: float64 temporaries of 2 MiB stay in reused heap memory
+
+
+def _add_scaled(total: np.ndarray, value: np.ndarray, scale: float) -> None:
+    """total += scale * float64(value), block by block: no full-size float64 temporaries to page in.
+
+    Elementwise the same operations as the one-line form, so the sums are bit-identical.
+    """
+    flat_total, flat_value = total.reshape(-1), value.reshape(-1)
+    for start in range(0, flat_total.size, _BLOCK):
+        flat_total[start : start + _BLOCK] += scale * flat_value[start : start + _BLOCK].astype(np.float64)
+
+
 def validate_update(update: Mapping[str, np.ndarray], expected: Mapping[str, TensorSpec]) -> None:
     """Raise InvalidUpdateError unless names, shapes, dtypes match and every value is finite."""
     missing = sorted(set(expected) - set(update))
@@ -97,7 +110,7 @@ class FedAvg:
             raise InvalidUpdateError(f"n_samples must be positive, got {n_samples}")
         for name, total in self._delta_sum.items():
             if name.startswith(DELTA):
-                total += n_samples * update[name].astype(np.float64, copy=False)
+                _add_scaled(total, update[name], n_samples)
         self._weight_total += n_samples
         self._n_updates += 1
         self._accumulate_extra(update)
@@ -143,7 +156,7 @@ class Scaffold(FedAvg):
     def _accumulate_extra(self, update: Mapping[str, np.ndarray]) -> None:
         for name, total in self._delta_sum.items():
             if name.startswith(DELTA_CONTROL):
-                total += update[name].astype(np.float64, copy=False)
+                _add_scaled(total, update[name], 1)
 
     def finish_round(self) -> State:
         new_state = super().finish_round()
