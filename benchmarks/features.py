@@ -1,11 +1,12 @@
 """Feature extraction speed on a real corpus: real-time factor per extractor and worker count, cold vs warm cache.
 
     python benchmarks/features.py [--corpus ../shared/data/nemo4] [--subset N] [--features emobase,distilhubert]
-                                  [--workers 1,2] [--ssl-subset 40] [--upstream-ckpt NAME=PATH ...]
+                                  [--workers 1,2] [--ssl-subset 40] [--ssl-workers 1] [--upstream-ckpt NAME=PATH ...]
 
 For each extractor and worker count, a cold run extracts the files into a fresh cache (the
 wall time includes starting the worker processes), then a warm run over the same files reads
-the cache. Real-time factor = audio seconds / wall seconds; "per worker" divides by the
+the cache. Cold runs include loading the model (in each worker process, and once in the main
+process to check it), shown apart as "model load s". Real-time factor = audio seconds / wall seconds; "per worker" divides by the
 number of workers; "per core" divides audio seconds by the CPU seconds spent (this process
 and its workers), which stays meaningful on a machine shared with other work. s3prl extractors run on --ssl-subset files; without --upstream-ckpt they
 use a random-weight checkpoint of the published architecture (same compute, meaningless
@@ -95,7 +96,21 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _forget_checkpoint_hashes() -> None:
+    """Each run pays for hashing the checkpoint, as a fresh `fedser-client` process would."""
+    if "fedser_client.features.ssl" in sys.modules:
+        sys.modules["fedser_client.features.ssl"]._sha256_of.cache_clear()
+
+
+def model_load_seconds(spec: ExtractorSpec) -> float:
+    _forget_checkpoint_hashes()
+    started = time.perf_counter()
+    spec.build()
+    return time.perf_counter() - started
+
+
 def timed(corpus: Path, listing: DataListing, spec: ExtractorSpec, cache: Path, workers: int) -> tuple[FeatureTable, float, float]:
+    _forget_checkpoint_hashes()
     started, cpu = time.perf_counter(), _cpu_seconds()
     table = extract_features(corpus, listing, spec, cache, workers)
     return table, time.perf_counter() - started, _cpu_seconds() - cpu
@@ -107,14 +122,16 @@ def main() -> int:
     parser.add_argument("--subset", type=int, default=0, help="files to use for emobase (0 = all)")
     parser.add_argument("--ssl-subset", type=int, default=40, help="files to use for each s3prl extractor")
     parser.add_argument("--features", default="emobase", help="comma-separated: emobase,apc,tera,decoar2,distilhubert")
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts for emobase")
+    parser.add_argument("--ssl-workers", default="1", help="comma-separated worker counts for s3prl extractors")
     parser.add_argument("--upstream-ckpt", action="append", default=[], metavar="NAME=PATH",
                         help="a real s3prl checkpoint for NAME (default: random weights, same architecture)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
 
     features = [f.strip() for f in args.features.split(",") if f.strip()]
-    worker_counts = [int(w) for w in args.workers.split(",")]
+    worker_counts = {"emobase": [int(w) for w in args.workers.split(",")],
+                     "ssl": [int(w) for w in args.ssl_workers.split(",")]}
     unknown = [f for f in features if f not in FEATURE_DIMS]
     if unknown:
         parser.error(f"unknown features {unknown}; known: {', '.join(FEATURE_DIMS)}")
@@ -135,7 +152,8 @@ def main() -> int:
                 if name not in ckpts:
                     notes.append(f"{name}: random weights, published architecture")
             spec = ExtractorSpec(name, ckpt)
-            for workers in worker_counts:
+            load_s = model_load_seconds(spec)
+            for workers in worker_counts["emobase" if name == "emobase" else "ssl"]:
                 cache = Path(tmp) / f"cache-{name}-{workers}"
                 cold, cold_s, cold_cpu = timed(args.corpus, listing, spec, cache, workers)
                 warm, warm_s, _ = timed(args.corpus, listing, spec, cache, workers)
@@ -143,15 +161,16 @@ def main() -> int:
                 rtf = cold.audio_seconds / cold_s
                 per_core = cold.audio_seconds / cold_cpu
                 ratio = cold_s / warm_s
-                rows.append([name, workers, len(listing.files), f"{cold.audio_seconds:,.0f}", f"{cold_s:.1f}",
+                rows.append([name, workers, len(listing.files), f"{cold.audio_seconds:,.0f}", f"{load_s:.1f}", f"{cold_s:.1f}",
                              f"{rtf:.1f}×", f"{rtf / workers:.1f}×", f"{per_core:.1f}×", f"{warm_s:.2f}",
                              f"{ratio:,.0f}×", len(cold.failed)])
                 print(" | ".join(str(c) for c in rows[-1]), flush=True)
+                if name == "emobase" or "emobase" not in features:  # the cache target: the full-corpus rows
+                    worst_warm = min(worst_warm, ratio)
                 if name == "emobase":
                     worst_emobase = min(worst_emobase, per_core)
-                worst_warm = min(worst_warm, ratio)
 
-    header = ["extractor", "workers", "files", "audio s", "cold wall s", "real time (wall)", "per worker (wall)",
+    header = ["extractor", "workers", "files", "audio s", "model load s", "cold wall s", "real time (wall)", "per worker (wall)",
               "per core (CPU time)", "warm wall s", "cold / warm", "skipped"]
     table = markdown_table(header, rows)
     print(table)
@@ -159,8 +178,12 @@ def main() -> int:
     if worst_emobase != float("inf"):
         verdict.append(f"emobase per core (audio s / CPU s): {worst_emobase:.1f}× real time (target >= {EMOBASE_TARGET:.0f}×): "
                        + ("met" if worst_emobase >= EMOBASE_TARGET else "NOT met"))
-    verdict.append(f"warm cache: {worst_warm:,.0f}× faster than cold (target >= {WARM_TARGET:.0f}×): "
+    verdict.append(f"warm cache ({'emobase' if 'emobase' in features else 'all'} rows): {worst_warm:,.0f}× faster "
+                   f"than cold (target >= {WARM_TARGET:.0f}×): "
                    + ("met" if worst_warm >= WARM_TARGET else "NOT met"))
+    if any(name != "emobase" for name in features):
+        verdict.append("s3prl rows: a small subset on CPU, so cold time is mostly model loading and the warm time "
+                       "is mostly hashing the checkpoint; their real-time factors are CPU figures, not GPU ones")
     body = table + "\n\n" + "\n".join(f"- {line}" for line in verdict + notes) + "\n"
     facts["corpus"] = f"{args.corpus} ({len(full.files)} files)"
     path = write_results("features", "Feature extraction: real-time factor and cache", command_line(), facts, body, args.out)

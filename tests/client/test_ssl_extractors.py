@@ -87,6 +87,18 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
+@pytest.fixture(scope="module")
+def extractors(checkpoints: dict[str, Path]) -> dict[str, object]:
+    """One extractor per upstream, built on first use and shared (building is the slow part)."""
+
+    class Lazy(dict):  # type: ignore[type-arg]
+        def __missing__(self, name: str) -> object:
+            self[name] = make_extractor(name, checkpoints[name])
+            return self[name]
+
+    return Lazy()
+
+
 def _speech_like(seconds: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(16_000 * seconds)) / 16_000
@@ -94,8 +106,10 @@ def _speech_like(seconds: float, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", UPSTREAMS)
-def test_upstream_gives_a_deterministic_vector_of_the_configured_size(name: str, checkpoints: dict[str, Path]) -> None:
-    extractor = make_extractor(name, checkpoints[name])
+def test_upstream_gives_a_deterministic_vector_of_the_configured_size(
+    name: str, checkpoints: dict[str, Path], extractors: dict[str, object],
+) -> None:
+    extractor = extractors[name]
     assert extractor.dim == FEATURE_DIMS[name]
     clip = _speech_like(1.0, 1)
     first = extractor.extract(clip)
@@ -106,10 +120,10 @@ def test_upstream_gives_a_deterministic_vector_of_the_configured_size(name: str,
 
 
 @pytest.mark.parametrize("name", ["distilhubert", "apc"])
-def test_long_audio_runs_in_windows(name: str, checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_audio_runs_in_windows(name: str, extractors: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     from fedser_client.features import ssl
 
-    extractor = make_extractor(name, checkpoints[name])
+    extractor = extractors[name]
     clip = _speech_like(2.5, 3)
     whole = extractor.extract(clip)
     monkeypatch.setattr(ssl, "WINDOW_SECONDS", 1.0)
@@ -119,11 +133,11 @@ def test_long_audio_runs_in_windows(name: str, checkpoints: dict[str, Path], mon
     assert np.corrcoef(windowed, whole)[0, 1] > 0.9
 
 
-def test_the_checkpoint_hash_is_part_of_the_cache_key(checkpoints: dict[str, Path]) -> None:
+def test_the_checkpoint_hash_is_part_of_the_cache_key(checkpoints: dict[str, Path], extractors: dict[str, object]) -> None:
     import hashlib
 
     digest = hashlib.sha256(checkpoints["apc"].read_bytes()).hexdigest()
-    assert make_extractor("apc", checkpoints["apc"]).settings == f"ckpt-sha256={digest}"
+    assert extractors["apc"].settings == f"ckpt-sha256={digest}"  # type: ignore[attr-defined]
 
 
 def test_missing_checkpoint_names_the_expected_file(tmp_path: Path) -> None:
