@@ -182,8 +182,8 @@ def main() -> int:
                    f"than cold (target >= {WARM_TARGET:.0f}×): "
                    + ("met" if worst_warm >= WARM_TARGET else "NOT met"))
     if any(name != "emobase" for name in features):
-        verdict.append("s3prl rows: a small subset on CPU, so cold time is mostly model loading and the warm time "
-                       "is mostly hashing the checkpoint; their real-time factors are CPU figures, not GPU ones")
+        verdict.append("s3prl rows: a small subset on CPU; cold time includes loading the model and the warm time is mostly hashing "
+                       "the checkpoint; their real-time factors are CPU figures, not GPU ones")
     body = table + "\n\n" + "\n".join(f"- {line}" for line in verdict + notes) + "\n"
     facts["corpus"] = f"{args.corpus} ({len(full.files)} files)"
     path = write_results("features", "Feature extraction: real-time factor and cache", command_line(), facts, body, args.out)
