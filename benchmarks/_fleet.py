@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import random
+import signal
 import sys
 import time
 
@@ -109,6 +111,12 @@ async def fleet(address: str, n: int, first: int, spec: dict[str, list[int]], fe
     latencies: list[float] = []
     # one channel per client, as real clients on separate machines would have
     channels = [grpc.aio.insecure_channel(address, client_channel_options()) for _ in range(n)]
+
+    def report_and_exit() -> None:  # stopped before the run ended: what happened so far is the result
+        print(json.dumps({"counts": dict(counts), "update_seconds": latencies}), flush=True)
+        os._exit(0)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, report_and_exit)
     await asyncio.gather(*(one_client(ch, first + i, blob, fetch, counts, latencies) for i, ch in enumerate(channels)))
     for channel in channels:
         await channel.close()

@@ -166,7 +166,7 @@ def main() -> None:
                        "headline server_rss/model = max over completed runs of (peak RSS - base RSS) / model bytes")
     rows, ratios, details = [], [], []
     with tempfile.TemporaryDirectory(prefix="fedser-server-memory-") as tmp:
-        for n in [int(c) for c in args.clients.split(",")]:
+        for n in [int(c) for c in args.clients.split(",") if c.strip()]:
             r = run_federation(hidden, n, 1, 1.0, Path(tmp) / f"mem-{n}", args.timeout, limit)
             model = r["model_bytes"]
             done = r["rounds_done"] >= 1
