@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -89,10 +90,28 @@ def task_message(task: TaskAssignment) -> pb.Task:
         deadline_unix_s=task.deadline_unix_s, retry_after_s=task.retry_after_s)
 
 
+class _ModelMessages:
+    """The FetchModel reply messages of the current global blob, built once per round, not per client."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blob: codec.Blob | None = None
+        self._messages: tuple[pb.ModelChunk, ...] = ()
+
+    def of(self, blob: codec.Blob) -> tuple[pb.ModelChunk, ...]:
+        with self._lock:
+            if self._blob is not blob:
+                header = pb.ModelChunk(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
+                self._messages = (header, *(pb.ModelChunk(data=bytes(chunk)) for chunk in blob.chunks()))
+                self._blob = blob
+            return self._messages
+
+
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, coordinator: Coordinator, poll_timeout_s: float) -> None:
         self.coordinator = coordinator
         self.poll_timeout_s = poll_timeout_s
+        self._model_messages = _ModelMessages()
 
     def _client(self, version: int, session: pb.Session) -> ClientRecord:
         check_protocol(version)
@@ -125,9 +144,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             blob = self.coordinator.model_blob(client, request.round, request.task_id)
         except FedserError as exc:
             context.abort(status_code_for(exc), str(exc))
-        yield pb.ModelChunk(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
-        for chunk in blob.chunks():
-            yield pb.ModelChunk(data=bytes(chunk))
+        yield from self._model_messages.of(blob)
         self.coordinator.record_transfer(sent=blob.total_len)
 
     def SubmitUpdate(self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext) -> pb.UpdateAck:
@@ -149,13 +166,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self.coordinator.check_update_header(client, header)
             assembler = codec.BlobAssembler(header.total_len, header.sha256, self.coordinator.max_update_bytes())
             for message in request_iterator:
-                if message.WhichOneof("payload") != "data" or not message.data:
+                data = message.data  # each read of a bytes field builds a new 1 MiB object
+                if message.WhichOneof("payload") != "data" or not data:
                     raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks")
                 # a straggler still streaming when its round closes is cut off, not buffered to the end
                 if not self.coordinator.task_open(client, header.round, header.task_id):
                     raise StaleRoundError(f"round {header.round} closed while the update was streaming")
-                assembler.feed(message.data)
-                self.coordinator.record_transfer(received=len(message.data))
+                assembler.feed(data)
+                self.coordinator.record_transfer(received=len(data))
             self.coordinator.submit_update(client, header, assembler.finish())
         except FedserError as exc:
             code = status_code_for(exc)
