@@ -3,23 +3,31 @@
 Same seeds, same sample, same local training as the `grpc` engine, so both reach the same
 global weights; only the arrival order of updates differs, which the float64 running sum
 makes immaterial at float32 precision.
+
+`federate` is the pure round loop (values in, states out); `run_inprocess` adds what the
+server would do around it: client evaluation, `metrics.jsonl`, the saved global state.
+The accuracy benchmark drives `federate` directly.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from fedser_client.core.data import ClientData
 from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask, stable_seed
-from fedser_client.prepare import PreparedData
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.schedule import local_lr, pseudo_label_threshold, sample_clients, sample_size
 from fedser_server.core.strategy import State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
 from fedser_shared.model import build_model, weights_of
+
+if TYPE_CHECKING:  # the feature pipeline is not needed to run rounds on ready features
+    from fedser_client.prepare import PreparedData
 
 
 @dataclass
@@ -31,25 +39,29 @@ class SimClient:
 
     @property
     def trainable(self) -> bool:
+        """What the coordinator counts as trainable: labels, or unlabeled data when semi is on."""
         return self.trainer.n_labeled > 0 or (self.trainer.config.semi.enabled and len(self.trainer.data.unlabeled_index) > 0)
 
 
-def run_inprocess(
-    config: RunConfig, prepared: dict[str, PreparedData], state_dir: Path,
-    on_round: Callable[[dict[str, object]], None] | None = None, device: str = "cpu",
-) -> tuple[State, list[dict[str, object]]]:
-    store = StateStore(state_dir)
-    store.metrics_path.unlink(missing_ok=True)
+@dataclass(frozen=True)
+class RoundResult:
+    round: int
+    state: State
+    tally: RoundTally
+
+
+def make_clients(config: RunConfig, datas: Mapping[str, ClientData], device: str = "cpu") -> dict[str, SimClient]:
+    return {name: SimClient(name, LocalTrainer(config, data, stable_seed(name), device), LocalState(), len(data.y_eval))
+            for name, data in datas.items()}
+
+
+def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: int) -> Iterator[RoundResult]:
+    """Run `config.federation.rounds` rounds; yield the new global state after each."""
     fed = config.federation
-    clients = {
-        name: SimClient(name, LocalTrainer(config, p.data, stable_seed(name), device), LocalState(), len(p.data.y_eval))
-        for name, p in prepared.items()
-    }
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
-    model = build_model(config.feature_dim, config.num_classes, config.model.hidden, config.model.dropout, fed.seed)
+    model = build_model(feature_dim, config.num_classes, config.model.hidden, config.model.dropout, fed.seed)
     state = strategy.initial_state(weights_of(model))
     trainable = [c for c in clients.values() if c.trainable]
-    history: list[dict[str, object]] = []
     for round_index in range(1, fed.rounds + 1):
         started = time.perf_counter()
         names = sample_clients([c.name for c in trainable], sample_size(config, len(trainable)), fed.seed, round_index, 0)
@@ -59,20 +71,39 @@ def run_inprocess(
         tally = RoundTally(n_sampled=len(names))
         for name in names:
             client = clients[name]
-            update, client.state, report = client.trainer.train(state, task, client.state)
+            update, new_state, report = client.trainer.train(state, task, client.state)
+            if report.n_samples == 0:
+                continue  # nothing to train on: the server refuses such an update and the client keeps its state
+            client.state = new_state
             strategy.accumulate(update, report.n_samples)
             tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
                              report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes)
         tally.seconds = time.perf_counter() - started
         state = strategy.finish_round()
-        store.save_global(state, round_index)
+        yield RoundResult(round_index, state, tally)
+
+
+def run_inprocess(
+    config: RunConfig, prepared: dict[str, PreparedData], state_dir: Path,
+    on_round: Callable[[dict[str, object]], None] | None = None, device: str = "cpu",
+) -> tuple[State, list[dict[str, object]]]:
+    store = StateStore(state_dir)
+    store.metrics_path.unlink(missing_ok=True)
+    clients = make_clients(config, {name: p.data for name, p in prepared.items()}, device)
+    history: list[dict[str, object]] = []
+    state: State = {}
+    for result in federate(config, clients, config.feature_dim):
+        started = time.perf_counter()
+        state = result.state
+        store.save_global(state, result.round)
         evaluation = None
-        if is_eval_round(config, round_index):
+        if is_eval_round(config, result.round):
             evaluation = EvalTally()
             for client in clients.values():
                 if client.n_eval:
                     evaluation.add(*client.trainer.evaluate(state))
-        record = metrics_record(config, round_index, tally, evaluation, time.perf_counter() - started)
+        record = metrics_record(config, result.round, result.tally, evaluation,
+                                result.tally.seconds + time.perf_counter() - started)
         store.append_metrics(record)
         history.append(record)
         if on_round:

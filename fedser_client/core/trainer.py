@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -93,13 +93,31 @@ class LocalTrainer:
         gen.manual_seed(stable_seed(self.config.federation.seed, self.client_seed, round_index, purpose))
         return gen
 
+    def _optimizer_step(self, params: list[torch.nn.Parameter], lr: float) -> Callable[[], None]:
+        """One optimizer step on the (already corrected) gradients; fresh state per participation.
+
+        SGD is written out (p <- p - lr g): torch.optim's per-step machinery costs more than
+        this model's whole backward pass on a small client batch."""
+        train = self.config.train
+        if train.optimizer == "adam":
+            adam = torch.optim.Adam(params, lr=lr, betas=train.adam_betas, eps=train.adam_eps,
+                                    weight_decay=train.adam_weight_decay)
+            return adam.step
+
+        def sgd() -> None:
+            with torch.no_grad():
+                for p in params:
+                    p.add_(p.grad, alpha=-lr)
+
+        return sgd
+
     # -- pseudo-labeling ---------------------------------------------------------------
     def _pseudo_label(self, task: TrainTask, state: LocalState) -> tuple[LocalState, np.ndarray]:
         semi = self.config.semi
         taken = np.zeros(self.num_classes, np.int64)
         pooled = np.zeros(len(self.data.y_train), bool)
         pooled[state.pseudo_index] = True
-        candidates = np.array([i for i in self.data.unlabeled_index if not pooled[i]], dtype=np.int64)
+        candidates = self.data.unlabeled_index[~pooled[self.data.unlabeled_index]].astype(np.int64)
         if not semi.enabled or state.participations < 1 or candidates.size == 0 or semi.max_per_class == 0:
             return state, taken
         gen = self._generator(task.round, "mvpl")
@@ -145,11 +163,7 @@ class LocalTrainer:
                         if (CONTROL_PREFIX + n) in local_state.control else torch.zeros_like(p) for n, p in zip(names, params)]
         correction = [sc - cc for sc, cc in zip(server_c, client_c)] if server_c is not None else None
 
-        if cfg.train.optimizer == "adam":
-            optimizer: torch.optim.Optimizer = torch.optim.Adam(
-                params, lr=task.lr, betas=cfg.train.adam_betas, eps=cfg.train.adam_eps, weight_decay=cfg.train.adam_weight_decay)
-        else:
-            optimizer = torch.optim.SGD(params, lr=task.lr)
+        step = self._optimizer_step(params, task.lr)
 
         gen = self._generator(task.round, "train")
         x_train = self._x_train
@@ -159,8 +173,10 @@ class LocalTrainer:
             rows = torch.from_numpy(self.data.labeled_index).to(self.device)
             targets = torch.from_numpy(self.data.y_train[self.data.labeled_index].astype(np.int64)).to(self.device)
             with_pseudo_term = semi.enabled and len(pseudo_rows) > 0
-        else:  # a client without labels trains on its pseudo-labels alone
+            views, main_weight = (semi.weak_sigma1, semi.weak_sigma2), 1.0
+        else:  # a client without labels has only the pseudo-label term: strong views, weight lambda
             rows, targets, with_pseudo_term = pseudo_rows, pseudo_targets, False
+            views, main_weight = (semi.strong_sigma1, semi.strong_sigma2), semi.pseudo_weight
         batch = cfg.train.batch_size
         steps, loss_sum = 0, 0.0
         pseudo_order, pseudo_pos = torch.zeros(0, dtype=torch.long), 0
@@ -171,8 +187,8 @@ class LocalTrainer:
                 pick = order[start : start + batch]
                 x = x_train[rows[pick]]
                 if semi.enabled:
-                    x = stochastic_feature_augmentation(x, semi.weak_sigma1, semi.weak_sigma2, gen)
-                loss = class_balanced_ce(self.model(x, gen), targets[pick], self._class_weights)
+                    x = stochastic_feature_augmentation(x, *views, gen)
+                loss = main_weight * class_balanced_ce(self.model(x, gen), targets[pick], self._class_weights)
                 if with_pseudo_term:
                     if pseudo_pos >= len(pseudo_order):
                         pseudo_order, pseudo_pos = torch.randperm(len(pseudo_rows), generator=gen, device=self.device), 0
@@ -181,12 +197,13 @@ class LocalTrainer:
                     xp = stochastic_feature_augmentation(x_train[pseudo_rows[p_pick]], semi.strong_sigma1, semi.strong_sigma2, gen)
                     pseudo_loss = class_balanced_ce(self.model(xp, gen), pseudo_targets[p_pick], self._class_weights)
                     loss = loss + semi.pseudo_weight * pseudo_loss * (len(p_pick) / batch)
-                optimizer.zero_grad(set_to_none=False)
+                for p in params:
+                    p.grad = None
                 loss.backward()
                 if correction is not None:
                     for p, corr in zip(params, correction):
                         p.grad.add_(corr)
-                optimizer.step()
+                step()
                 steps += 1
                 loss_sum += float(loss.detach())
 
