@@ -20,8 +20,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 MIB = 1 << 20
 MB = 1_000_000
 
-# glibc keeps freed 1 MiB buffers for reuse instead of unmapping and page-faulting them per chunk (DESIGN §8)
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "536870912"}
+from fedser_shared.transport import MALLOC_ENV  # noqa: E402  (allocator settings of DESIGN §8)
 
 
 def reexec_with_malloc_env(enabled: bool = True) -> None:
