@@ -1,0 +1,83 @@
+"""A client's c_i and pseudo-label pool live in `.fedser/`, written atomically, and survive a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedser_client.core.data import UNLABELED, ClientData
+from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask
+from fedser_client.local_store import LocalStore
+from fedser_shared import fsutil
+from fedser_shared.config import load_run_config
+from fedser_shared.model import build_model, weights_of
+
+PATHS = [f"audio/clip_{i}.wav" for i in range(6)]
+
+
+def a_state(seed: int, participations: int) -> LocalState:
+    rng = np.random.default_rng(seed)
+    control = {"c.hidden.0.weight": rng.normal(size=(3, 2)).astype(np.float32), "c.head.bias": rng.normal(size=4).astype(np.float32)}
+    return LocalState(control=control, pseudo_index=np.array([4, 1]), pseudo_label=np.array([2, 0]), participations=participations)
+
+
+def assert_same(loaded: LocalState, saved: LocalState) -> None:
+    assert set(loaded.control) == set(saved.control)
+    for name, value in saved.control.items():
+        np.testing.assert_array_equal(loaded.control[name], value)
+    assert sorted(zip(loaded.pseudo_index.tolist(), loaded.pseudo_label.tolist())) == sorted(
+        zip(saved.pseudo_index.tolist(), saved.pseudo_label.tolist()))
+    assert loaded.participations == saved.participations
+
+
+def test_state_written_by_one_process_is_read_back_by_the_next(tmp_path: Path) -> None:
+    saved = a_state(0, participations=3)
+    LocalStore(tmp_path).save_state(saved, PATHS)
+    assert_same(LocalStore(tmp_path).load_state(PATHS), saved)  # a new store: the restarted client
+
+
+def test_a_fresh_client_starts_with_no_control_variate(tmp_path: Path) -> None:
+    state = LocalStore(tmp_path).load_state(PATHS)
+    assert state.control == {} and state.participations == 0 and len(state.pseudo_index) == 0
+
+
+def test_a_crash_while_writing_keeps_the_previous_c_i_and_leaves_no_debris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path)
+    old = a_state(0, participations=1)
+    store.save_state(old, PATHS)
+
+    def crash(*_args: object) -> None:
+        raise OSError("power lost before the rename")
+
+    monkeypatch.setattr(fsutil.os, "replace", crash)
+    with pytest.raises(OSError):
+        store.save_state(a_state(1, participations=2), PATHS)
+    monkeypatch.undo()
+    assert_same(LocalStore(tmp_path).load_state(PATHS), old)
+    assert not [p.name for p in store.dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_training_resumes_after_a_restart_with_the_stored_c_i(tmp_path: Path) -> None:
+    """Two participations with a restart in between equal two without one."""
+    config = load_run_config(None, {"model.hidden": [8], "model.dropout": 0.0, "federation.algorithm": "scaffold"})
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, UNLABELED])
+    data = ClientData(x, y, x[:2], np.array([0, 1]))
+    theta = weights_of(build_model(5, 4, [8], 0.0, seed=0))
+    state = {**theta, **{"c." + n[2:]: np.full_like(v, 0.01) for n, v in theta.items()}}
+    task1, task2 = TrainTask(1, 0.1), TrainTask(2, 0.1)
+
+    trainer = LocalTrainer(config, data, client_seed=7)
+    _, after_first, _ = trainer.train(state, task1, LocalState())
+    uninterrupted, _, _ = trainer.train(state, task2, after_first)
+
+    LocalStore(tmp_path).save_state(after_first, PATHS)
+    restarted = LocalTrainer(config, data, client_seed=7)
+    resumed, resumed_state, _ = restarted.train(state, task2, LocalStore(tmp_path).load_state(PATHS))
+    assert resumed_state.participations == 2
+    for name, value in uninterrupted.items():
+        np.testing.assert_array_equal(resumed[name], value)
+    assert any(np.abs(after_first.control[k]).max() > 0 for k in after_first.control)
