@@ -78,6 +78,9 @@ async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fe
                 counts["shutdown"] += 1
                 return
             if task.kind != pb.TASK_KIND_TRAIN:
+                if task.retry_after_s > 0:
+                    counts["told_to_wait"] += 1
+                    await asyncio.sleep(task.retry_after_s)
                 continue
             started = time.perf_counter()
             try:

@@ -161,7 +161,7 @@ class FedserEndpoint:
             stdout=open(workdir / "server.log", "w"), stderr=open(workdir / "server.err", "w"))
         wait_for_port(self.port, self.server)
         (workdir / "client").mkdir(exist_ok=True)
-        identity = ClientIdentity(name="bench", feature_name="emobase", feature_dim=988, label_counts=[1, 1, 1, 1],
+        identity = ClientIdentity(name="bench", feature_name="emobase", feature_dim=988, label_counts=[10, 10, 10, 10],
                                   n_unlabeled=0, n_eval=0)
         self.daemon = ClientDaemon(f"127.0.0.1:{self.port}", identity, lambda _config: None, LocalStore(workdir / "client"), [],
                                    connect_timeout_s=60)
