@@ -296,7 +296,7 @@ class Coordinator:
     def max_update_bytes(self) -> int:
         return self._max_update_bytes
 
-    def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> None:
+    def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> TaskAssignment:
         with self._cond:
             task = self._task_of(client, header.round, header.task_id)
             if task.kind is not TaskKind.TRAIN:
@@ -310,6 +310,7 @@ class Coordinator:
                                      f"{client.n_labeled} labeled and {client.n_unlabeled} unlabeled examples")
         if header.total_len > self._max_update_bytes:
             raise InvalidUpdateError(f"update of {header.total_len} bytes exceeds the model-derived limit of {self._max_update_bytes}")
+        return task
 
     def submit_update(self, client: ClientRecord, header: UpdateHeader, blob: bytes) -> None:
         """Validate a fully received, checksummed blob, then fold it into the round."""
@@ -440,10 +441,12 @@ class Coordinator:
                 return None
             n_updates = len(book.reported)
             if n_updates == len(book.tasks) or n_updates >= fed.updates_needed:
+                # the book is closed, so no update reaches the strategy any more: aggregate and
+                # serialise without the lock (clients keep authenticating), then publish in one step
+                state = self.strategy.finish_round()
+                blob = codec.encode_blob(state)
                 with self._cond:
-                    self.state = self.strategy.finish_round()
-                    self._blob = codec.encode_blob(self.state)
-                    self.completed_round = round_index
+                    self.state, self._blob, self.completed_round = state, blob, round_index
                 book.tally.n_sampled, book.tally.attempts, book.tally.seconds = len(book.tasks), attempt + 1, book_seconds
                 return book
             attempt += 1
@@ -501,7 +504,8 @@ class Coordinator:
         """Persist the round right after aggregation, before anything else can fail."""
         self.store.save_global(self.state, round_index, train_record)
         with self._cond:
-            self.registry.save_many([self.registry.clients[c] for c in book.reported if c in self.registry.clients])
+            reported = [self.registry.clients[c] for c in book.reported if c in self.registry.clients]
+        self.registry.save_many(reported)  # the registry has its own lock
 
     def wait_for_shutdown_delivery(self, timeout_s: float) -> None:
         """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""
