@@ -15,6 +15,7 @@ from fedser_server.coordinator import Coordinator
 from fedser_server.core.strategy import make_strategy
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.store import StateStore
+from fedser_server.transport.admission import Limits
 from fedser_server.transport.server import BoundServer, start_server
 from fedser_server.transport.servicer import CoordinatorServicer
 from fedser_shared.config import RunConfig, format_validation_error, load_run_config
@@ -79,10 +80,11 @@ def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: floa
 
 
 def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.ServerCredentials | None = None,
-          client_timeout_s: float = 120.0, tokens: TokenStore | None = None, resume: bool = False) -> RunningServer:
+          client_timeout_s: float = 120.0, tokens: TokenStore | None = None, resume: bool = False,
+          limits: Limits = Limits()) -> RunningServer:
     """Start serving. `tokens=None` is open enrolment (any client may join); the CLI decides."""
     coordinator = build_coordinator(config, state_dir, client_timeout_s, tokens, resume)
-    servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s)
+    servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s, limits)
     try:
         bound = start_server(servicer, address, credentials=credentials)
     except BaseException:

@@ -442,11 +442,14 @@ class Coordinator:
             n_updates = len(book.reported)
             if n_updates == len(book.tasks) or n_updates >= fed.updates_needed:
                 # the book is closed, so no update reaches the strategy any more: aggregate and
-                # serialise without the lock (clients keep authenticating), then publish in one step
+                # serialise without the lock (clients keep authenticating); no FetchModel is served
+                # between the two swaps, and dropping the old state first keeps one copy less alive
                 state = self.strategy.finish_round()
+                with self._cond:
+                    self.state = state
                 blob = codec.encode_blob(state)
                 with self._cond:
-                    self.state, self._blob, self.completed_round = state, blob, round_index
+                    self._blob, self.completed_round = blob, round_index
                 book.tally.n_sampled, book.tally.attempts, book.tally.seconds = len(book.tasks), attempt + 1, book_seconds
                 return book
             attempt += 1

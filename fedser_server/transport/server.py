@@ -26,9 +26,13 @@ class BoundServer:
         self.server.stop(grace_s).wait()
 
 
-def start_server(servicer: CoordinatorServicer, address: str, max_workers: int = 256,
+def start_server(servicer: CoordinatorServicer, address: str,
                  credentials: grpc.ServerCredentials | None = None) -> BoundServer:
-    """Start serving on `address` (port 0 picks a free port); returns the bound port."""
+    """Start serving on `address` (port 0 picks a free port); returns the bound port.
+
+    The pool is sized by the servicer's limits, which keep long-polls and uploads from taking
+    all of it."""
+    max_workers = servicer.limits.max_workers
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fedser-rpc"),
                          options=server_options(), maximum_concurrent_rpcs=max_workers * 4)
     pb_grpc.add_CoordinatorServicer_to_server(servicer, server)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -22,6 +25,7 @@ from fedser_server.errors import (
     UnknownClientError,
 )
 from fedser_server.state.registry import ClientRecord
+from fedser_server.transport.admission import Limits, PollGate, ServerBusyError, UploadGate
 from fedser_shared import PROTOCOL_VERSION, codec
 from fedser_shared.errors import ConfigError, CorruptBlobError, FedserError, InvalidUpdateError
 from fedser_shared.logging import get_logger
@@ -42,6 +46,7 @@ STATUS_OF: dict[type[FedserError], grpc.StatusCode] = {
     InvalidUpdateError: grpc.StatusCode.INVALID_ARGUMENT,
     CorruptBlobError: grpc.StatusCode.INVALID_ARGUMENT,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    ServerBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 _TASK_KIND = {
     TaskKind.WAIT: pb.TASK_KIND_WAIT,
@@ -51,6 +56,10 @@ _TASK_KIND = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# past its task's deadline an upload is refused anyway; a client that stalls mid-stream
+# (suspended, wedged link) is cut off then, so it cannot keep an upload slot
+STALL_GRACE_S = 2.0
 
 
 def refusal_reason(error: FedserError) -> str:
@@ -107,11 +116,25 @@ class _ModelMessages:
             return self._messages
 
 
+@contextmanager
+def _cancel_at(context: grpc.ServicerContext, deadline_unix_s: float) -> Iterator[None]:
+    timer = threading.Timer(max(0.0, deadline_unix_s - time.time()) + STALL_GRACE_S, context.cancel)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
-    def __init__(self, coordinator: Coordinator, poll_timeout_s: float) -> None:
+    def __init__(self, coordinator: Coordinator, poll_timeout_s: float, limits: Limits = Limits()) -> None:
         self.coordinator = coordinator
         self.poll_timeout_s = poll_timeout_s
+        self.limits = limits
         self._model_messages = _ModelMessages()
+        self._polls = PollGate(limits.parked_polls_cap)
+        self._uploads = UploadGate(limits.uploads, limits.waiting_uploads_cap)
 
     def _client(self, version: int, session: pb.Session) -> ClientRecord:
         check_protocol(version)
@@ -134,9 +157,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     @_mapped
     def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.Task:
         client = self._client(request.protocol_version, request.session)
-        remaining = context.time_remaining()
-        timeout = self.poll_timeout_s if remaining is None else max(0.0, min(self.poll_timeout_s, remaining - 1.0))
-        return task_message(self.coordinator.next_task(client, timeout))
+        with self._polls.park() as parked:
+            remaining = context.time_remaining()
+            timeout = self.poll_timeout_s if remaining is None else max(0.0, min(self.poll_timeout_s, remaining - 1.0))
+            task = self.coordinator.next_task(client, timeout if parked else 0.0)
+        if not parked and task.kind is TaskKind.WAIT:
+            retry = self._polls.retry_after_s(len(self.coordinator.registry.clients), self.poll_timeout_s)
+            task = dataclasses.replace(task, retry_after_s=retry)
+        return task_message(task)
 
     def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk]:
         try:
@@ -163,18 +191,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 pseudo_taken_per_class=tuple(metrics.pseudo_taken_per_class),
                 pseudo_correct_per_class=tuple(metrics.pseudo_correct_per_class),
                 pseudo_with_truth=metrics.pseudo_with_truth)
-            self.coordinator.check_update_header(client, header)
-            assembler = codec.BlobAssembler(header.total_len, header.sha256, self.coordinator.max_update_bytes())
-            for message in request_iterator:
-                data = message.data  # each read of a bytes field builds a new 1 MiB object
-                if message.WhichOneof("payload") != "data" or not data:
-                    raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks")
-                # a straggler still streaming when its round closes is cut off, not buffered to the end
+            task = self.coordinator.check_update_header(client, header)
+
+            def still_wanted() -> None:
+                if not context.is_active():
+                    raise grpc.RpcError("the client went away while its update waited to be received")
                 if not self.coordinator.task_open(client, header.round, header.task_id):
-                    raise StaleRoundError(f"round {header.round} closed while the update was streaming")
-                assembler.feed(data)
-                self.coordinator.record_transfer(received=len(data))
-            self.coordinator.submit_update(client, header, assembler.finish())
+                    raise StaleRoundError(f"round {header.round} closed while the update waited to be received")
+
+            with self._uploads.slot(still_wanted), _cancel_at(context, task.deadline_unix_s):
+                self._receive_update(client, header, request_iterator)
         except FedserError as exc:
             code = status_code_for(exc)
             self.coordinator.record_refusal(refusal_reason(exc), client_id, round_index, str(exc))
@@ -184,6 +210,19 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self.coordinator.record_refusal("stream_broken", client_id, round_index, "the update stream ended abnormally")
             raise
         return pb.UpdateAck(accepted=True, message="update accepted")
+
+    def _receive_update(self, client: ClientRecord, header: UpdateHeader, request_iterator: Iterator[pb.UpdateChunk]) -> None:
+        assembler = codec.BlobAssembler(header.total_len, header.sha256, self.coordinator.max_update_bytes())
+        for message in request_iterator:
+            data = message.data  # each read of a bytes field builds a new 1 MiB object
+            if message.WhichOneof("payload") != "data" or not data:
+                raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks")
+            # a straggler still streaming when its round closes is cut off, not buffered to the end
+            if not self.coordinator.task_open(client, header.round, header.task_id):
+                raise StaleRoundError(f"round {header.round} closed while the update was streaming")
+            assembler.feed(data)
+            self.coordinator.record_transfer(received=len(data))
+        self.coordinator.submit_update(client, header, assembler.finish())
 
     @_mapped
     def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.ServicerContext) -> pb.Ack:

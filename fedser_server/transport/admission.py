@@ -1,0 +1,103 @@
+"""Admission control for the sync server's thread pool: one RPC in progress holds one thread.
+
+Two kinds of call hold a thread for long: a parked `GetTask` long-poll and a `SubmitUpdate`
+stream. Without bounds, 1,000 joined clients park 1,000 polls on a pool of 256 and nothing
+else is served; N concurrent uploads hold N full-size receive buffers. So:
+
+- `PollGate`: at most `parked_polls` long-polls wait on the coordinator; beyond that a poll is
+  answered at once (its task if it has one, else WAIT with a jittered `retry_after_s` that
+  grows with the number of joined clients).
+- `UploadGate`: at most `uploads` updates are received, validated and aggregated at once, so
+  peak memory does not grow with the number of clients; up to `waiting_uploads` more wait for
+  a slot before reading their first chunk (flow control keeps their bytes on the clients);
+  beyond that an upload is refused as busy and the client retries.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from fedser_shared.errors import FedserError
+
+SLOT_POLL_S = 0.5
+
+
+class ServerBusyError(FedserError):
+    """Too many uploads in progress or waiting: retry later."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_workers: int = 256
+    uploads: int = 2
+    parked_polls: int | None = None     # default: a quarter of the pool
+    waiting_uploads: int | None = None  # default: half of the pool
+
+    def __post_init__(self) -> None:
+        if self.uploads < 1 or self.max_workers < 4:
+            raise ValueError("need at least one upload slot and a pool of four threads")
+
+    @property
+    def parked_polls_cap(self) -> int:
+        return self.parked_polls if self.parked_polls is not None else max(1, self.max_workers // 4)
+
+    @property
+    def waiting_uploads_cap(self) -> int:
+        return self.waiting_uploads if self.waiting_uploads is not None else max(1, self.max_workers // 2)
+
+
+class PollGate:
+    def __init__(self, capacity: int, rng: random.Random | None = None) -> None:
+        self.capacity = capacity
+        self._parked = 0
+        self._lock = threading.Lock()
+        self._rng = rng or random.Random()
+
+    @contextmanager
+    def park(self) -> Iterator[bool]:
+        """Yields whether this poll may wait (True) or must be answered at once (False)."""
+        with self._lock:
+            parked = self._parked < self.capacity
+            self._parked += parked
+        try:
+            yield parked
+        finally:
+            if parked:
+                with self._lock:
+                    self._parked -= 1
+
+    def retry_after_s(self, n_joined: int, ceiling_s: float) -> float:
+        """Spread the pollers the pool cannot park: about one poll window per `capacity` clients."""
+        load = max(1.0, n_joined / self.capacity)
+        return self._rng.uniform(0.5, 1.5) * min(ceiling_s, load)
+
+
+class UploadGate:
+    def __init__(self, active: int, waiting: int) -> None:
+        self._slots = threading.BoundedSemaphore(active)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self.max_waiting = waiting
+
+    @contextmanager
+    def slot(self, still_wanted: Callable[[], None]) -> Iterator[None]:
+        """Hold an upload slot for the block. `still_wanted` is called while waiting and raises
+        when the wait is pointless (the round closed, the client went away)."""
+        with self._lock:
+            if self._waiting >= self.max_waiting:
+                raise ServerBusyError(f"{self._waiting} updates already wait to be received: retry later")
+            self._waiting += 1
+        try:
+            while not self._slots.acquire(timeout=SLOT_POLL_S):
+                still_wanted()
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()

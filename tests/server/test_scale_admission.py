@@ -1,0 +1,165 @@
+"""A small thread pool stays usable: long-polls and uploads beyond their caps do not starve it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from fedser_server import app as server_app
+from fedser_server.errors import StaleRoundError
+from fedser_server.transport.admission import Limits, ServerBusyError, UploadGate
+from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+from tests.faults import raw
+
+POLLERS = 7
+
+
+def _client(port: int, name: str, told_to_wait: threading.Event, results: dict[str, list[int]]) -> None:
+    channel, stub = raw.stub_for(port)
+    try:
+        session = raw.join(stub, name).session
+        rounds: list[int] = []
+        while True:
+            task = stub.GetTask(pb.GetTaskRequest(protocol_version=raw.V, session=session), timeout=30)
+            if task.kind == pb.TASK_KIND_SHUTDOWN:
+                results[name] = rounds
+                return
+            if task.kind == pb.TASK_KIND_TRAIN:
+                state = raw.fetch(stub, session, task)
+                code, _ = raw.code_of(lambda: raw.submit(stub, raw.update_messages(session, task, raw.update_for(state))))
+                if code == grpc.StatusCode.OK:
+                    rounds.append(task.round)
+                else:  # busy: the daemon backs off and asks again, the task is still its own
+                    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, code
+                    time.sleep(0.2)
+            elif task.retry_after_s > 0:
+                told_to_wait.set()
+                time.sleep(min(task.retry_after_s, 0.5))
+    finally:
+        channel.close()
+
+
+@pytest.mark.timeout(120)
+def test_more_pollers_than_the_pool_parks_still_get_answers_and_rounds_run(tmp_path: Path) -> None:
+    # a pool of 8 threads parks at most 2 polls and receives 1 upload at a time: without the
+    # caps, 7 parked long-polls would leave one thread for every Join, FetchModel and upload
+    limits = Limits(max_workers=8, uploads=1, parked_polls=2, waiting_uploads=2)
+    config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": POLLERS + 1,
+                                 "federation.poll_timeout_s": 5.0})
+    server = server_app.start(config, "127.0.0.1:0", tmp_path / "state", limits=limits)
+    told_to_wait = threading.Event()
+    results: dict[str, list[int]] = {}
+    threads = [threading.Thread(target=_client, args=(server.port, f"c{i}", told_to_wait, results), daemon=True)
+               for i in range(POLLERS)]
+    try:
+        for thread in threads:
+            thread.start()
+        # the round needs one more client, so all pollers wait; past the cap they hear WAIT at once
+        assert told_to_wait.wait(timeout=60), "no poll beyond the cap was answered with a retry delay"
+        last = threading.Thread(target=_client, args=(server.port, "last", threading.Event(), results), daemon=True)
+        last.start()
+        threads.append(last)
+        assert server.wait(timeout=90), "the rounds did not finish"
+        server.coordinator.wait_for_shutdown_delivery(30)
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        server.shutdown()
+    assert server.coordinator.completed_round == 2
+    assert len(results) == POLLERS + 1 and all(rounds == [1, 2] for rounds in results.values())
+
+
+def test_an_upload_waiting_for_a_slot_gives_up_when_its_round_closes() -> None:
+    gate = UploadGate(active=1, waiting=4)
+    round_open = threading.Event()
+    round_open.set()
+    outcome: list[BaseException] = []
+
+    def still_wanted() -> None:
+        if not round_open.is_set():
+            raise StaleRoundError("round closed")
+
+    def waiter() -> None:
+        try:
+            with gate.slot(still_wanted):
+                pass
+        except StaleRoundError as exc:
+            outcome.append(exc)
+
+    with gate.slot(still_wanted):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        round_open.clear()
+        thread.join(timeout=10)
+    assert len(outcome) == 1
+    with gate.slot(lambda: None):  # the slot is free again
+        pass
+
+
+def test_uploads_beyond_the_waiting_cap_are_refused_as_busy() -> None:
+    gate = UploadGate(active=1, waiting=1)
+    release = threading.Event()
+
+    def still_wanted() -> None:
+        if release.is_set():
+            raise StaleRoundError("stop waiting")
+
+    with gate.slot(lambda: None):
+        thread = threading.Thread(target=lambda: pytest.raises(StaleRoundError, lambda: gate.slot(still_wanted).__enter__()))
+        thread.start()
+        while gate._waiting == 0:
+            time.sleep(0.01)
+        with pytest.raises(ServerBusyError):
+            with gate.slot(lambda: None):
+                pass
+        release.set()
+        thread.join(timeout=10)
+
+
+@pytest.mark.timeout(120)
+def test_a_client_that_stalls_mid_upload_loses_its_slot_at_the_deadline(tmp_path: Path) -> None:
+    limits = Limits(max_workers=8, uploads=1)
+    config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": 2, "federation.round_timeout_s": 4.0,
+                                 "federation.min_updates": 1, "federation.poll_timeout_s": 1.0})
+    server = server_app.start(config, "127.0.0.1:0", tmp_path / "state", limits=limits)
+    stall = threading.Event()
+    channels = []
+    try:
+        channel, stub = raw.stub_for(server.port)
+        channels.append(channel)
+        staller = raw.join(stub, "staller").session
+        channel2, stub2 = raw.stub_for(server.port)
+        channels.append(channel2)
+        good = raw.join(stub2, "good").session
+        task = raw.wait_task(stub, staller)
+        messages = raw.update_messages(staller, task, raw.update_for(raw.fetch(stub, staller, task)))
+
+        def stalled():
+            yield messages[0]
+            yield messages[1]
+            stall.wait()
+
+        hanging = stub.SubmitUpdate.future(stalled(), timeout=60)
+        # the good client's upload waits behind the stalled one; the round closes at its
+        # deadline with no update, and the stalled stream is cut so the slot comes back
+        good_task = raw.wait_task(stub2, good)
+        code, _ = raw.code_of(lambda: raw.submit(stub2, raw.update_messages(good, good_task, raw.update_for(raw.fetch(stub2, good, good_task)))))
+        assert code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OK)
+        with pytest.raises(grpc.RpcError):
+            hanging.result(timeout=30)
+        # a later upload gets the slot
+        for _ in range(3):
+            task = raw.wait_task(stub2, good)
+            code, _ = raw.code_of(lambda: raw.submit(stub2, raw.update_messages(good, task, raw.update_for(raw.fetch(stub2, good, task)))))
+            if code == grpc.StatusCode.OK:
+                break
+        assert code == grpc.StatusCode.OK
+    finally:
+        stall.set()
+        server.shutdown()
+        for channel in channels:
+            channel.close()
