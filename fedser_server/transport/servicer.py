@@ -100,20 +100,29 @@ def task_message(task: TaskAssignment) -> pb.Task:
 
 
 class _ModelMessages:
-    """The FetchModel reply messages of the current global blob, built once per round, not per client."""
+    """The FetchModel reply messages of the current global blob, built once per round, not per
+    client: the first client of a round builds each chunk's message as it streams it (no pass
+    over the whole model before the first byte), later clients reuse them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._blob: codec.Blob | None = None
-        self._messages: tuple[pb.ModelChunk, ...] = ()
+        self._header = pb.ModelChunk()
+        self._messages: list[pb.ModelChunk | None] = []
 
-    def of(self, blob: codec.Blob) -> tuple[pb.ModelChunk, ...]:
+    def of(self, blob: codec.Blob) -> Iterator[pb.ModelChunk]:
         with self._lock:
             if self._blob is not blob:
-                header = pb.ModelChunk(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
-                self._messages = (header, *(pb.ModelChunk(data=bytes(chunk)) for chunk in blob.chunks()))
+                self._header = pb.ModelChunk(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
+                self._messages = [None] * len(list(blob.chunks()))
                 self._blob = blob
-            return self._messages
+            header, messages = self._header, self._messages
+        yield header
+        for i, chunk in enumerate(blob.chunks()):
+            message = messages[i]
+            if message is None:  # two clients may both build it: same bytes, the later one stays
+                message = messages[i] = pb.ModelChunk(data=bytes(chunk))
+            yield message
 
 
 @contextmanager

@@ -44,6 +44,8 @@ def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_
         _wait_for(lambda: server.coordinator.completed_round >= 1, 150, "round 1")
         store = sleeper_dir / ".fedser"
         client_id = json.loads((store / "client.json").read_text())["client_id"]
+        # the client writes c_i after the server's ack, which can come after the round closes
+        _wait_for(lambda: (store / "control.safetensors").exists(), 30, "the sleeper's c_i")
         sleeper.send_signal(signal.SIGSTOP)
         c_i_asleep = (store / "control.safetensors").read_bytes()
         _wait_for(lambda: client_id not in {c.client_id for c in server.coordinator.alive_clients()}, 10, "the sleeper to be dead")
