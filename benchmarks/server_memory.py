@@ -29,6 +29,7 @@ from _common import (  # noqa: E402
     MB, child_env, command_line, free_port, headline, machine_facts, markdown_table, peak_rss_bytes,
     reexec_with_malloc_env, rss_bytes, stop, wait_for_port, write_results,
 )
+from fedser_server.transport.admission import Limits  # noqa: E402
 
 FLEET = Path(__file__).resolve().parent / "_fleet.py"
 CLIENTS_PER_PROCESS = 100
@@ -161,7 +162,9 @@ def main() -> None:
     limit = int(args.server_mem_limit_gb * (1 << 30))
     hidden = hidden_for_weights(int(args.model_mb * MB))
     facts = machine_facts()
-    facts["server"] = (f"fedser-server serve, FedAvg, fraction 1.0, RLIMIT_DATA {args.server_mem_limit_gb:g} GiB; "
+    limits = Limits()
+    facts["server"] = (f"fedser-server serve, FedAvg, fraction 1.0, RLIMIT_DATA {args.server_mem_limit_gb:g} GiB, "
+                       f"{limits.max_workers} RPC threads, {limits.uploads} upload slots, {limits.parked_polls_cap} parked polls; "
                        f"clients: grpc.aio fleets, {CLIENTS_PER_PROCESS} per process, streaming a pre-made update, no FetchModel; "
                        "headline server_rss/model = max over completed runs of (peak RSS - base RSS) / model bytes")
     rows, ratios, details = [], [], []
