@@ -198,7 +198,8 @@ def run_cell(base_json: str, cell: Cell, fold: Fold, seed: int, rounds: int) -> 
 
 def load_speakers(corpus: Path, feature: str, labels: LabelsConfig, workers: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     utterances, _ignored = read_manifest(corpus, labels)
-    vectors, failed = extract_corpus(corpus, [u.path for u in utterances], feature, default_cache_dir(corpus), workers)
+    features = extract_corpus(corpus, [u.path for u in utterances], feature, default_cache_dir(corpus), workers)
+    vectors, failed = features.vectors, features.failed
     by_speaker: dict[str, list] = defaultdict(list)
     for u in utterances:
         if u.path in vectors:

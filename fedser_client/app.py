@@ -11,7 +11,7 @@ import torch
 from fedser_client.core.trainer import LocalTrainer, stable_seed
 from fedser_client.local_store import LocalStore
 from fedser_client.prepare import PreparedData, label_counts, prepare_client_data
-from fedser_client.transport.daemon import ClientDaemon, ClientIdentity, DaemonResult, TrainObserver
+from fedser_client.transport.daemon import ClientDaemon, ClientIdentity, TrainObserver
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import ConfigError
 
@@ -56,7 +56,3 @@ def build_daemon(
         return LocalTrainer(run_config, data, stable_seed(name), device)
 
     return ClientDaemon(server, identity, make_trainer, store, prepared.train_paths, credentials, connect_timeout_s, observer)
-
-
-def run_client(*args: object, **kwargs: object) -> DaemonResult:
-    return build_daemon(*args, **kwargs).run()  # type: ignore[arg-type]

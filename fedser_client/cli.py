@@ -12,7 +12,7 @@ import typer
 
 from fedser_client.app import build_daemon, default_name, resolve_device
 from fedser_client.extract import extract_with_progress, prepare_with_progress
-from fedser_shared.cli import entry_point, make_app, read_file_arg
+from fedser_shared.cli import entry_point, make_app
 from fedser_shared.config_command import make_config_command
 from fedser_shared.config_doc import client_toml
 from fedser_shared.config import load_run_config

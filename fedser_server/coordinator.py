@@ -20,7 +20,7 @@ from enum import Enum
 import numpy as np
 
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
-from fedser_server.core.schedule import local_lr, pseudo_label_threshold, sample_clients, sample_size
+from fedser_server.core.schedule import is_trainable, local_lr, pseudo_label_threshold, sample_clients, sample_size
 from fedser_server.core.strategy import FedAvg, validate_update
 from fedser_server.errors import (
     AuthenticationError,
@@ -371,8 +371,7 @@ class Coordinator:
                 if not c.left and now - self._last_seen.get(c.client_id, -1e18) <= self.client_timeout_s]
 
     def _trainable(self, clients: Iterable[ClientRecord]) -> list[ClientRecord]:
-        semi = self.config.semi.enabled
-        return [c for c in clients if c.n_labeled > 0 or (semi and c.n_unlabeled > 0)]
+        return [c for c in clients if is_trainable(self.config, c.n_labeled, c.n_unlabeled)]
 
     def _wait_for_clients(self, minimum: int) -> bool:
         """Block until `minimum` trainable clients are alive (False when stopped)."""

@@ -17,21 +17,14 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fedser_shared.errors import FedserError
+from fedser_shared.fsutil import read_file_arg
+
 
 @dataclass(frozen=True)
 class ProbeResult:
     healthy: bool
     message: str
-
-
-def _read(path: str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 def check(address: str, timeout_s: float = 3.0, service: str = "", ca_cert: str | None = None, cert: str | None = None,
@@ -46,10 +39,10 @@ def check(address: str, timeout_s: float = 3.0, service: str = "", ca_cert: str 
         if insecure:
             channel = grpc.insecure_channel(address, options=options)
         else:
-            credentials = grpc.ssl_channel_credentials(_read(ca_cert, "CA certificate"), _read(key, "client key"),
-                                                       _read(cert, "client certificate"))
+            credentials = grpc.ssl_channel_credentials(read_file_arg(ca_cert, "CA certificate"), read_file_arg(key, "client key"),
+                                                       read_file_arg(cert, "client certificate"))
             channel = grpc.secure_channel(address, credentials, options=options)
-    except ValueError as exc:
+    except FedserError as exc:
         return ProbeResult(False, str(exc))
     with channel:
         try:

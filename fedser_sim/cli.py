@@ -83,12 +83,11 @@ def run(
     cache_dir = feature_cache or default_cache_dir(corpus)
     with _progress(console) as progress:
         bar = progress.add_task(f"features ({run_config.features.name})", total=len(utterances), status="")
-        vectors, failed = extract_corpus(corpus, [u.path for u in utterances], run_config.features.name, cache_dir,
-                                         workers or os.cpu_count() or 1, lambda done, total: progress.update(bar, completed=done))
+        features = extract_corpus(corpus, [u.path for u in utterances], run_config.features.name, cache_dir,
+                                  workers or os.cpu_count() or 1, lambda done, total: progress.update(bar, completed=done))
         for folder, part in zip(client_dirs, parts):
-            seed_client_cache(folder, {u.path: vectors[u.path] for u in part if u.path in vectors},
-                              run_config.features.name, LocalStore(folder).feature_cache_dir)
-        progress.update(bar, status=f"{len(failed)} unreadable" if failed else "done")
+            seed_client_cache(features, [u.path for u in part], run_config.features.name, LocalStore(folder).feature_cache_dir)
+        progress.update(bar, status=f"{len(features.failed)} unreadable" if features.failed else "done")
 
         rounds_bar = progress.add_task("rounds", total=fed.rounds, status="starting clients")
 

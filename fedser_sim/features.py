@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fedser_client.data.labels import DataListing, LabeledFile
 from fedser_client.features.base import ExtractorSpec
-from fedser_client.features.cache import FeatureCache, file_digest
+from fedser_client.features.cache import FeatureCache
 from fedser_client.features.pipeline import ExtractionProgress, extract_features
 
 
@@ -26,11 +27,19 @@ def default_cache_dir(corpus: Path) -> Path:
     return root / "fedser" / "features" / digest
 
 
+@dataclass(frozen=True)
+class CorpusFeatures:
+    """A corpus's vectors and content digests by corpus-relative path, and why each other file failed."""
+
+    vectors: dict[str, np.ndarray]
+    digests: dict[str, bytes]
+    failed: dict[str, str]
+
+
 def extract_corpus(
     corpus: Path, paths: list[str], feature_name: str, cache_dir: Path, workers: int,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Vectors by corpus-relative path, and the reason for each file that could not be used."""
+) -> CorpusFeatures:
     listing = DataListing(files=[LabeledFile(Path(p), None) for p in paths])
 
     def report(state: ExtractionProgress) -> None:
@@ -38,16 +47,15 @@ def extract_corpus(
             progress(state.done, state.total)
 
     table = extract_features(Path(corpus).resolve(), listing, ExtractorSpec(feature_name), cache_dir, workers, report)
-    return dict(zip(table.paths, table.features)), table.failed
+    return CorpusFeatures(dict(zip(table.paths, table.features)), dict(zip(table.paths, table.digests)), table.failed)
 
 
-def seed_client_cache(client_dir: Path, vectors: dict[str, np.ndarray], feature_name: str, cache_dir: Path) -> None:
+def seed_client_cache(corpus: CorpusFeatures, paths: list[str], feature_name: str, cache_dir: Path) -> None:
+    """Put the vectors of `paths` into a client's cache. Client dirs link to the corpus files, so
+    the corpus digests are the client's cache keys: no file is read again."""
     cache = FeatureCache.for_extractor(cache_dir, ExtractorSpec(feature_name).identity())
-    for rel, vector in vectors.items():
-        try:
-            digest = file_digest(Path(client_dir) / rel)
-        except OSError:
-            continue  # the client will report the file itself
-        if digest not in cache:
-            cache.put(digest, vector)
+    for rel in paths:
+        digest = corpus.digests.get(rel)
+        if digest is not None and digest not in cache:
+            cache.put(digest, corpus.vectors[rel])
     cache.flush()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from fedser_client.core.data import ClientData
 from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask, stable_seed
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
-from fedser_server.core.schedule import local_lr, pseudo_label_threshold, sample_clients, sample_size
+from fedser_server.core.schedule import is_trainable, local_lr, pseudo_label_threshold, sample_clients, sample_size
 from fedser_server.core.strategy import State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
@@ -39,8 +39,7 @@ class SimClient:
 
     @property
     def trainable(self) -> bool:
-        """What the coordinator counts as trainable: labels, or unlabeled data when semi is on."""
-        return self.trainer.n_labeled > 0 or (self.trainer.config.semi.enabled and len(self.trainer.data.unlabeled_index) > 0)
+        return is_trainable(self.trainer.config, self.trainer.n_labeled, len(self.trainer.data.unlabeled_index))
 
 
 @dataclass(frozen=True)

@@ -112,14 +112,15 @@ class LocalTrainer:
         return sgd
 
     # -- pseudo-labeling ---------------------------------------------------------------
-    def _pseudo_label(self, task: TrainTask, state: LocalState) -> tuple[LocalState, np.ndarray]:
+    def _pseudo_label(self, task: TrainTask, state: LocalState) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (into x_train) and classes of the pseudo-labels taken in this participation."""
         semi = self.config.semi
-        taken = np.zeros(self.num_classes, np.int64)
+        none = np.zeros(0, np.int64)
         pooled = np.zeros(len(self.data.y_train), bool)
         pooled[state.pseudo_index] = True
         candidates = self.data.unlabeled_index[~pooled[self.data.unlabeled_index]].astype(np.int64)
         if not semi.enabled or state.participations < 1 or candidates.size == 0 or semi.max_per_class == 0:
-            return state, taken
+            return none, none
         gen = self._generator(task.round, "mvpl")
         self.model.eval()
         x = self._x_train[torch.from_numpy(candidates).to(self.device)]
@@ -130,13 +131,7 @@ class LocalTrainer:
             ])
             probs = view_probabilities(views, semi.temperature).cpu().numpy()
         chosen = select_pseudo_labels(probs, task.pseudo_threshold, semi.uncertainty_max, semi.max_per_class)
-        np.add.at(taken, chosen.label, 1)
-        new_state = replace(
-            state,
-            pseudo_index=np.concatenate([state.pseudo_index, candidates[chosen.index]]).astype(np.int64),
-            pseudo_label=np.concatenate([state.pseudo_label, chosen.label]).astype(np.int64),
-        )
-        return new_state, taken
+        return candidates[chosen.index].astype(np.int64), chosen.label.astype(np.int64)
 
     # -- one participation -------------------------------------------------------------
     def train(
@@ -145,13 +140,13 @@ class LocalTrainer:
         started = time.perf_counter()
         cfg, semi = self.config, self.config.semi
         self._load_global(global_state)
-        local_state, taken = self._pseudo_label(task, local_state)
-        newly_taken = slice(len(local_state.pseudo_index) - int(taken.sum()), None)
-        new_idx, new_lab = local_state.pseudo_index[newly_taken], local_state.pseudo_label[newly_taken]
+        new_idx, new_lab = self._pseudo_label(task, local_state)
+        local_state = replace(local_state, pseudo_index=np.concatenate([local_state.pseudo_index, new_idx]),
+                              pseudo_label=np.concatenate([local_state.pseudo_label, new_lab]))
+        taken = np.bincount(new_lab, minlength=self.num_classes)
         truth = self.data.hidden_labels[new_idx]
         with_truth = truth != UNLABELED
-        correct = np.zeros(self.num_classes, np.int64)
-        np.add.at(correct, new_lab[with_truth & (truth == new_lab)], 1)
+        correct = np.bincount(new_lab[with_truth & (truth == new_lab)], minlength=self.num_classes)
 
         params = [p for p in self.model.parameters()]
         names = [name for name, _ in self.model.named_parameters()]

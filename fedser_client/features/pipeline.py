@@ -39,6 +39,7 @@ class FeatureTable:
     features: np.ndarray          # [n, dim] float32
     labels: np.ndarray            # [n] int64, -1 = unlabeled
     paths: list[str]
+    digests: list[bytes]          # SHA-256 of each row's audio bytes (the cache key)
     failed: dict[str, str] = field(default_factory=dict)  # path -> reason
     from_cache: int = 0
     extracted: int = 0
@@ -105,7 +106,7 @@ def extract_features(
     finally:
         cache.flush()  # also on Ctrl-C: the next run resumes from here
 
-    vectors, labels, paths = [], [], []
+    vectors, labels, paths, digests = [], [], [], []
     for item in listing.files:
         rel = item.path.as_posix()
         vector = cache.get(digest_of[rel]) if rel in digest_of else None
@@ -114,9 +115,10 @@ def extract_features(
         vectors.append(vector)
         labels.append(-1 if item.label is None else item.label)
         paths.append(rel)
+        digests.append(digest_of[rel])
     if not vectors:
         reasons = sorted(set(failed.values()))
         raise DataError(f"none of the {len(listing.files)} audio files under {data_dir} could be used"
                         + (f" (e.g. {reasons[0]})" if reasons else ""))
-    return FeatureTable(np.stack(vectors).astype(np.float32), np.asarray(labels, np.int64), paths, failed,
+    return FeatureTable(np.stack(vectors).astype(np.float32), np.asarray(labels, np.int64), paths, digests, failed,
                         state.from_cache, state.extracted, state.audio_seconds, time.perf_counter() - started)

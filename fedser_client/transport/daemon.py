@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from fedser_client.core.trainer import LocalState, LocalTrainer, TrainReport, TrainTask
+from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask
 from fedser_client.local_store import LocalStore
 from fedser_shared import PROTOCOL_VERSION, codec
 from fedser_shared.config import RunConfig

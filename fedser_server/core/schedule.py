@@ -24,6 +24,11 @@ def pseudo_label_threshold(config: RunConfig, round_index: int) -> float:
     return semi.tau_start + (semi.tau_end - semi.tau_start) * progress
 
 
+def is_trainable(config: RunConfig, n_labeled: int, n_unlabeled: int) -> bool:
+    """Whether a client can be sampled to train: it has labels, or unlabeled data when semi is on."""
+    return n_labeled > 0 or (config.semi.enabled and n_unlabeled > 0)
+
+
 def sample_size(config: RunConfig, n_alive: int) -> int:
     fed = config.federation
     return min(n_alive, max(fed.min_clients, math.ceil(fed.fraction * n_alive)))

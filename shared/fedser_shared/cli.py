@@ -34,13 +34,3 @@ def entry_point(app: typer.Typer, prog_name: str) -> Callable[[], None]:
         sys.exit(run_cli(app, prog_name))
 
     return main
-
-
-def read_file_arg(path: str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise FedserError(f"cannot read {what} {path}: {exc.strerror}") from None

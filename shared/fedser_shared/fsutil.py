@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from fedser_shared.errors import FedserError
+
 
 def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview) -> None:
     path = Path(path)
@@ -46,3 +48,14 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_file_arg(path: str | None, what: str) -> bytes | None:
+    """The bytes of a file named on the command line (None when not given); a clear error otherwise."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise FedserError(f"cannot read {what} {path}: {exc.strerror}") from None

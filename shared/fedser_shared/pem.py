@@ -5,7 +5,7 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from fedser_shared.cli import read_file_arg
+from fedser_shared.fsutil import read_file_arg
 from fedser_shared.errors import ConfigError
 
 

@@ -20,10 +20,11 @@ def test_seeded_client_finds_every_vector_without_extracting(tmp_path: Path) -> 
     (corpus / "audio" / "bad.wav").write_text("not audio")
     paths = sorted(p.relative_to(corpus).as_posix() for p in (corpus / "audio").iterdir())
     progress: list[tuple[int, int]] = []
-    vectors, failed = extract_corpus(corpus, paths, "emobase", tmp_path / "shared-cache", 1, lambda d, t: progress.append((d, t)))
+    features = extract_corpus(corpus, paths, "emobase", tmp_path / "shared-cache", 1, lambda d, t: progress.append((d, t)))
+    vectors, failed = features.vectors, features.failed
     assert len(vectors) == 8 and list(failed) == ["audio/bad.wav"] and progress[-1] == (9, 9)
 
-    again, _ = extract_corpus(corpus, paths, "emobase", tmp_path / "shared-cache", 1)
+    again = extract_corpus(corpus, paths, "emobase", tmp_path / "shared-cache", 1).vectors
     np.testing.assert_array_equal(again["audio/happy_0.wav"], vectors["audio/happy_0.wav"])
 
     client = tmp_path / "client"
@@ -31,8 +32,7 @@ def test_seeded_client_finds_every_vector_without_extracting(tmp_path: Path) -> 
     for rel in paths[:4]:
         os.symlink(corpus / rel, client / rel)
     (client / "labels.csv").write_text("path,emotion\n" + "".join(f"{rel},\n" for rel in paths[:4]))
-    seed_client_cache(client, {rel: vectors[rel] for rel in paths[:4] if rel in vectors}, "emobase",
-                      client / ".fedser" / "features")
+    seed_client_cache(features, paths[:4], "emobase", client / ".fedser" / "features")
     table = extract_features(client, scan_data_dir(client, LabelsConfig()), ExtractorSpec("emobase"),
                              client / ".fedser" / "features")
     assert table.extracted == 0 and table.from_cache == len([p for p in paths[:4] if p in vectors])

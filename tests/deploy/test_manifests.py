@@ -84,7 +84,7 @@ def test_compose_runs_a_server_and_three_clients_wired_by_service_name() -> None
     assert clients == ["client-1", "client-2", "client-3"]
     for name in clients:
         service = services[name]
-        assert f"--server=server:7443" in service["command"] and f"--name={name}" in service["command"]
+        assert "--server=server:7443" in service["command"] and f"--name={name}" in service["command"]
         assert service["depends_on"]["server"]["condition"] == "service_healthy"
         assert service["volumes"] == [f"./data/{name}:/data"]  # a data volume of its own
         assert service["environment"]["FEDSER_TOKEN_FILE"] == f"/run/secrets/{name}_token"

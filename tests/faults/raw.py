@@ -26,6 +26,14 @@ V = PROTOCOL_VERSION
 LABELS = [5, 5, 5, 5]
 
 
+def wait_for(predicate: Callable[[], bool], within_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
 def small_config(**overrides: object):
     base = {"federation.rounds": 1, "federation.min_clients": 1, "federation.fraction": 1.0,
             "federation.poll_timeout_s": 1.0, "federation.round_timeout_s": 60.0, "federation.eval_every": 1000}

@@ -7,7 +7,6 @@ import hashlib
 import json
 import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,6 @@ pytestmark = pytest.mark.timeout(240)
 def _digest(state: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(b"".join(state[k].tobytes() for k in sorted(state))).hexdigest()
 
-
-def _wait_for(predicate, within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_kill_9_mid_round_then_resume_applies_every_round_exactly_once(tmp_path: Path, client_dirs: list[Path], spawn) -> None:
@@ -67,7 +59,7 @@ def test_kill_9_mid_round_then_resume_applies_every_round_exactly_once(tmp_path:
         threads.append(thread)
     try:
         accepted_in_3 = lambda: sum(1 for n in ("client1", "client2") for r in records[n] if r[0] == 3)  # noqa: E731
-        _wait_for(lambda: accepted_in_3() == 2, 150, "two updates of round 3")
+        raw.wait_for(lambda: accepted_in_3() == 2, 150, "two updates of round 3")
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=10)
         hold_round_3.set()

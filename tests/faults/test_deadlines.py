@@ -16,13 +16,6 @@ from tests.faults import raw
 pytestmark = pytest.mark.timeout(120)
 
 
-def _wait_for(predicate, within_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
 
 def test_a_straggler_is_refused_after_the_deadline_and_the_round_closes_without_it(tmp_path: Path) -> None:
     server = raw.start(tmp_path, **{"federation.rounds": 2, "federation.min_clients": 2, "federation.min_updates": 1,
@@ -34,7 +27,7 @@ def test_a_straggler_is_refused_after_the_deadline_and_the_round_closes_without_
         state = raw.fetch(stub, fast, task_fast)
         raw.fetch(stub, slow, task_slow)
         assert raw.submit(stub, raw.update_messages(fast, task_fast, raw.update_for(state, 0.01))).accepted
-        _wait_for(lambda: server.coordinator.completed_round == 1, what="round 1 to close on its deadline")
+        raw.wait_for(lambda: server.coordinator.completed_round == 1, what="round 1 to close on its deadline")
         code, details = raw.code_of(lambda: raw.submit(stub, raw.update_messages(slow, task_slow, raw.update_for(state, 5.0))))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "not open" in details
         assert server.coordinator.refusals["stale_round"] == 1
@@ -54,7 +47,7 @@ def test_a_third_of_the_clients_killed_mid_upload_the_round_closes_with_the_rest
         a, b = raw.join(stub, "a").session, raw.join(stub, "b").session
         task_a, task_b = raw.wait_task(stub, a), raw.wait_task(stub, b)
         state = raw.fetch(stub, a, task_a)
-        _wait_for(lambda: "mid-upload" in (tmp_path / "victim.log").read_text(), what="the victim to start its upload")
+        raw.wait_for(lambda: "mid-upload" in (tmp_path / "victim.log").read_text(), what="the victim to start its upload")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         assert raw.submit(stub, raw.update_messages(a, task_a, raw.update_for(state, 0.01))).accepted
@@ -75,7 +68,7 @@ def test_too_few_updates_retries_a_bounded_number_of_times_then_waits_for_client
     channel, stub = raw.stub_for(server.port)
     try:
         silent = [raw.join(stub, name).session for name in ("mute1", "mute2")]
-        _wait_for(lambda: server.coordinator.rounds_given_up == 1 and server.coordinator.waiting_for_clients,
+        raw.wait_for(lambda: server.coordinator.rounds_given_up == 1 and server.coordinator.waiting_for_clients,
                   what="the server to give up and wait")
         # the clients that never answered have lost their sessions: they count again only after a new join
         for session in silent:

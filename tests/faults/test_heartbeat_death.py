@@ -20,13 +20,6 @@ from tests.faults import raw
 pytestmark = pytest.mark.timeout(240)
 
 
-def _wait_for(predicate, within_s: float, what: str) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
 
 def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_path: Path, client_dirs: list[Path], spawn) -> None:
     overrides = {"federation.rounds": 3, "federation.min_clients": 2, "federation.algorithm": "scaffold"}
@@ -41,14 +34,14 @@ def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_
                      "--name", "sleeper", "--insecure", "--device", "cpu", "--threads", "1", "--connect-timeout", "60"],
                     tmp_path / "sleeper.log")
     try:
-        _wait_for(lambda: server.coordinator.completed_round >= 1, 150, "round 1")
+        raw.wait_for(lambda: server.coordinator.completed_round >= 1, 150, "round 1")
         store = sleeper_dir / ".fedser"
         client_id = json.loads((store / "client.json").read_text())["client_id"]
         # the client writes c_i after the server's ack, which can come after the round closes
-        _wait_for(lambda: (store / "control.safetensors").exists(), 30, "the sleeper's c_i")
+        raw.wait_for(lambda: (store / "control.safetensors").exists(), 30, "the sleeper's c_i")
         sleeper.send_signal(signal.SIGSTOP)
         c_i_asleep = (store / "control.safetensors").read_bytes()
-        _wait_for(lambda: client_id not in {c.client_id for c in server.coordinator.alive_clients()}, 10, "the sleeper to be dead")
+        raw.wait_for(lambda: client_id not in {c.client_id for c in server.coordinator.alive_clients()}, 10, "the sleeper to be dead")
         time.sleep(0.5)
         sleeper.send_signal(signal.SIGCONT)
         assert server.wait(timeout=150), "the run did not finish"

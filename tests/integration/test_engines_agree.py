@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fedser_client.app import build_daemon
 from fedser_client.core.data import UNLABELED
 from fedser_client.local_store import LocalStore
 from fedser_client.prepare import PreparedData, prepare_client_data
-from fedser_server import app as server_app
-from fedser_shared.config import RunConfig, load_run_config
+from fedser_shared.config import load_run_config
 from fedser_sim.inprocess_engine import run_inprocess
 from tests.conftest import EMOTIONS, make_client_dir
+from tests.integration.federation import run_thread_federation
 
 
 def with_hidden_truth(prepared: PreparedData) -> PreparedData:
@@ -26,27 +24,6 @@ def with_hidden_truth(prepared: PreparedData) -> PreparedData:
     truth = np.array([EMOTIONS.index(Path(p).name.split("_")[0]) for p in prepared.train_paths], np.int64)
     hidden = np.where(prepared.data.y_train == UNLABELED, truth, UNLABELED)
     return dataclasses.replace(prepared, data=dataclasses.replace(prepared.data, hidden_labels=hidden))
-
-
-def run_grpc(config: RunConfig, prepared: dict[str, PreparedData], dirs: dict[str, Path], state_dir: Path):
-    server = server_app.start(config, "127.0.0.1:0", state_dir)
-    daemons, threads = [], []
-    try:
-        for name, data_dir in dirs.items():
-            daemon = build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, prepared=prepared[name],
-                                  connect_timeout_s=30)
-            daemons.append(daemon)
-            threads.append(threading.Thread(target=daemon.run, daemon=True))
-            threads[-1].start()
-        assert server.wait(timeout=240), "the federation did not finish"
-        server.coordinator.wait_for_shutdown_delivery(10)
-        for thread in threads:
-            thread.join(timeout=30)
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-        server.shutdown()
-    return server.coordinator.state
 
 
 @pytest.mark.timeout(300)
@@ -65,7 +42,7 @@ def test_inprocess_and_grpc_engines_reach_the_same_global_state(tmp_path: Path) 
                 for name, d in dirs.items()}
 
     inprocess_state, history = run_inprocess(config, prepared, tmp_path / "inprocess")
-    grpc_state = run_grpc(config, prepared, dirs, tmp_path / "grpc")
+    grpc_state = run_thread_federation(config, dirs, tmp_path / "grpc", prepared=prepared)[0].coordinator.state
 
     assert set(grpc_state) == set(inprocess_state) and any(k.startswith("c.") for k in grpc_state)
     for name, value in inprocess_state.items():

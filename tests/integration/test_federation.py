@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fedser_client.app import build_daemon
-from fedser_server import app as server_app
 from fedser_shared.config import load_run_config
+from tests.integration.federation import run_thread_federation
 
 
 def run_federation(tmp_path: Path, client_dirs: list[Path], rounds: int = 3, **overrides: object):
@@ -19,30 +17,13 @@ def run_federation(tmp_path: Path, client_dirs: list[Path], rounds: int = 3, **o
         "federation.rounds": rounds, "federation.min_clients": 3, "federation.fraction": 1.0,
         "federation.eval_every": 1, "federation.poll_timeout_s": 2.0, "federation.round_timeout_s": 60.0,
         **overrides})
-    server = server_app.start(config, "127.0.0.1:0", tmp_path / "state")
-    records: dict[str, list] = {}
-    daemons, threads, results = [], [], {}
-    try:
-        for i, data_dir in enumerate(client_dirs):
-            name = f"client{i}"
-            records[name] = []
+    dirs = {f"client{i}": data_dir for i, data_dir in enumerate(client_dirs)}
+    records: dict[str, list] = {name: [] for name in dirs}
 
-            def observe(round_index, global_state, update, report, _name=name):
-                records[_name].append((round_index, global_state, update, report))
+    def observer_for(name: str):
+        return lambda round_index, global_state, update, report: records[name].append((round_index, global_state, update, report))
 
-            daemon = build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, observer=observe, connect_timeout_s=30)
-            daemons.append(daemon)
-            thread = threading.Thread(target=lambda d=daemon, n=name: results.__setitem__(n, d.run()), daemon=True)
-            thread.start()
-            threads.append(thread)
-        assert server.wait(timeout=240), "the federation did not finish"
-        server.coordinator.wait_for_shutdown_delivery(10)
-        for thread in threads:
-            thread.join(timeout=30)
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-        server.shutdown()
+    server, results = run_thread_federation(config, dirs, tmp_path / "state", observer_for=observer_for)
     return server, records, results
 
 

@@ -122,13 +122,20 @@ def test_malformed_headers_are_refused_with_a_clear_error(blob: bytes) -> None:
         codec.decode(blob)
 
 
+def _assert_views_inside(tensors: dict[str, np.ndarray], data: bytes | bytearray) -> None:
+    """A blob that parses yields arrays that fit in the bytes it was given, never past them."""
+    assert all(isinstance(v, np.ndarray) for v in tensors.values())
+    assert sum(v.nbytes for v in tensors.values()) <= len(data)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_escape_as_anything_but_a_corrupt_blob(data: bytes) -> None:
     try:
-        codec.decode(data)
+        tensors = codec.decode(data)
     except CorruptBlobError:
-        pass
+        return
+    _assert_views_inside(tensors, data)
 
 
 @settings(max_examples=100, deadline=None)
@@ -137,6 +144,7 @@ def test_flipping_any_header_byte_decodes_cleanly_or_is_refused(position: int, s
     data = bytearray(codec.encode(_tensors()))
     data[position % 300] ^= 1 + seed % 255
     try:
-        codec.decode(data)
+        tensors = codec.decode(data)
     except CorruptBlobError:
-        pass
+        return
+    _assert_views_inside(tensors, data)
