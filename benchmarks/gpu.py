@@ -25,17 +25,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, headline, machine_facts, markdown_table, write_results
-from fedser_shared.config import load_run_config
-from fedser_shared.model import WEIGHT_PREFIX, build_model, weights_of
+from _common import command_line, headline, machine_facts, markdown_table, write_results  # noqa: E402
 
-from fedser_client.core.data import UNLABELED, ClientData
-from fedser_client.core.trainer import (
-    CONTROL_PREFIX,
-    LocalState,
-    LocalTrainer,
-    TrainTask,
-)
+from fedser_client.core.data import UNLABELED, ClientData  # noqa: E402
+from fedser_client.core.trainer import CONTROL_PREFIX, LocalState, LocalTrainer, TrainTask  # noqa: E402
+from fedser_shared.config import load_run_config  # noqa: E402
+from fedser_shared.model import WEIGHT_PREFIX, build_model, weights_of  # noqa: E402
 
 CLASSES = 4
 NEMO4_MEAN_CLIP_S = 2.47  # 7,585 s of audio over 3,076 clips

@@ -17,13 +17,14 @@ def run_thread_federation(
     config: RunConfig, dirs: dict[str, Path], state_dir: Path,
     prepared: dict[str, PreparedData] | None = None,
     observer_for: Callable[[str], TrainObserver] | None = None,
+    device: str = "cpu",
 ) -> tuple[server_app.RunningServer, dict[str, DaemonResult]]:
     """Run every round over loopback gRPC; returns the stopped server and each client's result."""
     server = server_app.start(config, "127.0.0.1:0", state_dir)
     daemons, threads, results = [], [], {}
     try:
         for name, data_dir in dirs.items():
-            daemon = build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, connect_timeout_s=30,
+            daemon = build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, device, connect_timeout_s=30,
                                   prepared=prepared[name] if prepared else None,
                                   observer=observer_for(name) if observer_for else None)
             daemons.append(daemon)
