@@ -183,7 +183,6 @@ class FedserEndpoint:
         """One round: FetchModel (timed), then SubmitUpdate of a pre-made update (timed)."""
         from fedser_client.core.trainer import TrainReport
         from fedser_server.core.strategy import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
-        from fedser_shared import codec
 
         task = self._train_task()
         started = time.perf_counter()
@@ -200,8 +199,7 @@ class FedserEndpoint:
         report = TrainReport(loss=0.0, n_samples=10, n_labeled=10, n_pseudo=0, local_steps=1, pseudo_taken_per_class=[],
                              pseudo_correct_per_class=[], pseudo_with_truth=0, seconds=0.0)
         started = time.perf_counter()
-        blob = codec.encode_blob(self.update)
-        self.daemon.stub.SubmitUpdate(self.daemon._update_messages(task, blob, report), timeout=600)
+        self.daemon.submit_update(task, self.update, report)
         up = time.perf_counter() - started
         return down, up
 

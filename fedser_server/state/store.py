@@ -54,6 +54,11 @@ class StateStore:
         return self.dir / "global.safetensors"
 
     @property
+    def incoming_dir(self) -> Path:
+        """Where updates being received are parked (unnamed files: nothing to clean up)."""
+        return self.dir / "incoming"
+
+    @property
     def metrics_path(self) -> Path:
         return self.dir / "metrics.jsonl"
 

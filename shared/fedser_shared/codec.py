@@ -3,7 +3,10 @@
 Memory copies are the ceiling of the transport on a small box (DESIGN §8), so every step
 touches the tensor bytes at most once:
 
-- `encode` writes each array straight into the output (one copy; no `tobytes()`).
+- `encode` writes each array straight into the output (one copy; no `tobytes()`);
+  `encode_parts` + `chunked` let a sender stream the tensors without building the blob at all.
+- `BlobLayout` places tensors in a preallocated blob, so that a new state can be computed
+  straight into the bytes that will be served (no encode pass, no second copy).
 - The sender slices the blob with memoryviews (no copy per chunk).
 - `BlobAssembler` writes chunks into one preallocated (not zero-filled) buffer while hashing
   them and hands that buffer back as is (no final copy).
@@ -22,7 +25,7 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +48,7 @@ _NAME_OF_DTYPE: dict[np.dtype, str] = {dtype: name for name, dtype in _DTYPE_OF_
 class Blob:
     """Serialised tensors plus what the receiver needs to check them."""
 
-    data: bytes
+    data: bytes | memoryview
     sha256: bytes
 
     @property
@@ -53,7 +56,7 @@ class Blob:
         return len(self.data)
 
     @classmethod
-    def of(cls, data: bytes) -> "Blob":
+    def of(cls, data: bytes | memoryview) -> "Blob":
         return cls(data=data, sha256=hashlib.sha256(data).digest())
 
     def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryview]:
@@ -67,30 +70,85 @@ def _little_endian(value: np.ndarray) -> np.ndarray:
     return array
 
 
-def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
-    """Serialise as safetensors, copying each tensor's bytes once, into the output."""
-    arrays = {name: _little_endian(value) for name, value in tensors.items()}
+Spec = tuple[tuple[int, ...], np.dtype]
+
+
+def _layout(specs: Mapping[str, Spec]) -> tuple[bytes, list[str]]:
+    """The safetensors prefix (length + JSON header) for tensors of these shapes and dtypes, and
+    their order in the data."""
     header: dict[str, object] = {}
-    parts: list[bytes | memoryview] = [b""]
     offset = 0
     # larger items first, so that every tensor starts aligned to its item size
-    for name in sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n)):
-        array = arrays[name]
-        dtype_name = _NAME_OF_DTYPE.get(array.dtype)
+    order = sorted(specs, key=lambda n: (-specs[n][1].itemsize, n))
+    for name in order:
+        shape, dtype = specs[name]
+        dtype_name = _NAME_OF_DTYPE.get(dtype)
         if dtype_name is None:
-            raise TypeError(f"tensor '{name}' has dtype {array.dtype}, which safetensors cannot hold")
-        header[name] = {"dtype": dtype_name, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-        if array.nbytes:
-            parts.append(memoryview(array.reshape(-1).view(np.uint8)))
+            raise TypeError(f"tensor '{name}' has dtype {dtype}, which safetensors cannot hold")
+        nbytes = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": dtype_name, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    parts[0] = struct.pack("<Q", len(text)) + text
-    return b"".join(parts)
+    return struct.pack("<Q", len(text)) + text, order
+
+
+def encode_parts(tensors: Mapping[str, np.ndarray]) -> list[bytes | memoryview]:
+    """The safetensors bytes of `tensors` as pieces: the header, then a view of each tensor (no copy)."""
+    arrays = {name: _little_endian(value) for name, value in tensors.items()}
+    prefix, order = _layout({name: (array.shape, array.dtype) for name, array in arrays.items()})
+    parts: list[bytes | memoryview] = [prefix]
+    parts += [memoryview(arrays[name].reshape(-1).view(np.uint8)) for name in order if arrays[name].nbytes]
+    return parts
+
+
+def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
+    """Serialise as safetensors, copying each tensor's bytes once, into the output."""
+    return b"".join(encode_parts(tensors))
 
 
 def encode_blob(tensors: Mapping[str, np.ndarray]) -> Blob:
     return Blob.of(encode(tensors))
+
+
+def chunked(parts: Iterable[bytes | memoryview], chunk_size: int = CHUNK_SIZE) -> Iterator[list[memoryview]]:
+    """Regroup pieces into runs of `chunk_size` bytes (the last may be shorter), as views: no copy."""
+    run: list[memoryview] = []
+    room = chunk_size
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while len(view):
+            piece, view = view[:room], view[room:]
+            run.append(piece)
+            room -= len(piece)
+            if room == 0:
+                yield run
+                run, room = [], chunk_size
+    if run:
+        yield run
+
+
+class BlobLayout:
+    """Where each tensor of a state lives in its blob: allocate a blob, then fill it in place."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray]) -> None:
+        specs = {name: (tuple(value.shape), value.dtype.newbyteorder("<")) for name, value in tensors.items()}
+        self._prefix, _ = _layout(specs)
+        self.total_len = len(self._prefix) + sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs.values())
+
+    def allocate(self) -> tuple[memoryview, dict[str, np.ndarray]]:
+        """An uninitialised blob with its header written, and writable views of its tensors."""
+        buffer = np.empty(self.total_len, np.uint8)  # not zero-filled: every byte is written next
+        buffer[: len(self._prefix)] = np.frombuffer(self._prefix, np.uint8)
+        view = memoryview(buffer)
+        return view, decode(view)
+
+    def write(self, tensors: Mapping[str, np.ndarray]) -> tuple[memoryview, dict[str, np.ndarray]]:
+        """A blob holding a copy of `tensors`, and views of its tensors."""
+        buffer, views = self.allocate()
+        for name, view in views.items():
+            view[...] = tensors[name]
+        return buffer, views
 
 
 def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -102,22 +160,54 @@ def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return result
 
 
-def _read_header(view: memoryview) -> tuple[dict[str, object], int]:
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of a blob: where its bytes lie in the blob (absolute offsets) and what they hold."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def prefix_length(view: memoryview, total_len: int, max_header: int = MAX_HEADER_BYTES) -> int:
+    """The length of a blob's prefix (8 + its JSON header) from the blob's first 8 bytes."""
     if len(view) < 8:
         raise CorruptBlobError(f"cannot parse tensor blob: {len(view)} bytes is shorter than a safetensors header")
     (header_len,) = struct.unpack_from("<Q", view, 0)
-    if header_len > min(MAX_HEADER_BYTES, len(view) - 8):
+    if header_len > total_len - 8:
         raise CorruptBlobError(f"cannot parse tensor blob: header length {header_len} exceeds the blob")
+    if header_len > max_header:
+        raise CorruptBlobError(f"cannot parse tensor blob: header length {header_len} exceeds the limit of {max_header} bytes")
+    return 8 + header_len
+
+
+def read_layout(prefix: memoryview, total_len: int) -> list[TensorEntry]:
+    """The tensors of a blob of `total_len` bytes, in data order, from its prefix alone: checked
+    in full (dtypes, shapes, offsets inside the data, no gap, no overlap, no duplicate)."""
     try:
-        header = json.loads(bytes(view[8 : 8 + header_len]), object_pairs_hook=_refuse_duplicates)
+        header = json.loads(bytes(prefix[8:]), object_pairs_hook=_refuse_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptBlobError(f"cannot parse tensor blob: header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise CorruptBlobError("cannot parse tensor blob: header is not a JSON object")
-    return header, 8 + header_len
+    data_start = len(prefix)
+    data_len = total_len - data_start
+    entries = [_entry(name, entry, data_len) for name, entry in header.items() if name != "__metadata__"]
+    entries.sort(key=lambda e: (e.begin, e.end))
+    # the tensors must tile the data exactly: no gap, no overlap, nothing after the last one
+    end = 0
+    for entry in entries:
+        if entry.begin != end:
+            raise CorruptBlobError(f"cannot parse tensor blob: tensor '{entry.name}' starts at {entry.begin}, expected {end}")
+        end = entry.end
+    if end != data_len:
+        raise CorruptBlobError(f"cannot parse tensor blob: {data_len - end} bytes after the last tensor")
+    return [TensorEntry(e.name, e.dtype, e.shape, data_start + e.begin, data_start + e.end) for e in entries]
 
 
-def _entry(name: str, entry: object, data_len: int) -> tuple[np.dtype, tuple[int, ...], int, int]:
+def _entry(name: str, entry: object, data_len: int) -> TensorEntry:
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' needs exactly dtype, shape and data_offsets")
     dtype = _DTYPE_OF_NAME.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
@@ -131,28 +221,18 @@ def _entry(name: str, entry: object, data_len: int) -> tuple[np.dtype, tuple[int
         raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' has offsets {offsets!r} outside the data")
     if offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize:
         raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' of shape {shape} does not fill its offsets")
-    return dtype, tuple(shape), offsets[0], offsets[1]
+    return TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
 
 
 def decode(data: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
     """Parse safetensors bytes into arrays that are views into `data` (no copy)."""
     view = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else memoryview(data)
-    header, data_start = _read_header(view)
-    data_len = len(view) - data_start
-    entries = {name: _entry(name, entry, data_len) for name, entry in header.items() if name != "__metadata__"}
-    # the tensors must tile the data exactly: no gap, no overlap, nothing after the last one
-    end = 0
-    for name, (_, _, begin, stop) in sorted(entries.items(), key=lambda item: (item[1][2], item[1][3])):
-        if begin != end:
-            raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' starts at {begin}, expected {end}")
-        end = stop
-    if end != data_len:
-        raise CorruptBlobError(f"cannot parse tensor blob: {data_len - end} bytes after the last tensor")
+    entries = read_layout(view[: prefix_length(view, len(view))], len(view))
     tensors = {}
-    for name, (dtype, shape, begin, stop) in entries.items():
-        count = (stop - begin) // dtype.itemsize
-        array = np.frombuffer(view, dtype, count, data_start + begin) if count else np.empty(0, dtype)
-        tensors[name] = array.reshape(shape)
+    for entry in entries:
+        count = (entry.end - entry.begin) // entry.dtype.itemsize
+        array = np.frombuffer(view, entry.dtype, count, entry.begin) if count else np.empty(0, entry.dtype)
+        tensors[entry.name] = array.reshape(entry.shape)
     return tensors
 
 
