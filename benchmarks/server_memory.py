@@ -32,6 +32,7 @@ from _common import (  # noqa: E402
 from fedser_server.transport.admission import Limits  # noqa: E402
 
 FLEET = Path(__file__).resolve().parent / "_fleet.py"
+FLOOR_MB_S = 100.0  # the slowest upload rate a run is given time for
 CLIENTS_PER_PROCESS = 100
 FEATURE_DIM, CLASSES = 988, 4
 
@@ -105,7 +106,7 @@ def run_federation(hidden: list[int], n_clients: int, rounds: int, fraction: flo
             fleets.append(subprocess.Popen(
                 [sys.executable, str(FLEET), f"127.0.0.1:{port}", str(n), str(first), json.dumps(spec), *(["--fetch"] if fetch else [])],
                 stdout=subprocess.PIPE, stderr=open(workdir / f"fleet{first}.log", "w"), env=child_env(), text=True))
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + timeout_s + 60  # the round deadline starts once every client joined
         while server.poll() is None and time.monotonic() < deadline:
             try:
                 result["peak_rss"] = peak_rss_bytes(server.pid)
@@ -152,13 +153,16 @@ def main() -> None:
     parser.add_argument("--scale-fraction", type=float, default=0.05)
     parser.add_argument("--scale-rounds", type=int, default=3)
     parser.add_argument("--server-mem-limit-gb", type=float, default=6.0)
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one run")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds allowed for one run, and its round deadline (default: 120 s + the run's "
+                             f"update bytes at {FLOOR_MB_S:g} MB/s)")
     parser.add_argument("--quick", action="store_true", help="4 MB model, 5 and 20 clients, 200 joined (< 1 minute)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     reexec_with_malloc_env(True)
     if args.quick:
-        args.model_mb, args.clients, args.scale_clients, args.timeout = 4.0, "5,20", 200, 120.0
+        args.model_mb, args.clients, args.scale_clients = 4.0, "5,20", 200
+        args.timeout = args.timeout or 120.0
     limit = int(args.server_mem_limit_gb * (1 << 30))
     hidden = hidden_for_weights(int(args.model_mb * MB))
     facts = machine_facts()
@@ -170,7 +174,8 @@ def main() -> None:
     rows, ratios, details = [], [], []
     with tempfile.TemporaryDirectory(prefix="fedser-server-memory-") as tmp:
         for n in [int(c) for c in args.clients.split(",") if c.strip()]:
-            r = run_federation(hidden, n, 1, 1.0, Path(tmp) / f"mem-{n}", args.timeout, limit)
+            timeout = args.timeout or 120.0 + n * args.model_mb / FLOOR_MB_S
+            r = run_federation(hidden, n, 1, 1.0, Path(tmp) / f"mem-{n}", timeout, limit)
             model = r["model_bytes"]
             done = r["rounds_done"] >= 1
             peak, base = r.get("peak_rss", 0), r.get("base_rss", 0)
@@ -185,8 +190,8 @@ def main() -> None:
         scale_rows = []
         if args.scale_clients:
             n = args.scale_clients
-            r = run_federation([256, 128], n, args.scale_rounds, args.scale_fraction, Path(tmp) / f"scale-{n}", args.timeout,
-                               limit, fetch=True)
+            r = run_federation([256, 128], n, args.scale_rounds, args.scale_fraction, Path(tmp) / f"scale-{n}",
+                               args.timeout or 600.0, limit, fetch=True)
             seconds = r["round_seconds"]
             scale_rows.append([n, math.ceil(args.scale_fraction * n), f"{r['rounds_done']}/{args.scale_rounds}",
                                " ".join(f"{s:.1f}" for s in seconds) or "-", r["max_threads"], f"{r.get('peak_rss', 0) / MB:.0f}",

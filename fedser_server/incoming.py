@@ -9,7 +9,6 @@ not as a malformed update. Only a `CheckedUpdate` reaches the strategy, read bac
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -52,7 +51,7 @@ class IncomingUpdate:
             raise CorruptBlobError(f"announced blob length {total_len} must be positive")
         self.total_len = total_len
         self._expected = expected
-        self._hasher = hashlib.sha256()
+        self._hasher = codec.StreamHash()
         self._received = 0
         self._prefix = bytearray()
         self._prefix_len: int | None = None
@@ -66,6 +65,7 @@ class IncomingUpdate:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._hasher.close()
         if self._spill is not None:  # not handed on: refused, or the stream broke
             self._spill.close()
 
@@ -77,7 +77,7 @@ class IncomingUpdate:
         end = self._received + len(chunk)
         if end > self.total_len:
             raise CorruptBlobError(f"received more than the announced {self.total_len} bytes")
-        self._hasher.update(chunk)  # the chunk stays in cache for the checks and the write
+        self._hasher.update(chunk)
         if self._problem is None:
             try:
                 self._check(chunk)

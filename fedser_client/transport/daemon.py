@@ -6,7 +6,6 @@ exponential backoff; a lost session (server restarted) leads to a fresh Join.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 import time
@@ -140,19 +139,15 @@ class ClientDaemon:
     def _fetch_model(self, task: pb.Task) -> dict[str, np.ndarray]:
         stream = self.bulk.fetch_model(pb.FetchModelRequest(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id), timeout=600)
-        assembler: codec.BlobAssembler | None = None
-        for message in stream:
-            if isinstance(message, memoryview):
-                if assembler is None:
-                    raise CorruptBlobError("model stream did not start with a header")
+        first = next(stream, None)
+        if not isinstance(first, pb.ModelChunk) or first.WhichOneof("payload") != "header":
+            raise CorruptBlobError("model stream did not start with a header")
+        with codec.BlobAssembler(first.header.total_len, first.header.sha256) as assembler:
+            for message in stream:
+                if not isinstance(message, memoryview):
+                    raise CorruptBlobError("model stream holds a second header")
                 assembler.feed(message)
-            elif message.WhichOneof("payload") == "header":
-                assembler = codec.BlobAssembler(message.header.total_len, message.header.sha256)
-            else:
-                raise CorruptBlobError("model stream holds a message that is neither header nor data")
-        if assembler is None:
-            raise CorruptBlobError("model stream was empty")
-        return codec.decode(assembler.finish())
+            return codec.decode(assembler.finish())
 
     def _update_messages(self, task: pb.Task, update: Mapping[str, np.ndarray], report: TrainReport) -> Iterator[pb.UpdateChunk | bytes]:
         """The update streamed straight from its tensors (no blob is built), hashed as it goes:
@@ -165,12 +160,15 @@ class ClientDaemon:
         yield pb.UpdateChunk(header=pb.UpdateHeader(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
             n_samples=report.n_samples, metrics=metrics, blob=pb.BlobHeader(total_len=sum(len(p) for p in parts))))
-        hasher = hashlib.sha256()
-        for run in codec.chunked(parts):
-            for piece in run:
-                hasher.update(piece)
-            yield wire.data_message(*run)
-        yield pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=hasher.digest()))
+        hasher = codec.StreamHash()
+        try:
+            for run in codec.chunked(parts):
+                for piece in run:
+                    hasher.update(piece)
+                yield wire.data_message(*run)
+            yield pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=hasher.digest()))
+        finally:
+            hasher.close()
 
     def submit_update(self, task: pb.Task, update: Mapping[str, np.ndarray], report: TrainReport) -> None:
         self.bulk.submit_update(self._update_messages(task, update, report), timeout=600)

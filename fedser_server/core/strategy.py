@@ -101,13 +101,6 @@ def check_finite(name: str, values: np.ndarray) -> None:
         raise InvalidUpdateError(f"tensor '{name}' contains NaN or infinite values")
 
 
-def validate_update(update: Mapping[str, np.ndarray], expected: Mapping[str, TensorSpec]) -> None:
-    """Raise InvalidUpdateError unless names, shapes, dtypes match and every value is finite."""
-    check_layout({name: TensorSpec(tuple(v.shape), v.dtype) for name, v in update.items()}, expected)
-    for name, value in update.items():
-        check_finite(name, value)
-
-
 class FedAvg:
     """theta <- theta + eta_g * sum_i w_i delta_i with w_i = n_i / sum_j n_j."""
 

@@ -8,8 +8,9 @@ touches the tensor bytes at most once:
 - `BlobLayout` places tensors in a preallocated blob, so that a new state can be computed
   straight into the bytes that will be served (no encode pass, no second copy).
 - The sender slices the blob with memoryviews (no copy per chunk).
-- `BlobAssembler` writes chunks into one preallocated (not zero-filled) buffer while hashing
-  them and hands that buffer back as is (no final copy).
+- `BlobAssembler` writes chunks into one preallocated (not zero-filled) buffer and hands that
+  buffer back as is (no final copy); `StreamHash` hashes them meanwhile on a thread of its own
+  (SHA-256 costs as much as the transfer itself on a small box: DESIGN §8).
 - `decode` returns arrays that are views into the received buffer (no copy), after checking
   the safetensors header in full: dtypes, shapes, offsets inside the buffer, no gaps and no
   overlaps. Arrays decoded from a received blob (or a `bytearray`) are writable; from `bytes`,
@@ -24,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import queue
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -73,10 +76,10 @@ def _little_endian(value: np.ndarray) -> np.ndarray:
 Spec = tuple[tuple[int, ...], np.dtype]
 
 
-def _layout(specs: Mapping[str, Spec]) -> tuple[bytes, list[str]]:
+def _layout(specs: Mapping[str, Spec], metadata: Mapping[str, str] | None = None) -> tuple[bytes, list[str]]:
     """The safetensors prefix (length + JSON header) for tensors of these shapes and dtypes, and
     their order in the data."""
-    header: dict[str, object] = {}
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     # larger items first, so that every tensor starts aligned to its item size
     order = sorted(specs, key=lambda n: (-specs[n][1].itemsize, n))
@@ -93,18 +96,18 @@ def _layout(specs: Mapping[str, Spec]) -> tuple[bytes, list[str]]:
     return struct.pack("<Q", len(text)) + text, order
 
 
-def encode_parts(tensors: Mapping[str, np.ndarray]) -> list[bytes | memoryview]:
+def encode_parts(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> list[bytes | memoryview]:
     """The safetensors bytes of `tensors` as pieces: the header, then a view of each tensor (no copy)."""
     arrays = {name: _little_endian(value) for name, value in tensors.items()}
-    prefix, order = _layout({name: (array.shape, array.dtype) for name, array in arrays.items()})
+    prefix, order = _layout({name: (array.shape, array.dtype) for name, array in arrays.items()}, metadata)
     parts: list[bytes | memoryview] = [prefix]
     parts += [memoryview(arrays[name].reshape(-1).view(np.uint8)) for name in order if arrays[name].nbytes]
     return parts
 
 
-def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
+def encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
     """Serialise as safetensors, copying each tensor's bytes once, into the output."""
-    return b"".join(encode_parts(tensors))
+    return b"".join(encode_parts(tensors, metadata))
 
 
 def encode_blob(tensors: Mapping[str, np.ndarray]) -> Blob:
@@ -242,6 +245,35 @@ def iter_chunks(data: bytes | bytearray | memoryview, chunk_size: int = CHUNK_SI
         yield view[start : start + chunk_size]
 
 
+class StreamHash:
+    """SHA-256 of a stream of chunks, computed on a thread of its own: hashlib releases the GIL
+    for large buffers, so hashing overlaps with receiving, checking and copying the next chunks.
+    At most `backlog` chunks wait (they stay referenced until hashed). Call `digest()` or
+    `close()` once done, or the thread waits for chunks forever."""
+
+    def __init__(self, backlog: int = 4) -> None:
+        self._hasher = hashlib.sha256()
+        self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(backlog)
+        self._thread = threading.Thread(target=self._run, name="fedser-sha256", daemon=True)
+        self._thread.start()
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self._chunks.put(chunk)
+
+    def digest(self) -> bytes:
+        self.close()
+        return self._hasher.digest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._hasher.update(chunk)
+
+
 class BlobAssembler:
     """Collects chunks into one buffer, refusing more bytes than announced or allowed."""
 
@@ -255,8 +287,14 @@ class BlobAssembler:
         # np.empty, not bytearray(n): no zero-fill pass over memory that the chunks overwrite anyway
         self._view = memoryview(np.empty(total_len, np.uint8))
         self._expected_sha = sha256
-        self._hasher = hashlib.sha256()
+        self._hasher = StreamHash()
         self._received = 0
+
+    def __enter__(self) -> "BlobAssembler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hasher.close()
 
     @property
     def received(self) -> int:
@@ -266,8 +304,8 @@ class BlobAssembler:
         end = self._received + len(chunk)
         if end > len(self._view):
             raise CorruptBlobError(f"received more than the announced {len(self._view)} bytes")
-        self._hasher.update(chunk)  # while the chunk is still in cache
         self._view[self._received : end] = chunk
+        self._hasher.update(self._view[self._received : end])
         self._received = end
 
     def finish(self) -> memoryview:
@@ -280,7 +318,7 @@ class BlobAssembler:
 
 
 def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes, max_len: int | None = None) -> memoryview:
-    assembler = BlobAssembler(total_len, sha256, max_len)
-    for chunk in chunks:
-        assembler.feed(chunk)
-    return assembler.finish()
+    with BlobAssembler(total_len, sha256, max_len) as assembler:
+        for chunk in chunks:
+            assembler.feed(chunk)
+        return assembler.finish()
