@@ -54,6 +54,18 @@ def update_spec(hidden: list[int]) -> tuple[dict[str, list[int]], int]:
     return spec, sum(v.nbytes for v in state.values())
 
 
+def settled_rss(pid: int, within_s: float = 10.0) -> int:
+    """The server's RSS once start-up garbage is freed: two readings 0.5 s apart within 1 MB."""
+    previous, deadline = rss_bytes(pid), time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = rss_bytes(pid)
+        if abs(current - previous) < MB:
+            return current
+        previous = current
+    return previous
+
+
 class Sampler(threading.Thread):
     """Samples the server's RSS and thread count until stopped."""
 
@@ -97,8 +109,11 @@ def run_federation(hidden: list[int], n_clients: int, rounds: int, fraction: flo
     started = time.perf_counter()
     try:
         wait_for_port(port, server)
-        time.sleep(0.5)
-        result["base_rss"] = rss_bytes(server.pid)
+        result["base_rss"] = settled_rss(server.pid)
+        result["startup_peak_rss"] = peak_rss_bytes(server.pid)
+        # count the peak from here on: the start-up transient (model build, first blob) is not
+        # what grows with clients; it is reported beside the table
+        Path(f"/proc/{server.pid}/clear_refs").write_text("5")
         sampler = Sampler(server.pid)
         sampler.start()
         for first in range(0, n_clients, CLIENTS_PER_PROCESS):
@@ -170,7 +185,8 @@ def main() -> None:
     facts["server"] = (f"fedser-server serve, FedAvg, fraction 1.0, RLIMIT_DATA {args.server_mem_limit_gb:g} GiB, "
                        f"{limits.max_workers} RPC threads, {limits.uploads} upload slots, {limits.parked_polls_cap} parked polls; "
                        f"clients: grpc.aio fleets, {CLIENTS_PER_PROCESS} per process, streaming a pre-made update, no FetchModel; "
-                       "headline server_rss/model = max over completed runs of (peak RSS - base RSS) / model bytes")
+                       "headline server_rss/model = max over completed runs of (peak RSS - base RSS) / model bytes; "
+                       "base = RSS once settled after start-up, peak = VmHWM from then on (reset through /proc/PID/clear_refs)")
     rows, ratios, details = [], [], []
     with tempfile.TemporaryDirectory(prefix="fedser-server-memory-") as tmp:
         for n in [int(c) for c in args.clients.split(",") if c.strip()]:
@@ -181,7 +197,8 @@ def main() -> None:
             peak, base = r.get("peak_rss", 0), r.get("base_rss", 0)
             if done:
                 ratios.append((peak - base) / model)
-            rows.append([n, f"{model / MB:.1f}", f"{base / MB:.0f}", f"{peak / MB:.0f}", f"{peak / model:.2f}",
+            rows.append([n, f"{model / MB:.1f}", f"{base / MB:.0f}", f"{r.get('startup_peak_rss', 0) / MB:.0f}", f"{peak / MB:.0f}",
+                         f"{peak / model:.2f}",
                          f"{(peak - base) / model:.2f}", "yes" if done else "NO", f"{r['wall_s']:.0f}", r["max_threads"],
                          fmt_counts(r["counts"])])
             details.append((f"memory, {n} clients", r))
@@ -200,7 +217,7 @@ def main() -> None:
             print(f"{n} joined, {math.ceil(args.scale_fraction * n)} sampled per round: rounds {r['rounds_done']}/{args.scale_rounds} "
                   f"seconds {seconds}  threads {r['max_threads']}  {fmt_counts(r['counts'])}", flush=True)
     body = ("## Peak server RSS, every client sends one full update in the same round\n\n"
-            + markdown_table(["clients", "model MB", "base RSS MB", "peak RSS MB", "peak/model", "(peak-base)/model",
+            + markdown_table(["clients", "model MB", "base RSS MB", "start-up peak MB", "peak RSS MB", "peak/model", "(peak-base)/model",
                               "round done", "wall s", "server threads", "client-side counts"], rows)
             + "\n\n## Joined clients long-polling (emobase model, clients also fetch the model)\n\n"
             + (markdown_table(["joined", "sampled/round", "rounds", "seconds per round", "server threads", "peak RSS MB",

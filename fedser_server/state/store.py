@@ -75,8 +75,8 @@ class StateStore:
         metadata = {"round": str(round_index)}
         if train_record is not None:
             metadata["train_record"] = json.dumps(train_record, allow_nan=False, default=_json_default)
-        # codec.encode copies the tensors once; safetensors' own save made two full copies
-        atomic_write_bytes(self.global_path, codec.encode(state, metadata))
+        # written from the state's own memory: safetensors' save made two full copies first
+        atomic_write_bytes(self.global_path, codec.encode_parts(state, metadata))
         atomic_write_text(self.dir / "progress.json", json.dumps({"completed_round": round_index}))
 
     def has_checkpoint(self) -> bool:
