@@ -301,9 +301,6 @@ class Coordinator:
                 return False
             return True
 
-    def max_update_bytes(self) -> int:
-        return self._max_update_bytes
-
     def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> TaskAssignment:
         with self._cond:
             task = self._task_of(client, header.round, header.task_id)

@@ -14,7 +14,8 @@ touches the tensor bytes at most once:
 - `decode` returns arrays that are views into the received buffer (no copy), after checking
   the safetensors header in full: dtypes, shapes, offsets inside the buffer, no gaps and no
   overlaps. Arrays decoded from a received blob (or a `bytearray`) are writable; from `bytes`,
-  read-only.
+  read-only. `prefix_length` + `read_layout` do the same checks from the header alone, for a
+  receiver that checks a blob as it streams in (the server: `fedser_server/incoming.py`).
 
 The bytes are the safetensors format: the `safetensors` package reads what `encode` writes,
 and `decode` reads what the package writes.
@@ -275,13 +276,11 @@ class StreamHash:
 
 
 class BlobAssembler:
-    """Collects chunks into one buffer, refusing more bytes than announced or allowed."""
+    """Collects chunks into one buffer, refusing more bytes than announced."""
 
-    def __init__(self, total_len: int, sha256: bytes, max_len: int | None = None) -> None:
+    def __init__(self, total_len: int, sha256: bytes) -> None:
         if total_len <= 0:
             raise CorruptBlobError(f"announced blob length {total_len} must be positive")
-        if max_len is not None and total_len > max_len:
-            raise CorruptBlobError(f"announced blob length {total_len} exceeds the limit of {max_len} bytes")
         if len(sha256) != 32:
             raise CorruptBlobError(f"sha256 must be 32 bytes, got {len(sha256)}")
         # np.empty, not bytearray(n): no zero-fill pass over memory that the chunks overwrite anyway
@@ -317,8 +316,8 @@ class BlobAssembler:
         return self._view
 
 
-def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes, max_len: int | None = None) -> memoryview:
-    with BlobAssembler(total_len, sha256, max_len) as assembler:
+def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes) -> memoryview:
+    with BlobAssembler(total_len, sha256) as assembler:
         for chunk in chunks:
             assembler.feed(chunk)
         return assembler.finish()
