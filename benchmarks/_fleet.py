@@ -1,9 +1,10 @@
 """A fleet of lightweight fedser clients in one process (grpc.aio), for the server benchmarks.
 
 Each client does what the daemon does on the wire, minus training: Join, heartbeats, long-poll
-GetTask, and on TRAIN streams a pre-made update blob (built once per process and shared: the
-server sees N distinct clients, each sending a full update). Retryable failures are retried
-with jittered backoff, as the daemon does. Prints one JSON line of counts when all are done.
+GetTask, and on TRAIN streams a pre-made update blob (its data messages framed once per process
+and shared, so that the fleet spends little CPU: the server sees N distinct clients, each
+sending a full update, header, data, checksum trailer). Retryable failures are retried with
+jittered backoff, as the daemon does. Prints one JSON line of counts when all are done.
 
     python _fleet.py ADDRESS N_CLIENTS FIRST_INDEX WEIGHTS_SPEC_JSON [--fetch]
 """
@@ -22,7 +23,7 @@ import time
 import grpc
 import numpy as np
 
-from fedser_shared import PROTOCOL_VERSION, codec
+from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
 from fedser_shared.transport import client_channel_options
@@ -36,9 +37,13 @@ def update_blob(spec: dict[str, list[int]]) -> codec.Blob:
     return codec.encode_blob({name: rng.standard_normal(shape, dtype=np.float32) * 1e-3 for name, shape in spec.items()})
 
 
-async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fetch: bool,
+async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, frames: list[bytes], fetch: bool,
                      counts: collections.Counter, latencies: list[float]) -> None:
     stub = pb_grpc.CoordinatorStub(channel)
+    fetch_model = channel.unary_stream(wire.FETCH_MODEL, request_serializer=pb.FetchModelRequest.SerializeToString,
+                                       response_deserializer=wire.read_model_chunk)
+    submit_update = channel.stream_unary(wire.SUBMIT_UPDATE, request_serializer=wire.serialize,
+                                         response_deserializer=pb.UpdateAck.FromString)
     name = f"fleet{index:05d}"
     while True:
         try:
@@ -85,18 +90,19 @@ async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fe
             started = time.perf_counter()
             try:
                 if fetch:
-                    async for _ in stub.FetchModel(pb.FetchModelRequest(
+                    async for _ in fetch_model(pb.FetchModelRequest(
                             protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id), timeout=600):
                         pass
 
                 async def messages():
                     yield pb.UpdateChunk(header=pb.UpdateHeader(
                         protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id, n_samples=10,
-                        metrics=pb.TrainMetrics(loss=0.0), blob=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256)))
-                    for chunk in blob.chunks():
-                        yield pb.UpdateChunk(data=bytes(chunk))
+                        metrics=pb.TrainMetrics(loss=0.0), blob=pb.BlobHeader(total_len=blob.total_len)))
+                    for frame in frames:
+                        yield frame
+                    yield pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=blob.sha256))
 
-                await stub.SubmitUpdate(messages(), timeout=900)
+                await submit_update(messages(), timeout=3600)
                 counts["update_ok"] += 1
                 latencies.append(time.perf_counter() - started)
                 backoff = 0.2
@@ -110,6 +116,7 @@ async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fe
 
 async def fleet(address: str, n: int, first: int, spec: dict[str, list[int]], fetch: bool) -> None:
     blob = update_blob(spec)
+    frames = [wire.data_message(chunk) for chunk in blob.chunks()]
     counts: collections.Counter = collections.Counter()
     latencies: list[float] = []
     # one channel per client, as real clients on separate machines would have
@@ -120,7 +127,7 @@ async def fleet(address: str, n: int, first: int, spec: dict[str, list[int]], fe
         os._exit(0)
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, report_and_exit)
-    await asyncio.gather(*(one_client(ch, first + i, blob, fetch, counts, latencies) for i, ch in enumerate(channels)))
+    await asyncio.gather(*(one_client(ch, first + i, blob, frames, fetch, counts, latencies) for i, ch in enumerate(channels)))
     for channel in channels:
         await channel.close()
     print(json.dumps({"counts": dict(counts), "update_seconds": latencies}), flush=True)

@@ -32,6 +32,7 @@ from _common import (  # noqa: E402
 from fedser_server.transport.admission import Limits  # noqa: E402
 
 FLEET = Path(__file__).resolve().parent / "_fleet.py"
+FLOOR_MB_S = 100.0  # the slowest upload rate a run is given time for
 CLIENTS_PER_PROCESS = 100
 FEATURE_DIM, CLASSES = 988, 4
 
@@ -51,6 +52,18 @@ def update_spec(hidden: list[int]) -> tuple[dict[str, list[int]], int]:
     state = strategy.initial_state(weights_of(build_model(FEATURE_DIM, CLASSES, hidden, 0.2, 0)))
     spec = {name: list(s.shape) for name, s in strategy.expected_update(state).items()}
     return spec, sum(v.nbytes for v in state.values())
+
+
+def settled_rss(pid: int, within_s: float = 10.0) -> int:
+    """The server's RSS once start-up garbage is freed: two readings 0.5 s apart within 1 MB."""
+    previous, deadline = rss_bytes(pid), time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = rss_bytes(pid)
+        if abs(current - previous) < MB:
+            return current
+        previous = current
+    return previous
 
 
 class Sampler(threading.Thread):
@@ -96,8 +109,11 @@ def run_federation(hidden: list[int], n_clients: int, rounds: int, fraction: flo
     started = time.perf_counter()
     try:
         wait_for_port(port, server)
-        time.sleep(0.5)
-        result["base_rss"] = rss_bytes(server.pid)
+        result["base_rss"] = settled_rss(server.pid)
+        result["startup_peak_rss"] = peak_rss_bytes(server.pid)
+        # count the peak from here on: the start-up transient (model build, first blob) is not
+        # what grows with clients; it is reported beside the table
+        Path(f"/proc/{server.pid}/clear_refs").write_text("5")
         sampler = Sampler(server.pid)
         sampler.start()
         for first in range(0, n_clients, CLIENTS_PER_PROCESS):
@@ -105,7 +121,7 @@ def run_federation(hidden: list[int], n_clients: int, rounds: int, fraction: flo
             fleets.append(subprocess.Popen(
                 [sys.executable, str(FLEET), f"127.0.0.1:{port}", str(n), str(first), json.dumps(spec), *(["--fetch"] if fetch else [])],
                 stdout=subprocess.PIPE, stderr=open(workdir / f"fleet{first}.log", "w"), env=child_env(), text=True))
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + timeout_s + 60  # the round deadline starts once every client joined
         while server.poll() is None and time.monotonic() < deadline:
             try:
                 result["peak_rss"] = peak_rss_bytes(server.pid)
@@ -152,13 +168,16 @@ def main() -> None:
     parser.add_argument("--scale-fraction", type=float, default=0.05)
     parser.add_argument("--scale-rounds", type=int, default=3)
     parser.add_argument("--server-mem-limit-gb", type=float, default=6.0)
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for one run")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds allowed for one run, and its round deadline (default: 120 s + the run's "
+                             f"update bytes at {FLOOR_MB_S:g} MB/s)")
     parser.add_argument("--quick", action="store_true", help="4 MB model, 5 and 20 clients, 200 joined (< 1 minute)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args()
     reexec_with_malloc_env(True)
     if args.quick:
-        args.model_mb, args.clients, args.scale_clients, args.timeout = 4.0, "5,20", 200, 120.0
+        args.model_mb, args.clients, args.scale_clients = 4.0, "5,20", 200
+        args.timeout = args.timeout or 120.0
     limit = int(args.server_mem_limit_gb * (1 << 30))
     hidden = hidden_for_weights(int(args.model_mb * MB))
     facts = machine_facts()
@@ -166,17 +185,20 @@ def main() -> None:
     facts["server"] = (f"fedser-server serve, FedAvg, fraction 1.0, RLIMIT_DATA {args.server_mem_limit_gb:g} GiB, "
                        f"{limits.max_workers} RPC threads, {limits.uploads} upload slots, {limits.parked_polls_cap} parked polls; "
                        f"clients: grpc.aio fleets, {CLIENTS_PER_PROCESS} per process, streaming a pre-made update, no FetchModel; "
-                       "headline server_rss/model = max over completed runs of (peak RSS - base RSS) / model bytes")
+                       "headline server_rss/model = max over completed runs of (peak RSS - base RSS) / model bytes; "
+                       "base = RSS once settled after start-up, peak = VmHWM from then on (reset through /proc/PID/clear_refs)")
     rows, ratios, details = [], [], []
     with tempfile.TemporaryDirectory(prefix="fedser-server-memory-") as tmp:
         for n in [int(c) for c in args.clients.split(",") if c.strip()]:
-            r = run_federation(hidden, n, 1, 1.0, Path(tmp) / f"mem-{n}", args.timeout, limit)
+            timeout = args.timeout or 120.0 + n * args.model_mb / FLOOR_MB_S
+            r = run_federation(hidden, n, 1, 1.0, Path(tmp) / f"mem-{n}", timeout, limit)
             model = r["model_bytes"]
             done = r["rounds_done"] >= 1
             peak, base = r.get("peak_rss", 0), r.get("base_rss", 0)
             if done:
                 ratios.append((peak - base) / model)
-            rows.append([n, f"{model / MB:.1f}", f"{base / MB:.0f}", f"{peak / MB:.0f}", f"{peak / model:.2f}",
+            rows.append([n, f"{model / MB:.1f}", f"{base / MB:.0f}", f"{r.get('startup_peak_rss', 0) / MB:.0f}", f"{peak / MB:.0f}",
+                         f"{peak / model:.2f}",
                          f"{(peak - base) / model:.2f}", "yes" if done else "NO", f"{r['wall_s']:.0f}", r["max_threads"],
                          fmt_counts(r["counts"])])
             details.append((f"memory, {n} clients", r))
@@ -185,8 +207,8 @@ def main() -> None:
         scale_rows = []
         if args.scale_clients:
             n = args.scale_clients
-            r = run_federation([256, 128], n, args.scale_rounds, args.scale_fraction, Path(tmp) / f"scale-{n}", args.timeout,
-                               limit, fetch=True)
+            r = run_federation([256, 128], n, args.scale_rounds, args.scale_fraction, Path(tmp) / f"scale-{n}",
+                               args.timeout or 600.0, limit, fetch=True)
             seconds = r["round_seconds"]
             scale_rows.append([n, math.ceil(args.scale_fraction * n), f"{r['rounds_done']}/{args.scale_rounds}",
                                " ".join(f"{s:.1f}" for s in seconds) or "-", r["max_threads"], f"{r.get('peak_rss', 0) / MB:.0f}",
@@ -195,7 +217,7 @@ def main() -> None:
             print(f"{n} joined, {math.ceil(args.scale_fraction * n)} sampled per round: rounds {r['rounds_done']}/{args.scale_rounds} "
                   f"seconds {seconds}  threads {r['max_threads']}  {fmt_counts(r['counts'])}", flush=True)
     body = ("## Peak server RSS, every client sends one full update in the same round\n\n"
-            + markdown_table(["clients", "model MB", "base RSS MB", "peak RSS MB", "peak/model", "(peak-base)/model",
+            + markdown_table(["clients", "model MB", "base RSS MB", "start-up peak MB", "peak RSS MB", "peak/model", "(peak-base)/model",
                               "round done", "wall s", "server threads", "client-side counts"], rows)
             + "\n\n## Joined clients long-polling (emobase model, clients also fetch the model)\n\n"
             + (markdown_table(["joined", "sampled/round", "rounds", "seconds per round", "server threads", "peak RSS MB",

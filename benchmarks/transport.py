@@ -7,8 +7,10 @@ same-run ratios mean anything):
   (b) bare grpc a grpcio stream of the same bytes in 1 MiB chunks, identity serialisers, no fedser code
   (c) fedser    FetchModel (down) and SubmitUpdate (up) of a real fedser server process for a SCAFFOLD
                 model whose state (w.* + c.*) is that size; the client side is the client daemon's
-                own code: header, sha256 check while receiving, parse; on the way up encode +
-                sha256, stream, and the server's check, parse, validation and aggregation
+                own code: header, sha256 check while receiving, parse; on the way up the update
+                streamed from its tensors with sha256 in the trailer, until the server's ack, which
+                comes after its checksum, layout and finiteness checks and parking the update on
+                disk (adding it to the running sums follows the ack, before the round closes)
 
     python benchmarks/transport.py                 # 1, 64, 256 MB
     python benchmarks/transport.py --quick         # < 1 minute
@@ -30,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    MB, MIB, command_line, free_port, headline, machine_facts, markdown_table, payload, python_child,
+    MALLOC_ENV, MB, MIB, command_line, free_port, headline, machine_facts, markdown_table, payload, python_child,
     reexec_with_malloc_env, stop, wait_for_port, write_results,
 )
 
@@ -183,7 +185,6 @@ class FedserEndpoint:
         """One round: FetchModel (timed), then SubmitUpdate of a pre-made update (timed)."""
         from fedser_client.core.trainer import TrainReport
         from fedser_server.core.strategy import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
-        from fedser_shared import codec
 
         task = self._train_task()
         started = time.perf_counter()
@@ -200,8 +201,7 @@ class FedserEndpoint:
         report = TrainReport(loss=0.0, n_samples=10, n_labeled=10, n_pseudo=0, local_steps=1, pseudo_taken_per_class=[],
                              pseudo_correct_per_class=[], pseudo_with_truth=0, seconds=0.0)
         started = time.perf_counter()
-        blob = codec.encode_blob(self.update)
-        self.daemon.stub.SubmitUpdate(self.daemon._update_messages(task, blob, report), timeout=600)
+        self.daemon.submit_update(task, self.update, report)
         up = time.perf_counter() - started
         return down, up
 
@@ -263,8 +263,9 @@ def report(rows: list[dict[str, float]], reps: int, chunk_size: int) -> str:
     return (f"Throughput in MB/s (10^6 bytes per second), median of {reps} interleaved reps; chunks of "
             f"{chunk_size // 1024} KiB. (a) raw TCP = loopback socket between two processes; (b) bare grpc = grpcio "
             f"stream with identity serialisers; (c) fedser = the real server process and the client daemon's code, "
-            f"down including sha256 check and parse, up including encode, sha256, the server's check, parse, "
-            f"validation and aggregation.\n\n{table}\n")
+            f"down including sha256 check and parse, up until the server's ack: streamed encode and sha256 on the "
+            f"client, the server's checksum, layout and finiteness checks and parking the update on disk (adding it "
+            f"to the sums follows the ack, before the round closes).\n\n{table}\n")
 
 
 def main() -> None:
@@ -284,7 +285,7 @@ def main() -> None:
 
     configure_logging("warning")
     facts = machine_facts()
-    facts["allocator"] = "glibc defaults" if args.no_malloc_env else "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=536870912 (all processes)"
+    facts["allocator"] = "glibc defaults" if args.no_malloc_env else " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items()) + " (all processes)"
     with tempfile.TemporaryDirectory(prefix="fedser-transport-") as tmp:
         rows = measure(sizes, reps, Path(tmp), chunk_size)
     path = write_results("transport_quick" if args.quick else "transport", "Transport: fedser vs bare grpcio vs raw TCP",

@@ -1,8 +1,12 @@
 """The round engine (DESIGN §3): who is joined, which round runs, which client has which task.
 
 Thread-safe; transport-agnostic. The gRPC servicer calls the public methods; `run()`
-drives the rounds. Aggregation is delegated to a `Strategy`; updates are validated in
-full before the strategy sees them, so a bad update never touches the global state.
+drives the rounds. Aggregation is delegated to a `Strategy`, fed by an `Aggregator` thread;
+updates are checked in full while they stream in (`IncomingUpdate`) and reach the strategy
+only after that, so a bad update never touches the global state or the running sums.
+
+The global state lives inside the blob that FetchModel serves (arrays are views into it), and
+each round's new state is computed straight into the next blob: one copy of the model, not two.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import numpy as np
 
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.schedule import is_trainable, local_lr, pseudo_label_threshold, sample_clients, sample_size
-from fedser_server.core.strategy import FedAvg, validate_update
+from fedser_server.aggregation import Aggregator
+from fedser_server.core.strategy import FedAvg
 from fedser_server.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -31,6 +36,7 @@ from fedser_server.errors import (
     StaleRoundError,
     UnknownClientError,
 )
+from fedser_server.incoming import CheckedUpdate, IncomingUpdate
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.registry import ClientRecord, Registry
 from fedser_server.state.store import StateStore
@@ -75,7 +81,6 @@ class UpdateHeader:
     task_id: str
     n_samples: int
     total_len: int
-    sha256: bytes
     loss: float = float("nan")
     pseudo_taken_per_class: tuple[int, ...] = ()
     pseudo_correct_per_class: tuple[int, ...] = ()
@@ -137,7 +142,10 @@ class Coordinator:
         self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
         self._restore(resume)
         self.registry = Registry(store.registry_path)
-        self._blob = codec.encode_blob(self.state)
+        self._layout = codec.BlobLayout(self.state)
+        buffer, self.state = self._layout.write(self.state)
+        self._blob = codec.Blob.of(buffer)
+        self._aggregator = Aggregator(strategy)
         self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
         # read by the metrics endpoint at scrape time
         self.refusals: Counter[str] = Counter()
@@ -293,9 +301,6 @@ class Coordinator:
                 return False
             return True
 
-    def max_update_bytes(self) -> int:
-        return self._max_update_bytes
-
     def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> TaskAssignment:
         with self._cond:
             task = self._task_of(client, header.round, header.task_id)
@@ -312,22 +317,30 @@ class Coordinator:
             raise InvalidUpdateError(f"update of {header.total_len} bytes exceeds the model-derived limit of {self._max_update_bytes}")
         return task
 
-    def submit_update(self, client: ClientRecord, header: UpdateHeader, blob: bytes) -> None:
-        """Validate a fully received, checksummed blob, then fold it into the round."""
-        tensors = codec.decode(blob)
-        validate_update(tensors, self._expected_update)
-        with self._cond:
-            self._task_of(client, header.round, header.task_id)
-            book = self._book
-            assert book is not None
-            self.strategy.accumulate(tensors, header.n_samples)
-            book.reported.add(client.client_id)
-            book.tally.add_update(header.n_samples, header.loss, header.pseudo_taken_per_class,
-                                  header.pseudo_correct_per_class, header.pseudo_with_truth, self.config.num_classes)
-            client.participations += 1
-            log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
-                     n_reported=len(book.reported), n_sampled=len(book.tasks))
-            self._cond.notify_all()
+    def incoming_update(self, header: UpdateHeader) -> IncomingUpdate:
+        """Where an update whose header passed `check_update_header` is received and checked."""
+        return IncomingUpdate(header.total_len, self._expected_update, self.store.incoming_dir)
+
+    def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
+        """Accept a received and checked update; it is folded into the round in the background
+        (`Aggregator`) and the round does not close before it is. Takes the update's file."""
+        try:
+            self._aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
+            with self._cond:
+                self._task_of(client, header.round, header.task_id)
+                book = self._book
+                assert book is not None
+                self._aggregator.add(update, header.n_samples)
+                book.reported.add(client.client_id)
+                book.tally.add_update(header.n_samples, header.loss, header.pseudo_taken_per_class,
+                                      header.pseudo_correct_per_class, header.pseudo_with_truth, self.config.num_classes)
+                client.participations += 1
+                log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
+                         n_reported=len(book.reported), n_sampled=len(book.tasks))
+                self._cond.notify_all()
+        except BaseException:
+            update.discard()
+            raise
 
     def record_refusal(self, reason: str, client_id: str, round_index: int, message: str) -> None:
         with self._cond:
@@ -435,20 +448,19 @@ class Coordinator:
             book = self._open_phase(TaskKind.TRAIN, round_index, sampled, fed.round_timeout_s)
             started = self._clock()
             self._await_phase(book, fed.round_timeout_s)
-            book_seconds = self._clock() - started
             if self._stop.is_set():
                 return None
+            self._aggregator.drain()  # every accepted update is in the sums
+            book_seconds = self._clock() - started
             n_updates = len(book.reported)
             if n_updates == len(book.tasks) or n_updates >= fed.updates_needed:
-                # the book is closed, so no update reaches the strategy any more: aggregate and
-                # serialise without the lock (clients keep authenticating); no FetchModel is served
-                # between the two swaps, and dropping the old state first keeps one copy less alive
-                state = self.strategy.finish_round()
+                # the book is closed, so no update reaches the strategy any more: aggregate into the
+                # next blob without the lock (clients keep authenticating), then swap in O(1)
+                buffer, into = self._layout.allocate()
+                state = self.strategy.finish_round(into)
+                blob = codec.Blob.of(buffer)
                 with self._cond:
-                    self.state = state
-                blob = codec.encode_blob(state)
-                with self._cond:
-                    self._blob, self.completed_round = blob, round_index
+                    self.state, self._blob, self.completed_round = state, blob, round_index
                 book.tally.n_sampled, book.tally.attempts, book.tally.seconds = len(book.tasks), attempt + 1, book_seconds
                 return book
             attempt += 1
@@ -522,5 +534,6 @@ class Coordinator:
                 self._cond.wait(timeout=0.2)
 
     def close(self) -> None:
+        self._aggregator.close()
         self.registry.close()
 

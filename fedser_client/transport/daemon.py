@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -17,7 +17,7 @@ import numpy as np
 
 from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask
 from fedser_client.local_store import LocalStore
-from fedser_shared import PROTOCOL_VERSION, codec
+from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import CorruptBlobError, FedserError
 from fedser_shared.logging import get_logger
@@ -99,6 +99,7 @@ class ClientDaemon:
         options = client_channel_options()
         self.channel = grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
         self.stub = pb_grpc.CoordinatorStub(self.channel)
+        self.bulk = wire.BulkCalls.on(self.channel)
         self.session: pb.Session | None = None
         self.trainer: LocalTrainer | None = None
         self.config: RunConfig | None = None
@@ -136,30 +137,41 @@ class ClientDaemon:
             return
 
     def _fetch_model(self, task: pb.Task) -> dict[str, np.ndarray]:
-        stream = self.stub.FetchModel(pb.FetchModelRequest(
+        stream = self.bulk.fetch_model(pb.FetchModelRequest(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id), timeout=600)
-        assembler: codec.BlobAssembler | None = None
-        for message in stream:
-            if message.WhichOneof("payload") == "header":
-                assembler = codec.BlobAssembler(message.header.total_len, message.header.sha256)
-            elif assembler is None:
-                raise CorruptBlobError("model stream did not start with a header")
-            else:
-                assembler.feed(message.data)
-        if assembler is None:
-            raise CorruptBlobError("model stream was empty")
-        return codec.decode(assembler.finish())
+        first = next(stream, None)
+        if not isinstance(first, pb.ModelChunk) or first.WhichOneof("payload") != "header":
+            raise CorruptBlobError("model stream did not start with a header")
+        with codec.BlobAssembler(first.header.total_len, first.header.sha256) as assembler:
+            for message in stream:
+                if not isinstance(message, memoryview):
+                    raise CorruptBlobError("model stream holds a second header")
+                assembler.feed(message)
+            return codec.decode(assembler.finish())
 
-    def _update_messages(self, task: pb.Task, blob: codec.Blob, report: TrainReport) -> Iterator[pb.UpdateChunk]:
+    def _update_messages(self, task: pb.Task, update: Mapping[str, np.ndarray], report: TrainReport) -> Iterator[pb.UpdateChunk | bytes]:
+        """The update streamed straight from its tensors (no blob is built), hashed as it goes:
+        the checksum travels in the trailer."""
+        parts = codec.encode_parts(update)
         metrics = pb.TrainMetrics(
             loss=report.loss, n_labeled=report.n_labeled, n_pseudo=report.n_pseudo, local_steps=report.local_steps,
             pseudo_taken_per_class=report.pseudo_taken_per_class, pseudo_correct_per_class=report.pseudo_correct_per_class,
             pseudo_with_truth=report.pseudo_with_truth, train_seconds=report.seconds)
         yield pb.UpdateChunk(header=pb.UpdateHeader(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
-            n_samples=report.n_samples, metrics=metrics, blob=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256)))
-        for chunk in blob.chunks():
-            yield pb.UpdateChunk(data=bytes(chunk))
+            n_samples=report.n_samples, metrics=metrics, blob=pb.BlobHeader(total_len=sum(len(p) for p in parts))))
+        hasher = codec.StreamHash()
+        try:
+            for run in codec.chunked(parts):
+                for piece in run:
+                    hasher.update(piece)
+                yield wire.data_message(*run)
+            yield pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=hasher.digest()))
+        finally:
+            hasher.close()
+
+    def submit_update(self, task: pb.Task, update: Mapping[str, np.ndarray], report: TrainReport) -> None:
+        self.bulk.submit_update(self._update_messages(task, update, report), timeout=600)
 
     def _train(self, task: pb.Task, result: DaemonResult) -> None:
         assert self.trainer is not None
@@ -168,8 +180,7 @@ class ClientDaemon:
         train_task = TrainTask(round=task.round, lr=task.train.lr, local_epochs=task.train.local_epochs or 1,
                                pseudo_threshold=task.train.pseudo_label_threshold)
         update, new_state, report = self.trainer.train(global_state, train_task, local_state)
-        blob = codec.encode_blob(update)
-        self.stub.SubmitUpdate(self._update_messages(task, blob, report), timeout=600)
+        self.submit_update(task, update, report)
         # c_i+ is kept only once the server took the update that carries dc_i
         self.store.save_state(new_state, self.train_paths)
         result.rounds_trained.append(task.round)

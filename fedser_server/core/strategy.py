@@ -2,7 +2,9 @@
 
 A strategy sees one round at a time: `begin_round` with the global state, `accumulate`
 once per accepted update as it arrives (a running weighted sum, so memory does not grow
-with the number of clients), `finish_round` for the new global state.
+with the number of clients), `finish_round` for the new global state. An update may also
+come as runs of its elements (`accumulate_runs`, e.g. read block by block from disk), and
+the new state may be written into arrays the caller provides (e.g. views into the next blob).
 
 State names: ``w.<param>`` global weights, ``c.<param>`` server control variate.
 Update names: ``delta.<param>`` = y_i - theta, ``dc.<param>`` = c_i+ - c_i.
@@ -10,7 +12,9 @@ Update names: ``delta.<param>`` = y_i - theta, ``dc.<param>`` = c_i+ - c_i.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import mmap
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -43,7 +47,8 @@ class Strategy(Protocol):
     def expected_update(self, state: Mapping[str, np.ndarray]) -> dict[str, TensorSpec]: ...
     def begin_round(self, state: Mapping[str, np.ndarray], n_registered: int) -> None: ...
     def accumulate(self, update: Mapping[str, np.ndarray], n_samples: int) -> None: ...
-    def finish_round(self) -> State: ...
+    def accumulate_runs(self, runs: Iterable[tuple[str, int, np.ndarray]], n_samples: int) -> None: ...
+    def finish_round(self, into: Mapping[str, np.ndarray] | None = None) -> State: ...
 
 
 _BLOCK = 1 << 18  # elements: float64 temporaries of 2 MiB stay in reused heap memory
@@ -59,20 +64,41 @@ def _add_scaled(total: np.ndarray, value: np.ndarray, scale: float) -> None:
         flat_total[start : start + _BLOCK] += scale * flat_value[start : start + _BLOCK].astype(np.float64)
 
 
-def validate_update(update: Mapping[str, np.ndarray], expected: Mapping[str, TensorSpec]) -> None:
-    """Raise InvalidUpdateError unless names, shapes, dtypes match and every value is finite."""
-    missing = sorted(set(expected) - set(update))
-    unexpected = sorted(set(update) - set(expected))
+class _RunningSum:
+    """A float64 sum in an anonymous private mapping of its own, so that `finish_round` can give
+    its pages back to the OS as it consumes them: the sums (2x the model) and the new state (1x)
+    are then never resident together."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        count = math.prod(shape)
+        self._map = mmap.mmap(-1, max(1, count * 8), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.flat = np.frombuffer(self._map, np.float64, count)
+        self._released = 0
+
+    def release_before(self, element: int) -> None:
+        """Hand back the whole pages below `element`; they must not be read again."""
+        end = element * 8 // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > self._released:
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)
+            self._released = end
+
+
+def check_layout(found: Mapping[str, TensorSpec], expected: Mapping[str, TensorSpec]) -> None:
+    """Raise InvalidUpdateError unless an update's tensor names, shapes and dtypes are the expected ones."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     if missing or unexpected:
         raise InvalidUpdateError(f"update tensor names differ: missing {missing[:5]}, unexpected {unexpected[:5]}")
     for name, spec in expected.items():
-        value = update[name]
-        if tuple(value.shape) != spec.shape:
-            raise InvalidUpdateError(f"tensor '{name}' has shape {tuple(value.shape)}, expected {spec.shape}")
-        if value.dtype != spec.dtype:
-            raise InvalidUpdateError(f"tensor '{name}' has dtype {value.dtype}, expected {spec.dtype}")
-        if not np.isfinite(value).all():
-            raise InvalidUpdateError(f"tensor '{name}' contains NaN or infinite values")
+        if found[name].shape != spec.shape:
+            raise InvalidUpdateError(f"tensor '{name}' has shape {found[name].shape}, expected {spec.shape}")
+        if found[name].dtype != spec.dtype:
+            raise InvalidUpdateError(f"tensor '{name}' has dtype {found[name].dtype}, expected {spec.dtype}")
+
+
+def check_finite(name: str, values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        raise InvalidUpdateError(f"tensor '{name}' contains NaN or infinite values")
 
 
 class FedAvg:
@@ -83,7 +109,7 @@ class FedAvg:
     def __init__(self, server_lr: float = 1.0) -> None:
         self.server_lr = server_lr
         self._state: State = {}
-        self._delta_sum: dict[str, np.ndarray] = {}
+        self._sums: dict[str, _RunningSum] = {}
         self._weight_total = 0.0
         self._n_updates = 0
 
@@ -97,7 +123,7 @@ class FedAvg:
         self._state = dict(state)
         self._n_registered = n_registered
         # float64 running sums keep the result independent of arrival order in practice
-        self._delta_sum = {name: np.zeros(v.shape, np.float64) for name, v in self.expected_update(state).items()}
+        self._sums = {name: _RunningSum(spec.shape) for name, spec in self.expected_update(state).items()}
         self._weight_total = 0.0
         self._n_updates = 0
 
@@ -106,27 +132,43 @@ class FedAvg:
         return self._n_updates
 
     def accumulate(self, update: Mapping[str, np.ndarray], n_samples: int) -> None:
+        self.accumulate_runs(((name, 0, update[name].reshape(-1)) for name in self._sums), n_samples)
+
+    def accumulate_runs(self, runs: Iterable[tuple[str, int, np.ndarray]], n_samples: int) -> None:
+        """Fold one update given as runs (tensor name, first flat element, flat values) that
+        together cover each of its elements exactly once: the caller has checked the update."""
         if n_samples <= 0:
             raise InvalidUpdateError(f"n_samples must be positive, got {n_samples}")
-        for name, total in self._delta_sum.items():
-            if name.startswith(DELTA):
-                _add_scaled(total, update[name], n_samples)
+        for name, start, values in runs:
+            _add_scaled(self._sums[name].flat[start : start + values.size], values, self._weight_of(name, n_samples))
         self._weight_total += n_samples
         self._n_updates += 1
-        self._accumulate_extra(update)
 
-    def _accumulate_extra(self, update: Mapping[str, np.ndarray]) -> None:
-        pass
+    def _weight_of(self, name: str, n_samples: int) -> int:
+        return n_samples  # every sum is a delta.* sum, weighted by the samples trained on
 
-    def finish_round(self) -> State:
-        if self._n_updates == 0:
-            return dict(self._state)
-        new_state = dict(self._state)
-        for name, total in self._delta_sum.items():
-            if name.startswith(DELTA):
-                weight_name = WEIGHT + name[len(DELTA):]
-                step = self.server_lr * total / self._weight_total
-                new_state[weight_name] = (self._state[weight_name].astype(np.float64) + step).astype(np.float32)
+    def _steps(self) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+        """state tensor -> (its sum, the step a block of that sum makes it take)"""
+        return {WEIGHT + name[len(DELTA):]: (name, lambda total: self.server_lr * total / self._weight_total)
+                for name in self._sums if name.startswith(DELTA)}
+
+    def finish_round(self, into: Mapping[str, np.ndarray] | None = None) -> State:
+        """The new global state, block by block, in `into` (arrays shaped like the state) when
+        given. The sums are consumed: their memory goes back to the OS as they are read."""
+        new_state = dict(into) if into is not None else {name: np.empty_like(v) for name, v in self._state.items()}
+        steps = self._steps() if self._n_updates else {}
+        for name, old in self._state.items():
+            if name not in steps:
+                new_state[name][...] = old
+                continue
+            sum_name, step = steps[name]
+            running = self._sums[sum_name]
+            old_flat, new_flat = old.reshape(-1), new_state[name].reshape(-1)
+            for start in range(0, old_flat.size, _BLOCK):
+                block = slice(start, start + _BLOCK)
+                new_flat[block] = (old_flat[block].astype(np.float64) + step(running.flat[block])).astype(np.float32)
+                running.release_before(start + _BLOCK)
+        self._sums = {}
         return new_state
 
 
@@ -153,24 +195,18 @@ class Scaffold(FedAvg):
         spec.update({DELTA_CONTROL + n[len(CONTROL):]: TensorSpec(v.shape, v.dtype) for n, v in state.items() if n.startswith(CONTROL)})
         return spec
 
-    def _accumulate_extra(self, update: Mapping[str, np.ndarray]) -> None:
-        for name, total in self._delta_sum.items():
-            if name.startswith(DELTA_CONTROL):
-                _add_scaled(total, update[name], 1)
+    def _weight_of(self, name: str, n_samples: int) -> int:
+        return 1 if name.startswith(DELTA_CONTROL) else n_samples  # dc_i: an unweighted mean
 
-    def finish_round(self) -> State:
-        new_state = super().finish_round()
-        if self._n_updates == 0:
-            return new_state
+    def _steps(self) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
         if self.c_update == "paper":
             scale = 1.0 / max(self._n_registered, self._n_updates)  # (|S|/N) * (1/|S|)
         else:
             scale = 1.0 / self._n_updates
-        for name, total in self._delta_sum.items():
-            if name.startswith(DELTA_CONTROL):
-                control_name = CONTROL + name[len(DELTA_CONTROL):]
-                new_state[control_name] = (self._state[control_name].astype(np.float64) + scale * total).astype(np.float32)
-        return new_state
+        steps = super()._steps()
+        steps.update({CONTROL + name[len(DELTA_CONTROL):]: (name, lambda total: scale * total)
+                      for name in self._sums if name.startswith(DELTA_CONTROL)})
+        return steps
 
 
 def make_strategy(algorithm: str, server_lr: float, c_update: Literal["paper", "semifedser"]) -> FedAvg:

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file, save
+from safetensors.numpy import load_file
 
+from fedser_shared import codec
 from fedser_shared.errors import StateError
 from fedser_shared.fsutil import append_line, atomic_write_bytes, atomic_write_text
 
@@ -54,6 +55,11 @@ class StateStore:
         return self.dir / "global.safetensors"
 
     @property
+    def incoming_dir(self) -> Path:
+        """Where updates being received are parked (unnamed files: nothing to clean up)."""
+        return self.dir / "incoming"
+
+    @property
     def metrics_path(self) -> Path:
         return self.dir / "metrics.jsonl"
 
@@ -69,8 +75,8 @@ class StateStore:
         metadata = {"round": str(round_index)}
         if train_record is not None:
             metadata["train_record"] = json.dumps(train_record, allow_nan=False, default=_json_default)
-        data = save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata=metadata)
-        atomic_write_bytes(self.global_path, data)
+        # written from the state's own memory: safetensors' save made two full copies first
+        atomic_write_bytes(self.global_path, codec.encode_parts(state, metadata))
         atomic_write_text(self.dir / "progress.json", json.dumps({"completed_round": round_index}))
 
     def has_checkpoint(self) -> bool:

@@ -9,12 +9,31 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from fedser_server.transport.servicer import CoordinatorServicer
+from fedser_shared import wire
 from fedser_shared.errors import ConfigError
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
-from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
 from fedser_shared.transport import server_options
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
+
+
+def coordinator_handlers(servicer: CoordinatorServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The generated registration, except that the bulk streams' data messages are framed by
+    `wire` (no protobuf copy per chunk); every other message is protobuf as generated."""
+
+    def unary(method, request, reply) -> grpc.RpcMethodHandler:  # type: ignore[no-untyped-def]
+        return grpc.unary_unary_rpc_method_handler(method, request.FromString, reply.SerializeToString)
+
+    return {
+        "Join": unary(servicer.Join, pb.JoinRequest, pb.JoinReply),
+        "GetTask": unary(servicer.GetTask, pb.GetTaskRequest, pb.Task),
+        "FetchModel": grpc.unary_stream_rpc_method_handler(servicer.FetchModel, pb.FetchModelRequest.FromString, wire.serialize),
+        "SubmitUpdate": grpc.stream_unary_rpc_method_handler(servicer.SubmitUpdate, wire.read_update_chunk,
+                                                             pb.UpdateAck.SerializeToString),
+        "SubmitEvaluation": unary(servicer.SubmitEvaluation, pb.EvaluationReport, pb.Ack),
+        "Heartbeat": unary(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatReply),
+        "Leave": unary(servicer.Leave, pb.LeaveRequest, pb.Ack),
+    }
 
 
 class BoundServer:
@@ -35,7 +54,9 @@ def start_server(servicer: CoordinatorServicer, address: str,
     max_workers = servicer.limits.max_workers
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fedser-rpc"),
                          options=server_options(), maximum_concurrent_rpcs=max_workers * 4)
-    pb_grpc.add_CoordinatorServicer_to_server(servicer, server)
+    handlers = coordinator_handlers(servicer)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

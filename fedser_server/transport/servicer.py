@@ -26,7 +26,7 @@ from fedser_server.errors import (
 )
 from fedser_server.state.registry import ClientRecord
 from fedser_server.transport.admission import Limits, PollGate, ServerBusyError, UploadGate
-from fedser_shared import PROTOCOL_VERSION, codec
+from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.errors import ConfigError, CorruptBlobError, FedserError, InvalidUpdateError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
@@ -99,30 +99,12 @@ def task_message(task: TaskAssignment) -> pb.Task:
         deadline_unix_s=task.deadline_unix_s, retry_after_s=task.retry_after_s)
 
 
-class _ModelMessages:
-    """The FetchModel reply messages of the current global blob, built once per round, not per
-    client: the first client of a round builds each chunk's message as it streams it (no pass
-    over the whole model before the first byte), later clients reuse them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._blob: codec.Blob | None = None
-        self._header = pb.ModelChunk()
-        self._messages: list[pb.ModelChunk | None] = []
-
-    def of(self, blob: codec.Blob) -> Iterator[pb.ModelChunk]:
-        with self._lock:
-            if self._blob is not blob:
-                self._header = pb.ModelChunk(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
-                self._messages = [None] * len(list(blob.chunks()))
-                self._blob = blob
-            header, messages = self._header, self._messages
-        yield header
-        for i, chunk in enumerate(blob.chunks()):
-            message = messages[i]
-            if message is None:  # two clients may both build it: same bytes, the later one stays
-                message = messages[i] = pb.ModelChunk(data=bytes(chunk))
-            yield message
+def model_messages(blob: codec.Blob) -> Iterator[pb.ModelChunk | bytes]:
+    """FetchModel's reply: the header, then data messages framed straight from the round's blob
+    (`wire.data_message`: one copy per chunk, nothing kept per client or per round)."""
+    yield pb.ModelChunk(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
+    for chunk in blob.chunks():
+        yield wire.data_message(chunk)
 
 
 @contextmanager
@@ -141,7 +123,6 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.coordinator = coordinator
         self.poll_timeout_s = poll_timeout_s
         self.limits = limits
-        self._model_messages = _ModelMessages()
         self._polls = PollGate(limits.parked_polls_cap)
         self._uploads = UploadGate(limits.uploads, limits.waiting_uploads_cap)
 
@@ -175,20 +156,21 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             task = dataclasses.replace(task, retry_after_s=retry)
         return task_message(task)
 
-    def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk]:
+    def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk | bytes]:
         try:
             client = self._client(request.protocol_version, request.session)
             blob = self.coordinator.model_blob(client, request.round, request.task_id)
         except FedserError as exc:
             context.abort(status_code_for(exc), str(exc))
-        yield from self._model_messages.of(blob)
+        yield from model_messages(blob)
         self.coordinator.record_transfer(sent=blob.total_len)
 
-    def SubmitUpdate(self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext) -> pb.UpdateAck:
+    def SubmitUpdate(self, request_iterator: Iterator[pb.UpdateChunk | memoryview], context: grpc.ServicerContext) -> pb.UpdateAck:
+        """Messages come from `wire.read_update_chunk`: data chunks as memoryviews, the rest as protobuf."""
         client_id, round_index = "", 0
         try:
             first = next(request_iterator, None)
-            if first is None or first.WhichOneof("payload") != "header":
+            if not isinstance(first, pb.UpdateChunk) or first.WhichOneof("payload") != "header":
                 raise InvalidUpdateError("the first message of an update stream must be its header")
             head = first.header
             client_id, round_index = head.session.client_id, head.round
@@ -196,7 +178,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             metrics = head.metrics
             header = UpdateHeader(
                 round=head.round, task_id=head.task_id, n_samples=head.n_samples,
-                total_len=head.blob.total_len, sha256=head.blob.sha256, loss=metrics.loss,
+                total_len=head.blob.total_len, loss=metrics.loss,
                 pseudo_taken_per_class=tuple(metrics.pseudo_taken_per_class),
                 pseudo_correct_per_class=tuple(metrics.pseudo_correct_per_class),
                 pseudo_with_truth=metrics.pseudo_with_truth)
@@ -220,18 +202,29 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise
         return pb.UpdateAck(accepted=True, message="update accepted")
 
-    def _receive_update(self, client: ClientRecord, header: UpdateHeader, request_iterator: Iterator[pb.UpdateChunk]) -> None:
-        assembler = codec.BlobAssembler(header.total_len, header.sha256, self.coordinator.max_update_bytes())
-        for message in request_iterator:
-            data = message.data  # each read of a bytes field builds a new 1 MiB object
-            if message.WhichOneof("payload") != "data" or not data:
-                raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks")
-            # a straggler still streaming when its round closes is cut off, not buffered to the end
-            if not self.coordinator.task_open(client, header.round, header.task_id):
-                raise StaleRoundError(f"round {header.round} closed while the update was streaming")
-            assembler.feed(data)
-            self.coordinator.record_transfer(received=len(data))
-        self.coordinator.submit_update(client, header, assembler.finish())
+    def _receive_update(self, client: ClientRecord, header: UpdateHeader,
+                        messages: Iterator[pb.UpdateChunk | memoryview]) -> None:
+        with self.coordinator.incoming_update(header) as incoming:
+            for message in messages:
+                if not isinstance(message, memoryview):
+                    if message.WhichOneof("payload") != "trailer":
+                        break
+                    if next(messages, None) is not None:
+                        raise InvalidUpdateError("an update stream ends with its trailer")
+                    self.coordinator.submit_update(client, header, incoming.finish(message.trailer.sha256))
+                    return
+                if not message:
+                    break
+                # a straggler still streaming when its round closes is cut off, not buffered to the end
+                if not self.coordinator.task_open(client, header.round, header.task_id):
+                    raise StaleRoundError(f"round {header.round} closed while the update was streaming")
+                incoming.feed(message)
+                self.coordinator.record_transfer(received=len(message))
+            else:
+                if incoming.received < incoming.total_len:
+                    raise CorruptBlobError(f"blob truncated: received {incoming.received} of {incoming.total_len} bytes")
+                raise InvalidUpdateError("the update stream ended without its checksum trailer")
+        raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks, then its trailer")
 
     @_mapped
     def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.ServicerContext) -> pb.Ack:

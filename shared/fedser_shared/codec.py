@@ -3,14 +3,19 @@
 Memory copies are the ceiling of the transport on a small box (DESIGN §8), so every step
 touches the tensor bytes at most once:
 
-- `encode` writes each array straight into the output (one copy; no `tobytes()`).
+- `encode` writes each array straight into the output (one copy; no `tobytes()`);
+  `encode_parts` + `chunked` let a sender stream the tensors without building the blob at all.
+- `BlobLayout` places tensors in a preallocated blob, so that a new state can be computed
+  straight into the bytes that will be served (no encode pass, no second copy).
 - The sender slices the blob with memoryviews (no copy per chunk).
-- `BlobAssembler` writes chunks into one preallocated (not zero-filled) buffer while hashing
-  them and hands that buffer back as is (no final copy).
+- `BlobAssembler` writes chunks into one preallocated (not zero-filled) buffer and hands that
+  buffer back as is (no final copy); `StreamHash` hashes them meanwhile on a thread of its own
+  (SHA-256 costs as much as the transfer itself on a small box: DESIGN §8).
 - `decode` returns arrays that are views into the received buffer (no copy), after checking
   the safetensors header in full: dtypes, shapes, offsets inside the buffer, no gaps and no
   overlaps. Arrays decoded from a received blob (or a `bytearray`) are writable; from `bytes`,
-  read-only.
+  read-only. `prefix_length` + `read_layout` do the same checks from the header alone, for a
+  receiver that checks a blob as it streams in (the server: `fedser_server/incoming.py`).
 
 The bytes are the safetensors format: the `safetensors` package reads what `encode` writes,
 and `decode` reads what the package writes.
@@ -21,8 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import queue
 import struct
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +52,7 @@ _NAME_OF_DTYPE: dict[np.dtype, str] = {dtype: name for name, dtype in _DTYPE_OF_
 class Blob:
     """Serialised tensors plus what the receiver needs to check them."""
 
-    data: bytes
+    data: bytes | memoryview
     sha256: bytes
 
     @property
@@ -53,7 +60,7 @@ class Blob:
         return len(self.data)
 
     @classmethod
-    def of(cls, data: bytes) -> "Blob":
+    def of(cls, data: bytes | memoryview) -> "Blob":
         return cls(data=data, sha256=hashlib.sha256(data).digest())
 
     def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryview]:
@@ -67,30 +74,85 @@ def _little_endian(value: np.ndarray) -> np.ndarray:
     return array
 
 
-def encode(tensors: Mapping[str, np.ndarray]) -> bytes:
-    """Serialise as safetensors, copying each tensor's bytes once, into the output."""
-    arrays = {name: _little_endian(value) for name, value in tensors.items()}
-    header: dict[str, object] = {}
-    parts: list[bytes | memoryview] = [b""]
+Spec = tuple[tuple[int, ...], np.dtype]
+
+
+def _layout(specs: Mapping[str, Spec], metadata: Mapping[str, str] | None = None) -> tuple[bytes, list[str]]:
+    """The safetensors prefix (length + JSON header) for tensors of these shapes and dtypes, and
+    their order in the data."""
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     # larger items first, so that every tensor starts aligned to its item size
-    for name in sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n)):
-        array = arrays[name]
-        dtype_name = _NAME_OF_DTYPE.get(array.dtype)
+    order = sorted(specs, key=lambda n: (-specs[n][1].itemsize, n))
+    for name in order:
+        shape, dtype = specs[name]
+        dtype_name = _NAME_OF_DTYPE.get(dtype)
         if dtype_name is None:
-            raise TypeError(f"tensor '{name}' has dtype {array.dtype}, which safetensors cannot hold")
-        header[name] = {"dtype": dtype_name, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-        if array.nbytes:
-            parts.append(memoryview(array.reshape(-1).view(np.uint8)))
+            raise TypeError(f"tensor '{name}' has dtype {dtype}, which safetensors cannot hold")
+        nbytes = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": dtype_name, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
-    parts[0] = struct.pack("<Q", len(text)) + text
-    return b"".join(parts)
+    return struct.pack("<Q", len(text)) + text, order
+
+
+def encode_parts(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> list[bytes | memoryview]:
+    """The safetensors bytes of `tensors` as pieces: the header, then a view of each tensor (no copy)."""
+    arrays = {name: _little_endian(value) for name, value in tensors.items()}
+    prefix, order = _layout({name: (array.shape, array.dtype) for name, array in arrays.items()}, metadata)
+    parts: list[bytes | memoryview] = [prefix]
+    parts += [memoryview(arrays[name].reshape(-1).view(np.uint8)) for name in order if arrays[name].nbytes]
+    return parts
+
+
+def encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialise as safetensors, copying each tensor's bytes once, into the output."""
+    return b"".join(encode_parts(tensors, metadata))
 
 
 def encode_blob(tensors: Mapping[str, np.ndarray]) -> Blob:
     return Blob.of(encode(tensors))
+
+
+def chunked(parts: Iterable[bytes | memoryview], chunk_size: int = CHUNK_SIZE) -> Iterator[list[memoryview]]:
+    """Regroup pieces into runs of `chunk_size` bytes (the last may be shorter), as views: no copy."""
+    run: list[memoryview] = []
+    room = chunk_size
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while len(view):
+            piece, view = view[:room], view[room:]
+            run.append(piece)
+            room -= len(piece)
+            if room == 0:
+                yield run
+                run, room = [], chunk_size
+    if run:
+        yield run
+
+
+class BlobLayout:
+    """Where each tensor of a state lives in its blob: allocate a blob, then fill it in place."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray]) -> None:
+        specs = {name: (tuple(value.shape), value.dtype.newbyteorder("<")) for name, value in tensors.items()}
+        self._prefix, _ = _layout(specs)
+        self.total_len = len(self._prefix) + sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs.values())
+
+    def allocate(self) -> tuple[memoryview, dict[str, np.ndarray]]:
+        """An uninitialised blob with its header written, and writable views of its tensors."""
+        buffer = np.empty(self.total_len, np.uint8)  # not zero-filled: every byte is written next
+        buffer[: len(self._prefix)] = np.frombuffer(self._prefix, np.uint8)
+        view = memoryview(buffer)
+        return view, decode(view)
+
+    def write(self, tensors: Mapping[str, np.ndarray]) -> tuple[memoryview, dict[str, np.ndarray]]:
+        """A blob holding a copy of `tensors`, and views of its tensors."""
+        buffer, views = self.allocate()
+        for name, view in views.items():
+            view[...] = tensors[name]
+        return buffer, views
 
 
 def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -102,22 +164,54 @@ def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return result
 
 
-def _read_header(view: memoryview) -> tuple[dict[str, object], int]:
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of a blob: where its bytes lie in the blob (absolute offsets) and what they hold."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def prefix_length(view: memoryview, total_len: int, max_header: int = MAX_HEADER_BYTES) -> int:
+    """The length of a blob's prefix (8 + its JSON header) from the blob's first 8 bytes."""
     if len(view) < 8:
         raise CorruptBlobError(f"cannot parse tensor blob: {len(view)} bytes is shorter than a safetensors header")
     (header_len,) = struct.unpack_from("<Q", view, 0)
-    if header_len > min(MAX_HEADER_BYTES, len(view) - 8):
+    if header_len > total_len - 8:
         raise CorruptBlobError(f"cannot parse tensor blob: header length {header_len} exceeds the blob")
+    if header_len > max_header:
+        raise CorruptBlobError(f"cannot parse tensor blob: header length {header_len} exceeds the limit of {max_header} bytes")
+    return 8 + header_len
+
+
+def read_layout(prefix: memoryview, total_len: int) -> list[TensorEntry]:
+    """The tensors of a blob of `total_len` bytes, in data order, from its prefix alone: checked
+    in full (dtypes, shapes, offsets inside the data, no gap, no overlap, no duplicate)."""
     try:
-        header = json.loads(bytes(view[8 : 8 + header_len]), object_pairs_hook=_refuse_duplicates)
+        header = json.loads(bytes(prefix[8:]), object_pairs_hook=_refuse_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptBlobError(f"cannot parse tensor blob: header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise CorruptBlobError("cannot parse tensor blob: header is not a JSON object")
-    return header, 8 + header_len
+    data_start = len(prefix)
+    data_len = total_len - data_start
+    entries = [_entry(name, entry, data_len) for name, entry in header.items() if name != "__metadata__"]
+    entries.sort(key=lambda e: (e.begin, e.end))
+    # the tensors must tile the data exactly: no gap, no overlap, nothing after the last one
+    end = 0
+    for entry in entries:
+        if entry.begin != end:
+            raise CorruptBlobError(f"cannot parse tensor blob: tensor '{entry.name}' starts at {entry.begin}, expected {end}")
+        end = entry.end
+    if end != data_len:
+        raise CorruptBlobError(f"cannot parse tensor blob: {data_len - end} bytes after the last tensor")
+    return [TensorEntry(e.name, e.dtype, e.shape, data_start + e.begin, data_start + e.end) for e in entries]
 
 
-def _entry(name: str, entry: object, data_len: int) -> tuple[np.dtype, tuple[int, ...], int, int]:
+def _entry(name: str, entry: object, data_len: int) -> TensorEntry:
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' needs exactly dtype, shape and data_offsets")
     dtype = _DTYPE_OF_NAME.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
@@ -131,28 +225,18 @@ def _entry(name: str, entry: object, data_len: int) -> tuple[np.dtype, tuple[int
         raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' has offsets {offsets!r} outside the data")
     if offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize:
         raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' of shape {shape} does not fill its offsets")
-    return dtype, tuple(shape), offsets[0], offsets[1]
+    return TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
 
 
 def decode(data: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
     """Parse safetensors bytes into arrays that are views into `data` (no copy)."""
     view = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else memoryview(data)
-    header, data_start = _read_header(view)
-    data_len = len(view) - data_start
-    entries = {name: _entry(name, entry, data_len) for name, entry in header.items() if name != "__metadata__"}
-    # the tensors must tile the data exactly: no gap, no overlap, nothing after the last one
-    end = 0
-    for name, (_, _, begin, stop) in sorted(entries.items(), key=lambda item: (item[1][2], item[1][3])):
-        if begin != end:
-            raise CorruptBlobError(f"cannot parse tensor blob: tensor '{name}' starts at {begin}, expected {end}")
-        end = stop
-    if end != data_len:
-        raise CorruptBlobError(f"cannot parse tensor blob: {data_len - end} bytes after the last tensor")
+    entries = read_layout(view[: prefix_length(view, len(view))], len(view))
     tensors = {}
-    for name, (dtype, shape, begin, stop) in entries.items():
-        count = (stop - begin) // dtype.itemsize
-        array = np.frombuffer(view, dtype, count, data_start + begin) if count else np.empty(0, dtype)
-        tensors[name] = array.reshape(shape)
+    for entry in entries:
+        count = (entry.end - entry.begin) // entry.dtype.itemsize
+        array = np.frombuffer(view, entry.dtype, count, entry.begin) if count else np.empty(0, entry.dtype)
+        tensors[entry.name] = array.reshape(entry.shape)
     return tensors
 
 
@@ -162,21 +246,54 @@ def iter_chunks(data: bytes | bytearray | memoryview, chunk_size: int = CHUNK_SI
         yield view[start : start + chunk_size]
 
 
-class BlobAssembler:
-    """Collects chunks into one buffer, refusing more bytes than announced or allowed."""
+class StreamHash:
+    """SHA-256 of a stream of chunks, computed on a thread of its own: hashlib releases the GIL
+    for large buffers, so hashing overlaps with receiving, checking and copying the next chunks.
+    At most `backlog` chunks wait (they stay referenced until hashed). Call `digest()` or
+    `close()` once done, or the thread waits for chunks forever."""
 
-    def __init__(self, total_len: int, sha256: bytes, max_len: int | None = None) -> None:
+    def __init__(self, backlog: int = 4) -> None:
+        self._hasher = hashlib.sha256()
+        self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(backlog)
+        self._thread = threading.Thread(target=self._run, name="fedser-sha256", daemon=True)
+        self._thread.start()
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self._chunks.put(chunk)
+
+    def digest(self) -> bytes:
+        self.close()
+        return self._hasher.digest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._hasher.update(chunk)
+
+
+class BlobAssembler:
+    """Collects chunks into one buffer, refusing more bytes than announced."""
+
+    def __init__(self, total_len: int, sha256: bytes) -> None:
         if total_len <= 0:
             raise CorruptBlobError(f"announced blob length {total_len} must be positive")
-        if max_len is not None and total_len > max_len:
-            raise CorruptBlobError(f"announced blob length {total_len} exceeds the limit of {max_len} bytes")
         if len(sha256) != 32:
             raise CorruptBlobError(f"sha256 must be 32 bytes, got {len(sha256)}")
         # np.empty, not bytearray(n): no zero-fill pass over memory that the chunks overwrite anyway
         self._view = memoryview(np.empty(total_len, np.uint8))
         self._expected_sha = sha256
-        self._hasher = hashlib.sha256()
+        self._hasher = StreamHash()
         self._received = 0
+
+    def __enter__(self) -> "BlobAssembler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hasher.close()
 
     @property
     def received(self) -> int:
@@ -186,8 +303,8 @@ class BlobAssembler:
         end = self._received + len(chunk)
         if end > len(self._view):
             raise CorruptBlobError(f"received more than the announced {len(self._view)} bytes")
-        self._hasher.update(chunk)  # while the chunk is still in cache
         self._view[self._received : end] = chunk
+        self._hasher.update(self._view[self._received : end])
         self._received = end
 
     def finish(self) -> memoryview:
@@ -199,8 +316,8 @@ class BlobAssembler:
         return self._view
 
 
-def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes, max_len: int | None = None) -> memoryview:
-    assembler = BlobAssembler(total_len, sha256, max_len)
-    for chunk in chunks:
-        assembler.feed(chunk)
-    return assembler.finish()
+def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes) -> memoryview:
+    with BlobAssembler(total_len, sha256) as assembler:
+        for chunk in chunks:
+            assembler.feed(chunk)
+        return assembler.finish()

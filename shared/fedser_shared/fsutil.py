@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from fedser_shared.errors import FedserError
 
 
-def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview) -> None:
+def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview | Sequence[bytes | memoryview]) -> None:
+    """`data` may come in parts (written back to back), so that large files need no joined copy."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
+            for part in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                tmp.write(part)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)

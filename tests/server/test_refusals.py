@@ -34,11 +34,12 @@ def one_client_round(tmp_path: Path):
 def _submit(stub, session, task, tensors, n_samples=10, tamper=None):
     blob = codec.encode_blob(tensors)
     header = pb.UpdateHeader(protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id,
-                             n_samples=n_samples, blob=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
+                             n_samples=n_samples, blob=pb.BlobHeader(total_len=blob.total_len))
     chunks = [bytes(c) for c in blob.chunks()]
     if tamper:
         chunks = tamper(chunks)
-    messages = [pb.UpdateChunk(header=header), *(pb.UpdateChunk(data=c) for c in chunks)]
+    messages = [pb.UpdateChunk(header=header), *(pb.UpdateChunk(data=c) for c in chunks),
+                pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=blob.sha256))]
     return stub.SubmitUpdate(iter(messages), timeout=30)
 
 

@@ -130,6 +130,12 @@ class BlobHeader(_message.Message):
     sha256: bytes
     def __init__(self, total_len: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
 
+class BlobTrailer(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: bytes
+    def __init__(self, sha256: _Optional[bytes] = ...) -> None: ...
+
 class ModelChunk(_message.Message):
     __slots__ = ("header", "data")
     HEADER_FIELD_NUMBER: _ClassVar[int]
@@ -177,12 +183,14 @@ class UpdateHeader(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., n_samples: _Optional[int] = ..., metrics: _Optional[_Union[TrainMetrics, _Mapping]] = ..., blob: _Optional[_Union[BlobHeader, _Mapping]] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
-    __slots__ = ("header", "data")
+    __slots__ = ("header", "data", "trailer")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    TRAILER_FIELD_NUMBER: _ClassVar[int]
     header: UpdateHeader
     data: bytes
-    def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    trailer: BlobTrailer
+    def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., data: _Optional[bytes] = ..., trailer: _Optional[_Union[BlobTrailer, _Mapping]] = ...) -> None: ...
 
 class UpdateAck(_message.Message):
     __slots__ = ("accepted", "message")

@@ -96,7 +96,8 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitUpdate(self, request_iterator, context):
-        """The client's update as one safetensors blob: a header first, then chunks.
+        """The client's update as one safetensors blob: a header first, then chunks, then a trailer
+        with the blob's sha256 (the client hashes while it sends; protocol version 2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,146 @@
+"""An update as it streams in (DESIGN §3.4): hashed, checked and parked on disk chunk by chunk.
+
+The server never holds a whole update in memory. Each chunk is hashed, checked (the header's
+tensor names, shapes and dtypes against the expected update as soon as the header is in, then
+every value finite) and written to a `SpillFile`. A problem found mid-stream is reported only
+once the checksum trailer matched, so that a byte flipped in transit reads as a checksum error,
+not as a malformed update. Only a `CheckedUpdate` reaches the strategy, read back block by block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from fedser_server.core.strategy import TensorSpec, check_finite, check_layout
+from fedser_server.state.spill import SpillFile
+from fedser_shared import codec
+from fedser_shared.codec import TensorEntry
+from fedser_shared.errors import CorruptBlobError, FedserError
+
+MAX_HEADER_BYTES = 1 << 20  # an update's JSON header names a few tensors: far below this
+READ_BLOCK_BYTES = 1 << 21
+
+
+class CheckedUpdate:
+    """A received update whose checksum, layout and values passed; its bytes are on disk."""
+
+    def __init__(self, spill: SpillFile, layout: list[TensorEntry]) -> None:
+        self._spill, self._layout = spill, layout
+
+    def runs(self, block_bytes: int = READ_BLOCK_BYTES) -> Iterator[tuple[str, int, np.ndarray]]:
+        """(tensor name, first flat element, values) for every block of every tensor, read into
+        one reused buffer: each run is valid until the next one is produced."""
+        buffer = np.empty(block_bytes, np.uint8)
+        for entry in self._layout:
+            step = block_bytes // entry.dtype.itemsize * entry.dtype.itemsize
+            for offset in range(entry.begin, entry.end, step):
+                size = min(step, entry.end - offset)
+                self._spill.read_at(offset, memoryview(buffer)[:size])
+                yield entry.name, (offset - entry.begin) // entry.dtype.itemsize, buffer[:size].view(entry.dtype)
+
+    def discard(self) -> None:
+        self._spill.close()
+
+
+class IncomingUpdate:
+    def __init__(self, total_len: int, expected: Mapping[str, TensorSpec], spill_dir: Path) -> None:
+        if total_len <= 0:
+            raise CorruptBlobError(f"announced blob length {total_len} must be positive")
+        self.total_len = total_len
+        self._expected = expected
+        self._hasher = codec.StreamHash()
+        self._received = 0
+        self._prefix = bytearray()
+        self._prefix_len: int | None = None
+        self._layout: list[TensorEntry] | None = None
+        self._tensor = 0       # index in the layout of the tensor the next data byte belongs to
+        self._carry = b""      # the start of a value cut by a chunk boundary
+        self._problem: FedserError | None = None
+        self._spill: SpillFile | None = SpillFile(spill_dir)
+
+    def __enter__(self) -> "IncomingUpdate":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hasher.close()
+        if self._spill is not None:  # not handed on: refused, or the stream broke
+            self._spill.close()
+
+    @property
+    def received(self) -> int:
+        return self._received
+
+    def feed(self, chunk: memoryview) -> None:
+        end = self._received + len(chunk)
+        if end > self.total_len:
+            raise CorruptBlobError(f"received more than the announced {self.total_len} bytes")
+        self._hasher.update(chunk)
+        if self._problem is None:
+            try:
+                self._check(chunk)
+            except FedserError as exc:
+                self._problem = exc
+            else:
+                assert self._spill is not None
+                self._spill.write(chunk)
+        self._received = end
+
+    def finish(self, sha256: bytes) -> CheckedUpdate:
+        """The checked update, handed on with its file; raises what was wrong with it otherwise."""
+        if self._received != self.total_len:
+            raise CorruptBlobError(f"blob truncated: received {self._received} of {self.total_len} bytes")
+        if self._hasher.digest() != sha256:
+            raise CorruptBlobError("blob checksum mismatch (sha256)")
+        if self._problem is not None:
+            raise self._problem
+        assert self._spill is not None and self._layout is not None
+        update, self._spill = CheckedUpdate(self._spill, self._layout), None
+        return update
+
+    def _check(self, chunk: memoryview) -> None:
+        position = self._received + len(chunk)
+        if self._layout is None:
+            chunk = self._read_prefix(chunk)
+        position -= len(chunk)  # where the data left in the chunk starts in the blob
+        while len(chunk):
+            assert self._layout is not None  # it tiles the announced length, which bounds the chunks
+            entry = self._layout[self._tensor]
+            take = min(len(chunk), entry.end - position)
+            self._check_values(entry, chunk[:take])
+            chunk, position = chunk[take:], position + take
+            if position == entry.end:
+                self._tensor += 1
+
+    def _check_values(self, entry: TensorEntry, piece: memoryview) -> None:
+        if entry.dtype.kind not in "fc":
+            return
+        size = entry.dtype.itemsize
+        if self._carry:
+            fill = bytes(piece[: size - len(self._carry)])
+            self._carry, piece = self._carry + fill, piece[len(fill):]
+            if len(self._carry) < size:
+                return
+            check_finite(entry.name, np.frombuffer(self._carry, entry.dtype))
+        whole = len(piece) - len(piece) % size
+        check_finite(entry.name, np.frombuffer(piece[:whole], entry.dtype))
+        self._carry = bytes(piece[whole:])
+
+    def _read_prefix(self, chunk: memoryview) -> memoryview:
+        """Collect the length + JSON header; once complete, check it. Returns the rest of the chunk."""
+        while self._layout is None:
+            target = 8 if self._prefix_len is None else self._prefix_len
+            take = target - len(self._prefix)
+            self._prefix += chunk[:take]
+            chunk = chunk[take:]
+            if len(self._prefix) < target:
+                return chunk
+            if self._prefix_len is None:
+                self._prefix_len = codec.prefix_length(memoryview(bytes(self._prefix)), self.total_len, MAX_HEADER_BYTES)
+            else:
+                entries = codec.read_layout(memoryview(bytes(self._prefix)), self.total_len)
+                check_layout({e.name: TensorSpec(e.shape, e.dtype) for e in entries}, self._expected)
+                self._layout = [e for e in entries if e.end > e.begin]
+        return chunk
