@@ -126,7 +126,11 @@ class Coordinator:
         # a few heartbeats fit in one timeout, so one lost packet does not kill a client
         self.heartbeat_interval_s = heartbeat_interval_s or min(10.0, client_timeout_s / 4)
         self.tokens = tokens
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        # parked GetTask polls wait on their own condition: woken when tasks are posted or the run
+        # ends, not by each of a round's N updates (N wake-ups of N parked polls per round)
+        self._tasks_posted = threading.Condition(lock)
         self._stop = threading.Event()
         self.done = threading.Event()
         self._book: _RoundBook | None = None
@@ -263,7 +267,7 @@ class Coordinator:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
-                self._cond.wait(timeout=min(remaining, 1.0))
+                self._tasks_posted.wait(timeout=min(remaining, 1.0))
 
     def model_blob(self, client: ClientRecord, round_index: int, task_id: str) -> codec.Blob:
         with self._cond:
@@ -364,6 +368,7 @@ class Coordinator:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+            self._tasks_posted.notify_all()
 
     def alive_clients(self) -> list[ClientRecord]:
         now = self._clock()
@@ -400,7 +405,7 @@ class Coordinator:
             book.tasks[client.client_id] = task
         with self._cond:
             self._book = book
-            self._cond.notify_all()
+            self._tasks_posted.notify_all()
         return book
 
     def _await_phase(self, book: _RoundBook, timeout_s: float) -> None:
@@ -463,6 +468,7 @@ class Coordinator:
                 with self._cond:
                     for client_id in silent:
                         self._end_session(client_id, f"did not answer round {round_index}")
+                    self._tasks_posted.notify_all()
         return None
 
     def _end_session(self, client_id: str, why: str) -> None:
@@ -501,6 +507,7 @@ class Coordinator:
                 self.done.set()
                 self._book = None
                 self._cond.notify_all()
+                self._tasks_posted.notify_all()
 
     def _checkpoint(self, round_index: int, train_record: dict[str, object], book: _RoundBook) -> None:
         """Persist the round right after aggregation, before anything else can fail."""
