@@ -7,6 +7,7 @@ full before the strategy sees them, so a bad update never touches the global sta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import threading
@@ -34,6 +35,7 @@ from fedser_server.errors import (
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.registry import ClientRecord, Registry
 from fedser_server.state.store import StateStore
+from fedser_server.state.writer import OrderedWriter
 from fedser_shared import codec
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import ConfigError, FedserError, InvalidUpdateError, StateError
@@ -140,6 +142,8 @@ class Coordinator:
         self._expected_update = strategy.expected_update(self.state)
         self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
         self._restore(resume)
+        self._durable_round = self.completed_round  # the last round whose checkpoint is on disk
+        self._writer: OrderedWriter | None = None  # the run's checkpoint writer (run() starts it)
         self.registry = Registry(store.registry_path)
         self._blob = codec.encode_blob(self.state)
         self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
@@ -321,6 +325,7 @@ class Coordinator:
         tensors = codec.decode(blob)
         validate_update(tensors, self._expected_update)
         with self._cond:
+            self._await_durable(header.round - 1)
             self._task_of(client, header.round, header.task_id)
             book = self._book
             assert book is not None
@@ -332,6 +337,15 @@ class Coordinator:
             log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                      n_reported=len(book.reported), n_sampled=len(book.tasks))
             self._cond.notify_all()
+
+    def _await_durable(self, round_index: int) -> None:
+        """An acked client keeps its c_i⁺, so no update is accepted before the round it builds on is
+        on disk: after a crash a client is at most one round ahead of the checkpoint, as without the
+        background writer. Called with the lock held; the wait is the tail of one checkpoint write."""
+        while self._durable_round < round_index:
+            if self._stop.is_set() or self.done.is_set() or (self._writer is not None and self._writer.failed):
+                raise ServerStoppingError("the server is stopping before the last round: retry later")
+            self._cond.wait(timeout=0.5)
 
     def record_refusal(self, reason: str, client_id: str, round_index: int, message: str) -> None:
         with self._cond:
@@ -411,7 +425,7 @@ class Coordinator:
     def _await_phase(self, book: _RoundBook, timeout_s: float) -> None:
         deadline = self._clock() + timeout_s
         with self._cond:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not (self._writer is not None and self._writer.failed):
                 if book.reported >= set(book.tasks):
                     break
                 remaining = deadline - self._clock()
@@ -487,6 +501,7 @@ class Coordinator:
 
     def run(self) -> None:
         fed = self.config.federation
+        self._writer = OrderedWriter()
         try:
             for round_index in range(self.completed_round + 1, fed.rounds + 1):
                 started = self._clock()
@@ -498,11 +513,13 @@ class Coordinator:
                 evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
                 record = metrics_record(self.config, round_index, book.tally,
                                         evaluation.evaluation if evaluation else None, self._clock() - started)
-                self.store.append_metrics(record)
+                self._writer.submit(functools.partial(self.store.append_metrics, record))  # after the checkpoint
                 self.history.append(record)
                 log.info("round_finished", **{k: v for k, v in record.items() if k not in ("confusion", "per_class_recall")})
+            self._writer.flush()  # clients hear SHUTDOWN only once the last round is on disk
             self.finished = True
         finally:
+            self._writer.close()  # what is queued reaches the disk even when the run is stopped
             with self._cond:
                 self.done.set()
                 self._book = None
@@ -510,11 +527,22 @@ class Coordinator:
                 self._tasks_posted.notify_all()
 
     def _checkpoint(self, round_index: int, train_record: dict[str, object], book: _RoundBook) -> None:
-        """Persist the round right after aggregation, before anything else can fail."""
-        self.store.save_global(self.state, round_index, train_record)
+        """Queue the round's checkpoint right after aggregation: the writer puts it on disk while the
+        next round's tasks go out, and before anything queued later (that round's metrics line)."""
+        assert self._writer is not None
+        state = self.state
         with self._cond:
             reported = [self.registry.clients[c] for c in book.reported if c in self.registry.clients]
-        self.registry.save_many(reported)  # the registry has its own lock
+
+        def write() -> None:
+            self.store.save_global(state, round_index, train_record)
+            # participations cannot move on meanwhile: no update of the next round is accepted before this returns
+            self.registry.save_many(reported)  # the registry has its own lock
+            with self._cond:
+                self._durable_round = round_index
+                self._cond.notify_all()
+
+        self._writer.submit(write)
 
     def wait_for_shutdown_delivery(self, timeout_s: float) -> None:
         """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""
