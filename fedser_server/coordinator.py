@@ -343,9 +343,12 @@ class Coordinator:
         on disk: after a crash a client is at most one round ahead of the checkpoint, as without the
         background writer. Called with the lock held; the wait is the tail of one checkpoint write."""
         while self._durable_round < round_index:
-            if self._stop.is_set() or self.done.is_set() or (self._writer is not None and self._writer.failed):
+            if self._stop.is_set() or self.done.is_set() or self._writes_failed():
                 raise ServerStoppingError("the server is stopping before the last round: retry later")
             self._cond.wait(timeout=0.5)
+
+    def _writes_failed(self) -> bool:
+        return self._writer is not None and self._writer.failed
 
     def record_refusal(self, reason: str, client_id: str, round_index: int, message: str) -> None:
         with self._cond:
@@ -425,7 +428,7 @@ class Coordinator:
     def _await_phase(self, book: _RoundBook, timeout_s: float) -> None:
         deadline = self._clock() + timeout_s
         with self._cond:
-            while not self._stop.is_set() and not (self._writer is not None and self._writer.failed):
+            while not self._stop.is_set() and not self._writes_failed():
                 if book.reported >= set(book.tasks):
                     break
                 remaining = deadline - self._clock()
@@ -455,7 +458,7 @@ class Coordinator:
             started = self._clock()
             self._await_phase(book, fed.round_timeout_s)
             book_seconds = self._clock() - started
-            if self._stop.is_set():
+            if self._stop.is_set() or self._writes_failed():
                 return None
             n_updates = len(book.reported)
             if n_updates == len(book.tasks) or n_updates >= fed.updates_needed:
@@ -507,6 +510,7 @@ class Coordinator:
                 started = self._clock()
                 book = self._train_round(round_index)
                 if book is None:
+                    self._writer.flush()  # raises what stopped the writer, if that is what ended the rounds
                     return
                 train_record = metrics_record(self.config, round_index, book.tally, None, self._clock() - started)
                 self._checkpoint(round_index, train_record, book)

@@ -56,6 +56,26 @@ def test_the_next_round_opens_during_the_checkpoint_and_accepts_updates_only_aft
     assert [m["round"] for m in StateStore(tmp_path / "state").read_metrics()] == [1, 2]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_checkpoint_that_cannot_be_written_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(self, state, round_index, train_record=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(StateStore, "save_global", disk_full)
+    server = raw.start(tmp_path, **{"federation.rounds": 3})
+    channel, stub = raw.stub_for(server.port)
+    try:
+        session = raw.join(stub).session
+        task = raw.wait_task(stub, session)
+        raw.submit(stub, raw.update_messages(session, task, raw.update_for(raw.fetch(stub, session, task))))
+        assert server.wait(timeout=30), "the rounds went on without their checkpoint"
+        assert not server.coordinator.finished and not (tmp_path / "state" / "global.safetensors").exists()
+        assert not (tmp_path / "state" / "metrics.jsonl").exists()
+    finally:
+        channel.close()
+        server.shutdown(grace_s=0.2)
+
+
 def test_the_writer_runs_jobs_in_order_and_stops_at_the_first_failure() -> None:
     writer = OrderedWriter()
     done: list[int] = []
