@@ -113,12 +113,13 @@ def _fedser_clients(address: str, n: int, first: int, workdir: str) -> None:
 
 
 def _profiled(args: list[str], profile: Path | None, name: str) -> list[str]:
-    """`py-spy record` around a Python child (collapsed stacks, CPU samples of all threads) when profiling."""
+    """`py-spy record` around a Python child when profiling: collapsed stacks of the thread holding the GIL
+    (where the Python side spends CPU; waits do not count)."""
     if profile is None:
         return [sys.executable, *args]
     profile.mkdir(parents=True, exist_ok=True)
     py_spy = Path(sys.executable).with_name("py-spy")
-    return [str(py_spy), "record", "--format", "raw", "--rate", "250", "--threads", "-o", str(profile / f"{name}.txt"), "--",
+    return [str(py_spy), "record", "--format", "raw", "--rate", "250", "--gil", "-o", str(profile / f"{name}.txt"), "--",
             sys.executable, *args]
 
 
@@ -163,6 +164,8 @@ def run_fedser(hidden: list[int], n_clients: int, rounds: int, workdir: Path, ti
                            str(first), str(workdir / "clients")], profile if first == 0 else None, "fedser_clients"),
                 stdout=subprocess.DEVNULL, stderr=open(workdir / f"clients{first}.log", "w"), env=child_env()))
         marks = watch_rounds(workdir / "server" / "metrics.jsonl", server, timeout_s)
+        for proc in clients:  # they leave once they hear SHUTDOWN (and a profiler around one writes its file)
+            proc.wait(timeout=30)
     finally:
         for proc in [*clients, server]:
             stop(proc)
