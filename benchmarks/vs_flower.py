@@ -220,6 +220,8 @@ def main() -> None:
     reexec_with_malloc_env(True)
     cases = [("emobase", 5)] if args.quick else [(m, int(n)) for m, n in (c.split(":") for c in args.cases.split(","))]
     rounds = 5 if args.quick else args.rounds
+    if rounds < 2:
+        parser.error("--rounds must be at least 2: a round's time is the interval since the previous round's model")
     flower = None if args.no_flower else ensure_flower(args.flower_venv)
     facts = machine_facts()
     facts["flower"] = "not run (--no-flower)" if flower is None else f"flwr {FLOWER_VERSION}, gRPC bidi transport, own venv"
