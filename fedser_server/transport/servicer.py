@@ -136,7 +136,9 @@ class _InlineModel:
     def of(self, blob: codec.Blob) -> pb.InlineBlob:
         with self._lock:
             if self._blob is not blob:
-                self._message = pb.InlineBlob(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256), data=blob.data)
+                # bytes() is free on bytes and copies a blob held as a buffer view once per round
+                data = bytes(blob.data)
+                self._message = pb.InlineBlob(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256), data=data)
                 self._blob = blob
             return self._message
 
