@@ -11,16 +11,20 @@ clients as threads, CLIENTS_PER_PROCESS to a process, on both sides alike:
   NumPyClient whose `fit` returns the weights it got. Flower's newer deployment engine
   (SuperLink/SuperNode) no longer speaks gRPC to its nodes (DESIGN §8), so it is not this comparison.
 
-Seconds per round: from the start of a round to the new global model, rounds 2..R (round 1
-includes connecting), median.
+Seconds per round, measured the same way on both sides: the interval between two consecutive new
+global models (round r's minus round r-1's), for rounds 2..R (round 1 includes connecting),
+median. It holds everything a side does between two models: for fedser that includes its
+checkpoint (a round counts when its metrics line, written after the checkpoint, appears), for
+Flower its in-memory aggregation.
 
     python benchmarks/vs_flower.py             # emobase (1.1 MB) x {10, 100} clients, 50 MB x 10 clients
-    python benchmarks/vs_flower.py --quick     # emobase, 5 clients, 4 rounds (< 1 minute)
+    python benchmarks/vs_flower.py --quick     # emobase, 5 clients, 5 rounds (< 1 minute)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -109,13 +113,30 @@ def _fedser_clients(address: str, n: int, first: int, workdir: str) -> None:
 
 
 def _profiled(args: list[str], profile: Path | None, name: str) -> list[str]:
-    """`py-spy record` around a Python child (collapsed stacks, CPU samples of all threads) when profiling."""
+    """`py-spy record` around a Python child when profiling: collapsed stacks of the thread holding the GIL
+    (where the Python side spends CPU; waits do not count)."""
     if profile is None:
         return [sys.executable, *args]
     profile.mkdir(parents=True, exist_ok=True)
     py_spy = Path(sys.executable).with_name("py-spy")
-    return [str(py_spy), "record", "--format", "raw", "--rate", "250", "--threads", "-o", str(profile / f"{name}.txt"), "--",
+    return [str(py_spy), "record", "--format", "raw", "--rate", "250", "--gil", "-o", str(profile / f"{name}.txt"), "--",
             sys.executable, *args]
+
+
+def watch_rounds(metrics: Path, server: subprocess.Popen, timeout_s: float) -> list[float]:
+    """perf_counter() when each round's line appears in metrics.jsonl, until the server exits."""
+    deadline, seen, marks = time.monotonic() + timeout_s, 0, []
+    while server.poll() is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fedser did not finish within {timeout_s:.0f} s")
+        try:
+            complete = metrics.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            complete = 0
+        marks += [time.perf_counter()] * (complete - seen)
+        seen = complete
+        time.sleep(0.002)
+    return marks
 
 
 def run_fedser(hidden: list[int], n_clients: int, rounds: int, workdir: Path, timeout_s: float,
@@ -142,14 +163,15 @@ def run_fedser(hidden: list[int], n_clients: int, rounds: int, workdir: Path, ti
                 _profiled([__file__, "_fedser_clients", f"127.0.0.1:{port}", str(min(CLIENTS_PER_PROCESS, n_clients - first)),
                            str(first), str(workdir / "clients")], profile if first == 0 else None, "fedser_clients"),
                 stdout=subprocess.DEVNULL, stderr=open(workdir / f"clients{first}.log", "w"), env=child_env()))
-        server.wait(timeout=timeout_s)
+        marks = watch_rounds(workdir / "server" / "metrics.jsonl", server, timeout_s)
+        for proc in clients:  # they leave once they hear SHUTDOWN (and a profiler around one writes its file)
+            proc.wait(timeout=30)
     finally:
         for proc in [*clients, server]:
             stop(proc)
-    records = [json.loads(line) for line in (workdir / "server" / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    if len(records) < rounds:
-        raise RuntimeError(f"fedser finished {len(records)} of {rounds} rounds; see {workdir}")
-    return [float(r["seconds"]) for r in records]
+    if len(marks) < rounds:
+        raise RuntimeError(f"fedser finished {len(marks)} of {rounds} rounds; see {workdir}")
+    return marks
 
 
 # ------------------------------------------------------------------ Flower
@@ -171,13 +193,14 @@ def run_flower(python: Path, hidden: list[int], n_clients: int, rounds: int, wor
     finally:
         for proc in [*clients, server]:
             stop(proc)
-    marks = json.loads(out.read_text())
-    return [float(marks[str(r)]) for r in range(1, rounds + 1)]
+    ends = json.loads(out.read_text())
+    return [float(ends[str(r)]) for r in range(1, rounds + 1)]
 
 
 # ------------------------------------------------------------------ driver
-def per_round(seconds: list[float]) -> float:
-    return statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+def per_round(model_times: list[float]) -> float:
+    """Median interval between consecutive new global models, rounds 2..R."""
+    return statistics.median(b - a for a, b in itertools.pairwise(model_times))
 
 
 def main() -> None:
@@ -185,7 +208,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--cases", default="emobase:10,emobase:100,50mb:10",
                         help="MODEL:CLIENTS pairs, comma-separated; models: emobase (D=988, 256-128) or 50mb")
-    parser.add_argument("--quick", action="store_true", help="emobase, 5 clients, 4 rounds (< 1 minute)")
+    parser.add_argument("--quick", action="store_true", help="emobase, 5 clients, 5 rounds (< 1 minute)")
     parser.add_argument("--no-flower", action="store_true", help="fedser only (no Flower install); for smoke tests")
     parser.add_argument("--flower-venv", type=Path, default=FLOWER_VENV)
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed for one run")
@@ -196,7 +219,9 @@ def main() -> None:
     args = parser.parse_args()
     reexec_with_malloc_env(True)
     cases = [("emobase", 5)] if args.quick else [(m, int(n)) for m, n in (c.split(":") for c in args.cases.split(","))]
-    rounds = 4 if args.quick else args.rounds
+    rounds = 5 if args.quick else args.rounds
+    if rounds < 2:
+        parser.error("--rounds must be at least 2: a round's time is the interval since the previous round's model")
     flower = None if args.no_flower else ensure_flower(args.flower_venv)
     facts = machine_facts()
     facts["flower"] = "not run (--no-flower)" if flower is None else f"flwr {FLOWER_VERSION}, gRPC bidi transport, own venv"
@@ -221,8 +246,8 @@ def main() -> None:
             print(f"{model:8s} {size / MB:6.1f} MB  {n_clients:4d} clients  fedser {fedser:7.3f} s/round  "
                   f"Flower {flower_s:7.3f} s/round  (fedser run {fedser_wall:.0f} s)", flush=True)
     table = markdown_table(["model", "MB", "clients", "rounds", "fedser s/round", "Flower s/round", "fedser/Flower"], rows)
-    body = ("Median seconds per round over rounds 2..R (start of a round to the new global model), trivial local work, "
-            f"loopback.\n\n{table}\n")
+    body = ("Median seconds per round over rounds 2..R: the interval between consecutive new global models (for fedser: "
+            f"checkpointed, its metrics line written), trivial local work, loopback.\n\n{table}\n")
     path = write_results("vs_flower_quick" if args.quick else "vs_flower", "Round overhead: fedser vs Flower", command_line(),
                          facts, body, args.out)
     print(f"wrote {path}")

@@ -11,6 +11,7 @@ each round's new state is computed straight into the next blob: one copy of the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import threading
@@ -40,6 +41,7 @@ from fedser_server.incoming import CheckedUpdate, IncomingUpdate
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.registry import ClientRecord, Registry
 from fedser_server.state.store import StateStore
+from fedser_server.state.writer import OrderedWriter
 from fedser_shared import codec
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import ConfigError, FedserError, InvalidUpdateError, StateError
@@ -131,7 +133,11 @@ class Coordinator:
         # a few heartbeats fit in one timeout, so one lost packet does not kill a client
         self.heartbeat_interval_s = heartbeat_interval_s or min(10.0, client_timeout_s / 4)
         self.tokens = tokens
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        # parked GetTask polls wait on their own condition: woken when tasks are posted or the run
+        # ends, not by each of a round's N updates (N wake-ups of N parked polls per round)
+        self._tasks_posted = threading.Condition(lock)
         self._stop = threading.Event()
         self.done = threading.Event()
         self._book: _RoundBook | None = None
@@ -141,6 +147,8 @@ class Coordinator:
         self._expected_update = strategy.expected_update(self.state)
         self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
         self._restore(resume)
+        self._durable_round = self.completed_round  # the last round whose checkpoint is on disk
+        self._writer: OrderedWriter | None = None  # the run's checkpoint writer (run() starts it)
         self.registry = Registry(store.registry_path)
         self._layout = codec.BlobLayout(self.state)
         buffer, self.state = self._layout.write(self.state)
@@ -271,7 +279,7 @@ class Coordinator:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
-                self._cond.wait(timeout=min(remaining, 1.0))
+                self._tasks_posted.wait(timeout=min(remaining, 1.0))
 
     def model_blob(self, client: ClientRecord, round_index: int, task_id: str) -> codec.Blob:
         with self._cond:
@@ -327,6 +335,7 @@ class Coordinator:
         try:
             self._aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
             with self._cond:
+                self._await_durable(header.round - 1)
                 self._task_of(client, header.round, header.task_id)
                 book = self._book
                 assert book is not None
@@ -341,6 +350,18 @@ class Coordinator:
         except BaseException:
             update.discard()
             raise
+
+    def _await_durable(self, round_index: int) -> None:
+        """An acked client keeps its c_i⁺, so no update is accepted before the round it builds on is
+        on disk: after a crash a client is at most one round ahead of the checkpoint, as without the
+        background writer. Called with the lock held; the wait is the tail of one checkpoint write."""
+        while self._durable_round < round_index:
+            if self._stop.is_set() or self.done.is_set() or self._writes_failed():
+                raise ServerStoppingError("the server is stopping before the last round: retry later")
+            self._cond.wait(timeout=0.5)
+
+    def _writes_failed(self) -> bool:
+        return self._writer is not None and self._writer.failed
 
     def record_refusal(self, reason: str, client_id: str, round_index: int, message: str) -> None:
         with self._cond:
@@ -377,6 +398,7 @@ class Coordinator:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+            self._tasks_posted.notify_all()
 
     def alive_clients(self) -> list[ClientRecord]:
         now = self._clock()
@@ -413,13 +435,13 @@ class Coordinator:
             book.tasks[client.client_id] = task
         with self._cond:
             self._book = book
-            self._cond.notify_all()
+            self._tasks_posted.notify_all()
         return book
 
     def _await_phase(self, book: _RoundBook, timeout_s: float) -> None:
         deadline = self._clock() + timeout_s
         with self._cond:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._writes_failed():
                 if book.reported >= set(book.tasks):
                     break
                 remaining = deadline - self._clock()
@@ -448,7 +470,7 @@ class Coordinator:
             book = self._open_phase(TaskKind.TRAIN, round_index, sampled, fed.round_timeout_s)
             started = self._clock()
             self._await_phase(book, fed.round_timeout_s)
-            if self._stop.is_set():
+            if self._stop.is_set() or self._writes_failed():
                 return None
             self._aggregator.drain()  # every accepted update is in the sums
             book_seconds = self._clock() - started
@@ -475,6 +497,7 @@ class Coordinator:
                 with self._cond:
                     for client_id in silent:
                         self._end_session(client_id, f"did not answer round {round_index}")
+                    self._tasks_posted.notify_all()
         return None
 
     def _end_session(self, client_id: str, why: str) -> None:
@@ -493,33 +516,49 @@ class Coordinator:
 
     def run(self) -> None:
         fed = self.config.federation
+        self._writer = OrderedWriter()
         try:
             for round_index in range(self.completed_round + 1, fed.rounds + 1):
                 started = self._clock()
                 book = self._train_round(round_index)
                 if book is None:
+                    self._writer.flush()  # raises what stopped the writer, if that is what ended the rounds
                     return
                 train_record = metrics_record(self.config, round_index, book.tally, None, self._clock() - started)
                 self._checkpoint(round_index, train_record, book)
                 evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
                 record = metrics_record(self.config, round_index, book.tally,
                                         evaluation.evaluation if evaluation else None, self._clock() - started)
-                self.store.append_metrics(record)
+                self._writer.submit(functools.partial(self.store.append_metrics, record))  # after the checkpoint
                 self.history.append(record)
                 log.info("round_finished", **{k: v for k, v in record.items() if k not in ("confusion", "per_class_recall")})
+            self._writer.flush()  # clients hear SHUTDOWN only once the last round is on disk
             self.finished = True
         finally:
+            self._writer.close()  # what is queued reaches the disk even when the run is stopped
             with self._cond:
                 self.done.set()
                 self._book = None
                 self._cond.notify_all()
+                self._tasks_posted.notify_all()
 
     def _checkpoint(self, round_index: int, train_record: dict[str, object], book: _RoundBook) -> None:
-        """Persist the round right after aggregation, before anything else can fail."""
-        self.store.save_global(self.state, round_index, train_record)
+        """Queue the round's checkpoint right after aggregation: the writer puts it on disk while the
+        next round's tasks go out, and before anything queued later (that round's metrics line)."""
+        assert self._writer is not None
+        state = self.state
         with self._cond:
             reported = [self.registry.clients[c] for c in book.reported if c in self.registry.clients]
-        self.registry.save_many(reported)  # the registry has its own lock
+
+        def write() -> None:
+            self.store.save_global(state, round_index, train_record)
+            # participations cannot move on meanwhile: no update of the next round is accepted before this returns
+            self.registry.save_many(reported)  # the registry has its own lock
+            with self._cond:
+                self._durable_round = round_index
+                self._cond.notify_all()
+
+        self._writer.submit(write)
 
     def wait_for_shutdown_delivery(self, timeout_s: float) -> None:
         """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""

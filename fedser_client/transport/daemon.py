@@ -149,6 +149,13 @@ class ClientDaemon:
                 assembler.feed(message)
             return codec.decode(assembler.finish())
 
+    def _global_state(self, task: pb.Task) -> dict[str, np.ndarray]:
+        """The task's global state: inline in the task for a small model, else streamed; checked either way."""
+        if not task.HasField("model"):
+            return self._fetch_model(task)
+        header = task.model.header
+        return codec.decode(codec.assemble(iter([task.model.data]), header.total_len, header.sha256))
+
     def _update_messages(self, task: pb.Task, update: Mapping[str, np.ndarray], report: TrainReport) -> Iterator[pb.UpdateChunk | bytes]:
         """The update streamed straight from its tensors (no blob is built), hashed as it goes:
         the checksum travels in the trailer."""
@@ -175,7 +182,7 @@ class ClientDaemon:
 
     def _train(self, task: pb.Task, result: DaemonResult) -> None:
         assert self.trainer is not None
-        global_state = self._fetch_model(task)
+        global_state = self._global_state(task)
         local_state = self.store.load_state(self.train_paths)
         train_task = TrainTask(round=task.round, lr=task.train.lr, local_epochs=task.train.local_epochs or 1,
                                pseudo_threshold=task.train.pseudo_label_threshold)
@@ -191,7 +198,7 @@ class ClientDaemon:
 
     def _evaluate(self, task: pb.Task, result: DaemonResult) -> None:
         assert self.trainer is not None
-        global_state = self._fetch_model(task)
+        global_state = self._global_state(task)
         matrix, loss = self.trainer.evaluate(global_state)
         self.stub.SubmitEvaluation(pb.EvaluationReport(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,

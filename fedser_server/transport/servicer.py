@@ -107,6 +107,24 @@ def model_messages(blob: codec.Blob) -> Iterator[pb.ModelChunk | bytes]:
         yield wire.data_message(chunk)
 
 
+class _InlineModel:
+    """The task's inline copy of the current global blob, built once per round, not per client."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blob: codec.Blob | None = None
+        self._message = pb.InlineBlob()
+
+    def of(self, blob: codec.Blob) -> pb.InlineBlob:
+        with self._lock:
+            if self._blob is not blob:
+                # bytes() is free on bytes and copies a blob held as a buffer view once per round
+                data = bytes(blob.data)
+                self._message = pb.InlineBlob(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256), data=data)
+                self._blob = blob
+            return self._message
+
+
 @contextmanager
 def _cancel_at(context: grpc.ServicerContext, deadline_unix_s: float) -> Iterator[None]:
     timer = threading.Timer(max(0.0, deadline_unix_s - time.time()) + STALL_GRACE_S, context.cancel)
@@ -123,6 +141,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.coordinator = coordinator
         self.poll_timeout_s = poll_timeout_s
         self.limits = limits
+        self._inline_model = _InlineModel()
         self._polls = PollGate(limits.parked_polls_cap)
         self._uploads = UploadGate(limits.uploads, limits.waiting_uploads_cap)
 
@@ -154,7 +173,20 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if not parked and task.kind is TaskKind.WAIT:
             retry = self._polls.retry_after_s(len(self.coordinator.registry.clients), self.poll_timeout_s)
             task = dataclasses.replace(task, retry_after_s=retry)
-        return task_message(task)
+        message = task_message(task)
+        if task.kind in (TaskKind.TRAIN, TaskKind.EVALUATE):
+            self._attach_model(client, task, message)
+        return message
+
+    def _attach_model(self, client: ClientRecord, task: TaskAssignment, message: pb.Task) -> None:
+        """Put a small global state into the task itself, so the client needs no FetchModel."""
+        try:
+            blob = self.coordinator.model_blob(client, task.round, task.task_id)
+        except FedserError:
+            return  # the round closed meanwhile: the client's FetchModel hears why
+        if blob.total_len <= self.coordinator.config.federation.inline_model_max_bytes:
+            message.model.CopyFrom(self._inline_model.of(blob))
+            self.coordinator.record_transfer(sent=blob.total_len)
 
     def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk | bytes]:
         try:

@@ -151,6 +151,9 @@ class FederationConfig(_Section):
     max_round_retries: int = Field(3, ge=0)
     """Fresh samples tried when a round ends with too few updates, before waiting for clients again."""
     poll_timeout_s: float = Field(20.0, gt=0.0, description="how long GetTask long-polls are held")
+    inline_model_max_bytes: int = Field(4 * 2**20, ge=0, le=6 * 2**20)
+    """A global state up to this size travels inside the task (no FetchModel call per client and round); larger ones
+    stream with FetchModel; 0 always streams. At most 6 MiB: a message may not exceed 8 MiB."""
     seed: int = 0
     """Seed of client sampling and model initialisation; clients derive their evaluation splits from it."""
 

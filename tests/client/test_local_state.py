@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import save
 
 from fedser_client.core.data import UNLABELED, ClientData
 from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask
 from fedser_client.local_store import LocalStore
 from fedser_shared import fsutil
+from fedser_shared.errors import StateError
 from fedser_shared.config import load_run_config
 from fedser_shared.model import build_model, weights_of
 
@@ -57,6 +60,51 @@ def test_a_crash_while_writing_keeps_the_previous_c_i_and_leaves_no_debris(tmp_p
     monkeypatch.undo()
     assert_same(LocalStore(tmp_path).load_state(PATHS), old)
     assert not [p.name for p in store.dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_crash_at_any_point_of_a_save_leaves_c_i_and_its_participation_count_together(tmp_path: Path,
+                                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """c_i and the count of participations that produced it are never read back from different rounds."""
+    store = LocalStore(tmp_path)
+    old, new = a_state(0, participations=1), a_state(1, participations=2)
+    renames: list[object] = []
+    real_replace = fsutil.os.replace
+    monkeypatch.setattr(fsutil.os, "replace", lambda *args: (renames.append(args), real_replace(*args)))
+    store.save_state(old, PATHS)
+    for crash_at in range(len(renames)):  # a crash before each rename the save makes
+        store.save_state(old, PATHS)
+        calls = iter(range(len(renames)))
+
+        def replace(*args: object, _at: int = crash_at, _calls=calls) -> None:
+            if next(_calls) == _at:
+                raise OSError("power lost")
+            real_replace(*args)
+
+        monkeypatch.setattr(fsutil.os, "replace", replace)
+        with pytest.raises(OSError):
+            store.save_state(new, PATHS)
+        monkeypatch.setattr(fsutil.os, "replace", real_replace)
+        loaded = LocalStore(tmp_path).load_state(PATHS)
+        assert_same(loaded, old if loaded.participations == 1 else new)
+
+
+def test_a_data_dir_of_the_two_file_layout_keeps_its_c_i_and_moves_to_one_file(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    saved = a_state(0, participations=4)
+    fsutil.atomic_write_bytes(store.dir / "control.safetensors", save(saved.control))
+    pool = {PATHS[int(i)]: int(label) for i, label in zip(saved.pseudo_index, saved.pseudo_label)}
+    fsutil.atomic_write_text(store.dir / "local_state.json", json.dumps({"participations": 4, "pseudo_labels": pool}))
+    assert_same(store.load_state(PATHS), saved)
+    store.save_state(a_state(1, participations=5), PATHS)
+    assert sorted(p.name for p in store.dir.iterdir()) == ["local_state.safetensors"]
+    assert LocalStore(tmp_path).load_state(PATHS).participations == 5
+
+
+def test_an_unreadable_local_state_is_a_one_line_error(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.state_path.write_bytes(b"not a safetensors file")
+    with pytest.raises(StateError, match="cannot read"):
+        store.load_state(PATHS)
 
 
 def test_training_resumes_after_a_restart_with_the_stored_c_i(tmp_path: Path) -> None:

@@ -38,9 +38,9 @@ def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_
         store = sleeper_dir / ".fedser"
         client_id = json.loads((store / "client.json").read_text())["client_id"]
         # the client writes c_i after the server's ack, which can come after the round closes
-        raw.wait_for(lambda: (store / "control.safetensors").exists(), 30, "the sleeper's c_i")
+        raw.wait_for(lambda: (store / "local_state.safetensors").exists(), 30, "the sleeper's c_i")
         sleeper.send_signal(signal.SIGSTOP)
-        c_i_asleep = (store / "control.safetensors").read_bytes()
+        c_i_asleep = (store / "local_state.safetensors").read_bytes()
         raw.wait_for(lambda: client_id not in {c.client_id for c in server.coordinator.alive_clients()}, 10, "the sleeper to be dead")
         time.sleep(0.5)
         sleeper.send_signal(signal.SIGCONT)
@@ -56,8 +56,8 @@ def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_
     assert server.coordinator.registry.clients[client_id].participations == 3
     # The c_i the sleeper held when it fell asleep was carried on: SCAFFOLD's server control
     # variate equals the mean of the clients' c_i only if no client lost or reset its own.
-    assert c_i_asleep != (store / "control.safetensors").read_bytes()
-    controls = [load_file(str(d / ".fedser" / "control.safetensors")) for d in (client_dirs[0], sleeper_dir)]
+    assert c_i_asleep != (store / "local_state.safetensors").read_bytes()
+    controls = [load_file(str(d / ".fedser" / "local_state.safetensors")) for d in (client_dirs[0], sleeper_dir)]
     for name, value in server.coordinator.state.items():
         if name.startswith("c."):
             np.testing.assert_allclose(value, (controls[0][name] + controls[1][name]) / 2, rtol=1e-4, atol=1e-6)

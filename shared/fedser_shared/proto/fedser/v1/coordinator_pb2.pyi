@@ -95,20 +95,30 @@ class TrainSpec(_message.Message):
     def __init__(self, lr: _Optional[float] = ..., local_epochs: _Optional[int] = ..., pseudo_label_threshold: _Optional[float] = ..., participation: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "round", "task_id", "train", "deadline_unix_s", "retry_after_s")
+    __slots__ = ("kind", "round", "task_id", "train", "deadline_unix_s", "retry_after_s", "model")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TRAIN_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     kind: TaskKind
     round: int
     task_id: str
     train: TrainSpec
     deadline_unix_s: float
     retry_after_s: float
-    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., deadline_unix_s: _Optional[float] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
+    model: InlineBlob
+    def __init__(self, kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., train: _Optional[_Union[TrainSpec, _Mapping]] = ..., deadline_unix_s: _Optional[float] = ..., retry_after_s: _Optional[float] = ..., model: _Optional[_Union[InlineBlob, _Mapping]] = ...) -> None: ...
+
+class InlineBlob(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: BlobHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[BlobHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class FetchModelRequest(_message.Message):
     __slots__ = ("protocol_version", "session", "round", "task_id")

@@ -1,0 +1,84 @@
+"""The daemon trains on the model that came inline with its task only after checking it: a
+tampered inline model is refused, and the daemon asks again and gets an intact one."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedser_client.core.trainer import TrainReport
+from fedser_client.local_store import LocalStore
+from fedser_client.transport.daemon import ClientDaemon, ClientIdentity
+from fedser_server.transport import servicer as servicer_module
+from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+from tests.faults import raw
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class ZeroUpdateTrainer:
+    def __init__(self) -> None:
+        self.models: list[dict[str, np.ndarray]] = []
+
+    def train(self, global_state, task, local_state):
+        self.models.append({k: v.copy() for k, v in global_state.items()})
+        update = {"delta." + k[2:]: np.zeros_like(v) for k, v in global_state.items()}
+        report = TrainReport(loss=0.0, n_samples=10, n_labeled=10, n_pseudo=0, local_steps=1, pseudo_taken_per_class=[],
+                             pseudo_correct_per_class=[], pseudo_with_truth=0, seconds=0.0)
+        return update, local_state, report
+
+
+def _run_one_daemon(server, tmp_path: Path) -> ZeroUpdateTrainer:
+    """One client daemon through the server's run (one round); returns its trainer."""
+    trainer = ZeroUpdateTrainer()
+    identity = ClientIdentity(name="c0", feature_name="emobase", feature_dim=988, label_counts=raw.LABELS, n_unlabeled=0, n_eval=0)
+    daemon = ClientDaemon(f"127.0.0.1:{server.port}", identity, lambda _config: trainer, LocalStore(tmp_path / "c0"), [],
+                          connect_timeout_s=30)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert server.wait(timeout=60), "the round did not finish"
+    finally:
+        daemon.stop()
+        thread.join(timeout=30)
+        server.shutdown(grace_s=0.2)
+    return trainer
+
+
+def test_a_tampered_inline_model_is_refused_and_fetched_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    intact_of = servicer_module._InlineModel.of
+    tampered: list[int] = []
+
+    def of(self, blob):  # the first task's model has one byte flipped on the way
+        message = intact_of(self, blob)
+        if tampered:
+            return message
+        data = bytearray(message.data)
+        data[-1] ^= 0xFF
+        tampered.append(1)
+        return servicer_module.pb.InlineBlob(header=message.header, data=bytes(data))
+
+    monkeypatch.setattr(servicer_module._InlineModel, "of", of)
+    server = raw.start(tmp_path)
+    trainer = _run_one_daemon(server, tmp_path)
+    assert tampered and len(trainer.models) == 1
+    initial = server.coordinator.state  # a zero update leaves the global model as it was
+    for name, value in trainer.models[0].items():
+        np.testing.assert_array_equal(value, initial[name])
+
+
+def test_a_task_without_an_inline_model_is_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fetched: list[pb.FetchModelRequest] = []
+    serve_fetch = servicer_module.CoordinatorServicer.FetchModel
+
+    def fetch_model(self, request, context):
+        fetched.append(request)
+        yield from serve_fetch(self, request, context)
+
+    monkeypatch.setattr(servicer_module.CoordinatorServicer, "FetchModel", fetch_model)
+    server = raw.start(tmp_path, **{"federation.inline_model_max_bytes": 0})
+    trainer = _run_one_daemon(server, tmp_path)
+    assert len(fetched) == 1 and len(trainer.models) == 1
