@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from fedser_server.transport.admission import Limits
 from fedser_server.transport.server import BoundServer, start_server
 from fedser_server.transport.servicer import CoordinatorServicer
 from fedser_shared.config import RunConfig, format_validation_error, load_run_config
-from fedser_shared.errors import ConfigError
+from fedser_shared.errors import ConfigError, StateError
 from fedser_shared.logging import get_logger
 from fedser_shared.model import build_model, weights_of
 
@@ -30,7 +30,18 @@ log = get_logger(__name__)
 class RunningServer:
     coordinator: Coordinator
     bound: BoundServer
-    driver: threading.Thread
+    driver: threading.Thread = field(init=False)
+    failure: Exception | None = None  # what stopped the rounds early, if anything did
+
+    def __post_init__(self) -> None:
+        self.driver = threading.Thread(target=self._drive, name="fedser-rounds", daemon=True)
+
+    def _drive(self) -> None:
+        try:
+            self.coordinator.run()
+        except Exception as exc:  # noqa: BLE001 - serve_until_done reports it as one line and a non-zero exit
+            self.failure = exc
+            log.error("run_failed", error=f"{type(exc).__name__}: {exc}")
 
     @property
     def port(self) -> int:
@@ -96,13 +107,17 @@ def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.Se
              algorithm=config.federation.algorithm, min_clients=config.federation.min_clients,
              tls=credentials is not None, enrolment="tokens" if tokens is not None else "open",
              resumed_from_round=coordinator.completed_round)
-    driver = threading.Thread(target=coordinator.run, name="fedser-rounds", daemon=True)
-    driver.start()
-    return RunningServer(coordinator, bound, driver)
+    running = RunningServer(coordinator, bound)
+    running.driver.start()
+    return running
 
 
 def serve_until_done(server: RunningServer, shutdown_grace_s: float = 15.0) -> None:
-    """Block until the last round ends, let clients hear SHUTDOWN, then stop serving."""
+    """Block until the last round ends, let clients hear SHUTDOWN, then stop serving; a run that
+    stopped early (e.g. a checkpoint that could not be written) ends in a StateError."""
     server.wait()
     server.coordinator.wait_for_shutdown_delivery(shutdown_grace_s)
     server.shutdown()
+    if server.failure is not None:
+        raise StateError(f"the run stopped: {type(server.failure).__name__}: {server.failure}; what is on disk "
+                         "is intact, `serve --resume` continues from the last saved round")

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from fedser_server.app import serve_until_done
 from fedser_server.state.store import StateStore
 from fedser_server.state.writer import OrderedWriter
+from fedser_shared.errors import StateError
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from tests.faults import raw
 
@@ -56,8 +58,7 @@ def test_the_next_round_opens_during_the_checkpoint_and_accepts_updates_only_aft
     assert [m["round"] for m in StateStore(tmp_path / "state").read_metrics()] == [1, 2]
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_a_checkpoint_that_cannot_be_written_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_checkpoint_that_cannot_be_written_ends_the_run_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def disk_full(self, state, round_index, train_record=None):
         raise OSError(28, "No space left on device")
 
@@ -71,6 +72,9 @@ def test_a_checkpoint_that_cannot_be_written_ends_the_run(tmp_path: Path, monkey
         assert server.wait(timeout=30), "the rounds went on without their checkpoint"
         assert not server.coordinator.finished and not (tmp_path / "state" / "global.safetensors").exists()
         assert not (tmp_path / "state" / "metrics.jsonl").exists()
+        with pytest.raises(StateError) as stopped:  # the CLI prints it as one line and exits 2
+            serve_until_done(server, shutdown_grace_s=0.2)
+        assert "No space left on device" in str(stopped.value) and "\n" not in str(stopped.value)
     finally:
         channel.close()
         server.shutdown(grace_s=0.2)
