@@ -133,21 +133,19 @@ def main() -> int:
         props = torch.cuda.get_device_properties(0)
         facts["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
 
-    def ratio_cells(seconds: dict[str, float], faster_is_smaller: bool) -> list[str]:
-        cells = [f"{seconds[d]:.3f}" if faster_is_smaller else f"{seconds[d]:.1f}" for d in devices]
-        if len(devices) == 2:
-            cpu, cuda = seconds["cpu"], seconds["cuda"]
-            cells.append(f"{cpu / cuda:.2f}" if faster_is_smaller else f"{cuda / cpu:.2f}")
-        return cells
+    both = len(devices) == 2
 
-    speedups: list[float] = []
+    def cells(values: dict[str, float], digits: int, cuda_speedup: float) -> list[str]:
+        return [f"{values[d]:.{digits}f}" for d in devices] + ([f"{cuda_speedup:.2f}"] if both else [])
+
     train_rows = []
     for case in cases:
         seconds = {d: time_training(case, d, repeats) for d in devices}
         print(f"train  {case.name}: " + ", ".join(f"{d} {s:.3f} s" for d, s in seconds.items()), flush=True)
-        train_rows.append([case.name, case.n_train, case.batch_size, case.local_epochs, *ratio_cells(seconds, True)])
+        speedup = seconds["cpu"] / seconds["cuda"] if both else 0.0
+        train_rows.append([case.name, case.n_train, case.batch_size, case.local_epochs, *cells(seconds, 3, speedup)])
 
-    extract_rows = []
+    extract_rows, rates = [], []
     waveforms = synthetic_waveforms(files)
     with tempfile.TemporaryDirectory(prefix="fedser-gpu-bench-") as tmp:
         from features import random_checkpoint
@@ -156,29 +154,28 @@ def main() -> int:
             ckpt = random_checkpoint(name, Path(tmp))
             rate = {d: time_extraction(name, ckpt, d, waveforms) for d in devices}
             print(f"extract {name}: " + ", ".join(f"{d} {r:.1f}x real time" for d, r in rate.items()), flush=True)
-            extract_rows.append([name, files, *ratio_cells(rate, False)])
-            if len(devices) == 2:
-                speedups.append(rate["cuda"] / rate["cpu"])
+            rates.append(rate)
+            extract_rows.append([name, files, *cells(rate, 1, rate["cuda"] / rate["cpu"] if both else 0.0)])
 
-    speed_col = ["cpu/cuda time"] if len(devices) == 2 else []
     body = "\n".join([
         "## Local training: seconds per participation (median of repeats after a warm-up)", "",
         ("SCAFFOLD correction, MvPL (second participation) and SFA on; 40 % of training rows labeled; synthetic "
-        "features; 4 classes."), "",
-        markdown_table(["case", "train rows", "batch", "local epochs", *[f"{d} s" for d in devices], *speed_col], train_rows),
+         "features; 4 classes."), "",
+        markdown_table(["case", "train rows", "batch", "local epochs", *[f"{d} s" for d in devices],
+                        *(["cpu/cuda time"] if both else [])], train_rows),
         "", "## s3prl extraction: seconds of audio per wall-clock second", "",
         (f"{files} synthetic clips of {NEMO4_MEAN_CLIP_S} s on average (nemo4's mean), one at a time as the client "
-        "extracts them; published architectures with random weights."), "",
+         "extracts them; published architectures with random weights."), "",
         markdown_table(["upstream", "clips", *[f"{d} x real time" for d in devices],
-                        *(["cuda/cpu speed"] if len(devices) == 2 else [])], extract_rows),
+                        *(["cuda/cpu speed"] if both else [])], extract_rows),
     ])
     path = write_results("gpu_quick" if args.quick else "gpu", "Training and s3prl extraction: CUDA vs CPU",
                          command_line(), facts, body, args.out)
     print(f"results: {path}")
-    if speedups:
-        headline("cuda/cpu s3prl extraction speed", statistics.median(speedups))
+    if both:
+        headline("cuda/cpu s3prl extraction speed", statistics.median(r["cuda"] / r["cpu"] for r in rates))
     else:
-        headline("cpu s3prl extraction x real time", statistics.median(float(row[2]) for row in extract_rows))
+        headline(f"{devices[0]} s3prl extraction x real time", statistics.median(r[devices[0]] for r in rates))
     return 0
 
 

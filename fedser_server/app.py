@@ -83,11 +83,8 @@ def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: floa
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     model = build_model(config.feature_dim, config.num_classes, config.model.hidden, config.model.dropout, fed.seed)
-    weights = weights_of(model)
-    checkpoint_bytes = sum(v.nbytes for v in strategy.initial_state(weights).values())
-    store = StateStore(state_dir, checkpoint_bytes)
-    return Coordinator(config, strategy, weights, store, config.feature_dim, client_timeout_s=client_timeout_s,
-                       tokens=tokens, resume=resume)
+    return Coordinator(config, strategy, weights_of(model), StateStore(state_dir), config.feature_dim,
+                       client_timeout_s=client_timeout_s, tokens=tokens, resume=resume)
 
 
 def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.ServerCredentials | None = None,

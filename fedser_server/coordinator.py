@@ -144,6 +144,7 @@ class Coordinator:
         self._last_seen: dict[str, float] = {}
         self.completed_round = 0
         self.state = strategy.initial_state(initial_weights)
+        store.check_free_space(sum(v.nbytes for v in self.state.values()))
         self._expected_update = strategy.expected_update(self.state)
         self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
         self._restore(resume)

@@ -35,7 +35,8 @@ class Limits:
     max_workers: int = 256
     uploads: int = 2
     # default: half of the pool. A client that cannot park sleeps its retry_after_s (about a second)
-    # and so starts the next round that much late: 100 clients on 64 parked polls took 2.1 s a round, on 128 1.5 s
+    # and so starts the next round that much late (benchmarks/results/vs_flower.md: 100 clients,
+    # 1.83-2.13 s a round with 64 parked polls, 1.10-1.94 s with 128)
     parked_polls: int | None = None
     waiting_uploads: int | None = None  # default: half of the pool
 

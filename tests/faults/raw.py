@@ -100,6 +100,16 @@ def submit(stub: pb_grpc.CoordinatorStub, messages: list[pb.UpdateChunk] | Itera
     return stub.SubmitUpdate(iter(messages), timeout=30)
 
 
+def answer_messages(stub: pb_grpc.CoordinatorStub, session: pb.Session, task: pb.Task) -> list[pb.UpdateChunk]:
+    """A well-formed update stream for `task`, computed from the model it fetches (trivial local work)."""
+    return update_messages(session, task, update_for(fetch(stub, session, task)))
+
+
+def answer(stub: pb_grpc.CoordinatorStub, session: pb.Session, task: pb.Task) -> pb.UpdateAck:
+    """Fetch the task's model and submit a well-formed update for it."""
+    return submit(stub, answer_messages(stub, session, task))
+
+
 def snapshot(server: server_app.RunningServer) -> dict[str, bytes]:
     return {n: v.tobytes() for n, v in server.coordinator.state.items()}
 
@@ -117,7 +127,7 @@ def _hang_mid_upload(target: str, name: str) -> None:
     stub = pb_grpc.CoordinatorStub(channel)
     reply = join(stub, name)
     task = wait_task(stub, reply.session, within_s=60)
-    messages = update_messages(reply.session, task, update_for(fetch(stub, reply.session, task)))
+    messages = answer_messages(stub, reply.session, task)
 
     def stream() -> Iterator[pb.UpdateChunk]:
         yield messages[0]

@@ -35,13 +35,12 @@ def test_the_next_round_opens_during_the_checkpoint_and_accepts_updates_only_aft
     try:
         session = raw.join(stub).session
         first = raw.wait_task(stub, session)
-        raw.submit(stub, raw.update_messages(session, first, raw.update_for(raw.fetch(stub, session, first))))
+        raw.answer(stub, session, first)
         assert writing.wait(30)
         second = raw.wait_task(stub, session)  # handed out while round 1 is still being written
         assert second.round == 2 and not release.is_set()
         acked: list[pb.UpdateAck] = []
-        upload = threading.Thread(target=lambda: acked.append(raw.submit(stub, raw.update_messages(
-            session, second, raw.update_for(raw.fetch(stub, session, second))))))
+        upload = threading.Thread(target=lambda: acked.append(raw.answer(stub, session, second)))
         upload.start()
         upload.join(timeout=1.0)
         assert not acked, "an update of round 2 was accepted before round 1 was on disk"
@@ -68,7 +67,7 @@ def test_a_checkpoint_that_cannot_be_written_ends_the_run_with_one_line(tmp_path
     try:
         session = raw.join(stub).session
         task = raw.wait_task(stub, session)
-        raw.submit(stub, raw.update_messages(session, task, raw.update_for(raw.fetch(stub, session, task))))
+        raw.answer(stub, session, task)
         assert server.wait(timeout=30), "the rounds went on without their checkpoint"
         assert not server.coordinator.finished and not (tmp_path / "state" / "global.safetensors").exists()
         assert not (tmp_path / "state" / "metrics.jsonl").exists()

@@ -29,7 +29,7 @@ def test_a_small_model_comes_inline_with_the_task_and_equals_the_streamed_one(tm
         assert inline.keys() == streamed.keys() == server.coordinator.state.keys()
         for name, value in server.coordinator.state.items():
             np.testing.assert_array_equal(inline[name], value)
-        raw.submit(stub, raw.update_messages(session, task, raw.update_for(inline)))
+        assert raw.submit(stub, raw.update_messages(session, task, raw.update_for(inline))).accepted
     finally:
         channel.close()
         server.shutdown(grace_s=0.2)

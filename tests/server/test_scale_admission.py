@@ -136,7 +136,7 @@ def test_a_client_that_stalls_mid_upload_loses_its_slot_at_the_deadline(tmp_path
         channels.append(channel2)
         good = raw.join(stub2, "good").session
         task = raw.wait_task(stub, staller)
-        messages = raw.update_messages(staller, task, raw.update_for(raw.fetch(stub, staller, task)))
+        messages = raw.answer_messages(stub, staller, task)
 
         def stalled():
             yield messages[0]
@@ -147,14 +147,14 @@ def test_a_client_that_stalls_mid_upload_loses_its_slot_at_the_deadline(tmp_path
         # the good client's upload waits behind the stalled one; the round closes at its
         # deadline with no update, and the stalled stream is cut so the slot comes back
         good_task = raw.wait_task(stub2, good)
-        code, _ = raw.code_of(lambda: raw.submit(stub2, raw.update_messages(good, good_task, raw.update_for(raw.fetch(stub2, good, good_task)))))
+        code, _ = raw.code_of(lambda: raw.answer(stub2, good, good_task))
         assert code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OK)
         with pytest.raises(grpc.RpcError):
             hanging.result(timeout=30)
         # a later upload gets the slot
         for _ in range(3):
             task = raw.wait_task(stub2, good)
-            code, _ = raw.code_of(lambda: raw.submit(stub2, raw.update_messages(good, task, raw.update_for(raw.fetch(stub2, good, task)))))
+            code, _ = raw.code_of(lambda: raw.answer(stub2, good, task))
             if code == grpc.StatusCode.OK:
                 break
         assert code == grpc.StatusCode.OK

@@ -44,7 +44,7 @@ def test_a_state_dir_with_a_run_needs_resume_and_a_fitting_model(tmp_path: Path)
     channel, stub = raw.stub_for(server.port)
     session = raw.join(stub).session
     task = raw.wait_task(stub, session)
-    raw.submit(stub, raw.update_messages(session, task, raw.update_for(raw.fetch(stub, session, task))))
+    raw.answer(stub, session, task)
     assert server.wait(timeout=30)
     channel.close()
     server.shutdown(grace_s=0.2)

@@ -106,7 +106,7 @@ def test_join_and_evaluation_counts_must_be_plausible(tmp_path: Path) -> None:
         assert not server.coordinator.registry.clients
         session = raw.join(stub, "evaluator", n_eval=8).session
         task = raw.wait_task(stub, session)
-        raw.submit(stub, raw.update_messages(session, task, raw.update_for(raw.fetch(stub, session, task))))
+        raw.answer(stub, session, task)
         evaluation = raw.wait_task(stub, session, kind=pb.TASK_KIND_EVALUATE)
 
         def report(counts):
