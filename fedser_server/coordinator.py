@@ -87,6 +87,9 @@ class UpdateHeader:
     pseudo_taken_per_class: tuple[int, ...] = ()
     pseudo_correct_per_class: tuple[int, ...] = ()
     pseudo_with_truth: int = 0
+    pseudo_candidates: int = 0
+    pseudo_pass_tau: int = 0
+    pseudo_pass_kappa: int = 0
 
 
 @dataclass(frozen=True)
@@ -315,8 +318,8 @@ class Coordinator:
             task = self._task_of(client, header.round, header.task_id)
             if task.kind is not TaskKind.TRAIN:
                 raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
-        if header.n_samples <= 0:
-            raise InvalidUpdateError(f"n_samples must be positive, got {header.n_samples}")
+        if header.n_samples < 0:
+            raise InvalidUpdateError(f"n_samples must not be negative, got {header.n_samples}")
         # a client trains on its labeled examples plus pseudo-labels drawn from its unlabeled pool
         plausible = client.n_labeled + client.n_unlabeled
         if header.n_samples > plausible:
@@ -340,10 +343,14 @@ class Coordinator:
                 self._task_of(client, header.round, header.task_id)
                 book = self._book
                 assert book is not None
-                self._aggregator.add(update, header.n_samples)
-                book.reported.add(client.client_id)
                 book.tally.add_update(header.n_samples, header.loss, header.pseudo_taken_per_class,
-                                      header.pseudo_correct_per_class, header.pseudo_with_truth, self.config.num_classes)
+                                      header.pseudo_correct_per_class, header.pseudo_with_truth, self.config.num_classes,
+                                      header.pseudo_candidates, header.pseudo_pass_tau, header.pseudo_pass_kappa)
+                if header.n_samples:
+                    self._aggregator.add(update, header.n_samples)
+                else:  # an empty participation (nothing to train on yet): counted, not aggregated
+                    update.discard()
+                book.reported.add(client.client_id)
                 client.participations += 1
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                          n_reported=len(book.reported), n_sampled=len(book.tasks))

@@ -71,12 +71,12 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
-            if report.n_samples == 0:
-                continue  # nothing to train on: the server refuses such an update and the client keeps its state
             client.state = new_state
-            strategy.accumulate(update, report.n_samples)
+            if report.n_samples:  # an empty participation is counted, not aggregated, as by the server
+                strategy.accumulate(update, report.n_samples)
             tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
-                             report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes)
+                             report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes,
+                             report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
         tally.seconds = time.perf_counter() - started
         state = strategy.finish_round()
         yield RoundResult(round_index, state, tally)

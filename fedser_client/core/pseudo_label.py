@@ -20,6 +20,8 @@ class PseudoLabelSelection:
     label: np.ndarray        # chosen class per selected position
     confidence: np.ndarray
     uncertainty: np.ndarray
+    n_confident: int = 0     # candidates with p_bar[k] >= tau
+    n_eligible: int = 0      # of those, candidates with u <= kappa too (before the per-class cap)
 
 
 def view_probabilities(logits_per_view: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -36,11 +38,13 @@ def select_pseudo_labels(
     rows = np.arange(mean.shape[0])
     confidence = mean[rows, label]
     uncertainty = probs[:, rows, label].std(axis=0)  # population std across views
-    eligible = np.flatnonzero((confidence >= threshold) & (uncertainty <= uncertainty_max))
+    confident = confidence >= threshold
+    eligible = np.flatnonzero(confident & (uncertainty <= uncertainty_max))
     chosen: list[int] = []
     for cls in np.unique(label[eligible]):
         members = eligible[label[eligible] == cls]
         order = np.lexsort((members, uncertainty[members]))  # lowest u first, ties by position
         chosen.extend(members[order][:max_per_class].tolist())
     picked = np.array(sorted(chosen), dtype=np.int64)
-    return PseudoLabelSelection(picked, label[picked], confidence[picked], uncertainty[picked])
+    return PseudoLabelSelection(picked, label[picked], confidence[picked], uncertainty[picked],
+                                int(confident.sum()), int(eligible.size))

@@ -1,9 +1,10 @@
 """LocalTrainer: one client's local update and evaluation (DESIGN §5).
 
 `train(global_state, task, local_state) -> (update, new_local_state, report)` runs one
-participation: optional multiview pseudo-labeling with the received model, then K steps
-of SGD/Adam on class-balanced CE, with the SCAFFOLD correction g <- g + c - c_i when the
-global state carries a control variate. It returns y - theta (and c_i+ - c_i).
+participation in four named steps: pseudo-labeling with the received model (MvPL), the
+SCAFFOLD correction c - c_i, K local steps of the configured objective, then the update
+y - theta and c_i+. The objectives (supervised, MvPL, FixMatch) live in
+`fedser_client.core.objectives`; this module drives them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 
 from fedser_client.core.augment import stochastic_feature_augmentation
 from fedser_client.core.data import UNLABELED, ClientData
-from fedser_client.core.losses import class_balanced_ce, class_balanced_weights
+from fedser_client.core.losses import class_balanced_weights
+from fedser_client.core.objectives import Objective, StepOutcome, make_objective
 from fedser_client.core.pseudo_label import select_pseudo_labels, view_probabilities
 from fedser_shared.config import RunConfig
 from fedser_shared.metrics import confusion_matrix
@@ -48,7 +50,7 @@ class LocalState:
 @dataclass(frozen=True)
 class TrainReport:
     loss: float
-    n_samples: int
+    n_samples: int          # FedAvg weight: labeled rows plus the unlabeled rows actually trained on; 0 = nothing to add
     n_labeled: int
     n_pseudo: int
     local_steps: int
@@ -56,6 +58,40 @@ class TrainReport:
     pseudo_correct_per_class: list[int]
     pseudo_with_truth: int
     seconds: float
+    pseudo_candidates: int = 0   # unlabeled predictions examined (MvPL: pool rows; FixMatch: rows x steps)
+    pseudo_pass_tau: int = 0     # of those, how many reached the confidence threshold
+    pseudo_pass_kappa: int = 0   # MvPL: how many were also certain enough across views (u <= kappa)
+
+
+@dataclass(frozen=True)
+class PseudoLabeling:
+    """What MvPL did at the start of a participation."""
+
+    rows: np.ndarray     # rows of x_train newly pseudo-labeled
+    labels: np.ndarray
+    candidates: int = 0
+    pass_tau: int = 0
+    pass_kappa: int = 0
+
+
+@dataclass(frozen=True)
+class ScaffoldTerms:
+    server_c: list[torch.Tensor]
+    client_c: list[torch.Tensor]
+
+    @property
+    def correction(self) -> list[torch.Tensor]:
+        return [sc - cc for sc, cc in zip(self.server_c, self.client_c)]
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    steps: int
+    loss: float
+    trained_unlabeled: np.ndarray   # distinct unlabeled rows that carried a (pseudo-)label in some step
+    assigned_label: np.ndarray      # the label each of those rows last trained with
+    candidates: int
+    pass_tau: int
 
 
 def stable_seed(*parts: int | str) -> int:
@@ -73,6 +109,7 @@ class LocalTrainer:
         self.num_classes = config.num_classes
         self._x_train = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32)).to(self.device)
         self._x_eval = torch.from_numpy(np.ascontiguousarray(data.x_eval, dtype=np.float32)).to(self.device)
+        self._y_train = torch.from_numpy(data.y_train.astype(np.int64)).to(self.device)
         self.model = EmotionMLP(data.feature_dim, self.num_classes, config.model.hidden, config.model.dropout).to(self.device)
         counts = data.label_counts(self.num_classes)
         weights = class_balanced_weights(counts, config.train.class_balance_beta)
@@ -111,16 +148,18 @@ class LocalTrainer:
 
         return sgd
 
-    # -- pseudo-labeling ---------------------------------------------------------------
-    def _pseudo_label(self, task: TrainTask, state: LocalState) -> tuple[np.ndarray, np.ndarray]:
-        """Rows (into x_train) and classes of the pseudo-labels taken in this participation."""
+    # -- step 1: pseudo-labeling (MvPL) --------------------------------------------------
+    def _pseudo_label(self, task: TrainTask, state: LocalState) -> PseudoLabeling:
+        """MvPL with the received model. From the second participation on, as the paper; a client
+        without labels starts at its first, since the global model is all it has to learn from."""
         semi = self.config.semi
         none = np.zeros(0, np.int64)
         pooled = np.zeros(len(self.data.y_train), bool)
         pooled[state.pseudo_index] = True
         candidates = self.data.unlabeled_index[~pooled[self.data.unlabeled_index]].astype(np.int64)
-        if not semi.enabled or state.participations < 1 or candidates.size == 0 or semi.max_per_class == 0:
-            return none, none
+        too_early = state.participations < 1 and self.n_labeled > 0
+        if not semi.enabled or semi.method != "mvpl" or too_early or candidates.size == 0 or semi.max_per_class == 0:
+            return PseudoLabeling(none, none)
         gen = self._generator(task.round, "mvpl")
         self.model.eval()
         x = self._x_train[torch.from_numpy(candidates).to(self.device)]
@@ -131,103 +170,100 @@ class LocalTrainer:
             ])
             probs = view_probabilities(views, semi.temperature).cpu().numpy()
         chosen = select_pseudo_labels(probs, task.pseudo_threshold, semi.uncertainty_max, semi.max_per_class)
-        return candidates[chosen.index].astype(np.int64), chosen.label.astype(np.int64)
+        return PseudoLabeling(candidates[chosen.index].astype(np.int64), chosen.label.astype(np.int64),
+                              candidates=int(candidates.size), pass_tau=chosen.n_confident, pass_kappa=chosen.n_eligible)
+
+    # -- step 2: control-variate correction ------------------------------------------------
+    def _scaffold_terms(self, global_state: Mapping[str, np.ndarray], state: LocalState) -> ScaffoldTerms | None:
+        """c and c_i as tensors when the global state carries a control variate (SCAFFOLD), else None."""
+        names = [name for name, _ in self.model.named_parameters()]
+        if CONTROL_PREFIX + names[0] not in global_state:
+            return None
+        server_c = [torch.from_numpy(np.asarray(global_state[CONTROL_PREFIX + n])).to(self.device) for n in names]
+        client_c = [torch.from_numpy(np.asarray(state.control[CONTROL_PREFIX + n])).to(self.device)
+                    if CONTROL_PREFIX + n in state.control else torch.zeros_like(sc) for n, sc in zip(names, server_c)]
+        return ScaffoldTerms(server_c, client_c)
+
+    # -- step 3: local steps ---------------------------------------------------------------
+    def _local_steps(self, objective: Objective, task: TrainTask, correction: list[torch.Tensor] | None) -> LocalRun:
+        """K optimizer steps, g <- g + c - c_i before each; the loss is summed on the device and read once."""
+        params = list(self.model.parameters())
+        step = self._optimizer_step(params, task.lr)
+        gen = self._generator(task.round, "train")
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        steps, outcomes = 0, []
+        for _ in range(task.local_epochs):
+            for batch in objective.batches(gen):
+                outcome: StepOutcome = objective.loss(self.model, batch, gen)
+                for p in params:
+                    p.grad = None
+                outcome.loss.backward()
+                if correction is not None:
+                    for p, corr in zip(params, correction):
+                        p.grad.add_(corr)
+                step()
+                steps += 1
+                loss_sum += outcome.loss.detach()
+                outcomes.append(outcome)
+        rows, labels, candidates, passed = objective.summarise(outcomes)
+        return LocalRun(steps, float(loss_sum) / max(steps, 1), rows, labels, candidates, passed)
+
+    # -- step 4: update and c_i+ -------------------------------------------------------------
+    def _update_and_control(self, global_state: Mapping[str, np.ndarray], scaffold: ScaffoldTerms | None,
+                            steps: int, lr: float, control: dict[str, np.ndarray], empty: bool
+                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Delta theta_i = y - theta and, under SCAFFOLD, c_i+ = c_i - c + (theta - y) / (K lr), Delta c_i = c_i+ - c_i.
+        An empty participation (nothing trained on) sends zeros and keeps c_i: the server adds nothing of it."""
+        update: dict[str, np.ndarray] = {}
+        new_control = dict(control)
+        for index, (name, p) in enumerate(self.model.named_parameters()):
+            theta = np.asarray(global_state[WEIGHT_PREFIX + name], dtype=np.float32)
+            delta = np.zeros_like(theta) if empty else p.detach().cpu().numpy().astype(np.float32) - theta
+            update["delta." + name] = delta
+            if scaffold is None:
+                continue
+            c_i = scaffold.client_c[index].cpu().numpy().astype(np.float32)
+            c_plus = c_i if empty or not steps else c_i - scaffold.server_c[index].cpu().numpy() - delta / (steps * lr)
+            update["dc." + name] = (c_plus - c_i).astype(np.float32)
+            new_control[CONTROL_PREFIX + name] = c_plus.astype(np.float32)
+        return update, new_control
 
     # -- one participation -------------------------------------------------------------
     def train(
         self, global_state: Mapping[str, np.ndarray], task: TrainTask, local_state: LocalState
     ) -> tuple[dict[str, np.ndarray], LocalState, TrainReport]:
         started = time.perf_counter()
-        cfg, semi = self.config, self.config.semi
         self._load_global(global_state)
-        new_idx, new_lab = self._pseudo_label(task, local_state)
-        local_state = replace(local_state, pseudo_index=np.concatenate([local_state.pseudo_index, new_idx]),
-                              pseudo_label=np.concatenate([local_state.pseudo_label, new_lab]))
-        taken = np.bincount(new_lab, minlength=self.num_classes)
-        truth = self.data.hidden_labels[new_idx]
+        labeling = self._pseudo_label(task, local_state)
+        local_state = replace(local_state, pseudo_index=np.concatenate([local_state.pseudo_index, labeling.rows]),
+                              pseudo_label=np.concatenate([local_state.pseudo_label, labeling.labels]))
+        scaffold = self._scaffold_terms(global_state, local_state)
+        objective = make_objective(self.config, self._x_train, self._y_train, self.data, local_state,
+                                   self._class_weights, self.model, self.device)
+        run = self._local_steps(objective, task, scaffold.correction if scaffold else None)
+        n_samples = self.n_labeled + len(run.trained_unlabeled)
+        update, control = self._update_and_control(global_state, scaffold, run.steps, task.lr, local_state.control,
+                                                   empty=n_samples == 0)
+        new_state = replace(local_state, control=control, participations=local_state.participations + 1)
+        taken_rows, taken_labels = (labeling.rows, labeling.labels) if self.config.semi.method == "mvpl" else (
+            run.trained_unlabeled, run.assigned_label)
+        truth = self.data.hidden_labels[taken_rows]
         with_truth = truth != UNLABELED
-        correct = np.bincount(new_lab[with_truth & (truth == new_lab)], minlength=self.num_classes)
-
-        params = [p for p in self.model.parameters()]
-        names = [name for name, _ in self.model.named_parameters()]
-        server_c = [torch.from_numpy(np.asarray(global_state[CONTROL_PREFIX + n])).to(self.device)
-                    for n in names] if (CONTROL_PREFIX + names[0]) in global_state else None
-        client_c = None
-        if server_c is not None:
-            client_c = [torch.from_numpy(np.asarray(local_state.control[CONTROL_PREFIX + n])).to(self.device)
-                        if (CONTROL_PREFIX + n) in local_state.control else torch.zeros_like(p) for n, p in zip(names, params)]
-        correction = [sc - cc for sc, cc in zip(server_c, client_c)] if server_c is not None else None
-
-        step = self._optimizer_step(params, task.lr)
-
-        gen = self._generator(task.round, "train")
-        x_train = self._x_train
-        pseudo_rows = torch.from_numpy(local_state.pseudo_index).to(self.device)
-        pseudo_targets = torch.from_numpy(local_state.pseudo_label).to(self.device)
-        if self.n_labeled:
-            rows = torch.from_numpy(self.data.labeled_index).to(self.device)
-            targets = torch.from_numpy(self.data.y_train[self.data.labeled_index].astype(np.int64)).to(self.device)
-            with_pseudo_term = semi.enabled and len(pseudo_rows) > 0
-            views, main_weight = (semi.weak_sigma1, semi.weak_sigma2), 1.0
-        else:  # a client without labels has only the pseudo-label term: strong views, weight lambda
-            rows, targets, with_pseudo_term = pseudo_rows, pseudo_targets, False
-            views, main_weight = (semi.strong_sigma1, semi.strong_sigma2), semi.pseudo_weight
-        batch = cfg.train.batch_size
-        steps, loss_sum = 0, 0.0
-        pseudo_order, pseudo_pos = torch.zeros(0, dtype=torch.long), 0
-        self.model.train()
-        for _ in range(task.local_epochs):
-            order = torch.randperm(len(rows), generator=gen, device=self.device)
-            for start in range(0, len(order), batch):
-                pick = order[start : start + batch]
-                x = x_train[rows[pick]]
-                if semi.enabled:
-                    x = stochastic_feature_augmentation(x, *views, gen)
-                loss = main_weight * class_balanced_ce(self.model(x, gen), targets[pick], self._class_weights)
-                if with_pseudo_term:
-                    if pseudo_pos >= len(pseudo_order):
-                        pseudo_order, pseudo_pos = torch.randperm(len(pseudo_rows), generator=gen, device=self.device), 0
-                    p_pick = pseudo_order[pseudo_pos : pseudo_pos + batch]
-                    pseudo_pos += len(p_pick)
-                    xp = stochastic_feature_augmentation(x_train[pseudo_rows[p_pick]], semi.strong_sigma1, semi.strong_sigma2, gen)
-                    pseudo_loss = class_balanced_ce(self.model(xp, gen), pseudo_targets[p_pick], self._class_weights)
-                    loss = loss + semi.pseudo_weight * pseudo_loss * (len(p_pick) / batch)
-                for p in params:
-                    p.grad = None
-                loss.backward()
-                if correction is not None:
-                    for p, corr in zip(params, correction):
-                        p.grad.add_(corr)
-                step()
-                steps += 1
-                loss_sum += float(loss.detach())
-
-        update: dict[str, np.ndarray] = {}
-        new_control: dict[str, np.ndarray] = dict(local_state.control)
-        for name, p in zip(names, params):
-            theta = np.asarray(global_state[WEIGHT_PREFIX + name], dtype=np.float32)
-            y_local = p.detach().cpu().numpy().astype(np.float32)
-            update["delta." + name] = y_local - theta
-        if server_c is not None and client_c is not None:
-            for name, sc, cc in zip(names, server_c, client_c):
-                delta = update["delta." + name]
-                c_i = cc.cpu().numpy().astype(np.float32)
-                c_plus = c_i - sc.cpu().numpy() - delta / (max(steps, 1) * task.lr) if steps else c_i
-                update["dc." + name] = (c_plus - c_i).astype(np.float32)
-                new_control[CONTROL_PREFIX + name] = c_plus.astype(np.float32)
-
-        n_samples = self.n_labeled + len(local_state.pseudo_index)
-        new_state = replace(local_state, control=new_control, participations=local_state.participations + 1)
         report = TrainReport(
-            loss=loss_sum / max(steps, 1),
+            loss=run.loss,
             n_samples=n_samples,
             n_labeled=self.n_labeled,
-            n_pseudo=len(local_state.pseudo_index),
-            local_steps=steps,
-            pseudo_taken_per_class=taken.tolist(),
-            pseudo_correct_per_class=correct.tolist(),
+            n_pseudo=len(run.trained_unlabeled),
+            local_steps=run.steps,
+            pseudo_taken_per_class=np.bincount(taken_labels, minlength=self.num_classes).tolist(),
+            pseudo_correct_per_class=np.bincount(taken_labels[with_truth & (truth == taken_labels)],
+                                                 minlength=self.num_classes).tolist(),
             pseudo_with_truth=int(with_truth.sum()),
             seconds=time.perf_counter() - started,
+            pseudo_candidates=labeling.candidates + run.candidates,
+            pseudo_pass_tau=labeling.pass_tau + run.pass_tau,
+            pseudo_pass_kappa=labeling.pass_kappa,
         )
         return update, new_state, report
 

@@ -163,7 +163,9 @@ class ClientDaemon:
         metrics = pb.TrainMetrics(
             loss=report.loss, n_labeled=report.n_labeled, n_pseudo=report.n_pseudo, local_steps=report.local_steps,
             pseudo_taken_per_class=report.pseudo_taken_per_class, pseudo_correct_per_class=report.pseudo_correct_per_class,
-            pseudo_with_truth=report.pseudo_with_truth, train_seconds=report.seconds)
+            pseudo_with_truth=report.pseudo_with_truth, train_seconds=report.seconds,
+            pseudo_candidates=report.pseudo_candidates, pseudo_pass_tau=report.pseudo_pass_tau,
+            pseudo_pass_kappa=report.pseudo_pass_kappa)
         yield pb.UpdateChunk(header=pb.UpdateHeader(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
             n_samples=report.n_samples, metrics=metrics, blob=pb.BlobHeader(total_len=sum(len(p) for p in parts))))
@@ -247,6 +249,11 @@ class ClientDaemon:
                         self.bound_log.warning("task_no_longer_valid", code=code.name, detail=exc.details())
                     elif code in RETRYABLE:
                         self.bound_log.info("server_unreachable_retrying", code=code.name)
+                        backoff.sleep(self.stop_event)
+                    elif code == grpc.StatusCode.INVALID_ARGUMENT:
+                        # one refused update or report: it is dropped (c_i is kept only for accepted updates) and the
+                        # client stays in the federation for the next round
+                        self.bound_log.warning("request_refused_continuing", code=code.name, detail=exc.details())
                         backoff.sleep(self.stop_event)
                     else:
                         raise ServerRefused(f"server refused: {code.name}: {exc.details()}") from None

@@ -18,18 +18,26 @@ class RoundTally:
 
     n_sampled: int = 0
     n_updates: int = 0
+    n_empty: int = 0          # updates with n_samples = 0: the client had nothing to train on yet
     losses: list[tuple[float, int]] = field(default_factory=list)
     pseudo_taken: np.ndarray | None = None
     pseudo_correct: np.ndarray | None = None
     pseudo_with_truth: int = 0
+    pseudo_candidates: int = 0
+    pseudo_pass_tau: int = 0
+    pseudo_pass_kappa: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     attempts: int = 1
     seconds: float = 0.0
 
     def add_update(self, n_samples: int, loss: float, taken: list[int] | tuple[int, ...], correct: list[int] | tuple[int, ...],
-                   with_truth: int, num_classes: int) -> None:
+                   with_truth: int, num_classes: int, candidates: int = 0, pass_tau: int = 0, pass_kappa: int = 0) -> None:
         self.n_updates += 1
-        if math.isfinite(loss):
+        self.n_empty += n_samples == 0
+        self.pseudo_candidates += candidates
+        self.pseudo_pass_tau += pass_tau
+        self.pseudo_pass_kappa += pass_kappa
+        if math.isfinite(loss) and n_samples > 0:
             self.losses.append((loss, n_samples))
         taken_arr, correct_arr = np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
         taken_arr[: min(len(taken), num_classes)] = list(taken)[:num_classes]
@@ -75,6 +83,12 @@ def metrics_record(config: RunConfig, round_index: int, tally: RoundTally, evalu
         record["pseudo_taken"] = (tally.pseudo_taken if tally.pseudo_taken is not None else zeros).tolist()
         record["pseudo_correct"] = (tally.pseudo_correct if tally.pseudo_correct is not None else zeros).tolist()
         record["pseudo_with_truth"] = tally.pseudo_with_truth
+        record["method"] = config.semi.method
+        record["pseudo_candidates"] = tally.pseudo_candidates
+        record["pass_tau"] = tally.pseudo_pass_tau / tally.pseudo_candidates if tally.pseudo_candidates else None
+        if config.semi.method == "mvpl":
+            record["pass_kappa"] = tally.pseudo_pass_kappa / tally.pseudo_candidates if tally.pseudo_candidates else None
+        record["n_empty_updates"] = tally.n_empty
     if evaluation is not None and evaluation.confusion is not None:
         score = uar(evaluation.confusion)
         record["uar"] = None if math.isnan(score) else score

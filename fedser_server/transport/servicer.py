@@ -213,7 +213,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 total_len=head.blob.total_len, loss=metrics.loss,
                 pseudo_taken_per_class=tuple(metrics.pseudo_taken_per_class),
                 pseudo_correct_per_class=tuple(metrics.pseudo_correct_per_class),
-                pseudo_with_truth=metrics.pseudo_with_truth)
+                pseudo_with_truth=metrics.pseudo_with_truth, pseudo_candidates=metrics.pseudo_candidates,
+                pseudo_pass_tau=metrics.pseudo_pass_tau, pseudo_pass_kappa=metrics.pseudo_pass_kappa)
             task = self.coordinator.check_update_header(client, header)
 
             def still_wanted() -> None:

@@ -57,8 +57,15 @@ class FeaturesConfig(_Section):
 
     name: Literal["emobase", "apc", "tera", "decoar2", "distilhubert"] = "emobase"
     """Utterance features: openSMILE emobase functionals (988) or an s3prl upstream's last hidden layer averaged over time (apc 512; tera, decoar2, distilhubert 768)."""
-    normalisation: Literal["client", "global", "none"] = "client"
-    """Feature z-scoring: each client with its own statistics (client), one federated mean/variance (global), or none."""
+    normalisation: Literal["client", "none"] = "client"
+    """Feature z-scoring: each client with its own statistics (client), or none. DESIGN §5's federated 'global' statistics are not implemented and refused."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_global(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("normalisation") == "global":
+            raise ValueError("normalisation 'global' (a federated mean/variance) is not implemented; use 'client' or 'none'")
+        return values
 
 
 class ModelConfig(_Section):
@@ -99,7 +106,9 @@ class SemiConfig(_Section):
     """Semi-supervised local training: stochastic feature augmentation and multiview pseudo-labeling."""
 
     enabled: bool = False
-    """Train on unlabeled audio too, with multiview pseudo-labels (Semi-FedSER)."""
+    """Train on unlabeled audio too (Semi-FedSER), with the local method below."""
+    method: Literal["mvpl", "fixmatch"] = "mvpl"
+    """Local semi-supervised method: the paper's multiview pseudo-labels (a growing pool, few per participation), or FixMatch (every step: confident weak-view predictions supervise strong views)."""
     weak_sigma1: float = Field(0.1, ge=0.0)
     """Weak feature augmentation: std of the multiplicative noise, alpha ~ N(1, sigma1^2)."""
     weak_sigma2: float = Field(0.1, ge=0.0)
@@ -123,6 +132,14 @@ class SemiConfig(_Section):
     max_per_class: int = Field(1, ge=0)
     """New pseudo-labels per class per participation, lowest uncertainty first."""
     pseudo_weight: float = Field(1.0, ge=0.0, description="lambda, weight of the pseudo-label loss")
+    fixmatch_threshold: float = Field(0.95, ge=0.0, le=1.0)
+    """FixMatch: softmax confidence on a weak view above which its prediction supervises the strong view (threshold_mode fixed)."""
+    threshold_mode: Literal["fixed", "self_adaptive"] = "fixed"
+    """FixMatch: a fixed threshold, or FreeMatch's class-wise one estimated from the received model on the client's unlabeled rows."""
+    distribution_alignment: bool = False
+    """FixMatch: scale predictions by the client's labeled class prior over the model's mean prediction (ReMixMatch)."""
+    unlabeled_ratio: int = Field(1, ge=1)
+    """FixMatch: unlabeled rows per labeled row in each step (mu); a participation lasts until both pools were seen once."""
 
 
 class FederationConfig(_Section):

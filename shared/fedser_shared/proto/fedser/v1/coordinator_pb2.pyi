@@ -155,7 +155,7 @@ class ModelChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[BlobHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class TrainMetrics(_message.Message):
-    __slots__ = ("loss", "n_labeled", "n_pseudo", "local_steps", "pseudo_taken_per_class", "pseudo_correct_per_class", "pseudo_with_truth", "train_seconds")
+    __slots__ = ("loss", "n_labeled", "n_pseudo", "local_steps", "pseudo_taken_per_class", "pseudo_correct_per_class", "pseudo_with_truth", "train_seconds", "pseudo_candidates", "pseudo_pass_tau", "pseudo_pass_kappa")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     N_LABELED_FIELD_NUMBER: _ClassVar[int]
     N_PSEUDO_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +164,9 @@ class TrainMetrics(_message.Message):
     PSEUDO_CORRECT_PER_CLASS_FIELD_NUMBER: _ClassVar[int]
     PSEUDO_WITH_TRUTH_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_PASS_TAU_FIELD_NUMBER: _ClassVar[int]
+    PSEUDO_PASS_KAPPA_FIELD_NUMBER: _ClassVar[int]
     loss: float
     n_labeled: int
     n_pseudo: int
@@ -172,7 +175,10 @@ class TrainMetrics(_message.Message):
     pseudo_correct_per_class: _containers.RepeatedScalarFieldContainer[int]
     pseudo_with_truth: int
     train_seconds: float
-    def __init__(self, loss: _Optional[float] = ..., n_labeled: _Optional[int] = ..., n_pseudo: _Optional[int] = ..., local_steps: _Optional[int] = ..., pseudo_taken_per_class: _Optional[_Iterable[int]] = ..., pseudo_correct_per_class: _Optional[_Iterable[int]] = ..., pseudo_with_truth: _Optional[int] = ..., train_seconds: _Optional[float] = ...) -> None: ...
+    pseudo_candidates: int
+    pseudo_pass_tau: int
+    pseudo_pass_kappa: int
+    def __init__(self, loss: _Optional[float] = ..., n_labeled: _Optional[int] = ..., n_pseudo: _Optional[int] = ..., local_steps: _Optional[int] = ..., pseudo_taken_per_class: _Optional[_Iterable[int]] = ..., pseudo_correct_per_class: _Optional[_Iterable[int]] = ..., pseudo_with_truth: _Optional[int] = ..., train_seconds: _Optional[float] = ..., pseudo_candidates: _Optional[int] = ..., pseudo_pass_tau: _Optional[int] = ..., pseudo_pass_kappa: _Optional[int] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
     __slots__ = ("protocol_version", "session", "round", "task_id", "n_samples", "metrics", "blob")
