@@ -42,22 +42,43 @@ def run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.timeout(300)
-def test_a_small_protocol_writes_table_records_and_plot(tmp_path: Path) -> None:
+def test_a_small_protocol_writes_table_paired_differences_records_and_plot(tmp_path: Path) -> None:
     corpus = tiny_corpus(tmp_path / "corpus")
     out = tmp_path / "out"
-    proc = run(["--corpus", str(corpus), "--folds", "3", "--only-folds", "0", "--rounds", "5", "--seeds", "1",
-                "--workers", "1", "--cells", "fedavg,semifedser@40", "--out", str(out)], tmp_path)
+    proc = run(["--corpus", str(corpus), "--folds", "3", "--only-folds", "0", "--rounds", "5", "--seeds", "2",
+                "--workers", "1", "--cells", "supervised@spk1,semifedser@spk1,scaffold@10~2class,fedavg@10~2class",
+                "--out", str(out)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert re.fullmatch(r"semifedser@40 test UAR % = \d+\.\d\d", proc.stdout.strip().splitlines()[-1])
-    records = json.loads((out / "accuracy.json").read_text())
-    assert {(r["method"], r["label_rate"]) for r in records} == {("fedavg", 1.0), ("semifedser", 0.4)}
-    assert all(set(r) == {"feature", "method", "label_rate", "fold", "seed", "uar", "wall_s"} and 0 <= r["uar"] <= 1
-               for r in records)
+    assert re.fullmatch(r"mvpl@spk1 test UAR % = \d+\.\d\d", proc.stdout.strip().splitlines()[-1])
+    results = json.loads((out / "accuracy.json").read_text())
+    cells = {(r["cell"], r["seed"]) for r in results["runs"]}
+    assert cells == {(c, s) for c in ("supervised@spk1", "mvpl@spk1", "scaffold@10~2class", "fedavg@10~2class")
+                     for s in (0, 1)}
+    for r in results["runs"]:
+        assert all(0 <= r[k] <= 1 for k in ("uar", "uar_last", "uar_window_mean", "labeled_share"))
+        if r["cell"].endswith("@10~2class"):  # 10% of the rows keep their label, not 1 per class and shard
+            assert 0.05 < r["labeled_share"] < 0.15
+        else:  # one of the two training speakers keeps every label
+            assert 0.3 < r["labeled_share"] < 0.7
+    pairs = {(p["cell"], p["baseline"]): p for p in results["paired"]}
+    assert set(pairs) == {("mvpl@spk1", "supervised@spk1"), ("scaffold@10~2class", "fedavg@10~2class")}
+    assert all(p["pairs"] == 2 and len(p["uar"]["ci95"]) == 2 for p in pairs.values())
     table = (out / "accuracy.md").read_text()
-    assert "python benchmarks/accuracy.py" in table and "| fedavg | 100% |" in table
+    assert "python benchmarks/accuracy.py" in table and "| supervised@spk1 | lack1 | 1 labeled speakers |" in table
+    assert "## Paired differences" in table and "| mvpl@spk1 | supervised@spk1 |" in table
     # KFold(3) over 5 sorted speakers: fold 0 tests spk0, spk1; spk2 validates; 2 speakers x 4 shards train
     assert "fold 0: test spk0, spk1; validation spk2; 2 training speakers -> 8 clients" in table
     assert (out / "accuracy_curves.png").stat().st_size > 0
+
+
+def test_ignored_emotions_are_counted(tmp_path: Path) -> None:
+    corpus = tiny_corpus(tmp_path / "corpus", speakers=5, per_class=2)
+    with open(corpus / "manifest.csv", "a", newline="") as handle:
+        csv.writer(handle).writerows([["wav/spk0/neu_0.wav", "spk0", "surprise"], ["wav/spk0/neu_1.wav", "spk0", "fear"]])
+    proc = run(["--corpus", str(corpus), "--quick", "--folds", "3", "--rounds", "2", "--workers", "1",
+                "--cells", "fedavg", "--out", str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ignored 2 clips whose emotion the label map does not name: fear 1, surprise 1" in proc.stderr
 
 
 def test_a_missing_corpus_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -66,6 +87,9 @@ def test_a_missing_corpus_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.stderr.strip().count("\n") == 0 and "corpus directory not found" in proc.stderr
 
 
-def test_an_unknown_method_is_named(tmp_path: Path) -> None:
-    proc = run(["--cells", "fedprox", "--out", str(tmp_path / "out")], tmp_path)
-    assert proc.returncode == 2 and "unknown method 'fedprox'" in proc.stderr
+@pytest.mark.parametrize(("cells", "message"), [
+    ("fedprox", "unknown method 'fedprox'"), ("scaffold~3class", "unknown partition '3class'"),
+    ("mvpl@spkx", "'spkx' needs a positive number"), ("centralized@10", "centralized pools every label")])
+def test_a_bad_cell_is_named(tmp_path: Path, cells: str, message: str) -> None:
+    proc = run(["--cells", cells, "--out", str(tmp_path / "out")], tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.strip().count("\n") == 0

@@ -55,3 +55,13 @@ def test_malformed_and_missing_files_are_config_errors(tmp_path: Path) -> None:
         load_run_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_run_config(tmp_path / "nope.toml")
+
+
+def test_global_normalisation_is_refused_not_silently_ignored() -> None:
+    with pytest.raises(ConfigError, match="'global'.*not implemented"):
+        load_run_config(None, {"features.normalisation": "global"})
+
+
+def test_an_unknown_semi_method_names_the_field() -> None:
+    with pytest.raises(ConfigError, match="semi.method"):
+        load_run_config(None, {"semi.method": "mixmatch"})
