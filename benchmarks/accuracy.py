@@ -457,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.corpus.is_dir():
         raise DataError(f"corpus directory not found: {args.corpus}")
     started = time.perf_counter()
+    commit = _git_describe()  # the code that runs, before anything is edited during a long run
     speakers = load_speakers(args.corpus, args.feature, base.labels, args.workers)
     folds = speaker_folds(list(speakers), args.folds, args.validation_speakers)
     most_labeled = max((c.labels.speakers for c in cells), default=0)
@@ -517,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
             "fixmatch); centralized is one client holding every shard, fraction 1, one epoch per round, its learning "
             f"rate decayed after the same share of training.\n\n```toml\n{_config_toml(base)}```\n")
     facts = machine_facts()
-    facts["commit"] = _git_describe()
+    facts["commit"] = commit
     path = write_results("accuracy", f"Accuracy on {args.corpus.name} ({args.feature})", _command(argv), facts, body, args.out)
     print(f"\nwrote {path}, {args.out / 'accuracy.json'}, {args.out / 'accuracy_curves.png'}")
     lead = next((c for c in cells if c.method in SEMI_METHODS), cells[0])
