@@ -48,9 +48,11 @@ def prepare_client_data(
     features = table.features
     if config.features.normalisation == "client":
         features = zscore(features)
+    hidden_of = {f.path.as_posix(): f.hidden for f in listing.files if f.hidden is not None}
+    hidden = np.array([hidden_of.get(table.paths[i], UNLABELED) for i in train_idx], np.int64)
     data = ClientData(
         x_train=features[train_idx], y_train=table.labels[train_idx],
-        x_eval=features[eval_idx], y_eval=table.labels[eval_idx])
+        x_eval=features[eval_idx], y_eval=table.labels[eval_idx], hidden_labels=hidden)
     log.info("client_data_ready", n_files=len(listing.files), n_train=len(train_idx), n_eval=len(eval_idx),
              n_labeled=int((data.y_train != UNLABELED).sum()), n_failed=len(table.failed), from_cache=table.from_cache,
              ignored_emotions=dict(listing.ignored_emotions), missing_files=len(listing.missing_files))

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,14 +16,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fedser_client.prepare import prepare_client_data
 from fedser_client.local_store import LocalStore
 from fedser_shared.cli import entry_point, make_app
-from fedser_shared.config import load_run_config, to_toml
-from fedser_shared.errors import ConfigError, DataError
+from fedser_client.core.data import UNLABELED
+from fedser_client.core.trainer import stable_seed
+from fedser_shared.config import RunConfig, load_run_config, to_toml
+from fedser_shared.errors import ConfigError, FedserError
 from fedser_shared.fsutil import atomic_write_text
 from fedser_shared.logging import configure_logging
 from fedser_sim import grpc_engine
 from fedser_sim.corpus import partition_by_speaker, read_manifest, write_client_dir
 from fedser_sim.display import print_summary
 from fedser_sim.features import default_cache_dir, extract_corpus, seed_client_cache
+from fedser_sim.held_out import HeldOutScorer, choose_test_speakers, held_out_set
+from fedser_sim.labels import hide_labels
 from fedser_sim.inprocess_engine import run_inprocess
 
 app = make_app("Run a whole federation on this machine from a corpus (manifest.csv: path,speaker,emotion).")
@@ -43,6 +48,10 @@ def run(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="with --engine ray: an existing Ray cluster (default: start a local one)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (TOML)")] = None,
     algorithm: Annotated[Optional[str], typer.Option("--algorithm", help="fedavg | scaffold")] = None,
+    semi: Annotated[Optional[bool], typer.Option("--semi/--no-semi", help="semi-supervised local training on the unlabeled audio (Semi-FedSER)")] = None,
+    semi_method: Annotated[Optional[str], typer.Option("--semi-method", help="with --semi: mvpl (the paper's multiview pseudo-labels) | fixmatch")] = None,
+    label_rate: Annotated[Optional[float], typer.Option("--label-rate", help="share of each client's files that keep their label, in (0, 1]; the others become unlabeled (seeded)")] = None,
+    test_speakers: Annotated[int, typer.Option("--test-speakers", help="speakers who never join: the global model is scored on them, each normalised with its own statistics")] = 0,
     fraction: Annotated[Optional[float], typer.Option("--fraction")] = None,
     min_clients: Annotated[Optional[int], typer.Option("--min-clients")] = None,
     eval_every: Annotated[Optional[int], typer.Option("--eval-every")] = None,
@@ -55,9 +64,14 @@ def run(
     """Partition the corpus by speaker into N clients, extract features once, run R rounds, print UAR."""
     configure_logging(log_level)
     console = Console(stderr=False)
+    if label_rate is not None and not 0.0 < label_rate <= 1.0:
+        raise ConfigError(f"--label-rate must be in (0, 1], got {label_rate}")
+    if test_speakers < 0:
+        raise ConfigError(f"--test-speakers must be 0 or more, got {test_speakers}")
     run_config = load_run_config(config, {
         "federation.rounds": rounds, "federation.algorithm": algorithm, "federation.fraction": fraction,
         "federation.min_clients": min_clients, "federation.eval_every": eval_every, "federation.seed": seed,
+        "semi.enabled": semi, "semi.method": semi_method,
     })
     fed = run_config.federation
     if fed.min_clients > clients:
@@ -68,16 +82,33 @@ def run(
     run_config = run_config.model_copy(update={"federation": fed.model_copy(update={"start_clients": clients})})
 
     utterances, ignored = read_manifest(corpus, run_config.labels)
-    parts = [p for p in partition_by_speaker(utterances, clients, fed.seed) if p]
+    speakers = sorted({u.speaker for u in utterances})
+    held_out = choose_test_speakers(speakers, test_speakers, fed.seed) if test_speakers else []
+    if len(speakers) - len(held_out) < 1:
+        raise ConfigError(f"--test-speakers {test_speakers} leaves no training speaker: the corpus has {len(speakers)}")
+    training = [u for u in utterances if u.speaker not in held_out]
+    parts = [p for p in partition_by_speaker(training, clients, fed.seed) if p]
     if len(parts) < clients:
-        raise DataError(f"the corpus has too few utterances for {clients} clients")
+        raise ConfigError(f"{len(speakers) - len(held_out)} training speakers ({len(training)} utterances) "
+                          f"cannot make {clients} clients; use fewer --clients or --test-speakers")
     out.mkdir(parents=True, exist_ok=True)
-    client_dirs = [write_client_dir(corpus, part, out / "clients" / f"client{i:02d}") for i, part in enumerate(parts)]
+    hidden = [hidden_paths(part, label_rate, fed.seed, i) for i, part in enumerate(parts)]
+    client_dirs = [write_client_dir(corpus, part, out / "clients" / f"client{i:02d}", hide)
+                   for i, (part, hide) in enumerate(zip(parts, hidden))]
+    n_hidden = sum(len(h) for h in hidden)
+    if n_hidden and not run_config.semi.enabled and any(len(h) == len(p) for h, p in zip(hidden, parts)):
+        raise ConfigError("--label-rate leaves a client without labels; it can train only with --semi")
     config_path = out / "run.toml"
     atomic_write_text(config_path, to_toml(run_config))
-    console.print(f"[bold]fedser-sim[/]: {len(utterances)} utterances, {len({u.speaker for u in utterances})} speakers → "
-                  f"{clients} clients; {fed.rounds} rounds of {fed.algorithm}, engine {engine}; run dir {out}"
-                  + (f"; ignored emotions {ignored}" if ignored else ""))
+    semi_text = f" + {run_config.semi.method}" if run_config.semi.enabled else ""
+    held_out_text = f" + {len(held_out)} held-out speaker(s) ({', '.join(held_out)})" if held_out else ""
+    console.print(f"[bold]fedser-sim[/]: {len(utterances)} utterances, {len(speakers)} speakers → {clients} clients"
+                  f"{held_out_text}; "
+                  f"{len(training) - n_hidden} of {len(training)} training files labeled; "
+                  f"{fed.rounds} rounds of {fed.algorithm}{semi_text}, engine {engine}; run dir {out}")
+    if ignored:
+        console.print(f"ignored {sum(ignored.values())} files whose emotion the label map does not name: "
+                      + ", ".join(f"{emotion or '(empty)'} {n}" for emotion, n in sorted(ignored.items())))
 
     started = time.perf_counter()
     cache_dir = feature_cache or default_cache_dir(corpus)
@@ -91,9 +122,20 @@ def run(
 
         rounds_bar = progress.add_task("rounds", total=fed.rounds, status="starting clients")
 
+        scorer = None
+        if held_out:
+            by_speaker = {s: (np.stack([features.vectors[u.path] for u in utterances if u.speaker == s and u.path in features.vectors]),
+                              np.array([u.label for u in utterances if u.speaker == s and u.path in features.vectors], np.int64))
+                          for s in held_out}
+            scorer = HeldOutScorer(run_config, held_out_set(by_speaker, run_config), out / "server")
+
         def show(metrics: list[dict]) -> None:
+            if scorer is not None:
+                scorer.follow(metrics)
             last_uar = next((m["uar"] for m in reversed(metrics) if m.get("uar") is not None), None)
             status = f"last UAR {last_uar:.3f}" if last_uar is not None else ("waiting for clients" if not metrics else "")
+            if scorer is not None and scorer.scores:
+                status += f", held-out {scorer.scores[max(scorer.scores)]:.3f}"
             progress.update(rounds_bar, completed=len(metrics), status=status)
 
         if engine == "grpc":
@@ -111,8 +153,35 @@ def run(
             run_inprocess(run_config, prepared, out / "server", lambda record: (history.append(record), show(history)))
             metrics = history
     wall_s = time.perf_counter() - started
-    atomic_write_text(out / "summary.json", json.dumps({"engine": engine, "wall_s": wall_s, "rounds": metrics}, indent=1))
-    print_summary(console, run_config, metrics, wall_s, engine)
+    final = scorer.final() if scorer is not None else None
+    held_out_scores = scorer.scores if scorer is not None else {}
+    atomic_write_text(out / "summary.json", json.dumps({
+        "engine": engine, "wall_s": wall_s, "test_speakers": held_out,
+        "held_out_uar": {str(r): v for r, v in sorted(held_out_scores.items())}, "rounds": metrics}, indent=1))
+    print_summary(console, run_config, metrics, wall_s, engine, held_out_scores, final)
+    report = _write_report(out / "server", run_config)
+    if report is not None:
+        console.print(f"report: {report}")
+
+
+def hidden_paths(part: list, label_rate: float | None, seed: int, index: int) -> set[str]:
+    """The files of one client whose label is hidden (the same rule as benchmarks/accuracy.py)."""
+    if label_rate is None or label_rate >= 1.0:
+        return set()
+    labels = np.array([u.label for u in part], np.int64)
+    kept = hide_labels(labels, label_rate, np.random.default_rng(stable_seed(seed, index, "labels")))
+    return {u.path for u, k in zip(part, kept) if k == UNLABELED}
+
+
+def _write_report(state_dir: Path, config: RunConfig) -> Path | None:
+    from fedser_server.observability.report import write_report
+    from fedser_server.observability.snapshot import load_snapshot
+
+    try:
+        return write_report(load_snapshot(state_dir), state_dir / "report", list(config.labels.class_names)).html
+    except FedserError as exc:
+        Console(stderr=True).print(f"no report: {exc}")
+        return None
 
 
 main = entry_point(app, "fedser-sim")

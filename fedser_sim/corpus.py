@@ -44,7 +44,9 @@ def read_manifest(corpus: Path, labels: LabelsConfig) -> tuple[list[Utterance], 
             continue
         utterances.append(Utterance(row["path"], row["speaker"], row["emotion"], label))
     if not utterances:
-        raise DataError(f"{manifest} has no rows with a known emotion")
+        seen = ", ".join(f"{emotion or '(empty)'} {n}" for emotion, n in sorted(ignored.items())) or "none"
+        raise DataError(f"{manifest} has no rows with an emotion the label map names (found: {seen}); "
+                        f"map them with labels.emotion_map in --config")
     return utterances, dict(ignored)
 
 
@@ -87,7 +89,10 @@ def write_client_dir(corpus: Path, utterances: list[Utterance], folder: Path, hi
         link.symlink_to(corpus / u.path)
     with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "emotion"])
+        writer.writerow(["path", "emotion", "hidden_emotion"] if hidden else ["path", "emotion"])
         for u in utterances:
-            writer.writerow([u.path, "" if hidden and u.path in hidden else u.emotion])
+            if not hidden:
+                writer.writerow([u.path, u.emotion])
+            else:  # hidden_emotion: only to count right pseudo-labels, never trained on
+                writer.writerow([u.path, "", u.emotion] if u.path in hidden else [u.path, u.emotion, ""])
     return folder

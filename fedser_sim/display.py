@@ -12,27 +12,51 @@ def _fmt(value: object, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def results_table(config: RunConfig, metrics: list[dict], title: str) -> Table:
+def results_table(config: RunConfig, metrics: list[dict], title: str, held_out: dict[int, float] | None = None,
+                  recalls: bool = True) -> Table:
+    """One row per evaluated round: local-eval UAR, held-out-speaker UAR, pseudo-labels taken so far
+    (and the share that was right), and, where there is room, the local recall of each class."""
+    semi = config.semi.enabled
     table = Table(title=title, show_lines=False)
     table.add_column("round", justify="right")
     table.add_column("updates", justify="right")
     table.add_column("train loss", justify="right")
-    table.add_column("UAR", justify="right", style="bold")
-    for name in config.labels.class_names:
+    table.add_column("local UAR", justify="right", style="bold")
+    if held_out is not None:
+        table.add_column("held-out UAR", justify="right", style="bold")
+    if semi:
+        table.add_column("pseudo-labels", justify="right")
+        table.add_column("right", justify="right")
+    for name in config.labels.class_names if recalls else []:
         table.add_column(f"recall {name}", justify="right")
+    taken = correct = with_truth = 0
     for record in metrics:
+        taken += sum(record.get("pseudo_taken") or [])
+        correct += sum(record.get("pseudo_correct") or [])
+        with_truth += record.get("pseudo_with_truth") or 0
         if "uar" not in record:
             continue
-        recalls = record.get("per_class_recall") or [None] * config.num_classes
-        table.add_row(str(record["round"]), f"{record['n_updates']}/{record['n_sampled']}", _fmt(record.get("train_loss")),
-                      _fmt(record.get("uar")), *(_fmt(r) for r in recalls))
+        class_recalls = record.get("per_class_recall") or [None] * config.num_classes
+        cells = [str(record["round"]), f"{record['n_updates']}/{record['n_sampled']}", _fmt(record.get("train_loss")),
+                 _fmt(record.get("uar"))]
+        if held_out is not None:
+            cells.append(_fmt(held_out.get(record["round"])))
+        if semi:
+            cells += [str(taken), f"{100 * correct / with_truth:.0f}%" if with_truth else "—"]
+        table.add_row(*cells, *((_fmt(r) for r in class_recalls) if recalls else ()))
     return table
 
 
-def print_summary(console: Console, config: RunConfig, metrics: list[dict], wall_s: float, engine: str) -> None:
-    console.print(results_table(config, metrics, f"fedser · {config.federation.algorithm} · {engine} engine"))
+def print_summary(console: Console, config: RunConfig, metrics: list[dict], wall_s: float, engine: str,
+                  held_out: dict[int, float] | None = None, final: tuple[int, float] | None = None) -> None:
+    method = f" + {config.semi.method}" if config.semi.enabled else ""
+    title = f"fedser · {config.federation.algorithm}{method} · {engine} engine"
+    console.print(results_table(config, metrics, title, held_out if final is not None else None,
+                                recalls=console.width >= 120))
     evaluated = [m for m in metrics if m.get("uar") is not None]
     if evaluated:
         best = max(evaluated, key=lambda m: m["uar"])
-        console.print(f"final UAR {evaluated[-1]['uar']:.3f} (round {evaluated[-1]['round']}), "
+        console.print(f"final local UAR {evaluated[-1]['uar']:.3f} (round {evaluated[-1]['round']}), "
                       f"best {best['uar']:.3f} (round {best['round']}); {len(metrics)} rounds in {wall_s:.1f} s")
+    if final is not None:
+        console.print(f"held-out speakers: UAR {final[1]:.3f} with the final global model (round {final[0]})")

@@ -1,7 +1,9 @@
 """Which file is what: `labels.csv` (path,emotion) or a corpus `manifest.csv` (path,speaker,emotion,...).
 
 Paths are relative to the data dir. A file with no row, or an empty emotion, is unlabeled.
-Emotions the label map does not know are ignored and counted.
+Emotions the label map does not know are ignored and counted. A simulation (`fedser-sim
+--label-rate`) writes the emotion it hid in a `hidden_emotion` column: never trained on, only used
+to count how many pseudo-labels were right.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ LABEL_FILES = ("labels.csv", "manifest.csv")
 class LabeledFile:
     path: Path           # relative to the data dir
     label: int | None    # class id, None when unlabeled
+    hidden: int | None = None  # a simulation's hidden true class of an unlabeled file
 
 
 @dataclass
@@ -72,6 +75,7 @@ def scan_data_dir(data_dir: Path, labels: LabelsConfig) -> DataListing:
         raise DataError(f"{label_file} has no rows: label at least one file or remove it")
 
     label_of: dict[Path, int | None] = {}
+    hidden_of: dict[Path, int | None] = {}
     ignored: Counter[str] = Counter()
     missing: list[str] = []
     left_out: set[Path] = set()
@@ -86,6 +90,7 @@ def scan_data_dir(data_dir: Path, labels: LabelsConfig) -> DataListing:
         emotion = row.get("emotion", "")
         if not emotion:
             label_of[rel] = None
+            hidden_of[rel] = labels.class_of(row.get("hidden_emotion", ""))
             continue
         cls = labels.class_of(emotion)
         if cls is None:  # an emotion outside the label map: the file is left out, and counted
@@ -93,7 +98,7 @@ def scan_data_dir(data_dir: Path, labels: LabelsConfig) -> DataListing:
             left_out.add(rel)
             continue
         label_of[rel] = cls
-    files = [LabeledFile(p, label_of.get(p)) for p in audio if p not in left_out]
+    files = [LabeledFile(p, label_of.get(p), hidden_of.get(p)) for p in audio if p not in left_out]
     if not files:
         raise DataError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found under {data_dir}")
     return DataListing(files=files, ignored_emotions=ignored, missing_files=missing, label_file=label_file)
