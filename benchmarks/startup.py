@@ -1,0 +1,132 @@
+"""Command-line start-up: wall time of the operator commands, against `python -c pass` in the same run.
+
+Each command runs as its own process, the way an operator (or a probe every few seconds) runs
+it; the commands take turns, so a burst of load on the shared machine touches all of them alike.
+The figure is the median of the runs; the ratio is to `python -c pass`'s median.
+
+    python benchmarks/startup.py            # 7 runs of each command
+    python benchmarks/startup.py --quick    # 2 runs of each (a smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line, free_port, headline, machine_facts, markdown_table, write_results  # noqa: E402
+
+BASELINE = "python -c pass"
+
+
+def script(name: str) -> list[str]:
+    """The installed console script, or the module it runs where this Python has none installed."""
+    installed = Path(sys.executable).parent / name
+    if installed.exists():
+        return [str(installed)]
+    module = {"fedser-server": "fedser_server.cli", "fedser-client": "fedser_client.cli", "fedser-sim": "fedser_sim.cli"}[name]
+    return [sys.executable, "-m", module]
+
+
+def make_state_dir(path: Path) -> Path:
+    """A small state dir, as a server leaves it after 3 rounds with 2 clients, for `status` to read."""
+    from fedser_server.state.registry import ClientRecord, Registry
+
+    path.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    records = [{"round": r, "train_loss": 1.0 / r, "n_updates": 2, "uar": 0.25 + 0.05 * r} for r in (1, 2, 3)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (path / "progress.json").write_text(json.dumps({"completed_round": 3}), encoding="utf-8")
+    registry = Registry(path / "registry.sqlite")
+    try:
+        registry.save_many([ClientRecord(f"id{i}", f"client{i}", [5, 5, 5, 5], 10, 8, "emobase", 988, now - 60, now, 3)
+                            for i in range(2)])
+    finally:
+        registry.close()
+    return path
+
+
+def commands(work: Path) -> dict[str, list[str]]:
+    """What each timed command runs; the labels are what the table shows."""
+    server, client, sim = script("fedser-server"), script("fedser-client"), script("fedser-sim")
+    state = make_state_dir(work / "state")
+    return {
+        BASELINE: [sys.executable, "-c", "pass"],
+        "fedser-server --help": [*server, "--help"],
+        "fedser-client --help": [*client, "--help"],
+        "fedser-sim --help": [*sim, "--help"],
+        "fedser-server status --state-dir D": [*server, "status", "--state-dir", str(state)],
+        "fedser-server token add NAME --state-dir D": [*server, "token", "add", "{name}", "--state-dir", str(work / "tokens")],
+        "fedser-server certs dev --out D": [*server, "certs", "dev", "--out", str(work / "certs" / "{run}")],
+        "fedser-server config --print-default": [*server, "config", "--print-default"],
+        "fedser-client config --print-default": [*client, "config", "--print-default"],
+        "fedser-server probe --address 127.0.0.1:PORT": [*server, "probe", "--address", f"127.0.0.1:{free_port()}",
+                                                          "--insecure", "--timeout", "2"],
+    }
+
+
+def time_once(argv: list[str], run: int, label: str) -> float:
+    argv = [a.replace("{run}", str(run)).replace("{name}", f"bench{run + 1}") for a in argv]
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    elapsed = time.perf_counter() - started
+    # probe answers "unhealthy" (exit 1) when nothing listens, which is what it is asked here
+    expected = (0, 1) if "probe" in label else (0,)
+    if proc.returncode not in expected:
+        raise RuntimeError(f"{label} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def measure(cmds: dict[str, list[str]], runs: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {label: [] for label in cmds}
+    for label, argv in cmds.items():  # one untimed run each: the page cache warms, .pyc files get written
+        time_once(argv, -1, label)
+    for run in range(runs):
+        for label, argv in cmds.items():
+            times[label].append(time_once(argv, run, label))
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
+def table(medians: dict[str, float]) -> str:
+    base = medians[BASELINE]
+    rows = [(f"`{label}`", f"{seconds:.3f}", f"{seconds / base:.1f}") for label, seconds in medians.items()]
+    return markdown_table(["command", "median wall s", f"x `{BASELINE}`"], rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 runs of each command (a smoke test)")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs of each command (default 7, 2 with --quick)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args()
+    runs = args.runs or (2 if args.quick else 7)
+    if runs < 1:
+        print("startup.py: error: --runs must be at least 1", file=sys.stderr)
+        return 2
+
+    facts = machine_facts()
+    with tempfile.TemporaryDirectory(prefix="fedser-startup-") as tmp:
+        try:
+            medians = measure(commands(Path(tmp)), runs)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"startup.py: error: {exc}", file=sys.stderr)
+            return 1
+    facts["runs per command"] = str(runs)
+    facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    body = table(medians)
+    print(body)
+    path = write_results("startup", "Command-line start-up", command_line(), facts, body, args.out)
+    print(f"wrote {path}")
+    headline("slowest_cli_s", max(s for label, s in medians.items() if label != BASELINE))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
