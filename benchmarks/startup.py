@@ -2,7 +2,8 @@
 
 Each command runs as its own process, the way an operator (or a probe every few seconds) runs
 it; the commands take turns, so a burst of load on the shared machine touches all of them alike.
-The figure is the median of the runs; the ratio is to `python -c pass`'s median.
+The figures are medians of the runs; the ratio is of wall times, to `python -c pass`'s. CPU time
+(user + system) is shown too: load from other work on a shared machine inflates it less than wall time.
 
     python benchmarks/startup.py            # 7 runs of each command
     python benchmarks/startup.py --quick    # 2 runs of each (a smoke test)
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,32 +74,40 @@ def commands(work: Path) -> dict[str, list[str]]:
     }
 
 
-def time_once(argv: list[str], run: int, label: str) -> float:
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_once(argv: list[str], run: int, label: str) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds (user + system: what load on a shared machine inflates least)."""
     argv = [a.replace("{run}", str(run)).replace("{name}", f"bench{run + 1}") for a in argv]
-    started = time.perf_counter()
+    cpu_before, started = _children_cpu_s(), time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _children_cpu_s() - cpu_before
     # probe answers "unhealthy" (exit 1) when nothing listens, which is what it is asked here
     expected = (0, 1) if "probe" in label else (0,)
     if proc.returncode not in expected:
         raise RuntimeError(f"{label} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-    return elapsed
+    return elapsed, cpu
 
 
-def measure(cmds: dict[str, list[str]], runs: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {label: [] for label in cmds}
+def measure(cmds: dict[str, list[str]], runs: int) -> dict[str, tuple[float, float]]:
+    """Each command's median wall and median CPU seconds."""
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label in cmds}
     for label, argv in cmds.items():  # one untimed run each: the page cache warms, .pyc files get written
         time_once(argv, -1, label)
     for run in range(runs):
         for label, argv in cmds.items():
             times[label].append(time_once(argv, run, label))
-    return {label: statistics.median(values) for label, values in times.items()}
+    return {label: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
+            for label, values in times.items()}
 
 
-def table(medians: dict[str, float]) -> str:
-    base = medians[BASELINE]
-    rows = [(f"`{label}`", f"{seconds:.3f}", f"{seconds / base:.1f}") for label, seconds in medians.items()]
-    return markdown_table(["command", "median wall s", f"x `{BASELINE}`"], rows)
+def table(medians: dict[str, tuple[float, float]]) -> str:
+    base = medians[BASELINE][0]
+    rows = [(f"`{label}`", f"{wall:.3f}", f"{wall / base:.1f}", f"{cpu:.3f}") for label, (wall, cpu) in medians.items()]
+    return markdown_table(["command", "median wall s", f"x `{BASELINE}`", "median CPU s"], rows)
 
 
 def main() -> int:
@@ -124,7 +134,7 @@ def main() -> int:
     print(body)
     path = write_results("startup", "Command-line start-up", command_line(), facts, body, args.out)
     print(f"wrote {path}")
-    headline("slowest_cli_s", max(s for label, s in medians.items() if label != BASELINE))
+    headline("slowest_cli_s", max(wall for label, (wall, _) in medians.items() if label != BASELINE))
     return 0
 
 

@@ -8,17 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from fedser_server import app as server_app
-from fedser_server.security.certs import write_dev_pki
-from fedser_server.security.enrolment import enrolment_policy, token_store
-from fedser_server.security.tls import server_credentials
-from fedser_server.security.tokens import check_client_name
+from fedser_server.security.tokens import TokenStore, check_client_name, token_store
 from fedser_server.observability import commands as ops
 from fedser_shared.config_command import make_config_command
-from fedser_shared.config_doc import server_toml
 from fedser_shared.cli import entry_point, make_app
 from fedser_shared.errors import ConfigError
-from fedser_shared.logging import configure_logging
+
+# Each command imports what only it needs (grpc, cryptography, pydantic, numpy) inside itself, so that
+# `--help`, `status`, `token add` and the like answer at once (benchmarks/startup.py).
 
 app = make_app("The fedser coordinator.")
 
@@ -51,6 +48,11 @@ def serve(
     metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus /metrics on this port, same host as --address (off by default)")] = None,
 ) -> None:
     """Serve federated rounds until the last one, then stop."""
+    from fedser_server import app as server_app
+    from fedser_server.security.enrolment import enrolment_policy
+    from fedser_server.security.tls import server_credentials
+    from fedser_shared.logging import configure_logging
+
     configure_logging(log_level)
     run_config = server_app.run_config_for(state_dir, config, {
         "federation.rounds": rounds, "federation.min_clients": min_clients, "federation.fraction": fraction,
@@ -82,7 +84,7 @@ def serve(
 app.command("status")(ops.status)
 app.command("report")(ops.report)
 app.command("probe")(ops.probe)
-app.command("config")(make_config_command(server_toml))
+app.command("config")(make_config_command("server"))
 
 token_app = make_app("Enrolment tokens: one per client, stored hashed.")
 app.add_typer(token_app, name="token")
@@ -90,7 +92,7 @@ StateDirOption = Annotated[Optional[Path], typer.Option("--state-dir", help="the
 TokensFileOption = Annotated[Optional[Path], typer.Option("--tokens-file", help="a tokens file outside the state dir")]
 
 
-def _tokens(state_dir: Path | None, tokens_file: Path | None):
+def _tokens(state_dir: Path | None, tokens_file: Path | None) -> TokenStore:
     if (state_dir is None) == (tokens_file is None):
         raise ConfigError("pass exactly one of --state-dir or --tokens-file")
     return token_store(state_dir or Path("."), tokens_file)
@@ -130,6 +132,8 @@ def certs_dev(
     client: Annotated[Optional[list[str]], typer.Option("--client", help="client certificate to make for mutual TLS (repeatable)")] = None,
 ) -> None:
     """Make a development CA, a server certificate and client certificates (not for production)."""
+    from fedser_server.security.certs import write_dev_pki
+
     for path in write_dev_pki(out, host or [], [check_client_name(c) for c in client or []]):
         typer.echo(path)
 

@@ -12,18 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedser_client.prepare import prepare_client_data
-from fedser_client.local_store import LocalStore
 from fedser_shared.cli import entry_point, make_app
-from fedser_shared.config import load_run_config, to_toml
 from fedser_shared.errors import ConfigError, DataError
-from fedser_shared.fsutil import atomic_write_text
-from fedser_shared.logging import configure_logging
-from fedser_sim import grpc_engine
-from fedser_sim.corpus import partition_by_speaker, read_manifest, write_client_dir
-from fedser_sim.display import print_summary
-from fedser_sim.features import default_cache_dir, extract_corpus, seed_client_cache
-from fedser_sim.inprocess_engine import run_inprocess
 
 app = make_app("Run a whole federation on this machine from a corpus (manifest.csv: path,speaker,emotion).")
 
@@ -53,6 +43,18 @@ def run(
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
 ) -> None:
     """Partition the corpus by speaker into N clients, extract features once, run R rounds, print UAR."""
+    # here, not at the top: torch, openSMILE and pydantic would slow `fedser-sim --help` to seconds
+    from fedser_client.local_store import LocalStore
+    from fedser_client.prepare import prepare_client_data
+    from fedser_shared.config import load_run_config, to_toml
+    from fedser_shared.fsutil import atomic_write_text
+    from fedser_shared.logging import configure_logging
+    from fedser_sim import grpc_engine
+    from fedser_sim.corpus import partition_by_speaker, read_manifest, write_client_dir
+    from fedser_sim.display import print_summary
+    from fedser_sim.features import default_cache_dir, extract_corpus, seed_client_cache
+    from fedser_sim.inprocess_engine import run_inprocess
+
     configure_logging(log_level)
     console = Console(stderr=False)
     run_config = load_run_config(config, {

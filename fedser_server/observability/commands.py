@@ -7,11 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from fedser_server import probe as health_probe
 from fedser_server.observability.snapshot import load_snapshot
-from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -22,12 +19,18 @@ ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="run config
 
 
 def _class_names(config: Path | None, saved: list[str] | None) -> list[str] | None:
-    return list(load_run_config(config).labels.class_names) if config is not None else saved
+    if config is None:
+        return saved
+    from fedser_shared.config import load_run_config
+
+    return list(load_run_config(config).labels.class_names)
 
 
 def status(state_dir: StateDir, config: ConfigFile = None,
            as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False) -> None:
     """Summarise a run from its state dir: current round, last metrics, clients and when they were last seen."""
+    from rich.console import Console
+
     from fedser_server.observability import status as view
 
     snapshot = load_snapshot(state_dir)
@@ -60,6 +63,8 @@ def probe(
     insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC")] = False,
 ) -> None:
     """Ask a server's gRPC health service whether it is SERVING (exit 0) or not (exit 1)."""
+    from fedser_server import probe as health_probe
+
     result = health_probe.check(address, timeout, "", ca_cert, cert, key, server_name, insecure)
     typer.echo(f"{'healthy' if result.healthy else 'unhealthy'}: {result.message}", err=not result.healthy)
     if not result.healthy:
