@@ -1,4 +1,6 @@
-"""The operator commands of `fedser-server`: status, report, probe (registered in fedser_server.cli)."""
+"""The operator commands of `fedser-server`: status, report, probe (registered in fedser_server.cli).
+
+Each imports what it needs inside itself (rich, grpc, matplotlib, pydantic), so that the CLI answers at once."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from fedser_server.observability.snapshot import load_snapshot
 from fedser_shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def status(state_dir: StateDir, config: ConfigFile = None,
     from rich.console import Console
 
     from fedser_server.observability import status as view
+    from fedser_server.observability.snapshot import load_snapshot
 
     snapshot = load_snapshot(state_dir)
     names = _class_names(config, snapshot.class_names)
@@ -45,6 +47,7 @@ def report(state_dir: StateDir, config: ConfigFile = None,
            out: Annotated[Optional[Path], typer.Option("--out", help="where to write the report (default STATE_DIR/report)")] = None) -> None:
     """Write report.html and PNG plots (UAR, loss, pseudo-labels per round) from a state dir."""
     from fedser_server.observability.report import write_report
+    from fedser_server.observability.snapshot import load_snapshot
 
     snapshot = load_snapshot(state_dir)
     files = write_report(snapshot, out or state_dir / "report", _class_names(config, snapshot.class_names))
