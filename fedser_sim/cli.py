@@ -6,19 +6,23 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedser_shared.cli import entry_point, make_app
 from fedser_shared.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = make_app("Run a whole federation on this machine from a corpus (manifest.csv: path,speaker,emotion).")
 
 
 def _progress(console: Console) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[status]}"), console=console, transient=False)
 
