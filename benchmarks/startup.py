@@ -7,6 +7,8 @@ The figures are medians of the runs; the ratio is of wall times, to `python -c p
 
     python benchmarks/startup.py            # 7 runs of each command
     python benchmarks/startup.py --quick    # 2 runs of each (a smoke test)
+    git archive OLD | tar -x -C /tmp/old && python benchmarks/startup.py --before /tmp/old
+                                            # also OLD's commands, in the same turns: a "before" column
 """
 
 from __future__ import annotations
@@ -28,13 +30,17 @@ from _common import command_line, free_port, headline, machine_facts, markdown_t
 BASELINE = "python -c pass"
 
 
-def script(name: str) -> list[str]:
-    """The installed console script, or the module it runs where this Python has none installed."""
+MODULES = {"fedser-server": "fedser_server.cli", "fedser-client": "fedser_client.cli", "fedser-sim": "fedser_sim.cli"}
+
+
+def script(name: str, source: Path | None = None) -> list[str]:
+    """The installed console script; or, with `source`, what that script does with the code of that source tree."""
     installed = Path(sys.executable).parent / name
-    if installed.exists():
+    if source is None and installed.exists():
         return [str(installed)]
-    module = {"fedser-server": "fedser_server.cli", "fedser-client": "fedser_client.cli", "fedser-sim": "fedser_sim.cli"}[name]
-    return [sys.executable, "-m", module]
+    # sys.path goes before the installed package's import hook, so the tree's code is what runs
+    paths = [str(source), str(source / "shared")] if source is not None else []
+    return [sys.executable, "-c", f"import sys; sys.path[:0] = {paths!r}; from {MODULES[name]} import main; sys.exit(main())"]
 
 
 def make_state_dir(path: Path) -> Path:
@@ -55,9 +61,9 @@ def make_state_dir(path: Path) -> Path:
     return path
 
 
-def commands(work: Path) -> dict[str, list[str]]:
+def commands(work: Path, source: Path | None = None) -> dict[str, list[str]]:
     """What each timed command runs; the labels are what the table shows."""
-    server, client, sim = script("fedser-server"), script("fedser-client"), script("fedser-sim")
+    server, client, sim = (script(name, source) for name in MODULES)
     state = make_state_dir(work / "state")
     return {
         BASELINE: [sys.executable, "-c", "pass"],
@@ -92,22 +98,32 @@ def time_once(argv: list[str], run: int, label: str) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def measure(cmds: dict[str, list[str]], runs: int) -> dict[str, tuple[float, float]]:
-    """Each command's median wall and median CPU seconds."""
-    times: dict[str, list[tuple[float, float]]] = {label: [] for label in cmds}
-    for label, argv in cmds.items():  # one untimed run each: the page cache warms, .pyc files get written
-        time_once(argv, -1, label)
+Medians = dict[str, tuple[float, float]]  # label -> (median wall s, median CPU s)
+
+
+def measure(sets: list[dict[str, list[str]]], runs: int) -> list[Medians]:
+    """Each set's commands' medians; every command of every set runs once per turn."""
+    times: list[dict[str, list[tuple[float, float]]]] = [{label: [] for label in cmds} for cmds in sets]
+    for cmds in sets:
+        for label, argv in cmds.items():  # one untimed run each: the page cache warms, .pyc files get written
+            time_once(argv, -1, label)
     for run in range(runs):
-        for label, argv in cmds.items():
-            times[label].append(time_once(argv, run, label))
-    return {label: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
-            for label, values in times.items()}
+        for label in sets[0]:
+            for cmds, kept in zip(sets, times):
+                kept[label].append(time_once(cmds[label], run, label))
+    return [{label: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
+             for label, values in kept.items()} for kept in times]
 
 
-def table(medians: dict[str, tuple[float, float]]) -> str:
+def table(medians: Medians, before: Medians | None = None) -> str:
     base = medians[BASELINE][0]
-    rows = [(f"`{label}`", f"{wall:.3f}", f"{wall / base:.1f}", f"{cpu:.3f}") for label, (wall, cpu) in medians.items()]
-    return markdown_table(["command", "median wall s", f"x `{BASELINE}`", "median CPU s"], rows)
+    header = ["command", "median wall s", f"x `{BASELINE}`", "median CPU s"]
+    rows = [[f"`{label}`", f"{wall:.3f}", f"{wall / base:.1f}", f"{cpu:.3f}"] for label, (wall, cpu) in medians.items()]
+    if before is not None:
+        header += ["before: wall s", f"before: x `{BASELINE}`", "before: CPU s"]
+        for row, (wall, cpu) in zip(rows, before.values()):
+            row += [f"{wall:.3f}", f"{wall / before[BASELINE][0]:.1f}", f"{cpu:.3f}"]
+    return markdown_table(header, rows)
 
 
 def main() -> int:
@@ -115,23 +131,31 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 runs of each command (a smoke test)")
     parser.add_argument("--runs", type=int, default=None, help="timed runs of each command (default 7, 2 with --quick)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="an earlier fedser source tree (git archive REV | tar -x -C DIR): its commands are timed in the same turns")
     args = parser.parse_args()
     runs = args.runs if args.runs is not None else (2 if args.quick else 7)
     if runs < 1:
         print("startup.py: error: --runs must be at least 1", file=sys.stderr)
         return 2
+    if args.before is not None and not (args.before / "fedser_server" / "cli.py").is_file():
+        print(f"startup.py: error: --before {args.before} is not a fedser source tree (no fedser_server/cli.py)", file=sys.stderr)
+        return 2
 
     facts = machine_facts()
     with tempfile.TemporaryDirectory(prefix="fedser-startup-") as tmp:
+        sets = [commands(Path(tmp) / "now")] + ([commands(Path(tmp) / "before", args.before)] if args.before else [])
         try:
-            medians = measure(commands(Path(tmp)), runs)
+            medians, *before = measure(sets, runs)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             print(f"startup.py: error: {exc}", file=sys.stderr)
             return 1
     facts["runs per command"] = f"{runs} (after one untimed run each), taking turns"
     facts["target"] = "each command under 0.5 s wall on a quiet 2-core machine"
+    if args.before is not None:
+        facts["before"] = f"the source tree in {args.before}, run through the same Python"
     facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    body = table(medians)
+    body = table(medians, before[0] if before else None)
     print(body)
     path = write_results("startup", "Command-line start-up", command_line(), facts, body, args.out)
     print(f"wrote {path}")
