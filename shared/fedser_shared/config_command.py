@@ -20,7 +20,7 @@ def make_config_command(side: Literal["server", "client"]) -> Callable[..., None
         """Print the documented default configuration, or validate a configuration file."""
         if print_default == (check is not None):
             raise ConfigError("pass exactly one of --print-default or --check FILE")
-        # pydantic and the config classes load only when a file is printed or checked
+        # the config classes load only when a file is printed or checked (not for --help)
         if print_default:
             from fedser_shared.config_doc import client_toml, server_toml
 
