@@ -46,10 +46,10 @@ def hidden_for_weights(weight_bytes: int) -> list[int]:
 
 def update_spec(hidden: list[int]) -> tuple[dict[str, list[int]], int]:
     from fedser_server.core.strategy import FedAvg
-    from fedser_shared.model import build_model, weights_of
+    from fedser_shared.weights import initial_weights
 
     strategy = FedAvg()
-    state = strategy.initial_state(weights_of(build_model(FEATURE_DIM, CLASSES, hidden, 0.2, 0)))
+    state = strategy.initial_state(initial_weights(FEATURE_DIM, CLASSES, hidden, 0))
     spec = {name: list(s.shape) for name, s in strategy.expected_update(state).items()}
     return spec, sum(v.nbytes for v in state.values())
 

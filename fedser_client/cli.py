@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import grpc
-import torch
 import typer
 
-from fedser_client.app import build_daemon, default_name, resolve_device
-from fedser_client.extract import extract_with_progress, prepare_with_progress
 from fedser_shared.cli import entry_point, make_app
 from fedser_shared.config_command import make_config_command
-from fedser_shared.config_doc import client_toml
-from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError, DataError
-from fedser_shared.logging import configure_logging
-from fedser_shared.pem import check_key_matches, read_certificates, read_private_key
+
+if TYPE_CHECKING:
+    import grpc
+
+# torch, openSMILE, grpc and cryptography load inside the commands that use them, so that
+# `--help` and `config` answer at once (benchmarks/startup.py).
 
 app = make_app("The fedser client daemon.")
 
@@ -29,6 +27,10 @@ def _root() -> None:
 
 
 def channel_credentials(ca_cert: str | None, cert: str | None, key: str | None, insecure: bool) -> grpc.ChannelCredentials | None:
+    import grpc
+
+    from fedser_shared.pem import check_key_matches, read_certificates, read_private_key
+
     if insecure:
         if ca_cert or cert or key:
             raise ConfigError("--insecure cannot be combined with --ca-cert/--cert/--key")
@@ -62,6 +64,13 @@ def join(
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Extract features (from cache when warm), then join the federation and serve tasks until SHUTDOWN."""
+    import torch
+
+    from fedser_client.app import build_daemon, default_name, resolve_device
+    from fedser_client.extract import prepare_with_progress
+    from fedser_shared.config import load_run_config
+    from fedser_shared.logging import configure_logging
+
     configure_logging(log_level)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -90,6 +99,11 @@ def extract(
     log_level: Annotated[str, typer.Option("--log-level")] = "error",
 ) -> None:
     """Turn the data dir's audio into cached feature vectors; show what was found, extracted and skipped."""
+    from fedser_client.app import resolve_device
+    from fedser_client.extract import extract_with_progress
+    from fedser_shared.config import load_run_config
+    from fedser_shared.logging import configure_logging
+
     configure_logging(log_level)
     if not data_dir.is_dir():
         raise DataError(f"data dir {data_dir} does not exist or is not a directory")
@@ -97,7 +111,7 @@ def extract(
     extract_with_progress(data_dir, local_config, upstream_ckpt, resolve_device(device), workers)
 
 
-app.command("config")(make_config_command(client_toml))
+app.command("config")(make_config_command("client"))
 
 main = entry_point(app, "fedser-client")
 

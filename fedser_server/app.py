@@ -21,7 +21,7 @@ from fedser_server.transport.servicer import CoordinatorServicer
 from fedser_shared.config import RunConfig, format_validation_error, load_run_config
 from fedser_shared.errors import ConfigError, StateError
 from fedser_shared.logging import get_logger
-from fedser_shared.model import build_model, weights_of
+from fedser_shared.weights import initial_weights
 
 log = get_logger(__name__)
 
@@ -82,8 +82,8 @@ def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: floa
                       tokens: TokenStore | None = None, resume: bool = False) -> Coordinator:
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
-    model = build_model(config.feature_dim, config.num_classes, config.model.hidden, config.model.dropout, fed.seed)
-    return Coordinator(config, strategy, weights_of(model), StateStore(state_dir), config.feature_dim,
+    weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
+    return Coordinator(config, strategy, weights, StateStore(state_dir), config.feature_dim,
                        client_timeout_s=client_timeout_s, tokens=tokens, resume=resume)
 
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from fedser_server import app as server_app
-from fedser_server.security.certs import write_dev_pki
-from fedser_server.security.enrolment import enrolment_policy, token_store
-from fedser_server.security.tls import server_credentials
-from fedser_server.security.tokens import check_client_name
 from fedser_server.observability import commands as ops
 from fedser_shared.config_command import make_config_command
-from fedser_shared.config_doc import server_toml
 from fedser_shared.cli import entry_point, make_app
 from fedser_shared.errors import ConfigError
-from fedser_shared.logging import configure_logging
+
+if TYPE_CHECKING:
+    from fedser_server.security.tokens import TokenStore
+
+# Each command imports what only it needs (grpc, cryptography, pydantic, numpy) inside itself, so that
+# `--help`, `status`, `token add` and the like answer at once (benchmarks/startup.py).
 
 app = make_app("The fedser coordinator.")
 
@@ -51,6 +50,12 @@ def serve(
     metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus /metrics on this port, same host as --address (off by default)")] = None,
 ) -> None:
     """Serve federated rounds until the last one, then stop."""
+    from fedser_server import app as server_app
+    from fedser_server.security.enrolment import enrolment_policy
+    from fedser_server.security.tls import server_credentials
+    from fedser_server.security.tokens import token_store
+    from fedser_shared.logging import configure_logging
+
     configure_logging(log_level)
     run_config = server_app.run_config_for(state_dir, config, {
         "federation.rounds": rounds, "federation.min_clients": min_clients, "federation.fraction": fraction,
@@ -82,7 +87,7 @@ def serve(
 app.command("status")(ops.status)
 app.command("report")(ops.report)
 app.command("probe")(ops.probe)
-app.command("config")(make_config_command(server_toml))
+app.command("config")(make_config_command("server"))
 
 token_app = make_app("Enrolment tokens: one per client, stored hashed.")
 app.add_typer(token_app, name="token")
@@ -90,9 +95,11 @@ StateDirOption = Annotated[Optional[Path], typer.Option("--state-dir", help="the
 TokensFileOption = Annotated[Optional[Path], typer.Option("--tokens-file", help="a tokens file outside the state dir")]
 
 
-def _tokens(state_dir: Path | None, tokens_file: Path | None):
+def _tokens(state_dir: Path | None, tokens_file: Path | None) -> TokenStore:
     if (state_dir is None) == (tokens_file is None):
         raise ConfigError("pass exactly one of --state-dir or --tokens-file")
+    from fedser_server.security.tokens import token_store
+
     return token_store(state_dir or Path("."), tokens_file)
 
 
@@ -100,6 +107,8 @@ def _tokens(state_dir: Path | None, tokens_file: Path | None):
 def token_add(name: Annotated[str, typer.Argument(help="the client this token enrols")],
               state_dir: StateDirOption = None, tokens_file: TokensFileOption = None) -> None:
     """Create a token for NAME and print it once (only its hash is kept)."""
+    from fedser_server.security.tokens import check_client_name
+
     token = _tokens(state_dir, tokens_file).add(check_client_name(name))
     typer.echo(token)
     typer.echo(f"token for '{name}' stored as a hash; it cannot be shown again", err=True)
@@ -130,6 +139,9 @@ def certs_dev(
     client: Annotated[Optional[list[str]], typer.Option("--client", help="client certificate to make for mutual TLS (repeatable)")] = None,
 ) -> None:
     """Make a development CA, a server certificate and client certificates (not for production)."""
+    from fedser_server.security.certs import write_dev_pki
+    from fedser_server.security.tokens import check_client_name
+
     for path in write_dev_pki(out, host or [], [check_client_name(c) for c in client or []]):
         typer.echo(path)
 

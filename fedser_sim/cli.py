@@ -6,34 +6,25 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedser_client.prepare import prepare_client_data
-from fedser_client.local_store import LocalStore
 from fedser_shared.cli import entry_point, make_app
-from fedser_client.core.data import UNLABELED
-from fedser_client.core.trainer import stable_seed
-from fedser_shared.config import RunConfig, load_run_config, to_toml
 from fedser_shared.errors import ConfigError, FedserError
-from fedser_shared.fsutil import atomic_write_text
-from fedser_shared.logging import configure_logging
-from fedser_sim import grpc_engine
-from fedser_sim.corpus import partition_by_speaker, read_manifest, write_client_dir
-from fedser_sim.display import print_summary
-from fedser_sim.features import default_cache_dir, extract_corpus, seed_client_cache
-from fedser_sim.held_out import HeldOutScorer, choose_test_speakers, held_out_set
-from fedser_sim.labels import hide_labels
-from fedser_sim.inprocess_engine import run_inprocess
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from fedser_shared.config import RunConfig
 
 app = make_app("Run a whole federation on this machine from a corpus (manifest.csv: path,speaker,emotion).")
 
 
 def _progress(console: Console) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[status]}"), console=console, transient=False)
 
@@ -62,6 +53,21 @@ def run(
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
 ) -> None:
     """Partition the corpus by speaker into N clients, extract features once, run R rounds, print UAR."""
+    # here, not at the top: torch, openSMILE and pydantic would slow `fedser-sim --help` to seconds
+    import numpy as np
+
+    from fedser_client.local_store import LocalStore
+    from fedser_client.prepare import prepare_client_data
+    from fedser_shared.config import load_run_config, to_toml
+    from fedser_shared.fsutil import atomic_write_text
+    from fedser_shared.logging import configure_logging
+    from fedser_sim import grpc_engine
+    from fedser_sim.corpus import partition_by_speaker, read_manifest, write_client_dir
+    from fedser_sim.display import print_summary
+    from fedser_sim.features import default_cache_dir, extract_corpus, seed_client_cache
+    from fedser_sim.held_out import HeldOutScorer, choose_test_speakers, held_out_set
+    from fedser_sim.inprocess_engine import run_inprocess
+
     configure_logging(log_level)
     console = Console(stderr=False)
     if label_rate is not None and not 0.0 < label_rate <= 1.0:
@@ -166,6 +172,12 @@ def run(
 
 def hidden_paths(part: list, label_rate: float | None, seed: int, index: int) -> set[str]:
     """The files of one client whose label is hidden (the same rule as benchmarks/accuracy.py)."""
+    import numpy as np
+
+    from fedser_client.core.data import UNLABELED
+    from fedser_client.core.trainer import stable_seed
+    from fedser_sim.labels import hide_labels
+
     if label_rate is None or label_rate >= 1.0:
         return set()
     labels = np.array([u.label for u in part], np.int64)
@@ -173,7 +185,7 @@ def hidden_paths(part: list, label_rate: float | None, seed: int, index: int) ->
     return {u.path for u, k in zip(part, kept) if k == UNLABELED}
 
 
-def _write_report(state_dir: Path, config: RunConfig) -> Path | None:
+def _write_report(state_dir: Path, config: "RunConfig") -> Path | None:
     from fedser_server.observability.report import write_report
     from fedser_server.observability.snapshot import load_snapshot
 

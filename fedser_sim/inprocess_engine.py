@@ -24,7 +24,7 @@ from fedser_server.core.schedule import is_trainable, local_lr, pseudo_label_thr
 from fedser_server.core.strategy import State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
-from fedser_shared.model import build_model, weights_of
+from fedser_shared.weights import initial_weights
 
 if TYPE_CHECKING:  # the feature pipeline is not needed to run rounds on ready features
     from fedser_client.prepare import PreparedData
@@ -58,8 +58,7 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
     """Run `config.federation.rounds` rounds; yield the new global state after each."""
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
-    model = build_model(feature_dim, config.num_classes, config.model.hidden, config.model.dropout, fed.seed)
-    state = strategy.initial_state(weights_of(model))
+    state = strategy.initial_state(initial_weights(feature_dim, config.num_classes, config.model.hidden, fed.seed))
     trainable = [c for c in clients.values() if c.trainable]
     for round_index in range(1, fed.rounds + 1):
         started = time.perf_counter()

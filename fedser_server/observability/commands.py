@@ -1,4 +1,6 @@
-"""The operator commands of `fedser-server`: status, report, probe (registered in fedser_server.cli)."""
+"""The operator commands of `fedser-server`: status, report, probe (registered in fedser_server.cli).
+
+Each imports what it needs inside itself (rich, grpc, matplotlib, pydantic), so that the CLI answers at once."""
 
 from __future__ import annotations
 
@@ -7,11 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from fedser_server import probe as health_probe
-from fedser_server.observability.snapshot import load_snapshot
-from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -22,13 +20,20 @@ ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="run config
 
 
 def _class_names(config: Path | None, saved: list[str] | None) -> list[str] | None:
-    return list(load_run_config(config).labels.class_names) if config is not None else saved
+    if config is None:
+        return saved
+    from fedser_shared.config import load_run_config
+
+    return list(load_run_config(config).labels.class_names)
 
 
 def status(state_dir: StateDir, config: ConfigFile = None,
            as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False) -> None:
     """Summarise a run from its state dir: current round, last metrics, clients and when they were last seen."""
+    from rich.console import Console
+
     from fedser_server.observability import status as view
+    from fedser_server.observability.snapshot import load_snapshot
 
     snapshot = load_snapshot(state_dir)
     names = _class_names(config, snapshot.class_names)
@@ -42,6 +47,7 @@ def report(state_dir: StateDir, config: ConfigFile = None,
            out: Annotated[Optional[Path], typer.Option("--out", help="where to write the report (default STATE_DIR/report)")] = None) -> None:
     """Write report.html and PNG plots (UAR, loss, pseudo-labels per round) from a state dir."""
     from fedser_server.observability.report import write_report
+    from fedser_server.observability.snapshot import load_snapshot
 
     snapshot = load_snapshot(state_dir)
     files = write_report(snapshot, out or state_dir / "report", _class_names(config, snapshot.class_names))
@@ -60,6 +66,8 @@ def probe(
     insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC")] = False,
 ) -> None:
     """Ask a server's gRPC health service whether it is SERVING (exit 0) or not (exit 1)."""
+    from fedser_server import probe as health_probe
+
     result = health_probe.check(address, timeout, "", ca_cert, cert, key, server_name, insecure)
     typer.echo(f"{'healthy' if result.healthy else 'unhealthy'}: {result.message}", err=not result.healthy)
     if not result.healthy:

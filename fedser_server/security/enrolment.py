@@ -3,17 +3,11 @@ plaintext loopback, where there is nothing to protect)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fedser_server.security.tokens import TokenStore
 from fedser_shared.errors import ConfigError
 from fedser_shared.logging import get_logger
 
 log = get_logger(__name__)
-
-
-def token_store(state_dir: Path, tokens_file: Path | None) -> TokenStore:
-    return TokenStore(tokens_file) if tokens_file is not None else TokenStore.in_state_dir(state_dir)
 
 
 def enrolment_policy(store: TokenStore, open_enrolment: bool, insecure: bool) -> TokenStore | None:

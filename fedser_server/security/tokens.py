@@ -125,3 +125,8 @@ class TokenStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"cannot read tokens file {self.path}: {exc}") from None
         self._stamp = stamp
+
+
+def token_store(state_dir: Path, tokens_file: Path | None) -> TokenStore:
+    """The tokens file the command line names: --tokens-file, else STATE_DIR/tokens.json."""
+    return TokenStore(tokens_file) if tokens_file is not None else TokenStore.in_state_dir(state_dir)

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-WEIGHT_PREFIX = "w."
+from fedser_shared.weights import WEIGHT_PREFIX, initial_weights
+
+__all__ = ["WEIGHT_PREFIX", "EmotionMLP", "build_model", "load_weights", "weights_of"]
 
 
 class EmotionMLP(nn.Module):
@@ -34,10 +36,11 @@ class EmotionMLP(nn.Module):
 
 
 def build_model(input_dim: int, num_classes: int, hidden: Sequence[int], dropout: float, seed: int) -> EmotionMLP:
-    """A freshly initialised model; the same seed gives the same weights everywhere."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return EmotionMLP(input_dim, num_classes, hidden, dropout)
+    """A model holding `initial_weights(..., seed)`: the weights the server starts a run from."""
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's own initialisation would draw from the global stream
+        model = EmotionMLP(input_dim, num_classes, hidden, dropout)
+    load_weights(model, initial_weights(input_dim, num_classes, hidden, seed))
+    return model
 
 
 def weights_of(model: nn.Module) -> dict[str, np.ndarray]:

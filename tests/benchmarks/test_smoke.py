@@ -28,6 +28,7 @@ def run_benchmark(script: str, args: list[str], out: Path) -> list[str]:
     ("vs_flower.py", ["--no-flower", "--cases", "emobase:3", "--rounds", "2"], "fedser round time s", "vs_flower.md"),
     ("server_memory.py", ["--model-mb", "1", "--clients", "3", "--scale-clients", "12", "--scale-rounds", "2",
                           "--scale-fraction", "0.25", "--timeout", "120"], "server_rss/model", "server_memory.md"),
+    ("startup.py", ["--runs", "1"], "slowest_cli_s", "startup.md"),
 ])
 def test_benchmark_runs_and_prints_its_headline_last(tmp_path: Path, script: str, args: list[str], headline: str,
                                                        table: str) -> None:
