@@ -24,6 +24,7 @@ from enum import Enum
 
 import numpy as np
 
+from fedser_server.core.reports import MAX_COUNT, UpdateHeader
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.schedule import is_trainable, local_lr, pseudo_label_threshold, sample_clients, sample_size
 from fedser_server.aggregation import Aggregator
@@ -50,7 +51,6 @@ from fedser_shared.logging import get_logger
 log = get_logger(__name__)
 
 BLOB_SLACK_BYTES = 64 * 1024
-MAX_COUNT = 10**9  # examples a client may declare per count: far above any device, far below overflow
 
 
 def _digest(secret: str) -> str:
@@ -75,18 +75,6 @@ class TaskAssignment:
     participation: int = 0
     deadline_unix_s: float = 0.0
     retry_after_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class UpdateHeader:
-    round: int
-    task_id: str
-    n_samples: int
-    total_len: int
-    loss: float = float("nan")
-    pseudo_taken_per_class: tuple[int, ...] = ()
-    pseudo_correct_per_class: tuple[int, ...] = ()
-    pseudo_with_truth: int = 0
 
 
 @dataclass(frozen=True)
@@ -315,8 +303,6 @@ class Coordinator:
             task = self._task_of(client, header.round, header.task_id)
             if task.kind is not TaskKind.TRAIN:
                 raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
-        if header.n_samples <= 0:
-            raise InvalidUpdateError(f"n_samples must be positive, got {header.n_samples}")
         # a client trains on its labeled examples plus pseudo-labels drawn from its unlabeled pool
         plausible = client.n_labeled + client.n_unlabeled
         if header.n_samples > plausible:
@@ -332,7 +318,12 @@ class Coordinator:
 
     def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
         """Accept a received and checked update; it is folded into the round in the background
-        (`Aggregator`) and the round does not close before it is. Takes the update's file."""
+        (`Aggregator`) and the round does not close before it is.
+
+        Owns the update's file until the hand-off to the aggregator, the last step, which cannot
+        fail: everything that can refuse the update runs before it, so a refused update is
+        discarded here and an accepted one is discarded by the aggregator once folded in."""
+        handed_off = False
         try:
             self._aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
             with self._cond:
@@ -340,17 +331,18 @@ class Coordinator:
                 self._task_of(client, header.round, header.task_id)
                 book = self._book
                 assert book is not None
-                self._aggregator.add(update, header.n_samples)
-                book.reported.add(client.client_id)
                 book.tally.add_update(header.n_samples, header.loss, header.pseudo_taken_per_class,
                                       header.pseudo_correct_per_class, header.pseudo_with_truth, self.config.num_classes)
+                book.reported.add(client.client_id)
                 client.participations += 1
+                self._aggregator.add(update, header.n_samples)
+                handed_off = True
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                          n_reported=len(book.reported), n_sampled=len(book.tasks))
                 self._cond.notify_all()
-        except BaseException:
-            update.discard()
-            raise
+        finally:
+            if not handed_off:
+                update.discard()
 
     def _await_durable(self, round_index: int) -> None:
         """An acked client keeps its c_i⁺, so no update is accepted before the round it builds on is

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from fedser_server.coordinator import MAX_COUNT, Coordinator, TaskAssignment, TaskKind, UpdateHeader
+from fedser_server.coordinator import Coordinator, TaskAssignment, TaskKind
+from fedser_server.core.reports import MAX_COUNT, UpdateHeader, check_loss
 from fedser_server.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -208,12 +209,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             client_id, round_index = head.session.client_id, head.round
             client = self._client(head.protocol_version, head.session)
             metrics = head.metrics
-            header = UpdateHeader(
+            header = UpdateHeader.checked(
                 round=head.round, task_id=head.task_id, n_samples=head.n_samples,
                 total_len=head.blob.total_len, loss=metrics.loss,
-                pseudo_taken_per_class=tuple(metrics.pseudo_taken_per_class),
-                pseudo_correct_per_class=tuple(metrics.pseudo_correct_per_class),
-                pseudo_with_truth=metrics.pseudo_with_truth)
+                pseudo_taken_per_class=metrics.pseudo_taken_per_class,
+                pseudo_correct_per_class=metrics.pseudo_correct_per_class,
+                pseudo_with_truth=metrics.pseudo_with_truth, num_classes=self.coordinator.config.num_classes)
             task = self.coordinator.check_update_header(client, header)
 
             def still_wanted() -> None:
@@ -265,6 +266,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise InvalidUpdateError(f"evaluation has {request.num_classes} classes, the run has {self.coordinator.config.num_classes}")
         if any(count > MAX_COUNT for count in request.confusion):
             raise InvalidUpdateError(f"confusion matrix holds a count above {MAX_COUNT}")
+        check_loss("evaluation loss", request.loss)
         confusion = np.asarray(request.confusion, dtype=np.int64)
         self.coordinator.submit_evaluation(client, request.round, request.task_id, confusion, request.loss)
         return pb.Ack(message="evaluation accepted")

@@ -83,11 +83,11 @@ def update_for(state: dict[str, np.ndarray], value: float = 0.01) -> dict[str, n
 
 def update_messages(session: pb.Session, task: pb.Task, tensors: dict[str, np.ndarray], n_samples: int = 10,
                     tamper: Callable[[list[bytes]], list[bytes]] | None = None, total_len: int | None = None,
-                    round_index: int | None = None) -> list[pb.UpdateChunk]:
+                    round_index: int | None = None, metrics: pb.TrainMetrics | None = None) -> list[pb.UpdateChunk]:
     """Header, data chunks, checksum trailer; `tamper` changes the chunks after the checksum was taken."""
     blob = codec.encode_blob(tensors)
     header = pb.UpdateHeader(protocol_version=V, session=session, round=task.round if round_index is None else round_index,
-                             task_id=task.task_id, n_samples=n_samples,
+                             task_id=task.task_id, n_samples=n_samples, metrics=metrics,
                              blob=pb.BlobHeader(total_len=blob.total_len if total_len is None else total_len))
     chunks = [bytes(c) for c in blob.chunks()]
     if tamper:
