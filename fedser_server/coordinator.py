@@ -28,7 +28,8 @@ from fedser_server.core.reports import MAX_COUNT, UpdateHeader
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.schedule import is_trainable, local_lr, pseudo_label_threshold, sample_clients, sample_size
 from fedser_server.aggregation import Aggregator
-from fedser_server.core.strategy import FedAvg
+from fedser_server.core.norm_bound import delta_scale
+from fedser_server.core.strategy import DELTA, FedAvg
 from fedser_server.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -314,7 +315,8 @@ class Coordinator:
 
     def incoming_update(self, header: UpdateHeader) -> IncomingUpdate:
         """Where an update whose header passed `check_update_header` is received and checked."""
-        return IncomingUpdate(header.total_len, self._expected_update, self.store.incoming_dir)
+        measure = DELTA if self.config.federation.update_norm_max is not None else None
+        return IncomingUpdate(header.total_len, self._expected_update, self.store.incoming_dir, measure)
 
     def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
         """Accept a received and checked update; it is folded into the round in the background
@@ -325,6 +327,10 @@ class Coordinator:
         discarded here and an accepted one is discarded by the aggregator once folded in."""
         handed_off = False
         try:
+            fed = self.config.federation
+            scale = delta_scale(update.norm, fed.update_norm_max, fed.update_norm_action)
+            if scale != 1.0:
+                log.info("update_clipped", round=header.round, client_id=client.client_id, norm=update.norm, scale=scale)
             self._aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
             with self._cond:
                 self._await_durable(header.round - 1)
@@ -335,7 +341,7 @@ class Coordinator:
                                       header.pseudo_correct_per_class, header.pseudo_with_truth, self.config.num_classes)
                 book.reported.add(client.client_id)
                 client.participations += 1
-                self._aggregator.add(update, header.n_samples)
+                self._aggregator.add(update, header.n_samples, scale)
                 handed_off = True
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                          n_reported=len(book.reported), n_sampled=len(book.tasks))

@@ -1,6 +1,6 @@
 """Server-side errors; the servicer maps each to a gRPC status code."""
 
-from fedser_shared.errors import FedserError
+from fedser_shared.errors import FedserError, InvalidUpdateError
 
 
 class AuthenticationError(FedserError):
@@ -33,3 +33,7 @@ class InvalidRequestError(FedserError):
 
 class ServerStoppingError(FedserError):
     """The server is going away before the run ended; clients retry and reconnect."""
+
+
+class NormBoundError(InvalidUpdateError):
+    """An update moves the model further than the configured norm bound allows."""

@@ -154,6 +154,10 @@ class FederationConfig(_Section):
     inline_model_max_bytes: int = Field(4 * 2**20, ge=0, le=6 * 2**20)
     """A global state up to this size travels inside the task (no FetchModel call per client and round); larger ones
     stream with FetchModel; 0 always streams. At most 6 MiB: a message may not exceed 8 MiB."""
+    update_norm_max: float | None = Field(None, gt=0.0, description=(
+        "bound on the L2 norm of an update's model change (its delta.* tensors together); default: no bound"))
+    update_norm_action: Literal["refuse", "clip"] = "refuse"
+    """What happens to an update above update_norm_max: refused (counted as norm_bound), or scaled down to the bound."""
     seed: int = 0
     """Seed of client sampling and model initialisation; clients derive their evaluation splits from it."""
 
