@@ -146,7 +146,10 @@ class Coordinator:
         self._aggregator = Aggregator(strategy)
         self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
         # read by the metrics endpoint at scrape time
-        self.refusals: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()  # refused updates, by reason
+        self.request_refusals: Counter[tuple[str, str]] = Counter()  # other refused calls, by (rpc, reason)
+        self._unrecorded_refusals: Counter[str] = Counter()  # since the last metrics line
+        self._unrecorded_request_refusals: Counter[str] = Counter()
         self.bytes_received = 0
         self.bytes_sent = 0
         self.waiting_for_clients = False
@@ -362,13 +365,26 @@ class Coordinator:
     def _writes_failed(self) -> bool:
         return self._writer is not None and self._writer.failed
 
-    def record_refusal(self, reason: str, client_id: str, round_index: int, message: str) -> None:
+    def record_refusal(self, reason: str, client_id: str, round_index: int, message: str, rpc: str = "SubmitUpdate") -> None:
+        """Count a refused call: updates by reason (`refusals`), other calls by (rpc, reason)
+        (`request_refusals`). The next metrics line carries every refusal since the previous one,
+        so refusals that arrive after their round closed are still on record."""
         with self._cond:
-            self.refusals[reason] += 1
-            if self._book is not None:
-                refused = self._book.tally.refused
-                refused[reason] = refused.get(reason, 0) + 1
-        log.warning("update_refused", round=round_index, client_id=client_id[:64], reason=reason, detail=message)
+            if rpc == "SubmitUpdate":
+                self.refusals[reason] += 1
+                self._unrecorded_refusals[reason] += 1
+            else:
+                self.request_refusals[(rpc, reason)] += 1
+                self._unrecorded_request_refusals[f"{rpc}.{reason}"] += 1
+        event = "update_refused" if rpc == "SubmitUpdate" else "request_refused"
+        log.warning(event, rpc=rpc, round=round_index, client_id=client_id[:64], reason=reason, detail=message[:300])
+
+    def _take_unrecorded_refusals(self, tally: RoundTally) -> None:
+        with self._cond:
+            tally.refused = dict(self._unrecorded_refusals)
+            tally.refused_requests = dict(self._unrecorded_request_refusals)
+            self._unrecorded_refusals.clear()
+            self._unrecorded_request_refusals.clear()
 
     def record_transfer(self, received: int = 0, sent: int = 0) -> None:
         with self._cond:
@@ -526,6 +542,7 @@ class Coordinator:
                 train_record = metrics_record(self.config, round_index, book.tally, None, self._clock() - started)
                 self._checkpoint(round_index, train_record, book)
                 evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
+                self._take_unrecorded_refusals(book.tally)
                 record = metrics_record(self.config, round_index, book.tally,
                                         evaluation.evaluation if evaluation else None, self._clock() - started)
                 self._writer.submit(functools.partial(self.store.append_metrics, record))  # after the checkpoint

@@ -22,7 +22,8 @@ class RoundTally:
     pseudo_taken: np.ndarray | None = None
     pseudo_correct: np.ndarray | None = None
     pseudo_with_truth: int = 0
-    refused: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)            # refused updates, by reason
+    refused_requests: dict[str, int] = field(default_factory=dict)   # other refused calls, "Rpc.reason"
     attempts: int = 1
     seconds: float = 0.0
 
@@ -69,6 +70,8 @@ def metrics_record(config: RunConfig, round_index: int, tally: RoundTally, evalu
     }
     if tally.refused:
         record["refused"] = dict(tally.refused)
+    if tally.refused_requests:
+        record["refused_requests"] = dict(tally.refused_requests)
     if config.semi.enabled:
         zeros = np.zeros(config.num_classes, np.int64)
         record["tau"] = pseudo_label_threshold(config, round_index - 1)

@@ -86,6 +86,7 @@ class CoordinatorCollector(Collector):
         yield CounterMetricFamily("fedser_updates_accepted", "Model updates folded into the global model.",
                                   value=sum(int(r.get("n_updates", 0)) for r in history))  # type: ignore[call-overload]
         yield self._refusals(c, history)
+        yield self._request_refusals(c, history)
         yield CounterMetricFamily("fedser_evaluations", "Evaluation rounds completed.",
                                   value=sum(1 for r in history if "n_eval_clients" in r))
 
@@ -131,6 +132,24 @@ class CoordinatorCollector(Collector):
                     counts[reason] = counts.get(reason, 0) + int(n)
         for reason, n in sorted(counts.items()):
             refused.add_metric([reason], n)
+        return refused
+
+
+    @staticmethod
+    def _request_refusals(c: Observable, history: list[dict[str, object]]) -> Metric:
+        refused = CounterMetricFamily("fedser_requests_refused", "Calls other than SubmitUpdate refused, by method and reason.",
+                                      labels=["rpc", "reason"])
+        live = getattr(c, "request_refusals", None)
+        if live is not None:
+            counts = dict(_retry(lambda: dict(live)))
+        else:
+            counts = {}
+            for record in history:
+                for key, n in (record.get("refused_requests") or {}).items():  # type: ignore[union-attr]
+                    rpc, _, reason = str(key).partition(".")
+                    counts[(rpc, reason)] = counts.get((rpc, reason), 0) + int(n)
+        for (rpc, reason), n in sorted(counts.items()):
+            refused.add_metric([rpc, reason], n)
         return refused
 
 

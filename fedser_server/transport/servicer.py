@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import numpy as np
@@ -30,6 +30,7 @@ from fedser_server.transport.admission import Limits, PollGate, ServerBusyError,
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.errors import ConfigError, CorruptBlobError, FedserError, InvalidUpdateError
 from fedser_shared.logging import get_logger
+from fedser_shared.refusal import REFUSAL_METADATA_KEY
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -77,12 +78,15 @@ def status_code_for(error: FedserError) -> grpc.StatusCode:
 
 
 def _mapped(method: F) -> F:
+    """A unary handler whose FedserErrors become counted, logged refusals with a status code."""
     @functools.wraps(method)
     def wrapper(self: "CoordinatorServicer", request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
         except FedserError as exc:
-            context.abort(status_code_for(exc), str(exc))
+            session = getattr(request, "session", None)
+            self._refuse(context, method.__name__, exc, session.client_id if session is not None else "",
+                         getattr(request, "round", 0))
 
     return wrapper  # type: ignore[return-value]
 
@@ -146,6 +150,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._polls = PollGate(limits.parked_polls_cap)
         self._uploads = UploadGate(limits.uploads, limits.waiting_uploads_cap)
 
+    def _refuse(self, context: grpc.ServicerContext, rpc: str, error: FedserError, client_id: str, round_index: int,
+                reason: str | None = None, code: grpc.StatusCode | None = None) -> NoReturn:
+        """Count and log the refusal, name its reason in the trailing metadata, end the call."""
+        reason = reason or refusal_reason(error)
+        self.coordinator.record_refusal(reason, client_id, round_index, str(error), rpc=rpc)
+        context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason),))
+        context.abort(code or status_code_for(error), str(error))
+
     def _client(self, version: int, session: pb.Session) -> ClientRecord:
         check_protocol(version)
         return self.coordinator.authenticate(session.client_id, session.session_token)
@@ -194,7 +206,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             client = self._client(request.protocol_version, request.session)
             blob = self.coordinator.model_blob(client, request.round, request.task_id)
         except FedserError as exc:
-            context.abort(status_code_for(exc), str(exc))
+            self._refuse(context, "FetchModel", exc, request.session.client_id, request.round)
         yield from model_messages(blob)
         self.coordinator.record_transfer(sent=blob.total_len)
 
@@ -226,12 +238,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             with self._uploads.slot(still_wanted), _cancel_at(context, task.deadline_unix_s):
                 self._receive_update(client, header, request_iterator)
         except FedserError as exc:
-            code = status_code_for(exc)
-            self.coordinator.record_refusal(refusal_reason(exc), client_id, round_index, str(exc))
-            context.abort(code, str(exc))
+            if isinstance(exc, CorruptBlobError) and not context.is_active():
+                # a stream cut short because the client cancelled (or died) is not a corrupt blob
+                self._refuse(context, "SubmitUpdate", FedserError("the client cancelled the upload"), client_id, round_index,
+                             reason="cancelled", code=grpc.StatusCode.CANCELLED)
+            self._refuse(context, "SubmitUpdate", exc, client_id, round_index)
         except grpc.RpcError:
-            # the client vanished mid-stream (killed, cut off): nothing it sent is kept
-            self.coordinator.record_refusal("stream_broken", client_id, round_index, "the update stream ended abnormally")
+            # the client vanished mid-stream (cancelled, killed, cut off): nothing it sent is kept
+            reason = "stream_broken" if context.is_active() else "cancelled"
+            self.coordinator.record_refusal(reason, client_id, round_index, "the update stream ended abnormally")
             raise
         return pb.UpdateAck(accepted=True, message="update accepted")
 
