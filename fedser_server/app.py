@@ -41,7 +41,11 @@ class RunningServer:
             self.coordinator.run()
         except Exception as exc:  # noqa: BLE001 - serve_until_done reports it as one line and a non-zero exit
             self.failure = exc
-            log.error("run_failed", error=f"{type(exc).__name__}: {exc}")
+            log.error("run_failed", error=f"{type(exc).__name__}: {exc}", completed_round=self.coordinator.completed_round)
+        else:
+            c = self.coordinator
+            log.info("run_finished" if c.finished else "run_stopped", completed_round=c.completed_round,
+                     rounds=c.config.federation.rounds)
 
     @property
     def port(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,12 +15,14 @@ from fedser_server.security.enrolment import enrolment_policy, token_store
 from fedser_server.security.tls import server_credentials
 from fedser_server.security.tokens import check_client_name
 from fedser_server.observability import commands as ops
+from fedser_server.observability import json_stderr
 from fedser_shared.config_command import make_config_command
 from fedser_shared.config_doc import server_toml
 from fedser_shared.cli import entry_point, make_app
 from fedser_shared.errors import ConfigError
-from fedser_shared.logging import configure_logging
+from fedser_shared.logging import configure_logging, get_logger
 
+log = get_logger(__name__)
 app = make_app("The fedser coordinator.")
 
 
@@ -51,6 +54,8 @@ def serve(
     metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus /metrics on this port, same host as --address (off by default)")] = None,
 ) -> None:
     """Serve federated rounds until the last one, then stop."""
+    if not sys.stderr.isatty():
+        json_stderr.capture()  # grpc's own lines (TLS handshake failures) become JSON like ours
     configure_logging(log_level)
     run_config = server_app.run_config_for(state_dir, config, {
         "federation.rounds": rounds, "federation.min_clients": min_clients, "federation.fraction": fraction,
@@ -66,6 +71,7 @@ def serve(
         raise
 
     def _terminate(signum: int, _frame: object) -> None:
+        log.warning("signal_received", signal=signal.Signals(signum).name, completed_round=running.coordinator.completed_round)
         running.coordinator.stop()
 
     signal.signal(signal.SIGTERM, _terminate)

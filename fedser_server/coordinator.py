@@ -131,6 +131,7 @@ class Coordinator:
         self.done = threading.Event()
         self._book: _RoundBook | None = None
         self._last_seen: dict[str, float] = {}
+        self._waited_s = 0.0  # spent waiting for clients in the round in progress
         self.completed_round = 0
         self.state = strategy.initial_state(initial_weights)
         store.check_free_space(sum(v.nbytes for v in self.state.values()))
@@ -240,6 +241,9 @@ class Coordinator:
 
     def _touch(self, client_id: str) -> None:
         self._last_seen[client_id] = self._clock()
+        record = self.registry.clients.get(client_id)
+        if record is not None:
+            record.last_seen = self._wall()  # on disk with the next checkpoint (`status` shows it)
 
     def heartbeat(self, client: ClientRecord) -> int:
         self._touch(client.client_id)
@@ -424,12 +428,15 @@ class Coordinator:
         return [c for c in clients if is_trainable(self.config, c.n_labeled, c.n_unlabeled)]
 
     def _wait_for_clients(self, minimum: int) -> bool:
-        """Block until `minimum` trainable clients are alive (False when stopped)."""
+        """Block until `minimum` trainable clients are alive (False when stopped). The time spent
+        waiting is added to `_waited_s`: it is reported apart from the round's duration."""
         announced = False
+        began = self._clock()
         with self._cond:
             while not self._stop.is_set():
                 if len(self._trainable(self.alive_clients())) >= minimum:
                     self.waiting_for_clients = False
+                    self._waited_s += self._clock() - began
                     return True
                 if not announced:
                     log.info("waiting_for_clients", needed=minimum, alive=len(self.alive_clients()))
@@ -534,11 +541,13 @@ class Coordinator:
         self._writer = OrderedWriter()
         try:
             for round_index in range(self.completed_round + 1, fed.rounds + 1):
-                started = self._clock()
+                started, self._waited_s = self._clock(), 0.0
                 book = self._train_round(round_index)
                 if book is None:
                     self._writer.flush()  # raises what stopped the writer, if that is what ended the rounds
                     return
+                book.tally.wait_seconds = self._waited_s
+                started += self._waited_s  # a round's duration is its own work, not the wait for clients
                 train_record = metrics_record(self.config, round_index, book.tally, None, self._clock() - started)
                 self._checkpoint(round_index, train_record, book)
                 evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
@@ -564,7 +573,8 @@ class Coordinator:
         assert self._writer is not None
         state = self.state
         with self._cond:
-            reported = [self.registry.clients[c] for c in book.reported if c in self.registry.clients]
+            # every client: the reported ones' participations, everyone's last contact
+            reported = list(self.registry.clients.values())
 
         def write() -> None:
             self.store.save_global(state, round_index, train_record)

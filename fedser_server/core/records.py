@@ -26,6 +26,7 @@ class RoundTally:
     refused_requests: dict[str, int] = field(default_factory=dict)   # other refused calls, "Rpc.reason"
     attempts: int = 1
     seconds: float = 0.0
+    wait_seconds: float = 0.0  # waiting for enough clients before the round could start
 
     def add_update(self, n_samples: int, loss: float, taken: list[int] | tuple[int, ...], correct: list[int] | tuple[int, ...],
                    with_truth: int, num_classes: int) -> None:
@@ -85,6 +86,8 @@ def metrics_record(config: RunConfig, round_index: int, tally: RoundTally, evalu
         record["eval_loss"] = weighted_mean(evaluation.losses)
         record["n_eval_clients"] = evaluation.n_clients
         record["confusion"] = evaluation.confusion.tolist()
+    if tally.wait_seconds:
+        record["wait_seconds"] = round(tally.wait_seconds, 4)
     record["seconds"] = round(seconds, 4)
     return record
 
