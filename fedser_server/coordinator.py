@@ -19,17 +19,18 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 
 import numpy as np
 
 from fedser_server.core.reports import MAX_COUNT, UpdateHeader
-from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
-from fedser_server.core.schedule import is_trainable, local_lr, pseudo_label_threshold, sample_clients, sample_size
+from fedser_server.core.records import RoundTally, is_eval_round, metrics_record
+from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
+from fedser_server.core.round_plan import plan_round, task_spec
+from fedser_server.core.schedule import is_trainable
 from fedser_server.aggregation import Aggregator
 from fedser_server.core.norm_bound import delta_scale
-from fedser_server.core.strategy import DELTA, FedAvg
+from fedser_server.core.strategy import FedAvg
 from fedser_server.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -46,6 +47,7 @@ from fedser_server.state.store import StateStore
 from fedser_server.state.writer import OrderedWriter
 from fedser_shared import codec
 from fedser_shared.config import RunConfig
+from fedser_shared.tensor_names import DELTA
 from fedser_shared.errors import ConfigError, FedserError, InvalidUpdateError, StateError
 from fedser_shared.logging import get_logger
 
@@ -58,43 +60,10 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class TaskKind(Enum):
-    WAIT = "wait"
-    TRAIN = "train"
-    EVALUATE = "evaluate"
-    SHUTDOWN = "shutdown"
-
-
-@dataclass(frozen=True)
-class TaskAssignment:
-    kind: TaskKind
-    round: int = 0
-    task_id: str = ""
-    lr: float = 0.0
-    local_epochs: int = 1
-    pseudo_threshold: float = 0.0
-    participation: int = 0
-    deadline_unix_s: float = 0.0
-    retry_after_s: float = 0.0
-
-
 @dataclass(frozen=True)
 class Joined:
     record: ClientRecord
     session_token: str  # handed to the client once; the server keeps only its hash
-
-
-@dataclass
-class _RoundBook:
-    """Everything about the phase in progress (a training attempt or an evaluation)."""
-
-    kind: TaskKind
-    round: int
-    tasks: dict[str, TaskAssignment] = field(default_factory=dict)   # client_id -> task
-    reported: set[str] = field(default_factory=set)
-    tally: RoundTally = field(default_factory=RoundTally)
-    evaluation: EvalTally = field(default_factory=EvalTally)
-    open: bool = True
 
 
 class Coordinator:
@@ -129,7 +98,7 @@ class Coordinator:
         self._tasks_posted = threading.Condition(lock)
         self._stop = threading.Event()
         self.done = threading.Event()
-        self._book: _RoundBook | None = None
+        self._book: RoundBook | None = None
         self._last_seen: dict[str, float] = {}
         self._waited_s = 0.0  # spent waiting for clients in the round in progress
         self.completed_round = 0
@@ -270,9 +239,9 @@ class Coordinator:
                     raise ServerStoppingError("the server is stopping before the last round: retry later")
                 if client.session_ended:
                     raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.session_ended}): join again")
-                book = self._book
-                if book is not None and book.open and client.client_id in book.tasks and client.client_id not in book.reported:
-                    return book.tasks[client.client_id]
+                owed = self._book.owed(client.client_id) if self._book is not None else None
+                if owed is not None:
+                    return owed
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
@@ -285,17 +254,9 @@ class Coordinator:
 
     def _task_of(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
         book = self._book
-        if book is None or not book.open or round_index != book.round:
-            current = book.round if book is not None else self.completed_round
-            raise StaleRoundError(f"round {round_index} is not open (current round {current})")
-        task = book.tasks.get(client.client_id)
-        if task is None:
-            raise NotParticipatingError(f"client '{client.client_id}' is not sampled in round {round_index}")
-        if not secrets.compare_digest(task.task_id.encode(), task_id.encode()):
-            raise StaleRoundError(f"task '{task_id[:64]}' is not the client's current task")
-        if client.client_id in book.reported:
-            raise StaleRoundError(f"client '{client.client_id}' already reported for round {round_index}")
-        return task
+        if book is None:
+            raise StaleRoundError(f"round {round_index} is not open (current round {self.completed_round})")
+        return book.task_of(client.client_id, round_index, task_id)
 
     def task_open(self, client: ClientRecord, round_index: int, task_id: str) -> bool:
         """Whether an update stream in progress may still be accepted (checked per chunk)."""
@@ -344,9 +305,7 @@ class Coordinator:
                 self._task_of(client, header.round, header.task_id)
                 book = self._book
                 assert book is not None
-                book.tally.add_update(header.n_samples, header.loss, header.pseudo_taken_per_class,
-                                      header.pseudo_correct_per_class, header.pseudo_with_truth, self.config.num_classes)
-                book.reported.add(client.client_id)
+                book.accept_update(client.client_id, header, self.config.num_classes)
                 client.participations += 1
                 self._aggregator.add(update, header.n_samples, scale)
                 handed_off = True
@@ -403,13 +362,10 @@ class Coordinator:
             raise InvalidUpdateError(f"confusion matrix counts {int(confusion.sum())} examples, "
                                      f"the client declared {client.n_eval} for evaluation")
         with self._cond:
-            task = self._task_of(client, round_index, task_id)
-            if task.kind is not TaskKind.EVALUATE:
-                raise NotParticipatingError(f"task '{task_id}' is not an evaluation task")
+            self._task_of(client, round_index, task_id)
             book = self._book
             assert book is not None
-            book.evaluation.add(confusion.reshape(classes, classes).astype(np.int64), loss)
-            book.reported.add(client.client_id)
+            book.accept_evaluation(client.client_id, round_index, task_id, confusion.reshape(classes, classes).astype(np.int64), loss)
             self._cond.notify_all()
 
     # ---------------------------------------------------------------- driver
@@ -444,27 +400,19 @@ class Coordinator:
                 self._cond.wait(timeout=0.5)
         return False
 
-    def _open_phase(self, kind: TaskKind, round_index: int, clients: list[ClientRecord], timeout_s: float) -> _RoundBook:
-        deadline_wall = self._wall() + timeout_s
-        book = _RoundBook(kind=kind, round=round_index)
-        for client in clients:
-            task = TaskAssignment(
-                kind, round=round_index, task_id=uuid.uuid4().hex[:12],
-                lr=local_lr(self.config, round_index - 1),
-                local_epochs=self.config.train.local_epochs,
-                pseudo_threshold=pseudo_label_threshold(self.config, round_index - 1),
-                participation=client.participations, deadline_unix_s=deadline_wall)
-            book.tasks[client.client_id] = task
+    def _open_phase(self, kind: TaskKind, round_index: int, clients: list[ClientRecord], timeout_s: float) -> RoundBook:
+        book = RoundBook.post(kind, task_spec(self.config, round_index), {c.client_id: c.participations for c in clients},
+                              self._wall() + timeout_s, lambda: uuid.uuid4().hex[:12])
         with self._cond:
             self._book = book
             self._tasks_posted.notify_all()
         return book
 
-    def _await_phase(self, book: _RoundBook, timeout_s: float) -> None:
+    def _await_phase(self, book: RoundBook, timeout_s: float) -> None:
         deadline = self._clock() + timeout_s
         with self._cond:
             while not self._stop.is_set() and not self._writes_failed():
-                if book.reported >= set(book.tasks):
+                if book.complete:
                     break
                 remaining = deadline - self._clock()
                 if remaining <= 0:
@@ -474,7 +422,7 @@ class Coordinator:
                 self._cond.wait(timeout=min(remaining, 0.5))
             book.open = False
 
-    def _train_round(self, round_index: int) -> _RoundBook | None:
+    def _train_round(self, round_index: int) -> RoundBook | None:
         fed = self.config.federation
         attempt = 0
         while not self._stop.is_set():
@@ -484,10 +432,9 @@ class Coordinator:
             with self._cond:
                 candidates = self._trainable(self.alive_clients())
                 by_name = {c.name: c for c in candidates}
-                k = sample_size(self.config, len(candidates))
-                names = sample_clients(list(by_name), k, fed.seed, round_index, attempt)
+                plan = plan_round(self.config, list(by_name), round_index, attempt)
                 self.strategy.begin_round(self.state, len(self._trainable(self.registry.clients.values())))
-            sampled = [by_name[n] for n in names]
+            sampled = [by_name[n] for n in plan.sampled]
             log.info("round_started", round=round_index, attempt=attempt, n_sampled=len(sampled), n_alive=len(candidates))
             book = self._open_phase(TaskKind.TRAIN, round_index, sampled, fed.round_timeout_s)
             started = self._clock()
@@ -510,7 +457,7 @@ class Coordinator:
             attempt += 1
             log.warning("round_retry", round=round_index, attempt=attempt, n_updates=n_updates, needed=fed.updates_needed)
             if attempt > fed.max_round_retries:
-                silent = sorted(set(book.tasks) - book.reported)
+                silent = book.silent()
                 log.error("round_failed_waiting_for_clients", round=round_index, attempts=attempt, silent_clients=silent)
                 attempt = 0
                 self.rounds_given_up += 1
@@ -528,7 +475,7 @@ class Coordinator:
             record.session_ended = why
         self._last_seen.pop(client_id, None)
 
-    def _evaluate(self, round_index: int) -> _RoundBook | None:
+    def _evaluate(self, round_index: int) -> RoundBook | None:
         clients = [c for c in self.alive_clients() if c.n_eval > 0]
         if not clients:
             return None
@@ -567,7 +514,7 @@ class Coordinator:
                 self._cond.notify_all()
                 self._tasks_posted.notify_all()
 
-    def _checkpoint(self, round_index: int, train_record: dict[str, object], book: _RoundBook) -> None:
+    def _checkpoint(self, round_index: int, train_record: dict[str, object], book: RoundBook) -> None:
         """Queue the round's checkpoint right after aggregation: the writer puts it on disk while the
         next round's tasks go out, and before anything queued later (that round's metrics line)."""
         assert self._writer is not None

@@ -21,13 +21,10 @@ from typing import Literal, Protocol
 import numpy as np
 
 from fedser_shared.errors import InvalidUpdateError
+from fedser_shared.tensor_names import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
 
 State = dict[str, np.ndarray]
-
-WEIGHT = "w."
-CONTROL = "c."
-DELTA = "delta."
-DELTA_CONTROL = "dc."
+__all__ = ["CONTROL", "DELTA", "DELTA_CONTROL", "WEIGHT", "FedAvg", "Scaffold", "State", "Strategy", "TensorSpec"]
 
 
 @dataclass(frozen=True)

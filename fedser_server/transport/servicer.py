@@ -13,7 +13,8 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import numpy as np
 
-from fedser_server.coordinator import Coordinator, TaskAssignment, TaskKind
+from fedser_server.coordinator import Coordinator
+from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.core.reports import MAX_COUNT, UpdateHeader, check_loss
 from fedser_server.errors import (
     AuthenticationError,

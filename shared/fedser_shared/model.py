@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-WEIGHT_PREFIX = "w."
+from fedser_shared.tensor_names import WEIGHT as WEIGHT_PREFIX
 
 
 class EmotionMLP(nn.Module):

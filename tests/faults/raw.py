@@ -21,6 +21,7 @@ from fedser_shared import PROTOCOL_VERSION, codec
 from fedser_shared.config import load_run_config
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from fedser_shared.tensor_names import update_name
 
 V = PROTOCOL_VERSION
 LABELS = [5, 5, 5, 5]
@@ -77,8 +78,7 @@ def fetch(stub: pb_grpc.CoordinatorStub, session: pb.Session, task: pb.Task) -> 
 
 def update_for(state: dict[str, np.ndarray], value: float = 0.01) -> dict[str, np.ndarray]:
     """A well-formed update for a global state: delta.* for w.*, dc.* for c.*."""
-    prefix = {"w.": "delta.", "c.": "dc."}
-    return {prefix[n[:2]] + n[2:]: np.full(v.shape, value, v.dtype) for n, v in state.items()}
+    return {update_name(n): np.full(v.shape, value, v.dtype) for n, v in state.items()}
 
 
 def update_messages(session: pb.Session, task: pb.Task, tensors: dict[str, np.ndarray], n_samples: int = 10,
