@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from pydantic import ValidationError
 
-from fedser_server.coordinator import Coordinator
+from fedser_server.engine.coordinator import Coordinator
 from fedser_server.core.strategy import make_strategy
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.store import StateStore

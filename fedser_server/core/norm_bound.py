@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fedser_server.errors import NormBoundError
+from fedser_shared.errors import NormBoundError
 
 
 def delta_scale(norm: float | None, bound: float | None, action: Literal["refuse", "clip"]) -> float:

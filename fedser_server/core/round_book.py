@@ -17,7 +17,7 @@ import numpy as np
 from fedser_server.core.records import EvalTally, RoundTally
 from fedser_server.core.reports import UpdateHeader
 from fedser_server.core.round_plan import TaskSpec
-from fedser_server.errors import NotParticipatingError, StaleRoundError
+from fedser_shared.errors import NotParticipatingError, StaleRoundError
 
 
 class TaskKind(Enum):

@@ -29,7 +29,7 @@ class _Client(Protocol):
 
 
 class Observable(Protocol):
-    """What the collector reads; `fedser_server.coordinator.Coordinator` provides it."""
+    """What the collector reads; `fedser_server.engine.coordinator.Coordinator` provides it."""
 
     completed_round: int
     history: list[dict[str, object]]

@@ -13,23 +13,28 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import numpy as np
 
-from fedser_server.coordinator import Coordinator
-from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.core.reports import MAX_COUNT, UpdateHeader, check_loss
-from fedser_server.errors import (
+from fedser_server.core.round_book import TaskAssignment, TaskKind
+from fedser_server.engine.coordinator import Coordinator
+from fedser_server.state.registry import ClientRecord
+from fedser_server.transport.admission import Limits, PollGate, UploadGate
+from fedser_shared import PROTOCOL_VERSION, codec, wire
+from fedser_shared.errors import (
     AuthenticationError,
+    ClientCancelledError,
+    ConfigError,
+    CorruptBlobError,
+    FedserError,
     InvalidRequestError,
+    InvalidUpdateError,
     NotParticipatingError,
     ProtocolMismatchError,
+    ServerBusyError,
     ServerStoppingError,
     SessionExpiredError,
     StaleRoundError,
     UnknownClientError,
 )
-from fedser_server.state.registry import ClientRecord
-from fedser_server.transport.admission import Limits, PollGate, ServerBusyError, UploadGate
-from fedser_shared import PROTOCOL_VERSION, codec, wire
-from fedser_shared.errors import ConfigError, CorruptBlobError, FedserError, InvalidUpdateError
 from fedser_shared.logging import get_logger
 from fedser_shared.refusal import REFUSAL_METADATA_KEY
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
@@ -66,9 +71,8 @@ STALL_GRACE_S = 2.0
 
 
 def refusal_reason(error: FedserError) -> str:
-    """'StaleRoundError' -> 'stale_round': the key of the refusal counters and logs."""
-    name = type(error).__name__.removesuffix("Error")
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    """The key of the refusal counters, logs and trailing metadata (e.g. 'stale_round')."""
+    return error.reason
 
 
 def status_code_for(error: FedserError) -> grpc.StatusCode:
@@ -131,6 +135,21 @@ class _InlineModel:
             return self._message
 
 
+class _EndedEarly(CorruptBlobError):
+    """The stream ended before its announced length and without a trailer: cut, or truncated."""
+
+
+def _went_away(context: grpc.ServicerContext, settle_s: float = 1.0) -> bool:
+    """Whether the client cancelled or vanished. A stream cut by a cancel or a dropped connection
+    can end like a short one, with the call marked done a moment later: wait that moment."""
+    deadline = time.monotonic() + settle_s
+    while context.is_active():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 @contextmanager
 def _cancel_at(context: grpc.ServicerContext, deadline_unix_s: float) -> Iterator[None]:
     timer = threading.Timer(max(0.0, deadline_unix_s - time.time()) + STALL_GRACE_S, context.cancel)
@@ -152,9 +171,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._uploads = UploadGate(limits.uploads, limits.waiting_uploads_cap)
 
     def _refuse(self, context: grpc.ServicerContext, rpc: str, error: FedserError, client_id: str, round_index: int,
-                reason: str | None = None, code: grpc.StatusCode | None = None) -> NoReturn:
+                code: grpc.StatusCode | None = None) -> NoReturn:
         """Count and log the refusal, name its reason in the trailing metadata, end the call."""
-        reason = reason or refusal_reason(error)
+        reason = refusal_reason(error)
         self.coordinator.record_refusal(reason, client_id, round_index, str(error), rpc=rpc)
         context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason),))
         context.abort(code or status_code_for(error), str(error))
@@ -239,14 +258,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             with self._uploads.slot(still_wanted), _cancel_at(context, task.deadline_unix_s):
                 self._receive_update(client, header, request_iterator)
         except FedserError as exc:
-            if isinstance(exc, CorruptBlobError) and not context.is_active():
+            if isinstance(exc, _EndedEarly) and _went_away(context):
                 # a stream cut short because the client cancelled (or died) is not a corrupt blob
-                self._refuse(context, "SubmitUpdate", FedserError("the client cancelled the upload"), client_id, round_index,
-                             reason="cancelled", code=grpc.StatusCode.CANCELLED)
+                self._refuse(context, "SubmitUpdate", ClientCancelledError("the client cancelled the upload"), client_id,
+                             round_index, code=grpc.StatusCode.CANCELLED)
             self._refuse(context, "SubmitUpdate", exc, client_id, round_index)
         except grpc.RpcError:
             # the client vanished mid-stream (cancelled, killed, cut off): nothing it sent is kept
-            reason = "stream_broken" if context.is_active() else "cancelled"
+            reason = "stream_broken" if context.is_active() else ClientCancelledError.reason
             self.coordinator.record_refusal(reason, client_id, round_index, "the update stream ended abnormally")
             raise
         return pb.UpdateAck(accepted=True, message="update accepted")
@@ -271,7 +290,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 self.coordinator.record_transfer(received=len(message))
             else:
                 if incoming.received < incoming.total_len:
-                    raise CorruptBlobError(f"blob truncated: received {incoming.received} of {incoming.total_len} bytes")
+                    raise _EndedEarly(f"blob truncated: received {incoming.received} of {incoming.total_len} bytes")
                 raise InvalidUpdateError("the update stream ended without its checksum trailer")
         raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks, then its trailer")
 

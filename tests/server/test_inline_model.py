@@ -49,7 +49,7 @@ def test_a_model_above_the_inline_limit_is_left_to_fetch_model(tmp_path: Path) -
 def test_the_largest_default_inline_task_fits_a_4_mib_receive_limit() -> None:
     """grpc-js (and grpc-java, grpc-go) receive at most 4 MiB by default: the biggest task the
     default settings inline must fit, every other field at its largest."""
-    from fedser_server.coordinator import TaskAssignment, TaskKind
+    from fedser_server.engine.coordinator import TaskAssignment, TaskKind
     from fedser_server.transport.servicer import task_message
     from fedser_shared.config import FederationConfig
     from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb

@@ -11,7 +11,7 @@ import threading
 from collections import deque
 
 from fedser_server.core.strategy import Strategy
-from fedser_server.incoming import CheckedUpdate
+from fedser_server.engine.incoming import CheckedUpdate
 from fedser_shared.errors import StateError
 from fedser_shared.logging import get_logger
 

@@ -12,58 +12,45 @@ each round's new state is computed straight into the next blob: one copy of the 
 from __future__ import annotations
 
 import functools
-import hashlib
-import secrets
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
-from fedser_server.core.reports import MAX_COUNT, UpdateHeader
+from fedser_server.core.norm_bound import delta_scale
 from fedser_server.core.records import RoundTally, is_eval_round, metrics_record
+from fedser_server.core.reports import UpdateHeader
 from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
 from fedser_server.core.round_plan import plan_round, task_spec
 from fedser_server.core.schedule import is_trainable
-from fedser_server.aggregation import Aggregator
-from fedser_server.core.norm_bound import delta_scale
 from fedser_server.core.strategy import FedAvg
-from fedser_server.errors import (
-    AuthenticationError,
-    InvalidRequestError,
-    NotParticipatingError,
-    ServerStoppingError,
-    SessionExpiredError,
-    StaleRoundError,
-    UnknownClientError,
-)
-from fedser_server.incoming import CheckedUpdate, IncomingUpdate
+from fedser_server.engine.aggregator import Aggregator
+from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
+from fedser_server.engine.sessions import Joined, Sessions
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.registry import ClientRecord, Registry
 from fedser_server.state.store import StateStore
 from fedser_server.state.writer import OrderedWriter
 from fedser_shared import codec
 from fedser_shared.config import RunConfig
-from fedser_shared.tensor_names import DELTA
-from fedser_shared.errors import ConfigError, FedserError, InvalidUpdateError, StateError
+from fedser_shared.errors import (
+    FedserError,
+    InvalidUpdateError,
+    NotParticipatingError,
+    ServerStoppingError,
+    SessionExpiredError,
+    StaleRoundError,
+    StateError,
+)
 from fedser_shared.logging import get_logger
+from fedser_shared.tensor_names import DELTA
 
 log = get_logger(__name__)
 
 BLOB_SLACK_BYTES = 64 * 1024
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Joined:
-    record: ClientRecord
-    session_token: str  # handed to the client once; the server keeps only its hash
 
 
 class Coordinator:
@@ -99,7 +86,6 @@ class Coordinator:
         self._stop = threading.Event()
         self.done = threading.Event()
         self._book: RoundBook | None = None
-        self._last_seen: dict[str, float] = {}
         self._waited_s = 0.0  # spent waiting for clients in the round in progress
         self.completed_round = 0
         self.state = strategy.initial_state(initial_weights)
@@ -110,6 +96,7 @@ class Coordinator:
         self._durable_round = self.completed_round  # the last round whose checkpoint is on disk
         self._writer: OrderedWriter | None = None  # the run's checkpoint writer (run() starts it)
         self.registry = Registry(store.registry_path)
+        self.sessions = Sessions(config, feature_dim, self.registry, tokens, self._cond, clock, wall_clock, client_timeout_s)
         self._layout = codec.BlobLayout(self.state)
         buffer, self.state = self._layout.write(self.state)
         self._blob = codec.Blob.of(buffer)
@@ -151,86 +138,24 @@ class Coordinator:
     # ---------------------------------------------------------------- client-facing
     def join(self, name: str, feature_name: str, feature_dim: int, label_counts: list[int],
              n_unlabeled: int, n_eval: int, client_id: str = "", token: str = "") -> Joined:
-        name = self._identity(name, token)
-        if feature_name != self.config.features.name or feature_dim != self.feature_dim:
-            raise ConfigError(
-                f"client features {feature_name}/{feature_dim} do not match the run's "
-                f"{self.config.features.name}/{self.feature_dim}")
-        if len(label_counts) != self.config.num_classes:
-            raise ConfigError(f"client reports {len(label_counts)} label counts, the run has {self.config.num_classes} classes")
-        for what, count in (("label count", max(label_counts, default=0)), ("n_unlabeled", n_unlabeled), ("n_eval", n_eval)):
-            if count > MAX_COUNT:
-                raise InvalidRequestError(f"{what} {count} is implausible (limit {MAX_COUNT})")
-        with self._cond:
-            record = self.registry.clients.get(client_id) if client_id else None
-            if record is not None and record.name != name:
-                raise UnknownClientError(f"client id '{client_id}' is registered to another client")
-            if record is None:
-                record = self.registry.by_name(name)
-            now = self._wall()
-            if record is None:
-                record = ClientRecord(uuid.uuid4().hex[:16], name, list(label_counts), n_unlabeled, n_eval,
-                                      feature_name, feature_dim, now, now)
-            session_token = secrets.token_urlsafe(32)
-            record.session_hash, record.session_ended = _digest(session_token), ""
-            record.label_counts, record.n_unlabeled, record.n_eval = list(label_counts), n_unlabeled, n_eval
-            record.last_seen, record.left, record.shutdown_sent = now, False, False
-            self.registry.save(record)
-            self._last_seen[record.client_id] = self._clock()
-            log.info("client_joined", client_id=record.client_id, name=name, n_labeled=record.n_labeled,
-                     n_unlabeled=n_unlabeled, n_eval=n_eval, n_registered=len(self.registry.clients))
-            self._cond.notify_all()
-            return Joined(record, session_token)
-
-    def _identity(self, name: str, token: str) -> str:
-        """With enrolment tokens the token names the client; without, the client names itself."""
-        if self.tokens is not None:
-            enrolled = self.tokens.verify(token) if token else None
-            if enrolled is None:
-                raise AuthenticationError("join refused: missing, unknown or revoked enrolment token")
-            return enrolled
-        if not name or len(name) > 128 or not name.isprintable():
-            raise InvalidRequestError("a client name must be 1-128 printable characters")
-        return name
+        return self.sessions.join(name, feature_name, feature_dim, label_counts, n_unlabeled, n_eval, client_id, token)
 
     def authenticate(self, client_id: str, session_token: str) -> ClientRecord:
-        record = self.registry.clients.get(client_id)
-        if record is None or not record.session_hash or not secrets.compare_digest(record.session_hash, _digest(session_token)):
-            raise UnknownClientError(f"unknown client or bad session credential for client '{client_id[:64]}'")
-        with self._cond:
-            if not record.session_ended:
-                if record.left:
-                    record.session_ended = "the client left"
-                elif self._clock() - self._last_seen.get(client_id, -1e18) > self.client_timeout_s:
-                    record.session_ended = f"no call for more than {self.client_timeout_s:g} s"
-            if record.session_ended:
-                raise SessionExpiredError(f"session of client '{client_id}' expired ({record.session_ended}): join again")
-            self._touch(client_id)
-        return record
-
-    def _touch(self, client_id: str) -> None:
-        self._last_seen[client_id] = self._clock()
-        record = self.registry.clients.get(client_id)
-        if record is not None:
-            record.last_seen = self._wall()  # on disk with the next checkpoint (`status` shows it)
+        return self.sessions.authenticate(client_id, session_token)
 
     def heartbeat(self, client: ClientRecord) -> int:
-        self._touch(client.client_id)
+        self.sessions.touch(client.client_id)
         return self.completed_round
 
     def leave(self, client: ClientRecord, reason: str) -> None:
-        with self._cond:
-            client.left = True
-            self.registry.save(client)
-            log.info("client_left", client_id=client.client_id, reason=reason[:200])
-            self._cond.notify_all()
+        self.sessions.leave(client, reason)
 
     def next_task(self, client: ClientRecord, timeout_s: float) -> TaskAssignment:
         """Long-poll: block until this client has a task, the run ends, or the timeout passes."""
         deadline = self._clock() + timeout_s
         with self._cond:
             while True:
-                self._touch(client.client_id)
+                self.sessions.touch(client.client_id)
                 if self.finished:
                     client.shutdown_sent = True
                     self._cond.notify_all()
@@ -376,9 +301,7 @@ class Coordinator:
             self._tasks_posted.notify_all()
 
     def alive_clients(self) -> list[ClientRecord]:
-        now = self._clock()
-        return [c for c in self.registry.clients.values()
-                if not c.left and now - self._last_seen.get(c.client_id, -1e18) <= self.client_timeout_s]
+        return self.sessions.alive()
 
     def _trainable(self, clients: Iterable[ClientRecord]) -> list[ClientRecord]:
         return [c for c in clients if is_trainable(self.config, c.n_labeled, c.n_unlabeled)]
@@ -465,15 +388,9 @@ class Coordinator:
                 # after they join anew, so the server waits instead of retrying in a loop
                 with self._cond:
                     for client_id in silent:
-                        self._end_session(client_id, f"did not answer round {round_index}")
+                        self.sessions.end(client_id, f"did not answer round {round_index}")
                     self._tasks_posted.notify_all()
         return None
-
-    def _end_session(self, client_id: str, why: str) -> None:
-        record = self.registry.clients.get(client_id)
-        if record is not None and not record.session_ended:
-            record.session_ended = why
-        self._last_seen.pop(client_id, None)
 
     def _evaluate(self, round_index: int) -> RoundBook | None:
         clients = [c for c in self.alive_clients() if c.n_eval > 0]
