@@ -30,6 +30,7 @@ from fedser_server.core.strategy import FedAvg
 from fedser_server.engine.aggregator import Aggregator
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
 from fedser_server.engine.sessions import Joined, Sessions
+from fedser_server.engine.stats import RunStats
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.registry import ClientRecord, Registry
 from fedser_server.state.store import StateStore
@@ -274,6 +275,18 @@ class Coordinator:
             self._unrecorded_refusals.clear()
             self._unrecorded_request_refusals.clear()
 
+    def stats(self) -> RunStats:
+        """Everything status and Prometheus show, read at one instant under the lock."""
+        with self._cond:
+            clients = list(self.registry.clients.values())
+            return RunStats(
+                completed_round=self.completed_round, rounds_planned=self.config.federation.rounds,
+                history=tuple(self.history), clients_registered=len(clients), clients_alive=len(self.alive_clients()),
+                clients_left=sum(1 for c in clients if c.left), waiting_for_clients=self.waiting_for_clients,
+                run_finished=self.done.is_set(), refusals=dict(self.refusals), request_refusals=dict(self.request_refusals),
+                bytes_sent=self.bytes_sent, bytes_received=self.bytes_received,
+                class_names=tuple(self.config.labels.class_names))
+
     def record_transfer(self, received: int = 0, sent: int = 0) -> None:
         with self._cond:
             self.bytes_received += received
@@ -419,7 +432,8 @@ class Coordinator:
                 record = metrics_record(self.config, round_index, book.tally,
                                         evaluation.evaluation if evaluation else None, self._clock() - started)
                 self._writer.submit(functools.partial(self.store.append_metrics, record))  # after the checkpoint
-                self.history.append(record)
+                with self._cond:
+                    self.history.append(record)
                 log.info("round_finished", **{k: v for k, v in record.items() if k not in ("confusion", "per_class_recall")})
             self._writer.flush()  # clients hear SHUTDOWN only once the last round is on disk
             self.finished = True
