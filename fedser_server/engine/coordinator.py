@@ -1,9 +1,11 @@
-"""The round engine (DESIGN §3): who is joined, which round runs, which client has which task.
+"""What clients see of the round engine (DESIGN §3): the phase in progress, the global state.
 
-Thread-safe; transport-agnostic. The gRPC servicer calls the public methods; `run()`
-drives the rounds. Aggregation is delegated to a `Strategy`, fed by an `Aggregator` thread;
-updates are checked in full while they stream in (`IncomingUpdate`) and reach the strategy
-only after that, so a bad update never touches the global state or the running sums.
+Thread-safe; transport-agnostic. The gRPC servicer calls the client-facing methods (sessions
+are `Sessions`' job; the rules of who may answer which task are `RoundBook`'s); `run()` hands
+the thread to a `RoundDriver`, which changes what clients see only through the driver-facing
+methods. Aggregation is delegated to a `Strategy`, fed by an `Aggregator` thread; updates are
+checked in full while they stream in (`IncomingUpdate`) and reach the strategy only after that,
+so a bad update never touches the global state or the running sums.
 
 The global state lives inside the blob that FetchModel serves (arrays are views into it), and
 each round's new state is computed straight into the next blob: one copy of the model, not two.
@@ -11,30 +13,26 @@ each round's new state is computed straight into the next blob: one copy of the 
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from fedser_server.core.norm_bound import delta_scale
-from fedser_server.core.records import RoundTally, is_eval_round, metrics_record
+from fedser_server.core.records import RoundTally
 from fedser_server.core.reports import UpdateHeader
 from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
-from fedser_server.core.round_plan import plan_round, task_spec
-from fedser_server.core.schedule import is_trainable
 from fedser_server.core.strategy import FedAvg
 from fedser_server.engine.aggregator import Aggregator
+from fedser_server.engine.driver import RoundDriver
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
 from fedser_server.engine.sessions import Joined, Sessions
 from fedser_server.engine.stats import RunStats
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.registry import ClientRecord, Registry
 from fedser_server.state.store import StateStore
-from fedser_server.state.writer import OrderedWriter
 from fedser_shared import codec
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import (
@@ -73,21 +71,20 @@ class Coordinator:
         self.strategy = strategy
         self.store = store
         self.feature_dim = feature_dim
-        self._clock = clock
-        self._wall = wall_clock
+        self._clock = self.clock = clock
+        self._wall = self.wall_clock = wall_clock
         self.client_timeout_s = client_timeout_s
         # a few heartbeats fit in one timeout, so one lost packet does not kill a client
         self.heartbeat_interval_s = heartbeat_interval_s or min(10.0, client_timeout_s / 4)
         self.tokens = tokens
         lock = threading.RLock()
-        self._cond = threading.Condition(lock)
+        self._cond = self.lock = threading.Condition(lock)
         # parked GetTask polls wait on their own condition: woken when tasks are posted or the run
         # ends, not by each of a round's N updates (N wake-ups of N parked polls per round)
         self._tasks_posted = threading.Condition(lock)
         self._stop = threading.Event()
         self.done = threading.Event()
         self._book: RoundBook | None = None
-        self._waited_s = 0.0  # spent waiting for clients in the round in progress
         self.completed_round = 0
         self.state = strategy.initial_state(initial_weights)
         store.check_free_space(sum(v.nbytes for v in self.state.values()))
@@ -95,13 +92,13 @@ class Coordinator:
         self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
         self._restore(resume)
         self._durable_round = self.completed_round  # the last round whose checkpoint is on disk
-        self._writer: OrderedWriter | None = None  # the run's checkpoint writer (run() starts it)
+        self._driver: RoundDriver | None = None  # run() starts it
         self.registry = Registry(store.registry_path)
         self.sessions = Sessions(config, feature_dim, self.registry, tokens, self._cond, clock, wall_clock, client_timeout_s)
-        self._layout = codec.BlobLayout(self.state)
-        buffer, self.state = self._layout.write(self.state)
+        self.layout = codec.BlobLayout(self.state)
+        buffer, self.state = self.layout.write(self.state)
         self._blob = codec.Blob.of(buffer)
-        self._aggregator = Aggregator(strategy)
+        self.aggregator = Aggregator(strategy)
         self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
         # read by the metrics endpoint at scrape time
         self.refusals: Counter[str] = Counter()  # refused updates, by reason
@@ -110,8 +107,6 @@ class Coordinator:
         self._unrecorded_request_refusals: Counter[str] = Counter()
         self.bytes_received = 0
         self.bytes_sent = 0
-        self.waiting_for_clients = False
-        self.rounds_given_up = 0  # times a round ran out of retries and the server went back to waiting
         self.finished = False  # every round ran: clients hear SHUTDOWN
 
     def _restore(self, resume: bool) -> None:
@@ -225,7 +220,7 @@ class Coordinator:
             scale = delta_scale(update.norm, fed.update_norm_max, fed.update_norm_action)
             if scale != 1.0:
                 log.info("update_clipped", round=header.round, client_id=client.client_id, norm=update.norm, scale=scale)
-            self._aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
+            self.aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
             with self._cond:
                 self._await_durable(header.round - 1)
                 self._task_of(client, header.round, header.task_id)
@@ -233,7 +228,7 @@ class Coordinator:
                 assert book is not None
                 book.accept_update(client.client_id, header, self.config.num_classes)
                 client.participations += 1
-                self._aggregator.add(update, header.n_samples, scale)
+                self.aggregator.add(update, header.n_samples, scale)
                 handed_off = True
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                          n_reported=len(book.reported), n_sampled=len(book.tasks))
@@ -252,7 +247,7 @@ class Coordinator:
             self._cond.wait(timeout=0.5)
 
     def _writes_failed(self) -> bool:
-        return self._writer is not None and self._writer.failed
+        return self._driver is not None and self._driver.writer.failed
 
     def record_refusal(self, reason: str, client_id: str, round_index: int, message: str, rpc: str = "SubmitUpdate") -> None:
         """Count a refused call: updates by reason (`refusals`), other calls by (rpc, reason)
@@ -268,7 +263,7 @@ class Coordinator:
         event = "update_refused" if rpc == "SubmitUpdate" else "request_refused"
         log.warning(event, rpc=rpc, round=round_index, client_id=client_id[:64], reason=reason, detail=message[:300])
 
-    def _take_unrecorded_refusals(self, tally: RoundTally) -> None:
+    def take_unrecorded_refusals(self, tally: RoundTally) -> None:
         with self._cond:
             tally.refused = dict(self._unrecorded_refusals)
             tally.refused_requests = dict(self._unrecorded_request_refusals)
@@ -316,153 +311,63 @@ class Coordinator:
     def alive_clients(self) -> list[ClientRecord]:
         return self.sessions.alive()
 
-    def _trainable(self, clients: Iterable[ClientRecord]) -> list[ClientRecord]:
-        return [c for c in clients if is_trainable(self.config, c.n_labeled, c.n_unlabeled)]
+    # ---------------------------------------------------------------- driver-facing (RoundDriver)
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
-    def _wait_for_clients(self, minimum: int) -> bool:
-        """Block until `minimum` trainable clients are alive (False when stopped). The time spent
-        waiting is added to `_waited_s`: it is reported apart from the round's duration."""
-        announced = False
-        began = self._clock()
-        with self._cond:
-            while not self._stop.is_set():
-                if len(self._trainable(self.alive_clients())) >= minimum:
-                    self.waiting_for_clients = False
-                    self._waited_s += self._clock() - began
-                    return True
-                if not announced:
-                    log.info("waiting_for_clients", needed=minimum, alive=len(self.alive_clients()))
-                    announced, self.waiting_for_clients = True, True
-                self._cond.wait(timeout=0.5)
-        return False
+    @property
+    def waiting_for_clients(self) -> bool:
+        return self._driver is not None and self._driver.waiting_for_clients
 
-    def _open_phase(self, kind: TaskKind, round_index: int, clients: list[ClientRecord], timeout_s: float) -> RoundBook:
-        book = RoundBook.post(kind, task_spec(self.config, round_index), {c.client_id: c.participations for c in clients},
-                              self._wall() + timeout_s, lambda: uuid.uuid4().hex[:12])
+    @property
+    def rounds_given_up(self) -> int:
+        """Times a round ran out of retries and the server went back to waiting for clients."""
+        return self._driver.rounds_given_up if self._driver is not None else 0
+
+    def run(self) -> None:
+        """Drive the rounds to the last one (or until stopped) on this thread."""
+        self._driver = RoundDriver(self)
+        self._driver.run()
+
+    def post(self, book: RoundBook) -> None:
+        """Make `book` the phase in progress: its tasks go out to the parked polls."""
         with self._cond:
             self._book = book
             self._tasks_posted.notify_all()
-        return book
 
-    def _await_phase(self, book: RoundBook, timeout_s: float) -> None:
-        deadline = self._clock() + timeout_s
+    def close_phase(self, book: RoundBook) -> None:
         with self._cond:
-            while not self._stop.is_set() and not self._writes_failed():
-                if book.complete:
-                    break
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    log.warning("phase_deadline", round=book.round, phase=book.kind.value,
-                                reported=len(book.reported), expected=len(book.tasks))
-                    break
-                self._cond.wait(timeout=min(remaining, 0.5))
             book.open = False
 
-    def _train_round(self, round_index: int) -> RoundBook | None:
-        fed = self.config.federation
-        attempt = 0
-        while not self._stop.is_set():
-            needed = fed.clients_to_start if round_index == 1 and attempt == 0 else fed.min_clients
-            if not self._wait_for_clients(needed):
-                return None
-            with self._cond:
-                candidates = self._trainable(self.alive_clients())
-                by_name = {c.name: c for c in candidates}
-                plan = plan_round(self.config, list(by_name), round_index, attempt)
-                self.strategy.begin_round(self.state, len(self._trainable(self.registry.clients.values())))
-            sampled = [by_name[n] for n in plan.sampled]
-            log.info("round_started", round=round_index, attempt=attempt, n_sampled=len(sampled), n_alive=len(candidates))
-            book = self._open_phase(TaskKind.TRAIN, round_index, sampled, fed.round_timeout_s)
-            started = self._clock()
-            self._await_phase(book, fed.round_timeout_s)
-            if self._stop.is_set() or self._writes_failed():
-                return None
-            self._aggregator.drain()  # every accepted update is in the sums
-            book_seconds = self._clock() - started
-            n_updates = len(book.reported)
-            if n_updates == len(book.tasks) or n_updates >= fed.updates_needed:
-                # the book is closed, so no update reaches the strategy any more: aggregate into the
-                # next blob without the lock (clients keep authenticating), then swap in O(1)
-                buffer, into = self._layout.allocate()
-                state = self.strategy.finish_round(into)
-                blob = codec.Blob.of(buffer)
-                with self._cond:
-                    self.state, self._blob, self.completed_round = state, blob, round_index
-                book.tally.n_sampled, book.tally.attempts, book.tally.seconds = len(book.tasks), attempt + 1, book_seconds
-                return book
-            attempt += 1
-            log.warning("round_retry", round=round_index, attempt=attempt, n_updates=n_updates, needed=fed.updates_needed)
-            if attempt > fed.max_round_retries:
-                silent = book.silent()
-                log.error("round_failed_waiting_for_clients", round=round_index, attempts=attempt, silent_clients=silent)
-                attempt = 0
-                self.rounds_given_up += 1
-                # end the sessions of clients that never answered: they count again only
-                # after they join anew, so the server waits instead of retrying in a loop
-                with self._cond:
-                    for client_id in silent:
-                        self.sessions.end(client_id, f"did not answer round {round_index}")
-                    self._tasks_posted.notify_all()
-        return None
-
-    def _evaluate(self, round_index: int) -> RoundBook | None:
-        clients = [c for c in self.alive_clients() if c.n_eval > 0]
-        if not clients:
-            return None
-        book = self._open_phase(TaskKind.EVALUATE, round_index, clients, self.config.federation.eval_timeout_s)
-        self._await_phase(book, self.config.federation.eval_timeout_s)
-        return book
-
-    def run(self) -> None:
-        fed = self.config.federation
-        self._writer = OrderedWriter()
-        try:
-            for round_index in range(self.completed_round + 1, fed.rounds + 1):
-                started, self._waited_s = self._clock(), 0.0
-                book = self._train_round(round_index)
-                if book is None:
-                    self._writer.flush()  # raises what stopped the writer, if that is what ended the rounds
-                    return
-                book.tally.wait_seconds = self._waited_s
-                started += self._waited_s  # a round's duration is its own work, not the wait for clients
-                train_record = metrics_record(self.config, round_index, book.tally, None, self._clock() - started)
-                self._checkpoint(round_index, train_record, book)
-                evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
-                self._take_unrecorded_refusals(book.tally)
-                record = metrics_record(self.config, round_index, book.tally,
-                                        evaluation.evaluation if evaluation else None, self._clock() - started)
-                self._writer.submit(functools.partial(self.store.append_metrics, record))  # after the checkpoint
-                with self._cond:
-                    self.history.append(record)
-                log.info("round_finished", **{k: v for k, v in record.items() if k not in ("confusion", "per_class_recall")})
-            self._writer.flush()  # clients hear SHUTDOWN only once the last round is on disk
-            self.finished = True
-        finally:
-            self._writer.close()  # what is queued reaches the disk even when the run is stopped
-            with self._cond:
-                self.done.set()
-                self._book = None
-                self._cond.notify_all()
-                self._tasks_posted.notify_all()
-
-    def _checkpoint(self, round_index: int, train_record: dict[str, object], book: RoundBook) -> None:
-        """Queue the round's checkpoint right after aggregation: the writer puts it on disk while the
-        next round's tasks go out, and before anything queued later (that round's metrics line)."""
-        assert self._writer is not None
-        state = self.state
+    def install(self, state: dict[str, np.ndarray], blob: codec.Blob, round_index: int) -> None:
+        """The round's new global state (views into `blob`, which FetchModel serves from now on)."""
         with self._cond:
-            # every client: the reported ones' participations, everyone's last contact
-            reported = list(self.registry.clients.values())
+            self.state, self._blob, self.completed_round = state, blob, round_index
 
-        def write() -> None:
-            self.store.save_global(state, round_index, train_record)
-            # participations cannot move on meanwhile: no update of the next round is accepted before this returns
-            self.registry.save_many(reported)  # the registry has its own lock
-            with self._cond:
-                self._durable_round = round_index
-                self._cond.notify_all()
+    def mark_durable(self, round_index: int) -> None:
+        with self._cond:
+            self._durable_round = round_index
+            self._cond.notify_all()
 
-        self._writer.submit(write)
+    def record_round(self, record: dict[str, object]) -> None:
+        with self._cond:
+            self.history.append(record)
+
+    def end_sessions(self, client_ids: list[str], why: str) -> None:
+        with self._cond:
+            for client_id in client_ids:
+                self.sessions.end(client_id, why)
+            self._tasks_posted.notify_all()
+
+    def end_run(self, finished: bool) -> None:
+        """Every round ran (clients hear SHUTDOWN), or the run stopped early."""
+        with self._cond:
+            self.finished = finished
+            self.done.set()
+            self._book = None
+            self._cond.notify_all()
+            self._tasks_posted.notify_all()
 
     def wait_for_shutdown_delivery(self, timeout_s: float) -> None:
         """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""
@@ -477,6 +382,6 @@ class Coordinator:
                 self._cond.wait(timeout=0.2)
 
     def close(self) -> None:
-        self._aggregator.close()
+        self.aggregator.close()
         self.registry.close()
 
