@@ -184,7 +184,7 @@ class FedserEndpoint:
     def round_trip(self) -> tuple[float, float]:
         """One round: FetchModel (timed), then SubmitUpdate of a pre-made update (timed)."""
         from fedser_client.core.trainer import TrainReport
-        from fedser_server.core.strategy import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
+        from fedser_shared.tensor_names import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
 
         task = self._train_task()
         started = time.perf_counter()

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from pydantic import ValidationError
 
-from fedser_server.coordinator import Coordinator
+from fedser_server.engine.coordinator import Coordinator
 from fedser_server.core.strategy import make_strategy
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.store import StateStore
@@ -41,7 +41,11 @@ class RunningServer:
             self.coordinator.run()
         except Exception as exc:  # noqa: BLE001 - serve_until_done reports it as one line and a non-zero exit
             self.failure = exc
-            log.error("run_failed", error=f"{type(exc).__name__}: {exc}")
+            log.error("run_failed", error=f"{type(exc).__name__}: {exc}", completed_round=self.coordinator.completed_round)
+        else:
+            c = self.coordinator
+            log.info("run_finished" if c.finished else "run_stopped", completed_round=c.completed_round,
+                     rounds=c.config.federation.rounds)
 
     @property
     def port(self) -> int:

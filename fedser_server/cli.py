@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from fedser_server.observability import commands as ops
+from fedser_server.observability import json_stderr
 from fedser_shared.config_command import make_config_command
 from fedser_shared.cli import entry_point, make_app
 from fedser_shared.errors import ConfigError
@@ -16,9 +18,8 @@ from fedser_shared.errors import ConfigError
 if TYPE_CHECKING:
     from fedser_server.security.tokens import TokenStore
 
-# Each command imports what only it needs (grpc, cryptography, pydantic, numpy) inside itself, so that
-# `--help`, `status`, `token add` and the like answer at once (benchmarks/startup.py).
-
+# Each command imports what only it needs (grpc, cryptography, pydantic, numpy, structlog) inside itself,
+# so that `--help`, `status`, `token add` and the like answer at once (benchmarks/startup.py).
 app = make_app("The fedser coordinator.")
 
 
@@ -54,8 +55,11 @@ def serve(
     from fedser_server.security.enrolment import enrolment_policy
     from fedser_server.security.tls import server_credentials
     from fedser_server.security.tokens import token_store
-    from fedser_shared.logging import configure_logging
+    from fedser_shared.logging import configure_logging, get_logger
 
+    log = get_logger(__name__)
+    if not sys.stderr.isatty():
+        json_stderr.capture()  # grpc's own lines (TLS handshake failures) become JSON like ours
     configure_logging(log_level)
     run_config = server_app.run_config_for(state_dir, config, {
         "federation.rounds": rounds, "federation.min_clients": min_clients, "federation.fraction": fraction,
@@ -71,6 +75,7 @@ def serve(
         raise
 
     def _terminate(signum: int, _frame: object) -> None:
+        log.warning("signal_received", signal=signal.Signals(signum).name, completed_round=running.coordinator.completed_round)
         running.coordinator.stop()
 
     signal.signal(signal.SIGTERM, _terminate)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedser_server.state import layout
 from fedser_shared.errors import FedserError
 
 
@@ -96,16 +96,7 @@ def launch(config_path: Path, client_dirs: list[Path], run_dir: Path, log_level:
 
 
 def read_metrics(state_dir: Path) -> list[dict]:
-    path = state_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line being written
-    return records
+    return layout.read_metrics(state_dir / layout.METRICS_FILE)  # a line being written is left out
 
 
 def watch(federation: Federation, rounds: int, on_progress: Callable[[list[dict]], None], timeout_s: float) -> list[dict]:

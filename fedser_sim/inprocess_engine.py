@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from fedser_client.core.data import ClientData
 from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask, stable_seed
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
-from fedser_server.core.schedule import is_trainable, local_lr, pseudo_label_threshold, sample_clients, sample_size
+from fedser_server.core.round_plan import plan_round
+from fedser_server.core.schedule import is_trainable
 from fedser_server.core.strategy import State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
@@ -62,10 +63,11 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
     trainable = [c for c in clients.values() if c.trainable]
     for round_index in range(1, fed.rounds + 1):
         started = time.perf_counter()
-        names = sample_clients([c.name for c in trainable], sample_size(config, len(trainable)), fed.seed, round_index, 0)
+        plan = plan_round(config, [c.name for c in trainable], round_index)
+        names = plan.sampled
         strategy.begin_round(state, len(trainable))
-        task = TrainTask(round=round_index, lr=local_lr(config, round_index - 1), local_epochs=config.train.local_epochs,
-                         pseudo_threshold=pseudo_label_threshold(config, round_index - 1))
+        task = TrainTask(round=round_index, lr=plan.spec.lr, local_epochs=plan.spec.local_epochs,
+                         pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
         for name in names:
             client = clients[name]

@@ -24,9 +24,10 @@ from fedser_client.core.objectives import Objective, StepOutcome, make_objective
 from fedser_client.core.pseudo_label import select_pseudo_labels, view_probabilities
 from fedser_shared.config import RunConfig
 from fedser_shared.metrics import confusion_matrix
-from fedser_shared.model import WEIGHT_PREFIX, EmotionMLP
-
-CONTROL_PREFIX = "c."
+from fedser_shared.model import EmotionMLP
+from fedser_shared.tensor_names import CONTROL as CONTROL_PREFIX
+from fedser_shared.tensor_names import DELTA, DELTA_CONTROL
+from fedser_shared.tensor_names import WEIGHT as WEIGHT_PREFIX
 
 
 @dataclass(frozen=True)
@@ -220,12 +221,12 @@ class LocalTrainer:
         for index, (name, p) in enumerate(self.model.named_parameters()):
             theta = np.asarray(global_state[WEIGHT_PREFIX + name], dtype=np.float32)
             delta = np.zeros_like(theta) if empty else p.detach().cpu().numpy().astype(np.float32) - theta
-            update["delta." + name] = delta
+            update[DELTA + name] = delta
             if scaffold is None:
                 continue
             c_i = scaffold.client_c[index].cpu().numpy().astype(np.float32)
             c_plus = c_i if empty or not steps else c_i - scaffold.server_c[index].cpu().numpy() - delta / (steps * lr)
-            update["dc." + name] = (c_plus - c_i).astype(np.float32)
+            update[DELTA_CONTROL + name] = (c_plus - c_i).astype(np.float32)
             new_control[CONTROL_PREFIX + name] = c_plus.astype(np.float32)
         return update, new_control
 

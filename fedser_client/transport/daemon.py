@@ -23,6 +23,7 @@ from fedser_shared.errors import CorruptBlobError, FedserError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from fedser_shared.refusal import SESSION_LOST, TASK_GONE, refusal_of
 from fedser_shared.transport import client_channel_options
 
 log = get_logger(__name__)
@@ -36,8 +37,20 @@ class ServerRefused(FedserError):
 
 
 def _session_lost(exc: grpc.RpcError) -> bool:
+    reason = refusal_of(exc)
+    if reason is not None:
+        return reason in SESSION_LOST
+    # a server older than the refusal metadata: read its words
     return (exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
             and "session" in (exc.details() or ""))
+
+
+def _task_gone(exc: grpc.RpcError) -> bool:
+    reason = refusal_of(exc)
+    if reason is not None:
+        return reason in TASK_GONE
+    return (exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED)
+            and "protocol" not in (exc.details() or ""))
 
 
 @dataclass(frozen=True)
@@ -245,7 +258,7 @@ class ClientDaemon:
                         # the server restarted or ended the session: join again, keeping the id and c_i
                         self.bound_log.warning("session_lost_rejoining", code=code.name, detail=exc.details())
                         self._join()
-                    elif code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED) and "protocol" not in (exc.details() or ""):
+                    elif _task_gone(exc):
                         self.bound_log.warning("task_no_longer_valid", code=code.name, detail=exc.details())
                     elif code in RETRYABLE:
                         self.bound_log.info("server_unreachable_retrying", code=code.name)

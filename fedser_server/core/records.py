@@ -26,9 +26,11 @@ class RoundTally:
     pseudo_candidates: int = 0
     pseudo_pass_tau: int = 0
     pseudo_pass_kappa: int = 0
-    refused: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)            # refused updates, by reason
+    refused_requests: dict[str, int] = field(default_factory=dict)   # other refused calls, "Rpc.reason"
     attempts: int = 1
     seconds: float = 0.0
+    wait_seconds: float = 0.0  # waiting for enough clients before the round could start
 
     def add_update(self, n_samples: int, loss: float, taken: list[int] | tuple[int, ...], correct: list[int] | tuple[int, ...],
                    with_truth: int, num_classes: int, candidates: int = 0, pass_tau: int = 0, pass_kappa: int = 0) -> None:
@@ -77,6 +79,8 @@ def metrics_record(config: RunConfig, round_index: int, tally: RoundTally, evalu
     }
     if tally.refused:
         record["refused"] = dict(tally.refused)
+    if tally.refused_requests:
+        record["refused_requests"] = dict(tally.refused_requests)
     if config.semi.enabled:
         zeros = np.zeros(config.num_classes, np.int64)
         record["tau"] = pseudo_label_threshold(config, round_index - 1)
@@ -96,6 +100,8 @@ def metrics_record(config: RunConfig, round_index: int, tally: RoundTally, evalu
         record["eval_loss"] = weighted_mean(evaluation.losses)
         record["n_eval_clients"] = evaluation.n_clients
         record["confusion"] = evaluation.confusion.tolist()
+    if tally.wait_seconds:
+        record["wait_seconds"] = round(tally.wait_seconds, 4)
     record["seconds"] = round(seconds, 4)
     return record
 

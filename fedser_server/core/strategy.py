@@ -21,13 +21,10 @@ from typing import Literal, Protocol
 import numpy as np
 
 from fedser_shared.errors import InvalidUpdateError
+from fedser_shared.tensor_names import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
 
 State = dict[str, np.ndarray]
-
-WEIGHT = "w."
-CONTROL = "c."
-DELTA = "delta."
-DELTA_CONTROL = "dc."
+__all__ = ["CONTROL", "DELTA", "DELTA_CONTROL", "WEIGHT", "FedAvg", "Scaffold", "State", "Strategy", "TensorSpec"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ class Strategy(Protocol):
     def expected_update(self, state: Mapping[str, np.ndarray]) -> dict[str, TensorSpec]: ...
     def begin_round(self, state: Mapping[str, np.ndarray], n_registered: int) -> None: ...
     def accumulate(self, update: Mapping[str, np.ndarray], n_samples: int) -> None: ...
-    def accumulate_runs(self, runs: Iterable[tuple[str, int, np.ndarray]], n_samples: int) -> None: ...
+    def accumulate_runs(self, runs: Iterable[tuple[str, int, np.ndarray]], n_samples: int, delta_scale: float = 1.0) -> None: ...
     def finish_round(self, into: Mapping[str, np.ndarray] | None = None) -> State: ...
 
 
@@ -134,13 +131,17 @@ class FedAvg:
     def accumulate(self, update: Mapping[str, np.ndarray], n_samples: int) -> None:
         self.accumulate_runs(((name, 0, update[name].reshape(-1)) for name in self._sums), n_samples)
 
-    def accumulate_runs(self, runs: Iterable[tuple[str, int, np.ndarray]], n_samples: int) -> None:
+    def accumulate_runs(self, runs: Iterable[tuple[str, int, np.ndarray]], n_samples: int, delta_scale: float = 1.0) -> None:
         """Fold one update given as runs (tensor name, first flat element, flat values) that
-        together cover each of its elements exactly once: the caller has checked the update."""
+        together cover each of its elements exactly once: the caller has checked the update.
+        `delta_scale` shrinks its delta.* tensors (norm clipping) without changing its weight."""
         if n_samples <= 0:
             raise InvalidUpdateError(f"n_samples must be positive, got {n_samples}")
         for name, start, values in runs:
-            _add_scaled(self._sums[name].flat[start : start + values.size], values, self._weight_of(name, n_samples))
+            weight = self._weight_of(name, n_samples)
+            if delta_scale != 1.0 and name.startswith(DELTA):
+                weight = weight * delta_scale
+            _add_scaled(self._sums[name].flat[start : start + values.size], values, weight)
         self._weight_total += n_samples
         self._n_updates += 1
 

@@ -1,9 +1,8 @@
-"""Prometheus metrics of a live server, read from the coordinator's public state at scrape time.
+"""Prometheus metrics of a live server, from the coordinator's `stats()` snapshot at scrape time.
 
-Nothing in the round engine calls into this module: a custom collector looks at
-`completed_round`, the registry, `alive_clients()`, the per-round `history` records and
-the coordinator's running counters whenever Prometheus scrapes, so the metrics cost
-nothing between scrapes and cannot disagree with `metrics.jsonl`.
+Nothing in the round engine calls into this module: a custom collector takes one snapshot
+(`RunStats`, read under the coordinator's lock) whenever Prometheus scrapes, so the metrics
+cost nothing between scrapes and cannot disagree with `metrics.jsonl`.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from fedser_server.engine.stats import stats_of
 from fedser_shared.errors import ConfigError
 from fedser_shared.logging import get_logger
 
@@ -29,7 +29,7 @@ class _Client(Protocol):
 
 
 class Observable(Protocol):
-    """What the collector reads; `fedser_server.coordinator.Coordinator` provides it."""
+    """What the collector reads; `fedser_server.engine.coordinator.Coordinator` provides it."""
 
     completed_round: int
     history: list[dict[str, object]]
@@ -62,45 +62,44 @@ class CoordinatorCollector(Collector):
         self._coordinator = coordinator
 
     def collect(self) -> Iterator[Metric]:
-        c = self._coordinator
-        history = list(c.history)
-        clients = _retry(lambda: list(c.registry.clients.values()))
-        alive = _retry(c.alive_clients)
+        stats = _retry(lambda: stats_of(self._coordinator))
+        history = list(stats.history)
 
-        yield GaugeMetricFamily("fedser_round_completed", "Last completed training round.", value=c.completed_round)
-        yield GaugeMetricFamily("fedser_rounds_planned", "Training rounds the run is configured for.",
-                                value=c.config.federation.rounds)
+        yield GaugeMetricFamily("fedser_round_completed", "Last completed training round.", value=stats.completed_round)
+        yield GaugeMetricFamily("fedser_rounds_planned", "Training rounds the run is configured for.", value=stats.rounds_planned)
         yield CounterMetricFamily("fedser_rounds_completed", "Rounds completed since this server process started or resumed.",
                                   value=len(history))
-        yield GaugeMetricFamily("fedser_clients_registered", "Clients that ever joined this run.", value=len(clients))
-        yield GaugeMetricFamily("fedser_clients_alive", "Joined clients heard from within the client timeout.", value=len(alive))
-        yield GaugeMetricFamily("fedser_clients_left", "Clients that said goodbye.", value=sum(1 for x in clients if x.left))
-        waiting = getattr(c, "waiting_for_clients", None)
-        if waiting is not None:
+        yield GaugeMetricFamily("fedser_clients_registered", "Clients that ever joined this run.", value=stats.clients_registered)
+        yield GaugeMetricFamily("fedser_clients_alive", "Joined clients heard from within the client timeout.", value=stats.clients_alive)
+        yield GaugeMetricFamily("fedser_clients_left", "Clients that said goodbye.", value=stats.clients_left)
+        if stats.waiting_for_clients is not None:
             yield GaugeMetricFamily("fedser_waiting_for_clients", "1 while the server waits for enough clients to start a round.",
-                                    value=int(bool(waiting)))
-        done = getattr(c, "done", None)
-        if done is not None:
-            yield GaugeMetricFamily("fedser_run_finished", "1 once the last round has finished.", value=int(done.is_set()))
+                                    value=int(stats.waiting_for_clients))
+        if stats.run_finished is not None:
+            yield GaugeMetricFamily("fedser_run_finished", "1 once the last round has finished.", value=int(stats.run_finished))
 
         yield CounterMetricFamily("fedser_updates_accepted", "Model updates folded into the global model.",
                                   value=sum(int(r.get("n_updates", 0)) for r in history))  # type: ignore[call-overload]
-        yield self._refusals(c, history)
+        yield self._refusals(stats.refusals, history)
+        yield self._request_refusals(stats.request_refusals, history)
         yield CounterMetricFamily("fedser_evaluations", "Evaluation rounds completed.",
                                   value=sum(1 for r in history if "n_eval_clients" in r))
 
-        sent, received = getattr(c, "bytes_sent", None), getattr(c, "bytes_received", None)
-        if sent is not None and received is not None:
+        if stats.bytes_sent is not None and stats.bytes_received is not None:
             streamed = CounterMetricFamily("fedser_bytes_streamed", "Tensor bytes streamed over gRPC.", labels=["direction"])
-            streamed.add_metric(["sent"], sent)
-            streamed.add_metric(["received"], received)
+            streamed.add_metric(["sent"], stats.bytes_sent)
+            streamed.add_metric(["received"], stats.bytes_received)
             yield streamed
 
         seconds = [s for s in (_finite(r.get("seconds")) for r in history) if s is not None]
-        yield SummaryMetricFamily("fedser_round_duration_seconds", "Wall time of a round: training, plus evaluation on eval rounds.",
+        yield SummaryMetricFamily("fedser_round_duration_seconds",
+                                  "Wall time of a round: training, plus evaluation on eval rounds; without the wait for clients.",
                                   count_value=len(seconds), sum_value=sum(seconds))
         if seconds:
             yield GaugeMetricFamily("fedser_last_round_duration_seconds", "Wall time of the last completed round.", value=seconds[-1])
+        waits = [s for s in (_finite(r.get("wait_seconds")) for r in history) if s is not None]
+        yield CounterMetricFamily("fedser_wait_for_clients_seconds", "Time rounds waited for enough clients before they started.",
+                                  value=sum(waits))
         last = history[-1] if history else {}
         loss = _finite(last.get("train_loss"))
         if loss is not None:
@@ -113,15 +112,13 @@ class CoordinatorCollector(Collector):
         pseudo = [r["pseudo_taken"] for r in history if isinstance(r.get("pseudo_taken"), list)]
         if pseudo:
             taken = CounterMetricFamily("fedser_pseudo_labels_taken", "Pseudo-labels taken by clients, by class.", labels=["class_name"])
-            names = c.config.labels.class_names
-            for index, name in enumerate(names):
+            for index, name in enumerate(stats.class_names):
                 taken.add_metric([name], sum(int(p[index]) for p in pseudo if index < len(p)))
             yield taken
 
     @staticmethod
-    def _refusals(c: Observable, history: list[dict[str, object]]) -> Metric:
-        refused = CounterMetricFamily("fedser_updates_refused", "Requests and updates refused, by reason.", labels=["reason"])
-        live = getattr(c, "refusals", None)
+    def _refusals(live: dict[str, int] | None, history: list[dict[str, object]]) -> Metric:
+        refused = CounterMetricFamily("fedser_updates_refused", "Updates refused, by reason.", labels=["reason"])
         if live is not None:  # counted as they happen
             counts = dict(live)
         else:  # counted per round, when the round is recorded
@@ -131,6 +128,22 @@ class CoordinatorCollector(Collector):
                     counts[reason] = counts.get(reason, 0) + int(n)
         for reason, n in sorted(counts.items()):
             refused.add_metric([reason], n)
+        return refused
+
+    @staticmethod
+    def _request_refusals(live: dict[tuple[str, str], int] | None, history: list[dict[str, object]]) -> Metric:
+        refused = CounterMetricFamily("fedser_requests_refused", "Calls other than SubmitUpdate refused, by method and reason.",
+                                      labels=["rpc", "reason"])
+        if live is not None:
+            counts = dict(live)
+        else:
+            counts = {}
+            for record in history:
+                for key, n in (record.get("refused_requests") or {}).items():  # type: ignore[union-attr]
+                    rpc, _, reason = str(key).partition(".")
+                    counts[(rpc, reason)] = counts.get((rpc, reason), 0) + int(n)
+        for (rpc, reason), n in sorted(counts.items()):
+            refused.add_metric([rpc, reason], n)
         return refused
 
 

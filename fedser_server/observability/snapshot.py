@@ -13,14 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedser_server.state.layout import (
+    ADDRESS_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    PROGRESS_FILE,
+    REGISTRY_FILE,
+    SIM_CONFIG_FILE,
+    read_metrics,
+)
 from fedser_shared.errors import StateError
 
-METRICS_FILE = "metrics.jsonl"
-REGISTRY_FILE = "registry.sqlite"
-PROGRESS_FILE = "progress.json"
-ADDRESS_FILE = "address"
-CONFIG_FILE = "run_config.json"
-SIM_CONFIG_FILE = "run.toml"
+__all__ = ["ADDRESS_FILE", "CONFIG_FILE", "METRICS_FILE", "PROGRESS_FILE", "REGISTRY_FILE", "SIM_CONFIG_FILE",
+           "RunSnapshot", "load_snapshot", "read_clients", "read_metrics"]
 
 
 @dataclass(frozen=True)
@@ -61,29 +66,6 @@ class RunSnapshot:
     @property
     def semi(self) -> bool:
         return any("pseudo_taken" in r for r in self.records)
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StateError(f"cannot read {path}: {exc}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines):  # a line cut short by a crash mid-append: the rounds before it still count
-                break
-            raise StateError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("round"), int):
-            raise StateError(f"{path}:{number}: a metrics line needs an integer 'round'")
-        records.append(record)
-    return records
 
 
 def read_clients(path: Path) -> list[ClientRow]:

@@ -19,6 +19,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
+from fedser_server.state import layout
 from fedser_shared import codec
 from fedser_shared.errors import StateError
 from fedser_shared.fsutil import append_line, atomic_write_bytes, atomic_write_text
@@ -52,24 +53,24 @@ class StateStore:
 
     @property
     def global_path(self) -> Path:
-        return self.dir / "global.safetensors"
+        return self.dir / layout.GLOBAL_FILE
 
     @property
     def incoming_dir(self) -> Path:
         """Where updates being received are parked (unnamed files: nothing to clean up)."""
-        return self.dir / "incoming"
+        return self.dir / layout.INCOMING_DIR
 
     @property
     def metrics_path(self) -> Path:
-        return self.dir / "metrics.jsonl"
+        return self.dir / layout.METRICS_FILE
 
     @property
     def registry_path(self) -> Path:
-        return self.dir / "registry.sqlite"
+        return self.dir / layout.REGISTRY_FILE
 
     @property
     def config_path(self) -> Path:
-        return self.dir / "run_config.json"
+        return self.dir / layout.CONFIG_FILE
 
     def save_global(self, state: Mapping[str, np.ndarray], round_index: int, train_record: Mapping[str, Any] | None = None) -> None:
         metadata = {"round": str(round_index)}
@@ -106,7 +107,7 @@ class StateStore:
     @staticmethod
     def saved_config_json(state_dir: Path) -> str | None:
         """The configuration a run saved when it started, read before the store is opened."""
-        path = Path(state_dir) / "run_config.json"
+        path = Path(state_dir) / layout.CONFIG_FILE
         try:
             return path.read_text()
         except (FileNotFoundError, NotADirectoryError):
@@ -119,28 +120,20 @@ class StateStore:
 
     def reconcile_metrics(self, completed_round: int, train_record: Mapping[str, Any] | None) -> None:
         """After a crash: keep exactly one line per completed round, none for rounds to be run again."""
-        kept: dict[int, str] = {}
-        for line in self._metric_lines():
-            try:
-                round_index = int(json.loads(line)["round"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line torn by the crash
-            if round_index <= completed_round:
-                kept.setdefault(round_index, line)
+        kept: dict[int, dict[str, Any]] = {}
+        for record in self.read_metrics():
+            if record["round"] <= completed_round:
+                kept.setdefault(record["round"], record)
         if completed_round not in kept and train_record is not None:
-            kept[completed_round] = json.dumps({**train_record, "resumed": True}, allow_nan=False, default=_json_default)
-        atomic_write_text(self.metrics_path, "".join(kept[r] + "\n" for r in sorted(kept)))
-
-    def _metric_lines(self) -> list[str]:
-        if not self.metrics_path.exists():
-            return []
-        return [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
+            kept[completed_round] = {**train_record, "resumed": True}
+        atomic_write_text(self.metrics_path, "".join(
+            json.dumps(kept[r], allow_nan=False, default=_json_default) + "\n" for r in sorted(kept)))
 
     def write_address(self, address: str) -> None:
-        atomic_write_text(self.dir / "address", address + "\n")
+        atomic_write_text(self.dir / layout.ADDRESS_FILE, address + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self._metric_lines()]
+        return layout.read_metrics(self.metrics_path)
 
 
 def _json_default(value: Any) -> Any:

@@ -21,14 +21,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from fedser_shared.errors import FedserError
+from fedser_shared.errors import ServerBusyError
 
+__all__ = ["Limits", "PollGate", "ServerBusyError", "UploadGate"]
 SLOT_POLL_S = 0.5
-
-
-class ServerBusyError(FedserError):
-    """Too many uploads in progress or waiting: retry later."""
-
 
 @dataclass(frozen=True)
 class Limits:

@@ -6,7 +6,7 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from fedser_server.transport.servicer import CoordinatorServicer
 from fedser_shared import wire
@@ -15,6 +15,18 @@ from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.transport import server_options
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
+# grpc.reflection.v1 has the messages of v1alpha, field for field; grpcio-reflection ships only
+# v1alpha, so the same servicer answers under both names (grpcurl and newer tools ask for v1)
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _enable_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> None:
+    servicer = reflection.ReflectionServicer((*service_names, reflection.SERVICE_NAME, REFLECTION_V1))
+    handler = grpc.stream_stream_rpc_method_handler(servicer.ServerReflectionInfo,
+                                                    reflection_pb2.ServerReflectionRequest.FromString,
+                                                    reflection_pb2.ServerReflectionResponse.SerializeToString)
+    for name in (reflection.SERVICE_NAME, REFLECTION_V1):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": handler}),))
 
 
 def coordinator_handlers(servicer: CoordinatorServicer) -> dict[str, grpc.RpcMethodHandler]:
@@ -59,7 +71,7 @@ def start_server(servicer: CoordinatorServicer, address: str,
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    _enable_reflection(server, (SERVICE_NAME, health.SERVICE_NAME))
     try:
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:

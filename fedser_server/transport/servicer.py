@@ -8,27 +8,35 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import numpy as np
 
-from fedser_server.coordinator import MAX_COUNT, Coordinator, TaskAssignment, TaskKind, UpdateHeader
-from fedser_server.errors import (
+from fedser_server.core.reports import MAX_COUNT, UpdateHeader, check_loss
+from fedser_server.core.round_book import TaskAssignment, TaskKind
+from fedser_server.engine.coordinator import Coordinator
+from fedser_server.state.registry import ClientRecord
+from fedser_server.transport.admission import Limits, PollGate, UploadGate
+from fedser_shared import PROTOCOL_VERSION, codec, wire
+from fedser_shared.errors import (
     AuthenticationError,
+    ClientCancelledError,
+    ConfigError,
+    CorruptBlobError,
+    FedserError,
     InvalidRequestError,
+    InvalidUpdateError,
     NotParticipatingError,
     ProtocolMismatchError,
+    ServerBusyError,
     ServerStoppingError,
     SessionExpiredError,
     StaleRoundError,
     UnknownClientError,
 )
-from fedser_server.state.registry import ClientRecord
-from fedser_server.transport.admission import Limits, PollGate, ServerBusyError, UploadGate
-from fedser_shared import PROTOCOL_VERSION, codec, wire
-from fedser_shared.errors import ConfigError, CorruptBlobError, FedserError, InvalidUpdateError
 from fedser_shared.logging import get_logger
+from fedser_shared.refusal import REFUSAL_METADATA_KEY
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
 
@@ -63,9 +71,8 @@ STALL_GRACE_S = 2.0
 
 
 def refusal_reason(error: FedserError) -> str:
-    """'StaleRoundError' -> 'stale_round': the key of the refusal counters and logs."""
-    name = type(error).__name__.removesuffix("Error")
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    """The key of the refusal counters, logs and trailing metadata (e.g. 'stale_round')."""
+    return error.reason
 
 
 def status_code_for(error: FedserError) -> grpc.StatusCode:
@@ -76,12 +83,15 @@ def status_code_for(error: FedserError) -> grpc.StatusCode:
 
 
 def _mapped(method: F) -> F:
+    """A unary handler whose FedserErrors become counted, logged refusals with a status code."""
     @functools.wraps(method)
     def wrapper(self: "CoordinatorServicer", request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
         except FedserError as exc:
-            context.abort(status_code_for(exc), str(exc))
+            session = getattr(request, "session", None)
+            self._refuse(context, method.__name__, exc, session.client_id if session is not None else "",
+                         getattr(request, "round", 0))
 
     return wrapper  # type: ignore[return-value]
 
@@ -125,6 +135,21 @@ class _InlineModel:
             return self._message
 
 
+class _EndedEarly(CorruptBlobError):
+    """The stream ended before its announced length and without a trailer: cut, or truncated."""
+
+
+def _went_away(context: grpc.ServicerContext, settle_s: float = 1.0) -> bool:
+    """Whether the client cancelled or vanished. A stream cut by a cancel or a dropped connection
+    can end like a short one, with the call marked done a moment later: wait that moment."""
+    deadline = time.monotonic() + settle_s
+    while context.is_active():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 @contextmanager
 def _cancel_at(context: grpc.ServicerContext, deadline_unix_s: float) -> Iterator[None]:
     timer = threading.Timer(max(0.0, deadline_unix_s - time.time()) + STALL_GRACE_S, context.cancel)
@@ -144,6 +169,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._inline_model = _InlineModel()
         self._polls = PollGate(limits.parked_polls_cap)
         self._uploads = UploadGate(limits.uploads, limits.waiting_uploads_cap)
+
+    def _refuse(self, context: grpc.ServicerContext, rpc: str, error: FedserError, client_id: str, round_index: int,
+                code: grpc.StatusCode | None = None) -> NoReturn:
+        """Count and log the refusal, name its reason in the trailing metadata, end the call."""
+        reason = refusal_reason(error)
+        self.coordinator.record_refusal(reason, client_id, round_index, str(error), rpc=rpc)
+        context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason),))
+        context.abort(code or status_code_for(error), str(error))
 
     def _client(self, version: int, session: pb.Session) -> ClientRecord:
         check_protocol(version)
@@ -193,7 +226,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             client = self._client(request.protocol_version, request.session)
             blob = self.coordinator.model_blob(client, request.round, request.task_id)
         except FedserError as exc:
-            context.abort(status_code_for(exc), str(exc))
+            self._refuse(context, "FetchModel", exc, request.session.client_id, request.round)
         yield from model_messages(blob)
         self.coordinator.record_transfer(sent=blob.total_len)
 
@@ -208,13 +241,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             client_id, round_index = head.session.client_id, head.round
             client = self._client(head.protocol_version, head.session)
             metrics = head.metrics
-            header = UpdateHeader(
+            header = UpdateHeader.checked(
                 round=head.round, task_id=head.task_id, n_samples=head.n_samples,
                 total_len=head.blob.total_len, loss=metrics.loss,
-                pseudo_taken_per_class=tuple(metrics.pseudo_taken_per_class),
-                pseudo_correct_per_class=tuple(metrics.pseudo_correct_per_class),
-                pseudo_with_truth=metrics.pseudo_with_truth, pseudo_candidates=metrics.pseudo_candidates,
-                pseudo_pass_tau=metrics.pseudo_pass_tau, pseudo_pass_kappa=metrics.pseudo_pass_kappa)
+                pseudo_taken_per_class=metrics.pseudo_taken_per_class,
+                pseudo_correct_per_class=metrics.pseudo_correct_per_class,
+                pseudo_with_truth=metrics.pseudo_with_truth, num_classes=self.coordinator.config.num_classes,
+                pseudo_candidates=metrics.pseudo_candidates, pseudo_pass_tau=metrics.pseudo_pass_tau,
+                pseudo_pass_kappa=metrics.pseudo_pass_kappa)
             task = self.coordinator.check_update_header(client, header)
 
             def still_wanted() -> None:
@@ -226,12 +260,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             with self._uploads.slot(still_wanted), _cancel_at(context, task.deadline_unix_s):
                 self._receive_update(client, header, request_iterator)
         except FedserError as exc:
-            code = status_code_for(exc)
-            self.coordinator.record_refusal(refusal_reason(exc), client_id, round_index, str(exc))
-            context.abort(code, str(exc))
+            if isinstance(exc, _EndedEarly) and _went_away(context):
+                # a stream cut short because the client cancelled (or died) is not a corrupt blob
+                self._refuse(context, "SubmitUpdate", ClientCancelledError("the client cancelled the upload"), client_id,
+                             round_index, code=grpc.StatusCode.CANCELLED)
+            self._refuse(context, "SubmitUpdate", exc, client_id, round_index)
         except grpc.RpcError:
-            # the client vanished mid-stream (killed, cut off): nothing it sent is kept
-            self.coordinator.record_refusal("stream_broken", client_id, round_index, "the update stream ended abnormally")
+            # the client vanished mid-stream (cancelled, killed, cut off): nothing it sent is kept
+            reason = "stream_broken" if context.is_active() else ClientCancelledError.reason
+            self.coordinator.record_refusal(reason, client_id, round_index, "the update stream ended abnormally")
             raise
         return pb.UpdateAck(accepted=True, message="update accepted")
 
@@ -255,7 +292,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 self.coordinator.record_transfer(received=len(message))
             else:
                 if incoming.received < incoming.total_len:
-                    raise CorruptBlobError(f"blob truncated: received {incoming.received} of {incoming.total_len} bytes")
+                    raise _EndedEarly(f"blob truncated: received {incoming.received} of {incoming.total_len} bytes")
                 raise InvalidUpdateError("the update stream ended without its checksum trailer")
         raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks, then its trailer")
 
@@ -266,6 +303,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise InvalidUpdateError(f"evaluation has {request.num_classes} classes, the run has {self.coordinator.config.num_classes}")
         if any(count > MAX_COUNT for count in request.confusion):
             raise InvalidUpdateError(f"confusion matrix holds a count above {MAX_COUNT}")
+        check_loss("evaluation loss", request.loss)
         confusion = np.asarray(request.confusion, dtype=np.int64)
         self.coordinator.submit_evaluation(client, request.round, request.task_id, confusion, request.loss)
         return pb.Ack(message="evaluation accepted")

@@ -15,7 +15,7 @@ touches the tensor bytes at most once:
   the safetensors header in full: dtypes, shapes, offsets inside the buffer, no gaps and no
   overlaps. Arrays decoded from a received blob (or a `bytearray`) are writable; from `bytes`,
   read-only. `prefix_length` + `read_layout` do the same checks from the header alone, for a
-  receiver that checks a blob as it streams in (the server: `fedser_server/incoming.py`).
+  receiver that checks a blob as it streams in (the server: `fedser_server/engine/incoming.py`).
 
 The bytes are the safetensors format: the `safetensors` package reads what `encode` writes,
 and `decode` reads what the package writes.

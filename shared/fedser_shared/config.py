@@ -168,9 +168,14 @@ class FederationConfig(_Section):
     max_round_retries: int = Field(3, ge=0)
     """Fresh samples tried when a round ends with too few updates, before waiting for clients again."""
     poll_timeout_s: float = Field(20.0, gt=0.0, description="how long GetTask long-polls are held")
-    inline_model_max_bytes: int = Field(4 * 2**20, ge=0, le=6 * 2**20)
+    inline_model_max_bytes: int = Field(4 * 2**20 - 64 * 2**10, ge=0, le=6 * 2**20)
     """A global state up to this size travels inside the task (no FetchModel call per client and round); larger ones
-    stream with FetchModel; 0 always streams. At most 6 MiB: a message may not exceed 8 MiB."""
+    stream with FetchModel; 0 always streams. The default (4 MiB - 64 KiB) leaves room for the Task around it within
+    the 4 MiB receive limit most gRPC clients keep by default (grpc-js, grpc-java, grpc-go). At most 6 MiB."""
+    update_norm_max: float | None = Field(None, gt=0.0, description=(
+        "bound on the L2 norm of an update's model change (its delta.* tensors together); default: no bound"))
+    update_norm_action: Literal["refuse", "clip"] = "refuse"
+    """What happens to an update above update_norm_max: refused (counted as norm_bound), or scaled down to the bound."""
     seed: int = 0
     """Seed of client sampling and model initialisation; clients derive their evaluation splits from it."""
 

@@ -1,25 +1,109 @@
-"""Typed errors. Each CLI turns them into a one-line message; the servicer into status codes."""
+"""The one hierarchy of typed errors. Each CLI turns them into a one-line message; the gRPC
+servicer into a status code, with `reason` (the refusal key, docs/protocol.md) in the call's
+trailing metadata and in the refusal counters."""
+
+from typing import ClassVar
 
 
 class FedserError(Exception):
     """Base class of every error fedser raises on purpose."""
 
+    reason: ClassVar[str] = "refused"
+
 
 class ConfigError(FedserError):
     """A configuration value is missing, malformed or out of range."""
+
+    reason = "config"
 
 
 class DataError(FedserError):
     """A data directory, labels file or audio file cannot be used."""
 
+    reason = "data"
+
 
 class CorruptBlobError(FedserError):
     """A streamed tensor blob has the wrong length, a bad checksum or cannot be parsed."""
+
+    reason = "corrupt_blob"
 
 
 class InvalidUpdateError(FedserError):
     """A client update does not match the expected tensor names, shapes, dtypes or values."""
 
+    reason = "invalid_update"
+
 
 class StateError(FedserError):
     """A state directory cannot be read or written."""
+
+    reason = "state"
+
+
+# ---- refusals of client calls (the servicer maps each to a status code)
+
+class AuthenticationError(FedserError):
+    """The enrolment token is missing, unknown or revoked."""
+
+    reason = "authentication"
+
+
+class SessionExpiredError(FedserError):
+    """The session credential was valid but has ended (silence, leave, unresponsive): join again."""
+
+    reason = "session_expired"
+
+
+class UnknownClientError(FedserError):
+    """The caller is not a registered client, or its session credential is wrong."""
+
+    reason = "unknown_client"
+
+
+class NotParticipatingError(FedserError):
+    """The client is not sampled for this round, or the task is of another kind."""
+
+    reason = "not_participating"
+
+
+class StaleRoundError(FedserError):
+    """The request names a round or task that is no longer (or not yet) open."""
+
+    reason = "stale_round"
+
+
+class ProtocolMismatchError(FedserError):
+    """The client speaks another protocol version."""
+
+    reason = "protocol_mismatch"
+
+
+class InvalidRequestError(FedserError):
+    """A request field is out of range (a count, a name, a length)."""
+
+    reason = "invalid_request"
+
+
+class ServerStoppingError(FedserError):
+    """The server is going away before the run ended; clients retry and reconnect."""
+
+    reason = "server_stopping"
+
+
+class ServerBusyError(FedserError):
+    """Too many uploads are waiting for a slot; the client retries later."""
+
+    reason = "server_busy"
+
+
+class NormBoundError(InvalidUpdateError):
+    """An update moves the model further than the configured norm bound allows."""
+
+    reason = "norm_bound"
+
+
+class ClientCancelledError(FedserError):
+    """The client went away (cancelled, died, cut off) in the middle of an upload."""
+
+    reason = "cancelled"

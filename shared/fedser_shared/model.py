@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedser_shared.weights import WEIGHT_PREFIX, initial_weights
+from fedser_shared.tensor_names import WEIGHT as WEIGHT_PREFIX
+from fedser_shared.weights import initial_weights
 
 __all__ = ["WEIGHT_PREFIX", "EmotionMLP", "build_model", "load_weights", "weights_of"]
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-WEIGHT_PREFIX = "w."
+from fedser_shared.tensor_names import WEIGHT as WEIGHT_PREFIX
 
 
 def layer_sizes(input_dim: int, num_classes: int, hidden: Sequence[int]) -> list[tuple[str, int, int]]:

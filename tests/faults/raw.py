@@ -21,6 +21,7 @@ from fedser_shared import PROTOCOL_VERSION, codec
 from fedser_shared.config import load_run_config
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from fedser_shared.tensor_names import update_name
 
 V = PROTOCOL_VERSION
 LABELS = [5, 5, 5, 5]
@@ -77,17 +78,16 @@ def fetch(stub: pb_grpc.CoordinatorStub, session: pb.Session, task: pb.Task) -> 
 
 def update_for(state: dict[str, np.ndarray], value: float = 0.01) -> dict[str, np.ndarray]:
     """A well-formed update for a global state: delta.* for w.*, dc.* for c.*."""
-    prefix = {"w.": "delta.", "c.": "dc."}
-    return {prefix[n[:2]] + n[2:]: np.full(v.shape, value, v.dtype) for n, v in state.items()}
+    return {update_name(n): np.full(v.shape, value, v.dtype) for n, v in state.items()}
 
 
 def update_messages(session: pb.Session, task: pb.Task, tensors: dict[str, np.ndarray], n_samples: int = 10,
                     tamper: Callable[[list[bytes]], list[bytes]] | None = None, total_len: int | None = None,
-                    round_index: int | None = None) -> list[pb.UpdateChunk]:
+                    round_index: int | None = None, metrics: pb.TrainMetrics | None = None) -> list[pb.UpdateChunk]:
     """Header, data chunks, checksum trailer; `tamper` changes the chunks after the checksum was taken."""
     blob = codec.encode_blob(tensors)
     header = pb.UpdateHeader(protocol_version=V, session=session, round=task.round if round_index is None else round_index,
-                             task_id=task.task_id, n_samples=n_samples,
+                             task_id=task.task_id, n_samples=n_samples, metrics=metrics,
                              blob=pb.BlobHeader(total_len=blob.total_len if total_len is None else total_len))
     chunks = [bytes(c) for c in blob.chunks()]
     if tamper:

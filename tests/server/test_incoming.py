@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedser_server.core.strategy import FedAvg
-from fedser_server.incoming import IncomingUpdate
+from fedser_server.engine.incoming import IncomingUpdate
 from fedser_shared import codec
 from fedser_shared.errors import CorruptBlobError, InvalidUpdateError
 

@@ -44,3 +44,18 @@ def test_a_model_above_the_inline_limit_is_left_to_fetch_model(tmp_path: Path) -
     finally:
         channel.close()
         server.shutdown(grace_s=0.2)
+
+
+def test_the_largest_default_inline_task_fits_a_4_mib_receive_limit() -> None:
+    """grpc-js (and grpc-java, grpc-go) receive at most 4 MiB by default: the biggest task the
+    default settings inline must fit, every other field at its largest."""
+    from fedser_server.engine.coordinator import TaskAssignment, TaskKind
+    from fedser_server.transport.servicer import task_message
+    from fedser_shared.config import FederationConfig
+    from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+
+    limit = FederationConfig().inline_model_max_bytes
+    task = task_message(TaskAssignment(TaskKind.TRAIN, round=2**32 - 1, task_id="f" * 12, lr=1e-3, local_epochs=2**32 - 1,
+                                       pseudo_threshold=0.9, participation=2**32 - 1, deadline_unix_s=4e9, retry_after_s=1e9))
+    task.model.CopyFrom(pb.InlineBlob(header=pb.BlobHeader(total_len=limit, sha256=b"\xff" * 32), data=b"\0" * limit))
+    assert task.ByteSize() <= 4 * 2**20

@@ -27,8 +27,9 @@ READ_BLOCK_BYTES = 1 << 21
 class CheckedUpdate:
     """A received update whose checksum, layout and values passed; its bytes are on disk."""
 
-    def __init__(self, spill: SpillFile, layout: list[TensorEntry]) -> None:
+    def __init__(self, spill: SpillFile, layout: list[TensorEntry], norm: float | None = None) -> None:
         self._spill, self._layout = spill, layout
+        self.norm = norm  # L2 norm of the tensors the receiver was asked to measure, if any
 
     def runs(self, block_bytes: int = READ_BLOCK_BYTES) -> Iterator[tuple[str, int, np.ndarray]]:
         """(tensor name, first flat element, values) for every block of every tensor, read into
@@ -46,7 +47,8 @@ class CheckedUpdate:
 
 
 class IncomingUpdate:
-    def __init__(self, total_len: int, expected: Mapping[str, TensorSpec], spill_dir: Path) -> None:
+    def __init__(self, total_len: int, expected: Mapping[str, TensorSpec], spill_dir: Path,
+                 measure_prefix: str | None = None) -> None:
         if total_len <= 0:
             raise CorruptBlobError(f"announced blob length {total_len} must be positive")
         self.total_len = total_len
@@ -59,6 +61,8 @@ class IncomingUpdate:
         self._tensor = 0       # index in the layout of the tensor the next data byte belongs to
         self._carry = b""      # the start of a value cut by a chunk boundary
         self._problem: FedserError | None = None
+        self._measure = measure_prefix  # tensors whose squared values are summed as they pass
+        self._squares = 0.0
         self._spill: SpillFile | None = SpillFile(spill_dir)
 
     def __enter__(self) -> "IncomingUpdate":
@@ -97,7 +101,8 @@ class IncomingUpdate:
         if self._problem is not None:
             raise self._problem
         assert self._spill is not None and self._layout is not None
-        update, self._spill = CheckedUpdate(self._spill, self._layout), None
+        norm = float(np.sqrt(self._squares)) if self._measure is not None else None
+        update, self._spill = CheckedUpdate(self._spill, self._layout, norm), None
         return update
 
     def _check(self, chunk: memoryview) -> None:
@@ -123,10 +128,15 @@ class IncomingUpdate:
             self._carry, piece = self._carry + fill, piece[len(fill):]
             if len(self._carry) < size:
                 return
-            check_finite(entry.name, np.frombuffer(self._carry, entry.dtype))
+            self._check_run(entry, np.frombuffer(self._carry, entry.dtype))
         whole = len(piece) - len(piece) % size
-        check_finite(entry.name, np.frombuffer(piece[:whole], entry.dtype))
+        self._check_run(entry, np.frombuffer(piece[:whole], entry.dtype))
         self._carry = bytes(piece[whole:])
+
+    def _check_run(self, entry: TensorEntry, values: np.ndarray) -> None:
+        check_finite(entry.name, values)
+        if self._measure is not None and entry.name.startswith(self._measure):
+            self._squares += float(np.vdot(values, values).real)
 
     def _read_prefix(self, chunk: memoryview) -> memoryview:
         """Collect the length + JSON header; once complete, check it. Returns the rest of the chunk."""

@@ -11,7 +11,7 @@ import threading
 from collections import deque
 
 from fedser_server.core.strategy import Strategy
-from fedser_server.incoming import CheckedUpdate
+from fedser_server.engine.incoming import CheckedUpdate
 from fedser_shared.errors import StateError
 from fedser_shared.logging import get_logger
 
@@ -26,7 +26,7 @@ class Aggregator:
         self._strategy = strategy
         self._max_pending = max_pending
         self._cond = threading.Condition()
-        self._queue: deque[tuple[CheckedUpdate, int]] = deque()
+        self._queue: deque[tuple[CheckedUpdate, int, float]] = deque()
         self._busy = False
         self._failure: str | None = None
         self._closed = False
@@ -38,9 +38,10 @@ class Aggregator:
             while len(self._queue) >= self._max_pending and self._failure is None and not self._closed:
                 self._cond.wait()
 
-    def add(self, update: CheckedUpdate, n_samples: int) -> None:
+    def add(self, update: CheckedUpdate, n_samples: int, delta_scale: float = 1.0) -> None:
+        """Take the update (and its file): it is folded in, then discarded, on this thread."""
         with self._cond:
-            self._queue.append((update, n_samples))
+            self._queue.append((update, n_samples, delta_scale))
             self._cond.notify_all()
 
     def drain(self) -> None:
@@ -66,10 +67,10 @@ class Aggregator:
                     self._cond.wait()
                 if self._closed:
                     return
-                update, n_samples = self._queue.popleft()
+                update, n_samples, delta_scale = self._queue.popleft()
                 self._busy = True
             try:
-                self._strategy.accumulate_runs(update.runs(), n_samples)
+                self._strategy.accumulate_runs(update.runs(), n_samples, delta_scale)
             except Exception as exc:  # the sums are now partial: the round must not finish
                 log.error("aggregation_failed", error=str(exc))
                 with self._cond:

@@ -1,0 +1,1 @@
+"""The round engine's imperative shell: sessions, the round driver, receiving and folding in updates."""

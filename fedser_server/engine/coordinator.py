@@ -1,0 +1,388 @@
+"""What clients see of the round engine (DESIGN §3): the phase in progress, the global state.
+
+Thread-safe; transport-agnostic. The gRPC servicer calls the client-facing methods (sessions
+are `Sessions`' job; the rules of who may answer which task are `RoundBook`'s); `run()` hands
+the thread to a `RoundDriver`, which changes what clients see only through the driver-facing
+methods. Aggregation is delegated to a `Strategy`, fed by an `Aggregator` thread; updates are
+checked in full while they stream in (`IncomingUpdate`) and reach the strategy only after that,
+so a bad update never touches the global state or the running sums.
+
+The global state lives inside the blob that FetchModel serves (arrays are views into it), and
+each round's new state is computed straight into the next blob: one copy of the model, not two.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from fedser_server.core.norm_bound import delta_scale
+from fedser_server.core.records import RoundTally
+from fedser_server.core.reports import UpdateHeader
+from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
+from fedser_server.core.strategy import FedAvg
+from fedser_server.engine.aggregator import Aggregator
+from fedser_server.engine.driver import RoundDriver
+from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
+from fedser_server.engine.sessions import Joined, Sessions
+from fedser_server.engine.stats import RunStats
+from fedser_server.security.tokens import TokenStore
+from fedser_server.state.registry import ClientRecord, Registry
+from fedser_server.state.store import StateStore
+from fedser_shared import codec
+from fedser_shared.config import RunConfig
+from fedser_shared.errors import (
+    FedserError,
+    InvalidUpdateError,
+    NotParticipatingError,
+    ServerStoppingError,
+    SessionExpiredError,
+    StaleRoundError,
+    StateError,
+)
+from fedser_shared.logging import get_logger
+from fedser_shared.tensor_names import DELTA
+
+log = get_logger(__name__)
+
+BLOB_SLACK_BYTES = 64 * 1024
+
+
+class Coordinator:
+    def __init__(
+        self,
+        config: RunConfig,
+        strategy: FedAvg,
+        initial_weights: Mapping[str, np.ndarray],
+        store: StateStore,
+        feature_dim: int,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        client_timeout_s: float = 120.0,
+        heartbeat_interval_s: float | None = None,
+        tokens: TokenStore | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.config = config
+        self.strategy = strategy
+        self.store = store
+        self.feature_dim = feature_dim
+        self._clock = self.clock = clock
+        self._wall = self.wall_clock = wall_clock
+        self.client_timeout_s = client_timeout_s
+        # a few heartbeats fit in one timeout, so one lost packet does not kill a client
+        self.heartbeat_interval_s = heartbeat_interval_s or min(10.0, client_timeout_s / 4)
+        self.tokens = tokens
+        lock = threading.RLock()
+        self._cond = self.lock = threading.Condition(lock)
+        # parked GetTask polls wait on their own condition: woken when tasks are posted or the run
+        # ends, not by each of a round's N updates (N wake-ups of N parked polls per round)
+        self._tasks_posted = threading.Condition(lock)
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self._book: RoundBook | None = None
+        self.completed_round = 0
+        self.state = strategy.initial_state(initial_weights)
+        store.check_free_space(sum(v.nbytes for v in self.state.values()))
+        self._expected_update = strategy.expected_update(self.state)
+        self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
+        self._restore(resume)
+        self._durable_round = self.completed_round  # the last round whose checkpoint is on disk
+        self._driver: RoundDriver | None = None  # run() starts it
+        self.registry = Registry(store.registry_path)
+        self.sessions = Sessions(config, feature_dim, self.registry, tokens, self._cond, clock, wall_clock, client_timeout_s)
+        self.layout = codec.BlobLayout(self.state)
+        buffer, self.state = self.layout.write(self.state)
+        self._blob = codec.Blob.of(buffer)
+        self.aggregator = Aggregator(strategy)
+        self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
+        # read by the metrics endpoint at scrape time
+        self.refusals: Counter[str] = Counter()  # refused updates, by reason
+        self.request_refusals: Counter[tuple[str, str]] = Counter()  # other refused calls, by (rpc, reason)
+        self._unrecorded_refusals: Counter[str] = Counter()  # since the last metrics line
+        self._unrecorded_request_refusals: Counter[str] = Counter()
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.finished = False  # every round ran: clients hear SHUTDOWN
+
+    def _restore(self, resume: bool) -> None:
+        """Continue from the checkpoint (resume) or insist on a state dir without a run in it."""
+        checkpoint = self.store.load_checkpoint()
+        if checkpoint is None:
+            if resume:
+                log.warning("resume_without_checkpoint", state_dir=str(self.store.dir))
+            self.store.save_config(self.config.to_json())
+            return
+        state, round_index, train_record = checkpoint
+        if not resume:
+            raise StateError(f"state dir {self.store.dir} already holds a run at round {round_index}: "
+                             "pass --resume to continue it, or use an empty state dir")
+        expected = {n: (tuple(v.shape), v.dtype) for n, v in self.state.items()}
+        found = {n: (tuple(v.shape), v.dtype) for n, v in state.items()}
+        if expected != found:
+            differing = sorted(set(expected) ^ set(found)) or sorted(n for n in expected if expected[n] != found[n])
+            raise StateError(f"the checkpoint in {self.store.dir} does not fit this run's model/algorithm "
+                             f"(tensors differ: {differing[:4]})")
+        self.state, self.completed_round = state, round_index
+        self.store.reconcile_metrics(round_index, train_record)
+        log.info("resumed", round=round_index, state_dir=str(self.store.dir))
+
+    # ---------------------------------------------------------------- client-facing
+    def join(self, name: str, feature_name: str, feature_dim: int, label_counts: list[int],
+             n_unlabeled: int, n_eval: int, client_id: str = "", token: str = "") -> Joined:
+        return self.sessions.join(name, feature_name, feature_dim, label_counts, n_unlabeled, n_eval, client_id, token)
+
+    def authenticate(self, client_id: str, session_token: str) -> ClientRecord:
+        return self.sessions.authenticate(client_id, session_token)
+
+    def heartbeat(self, client: ClientRecord) -> int:
+        self.sessions.touch(client.client_id)
+        return self.completed_round
+
+    def leave(self, client: ClientRecord, reason: str) -> None:
+        self.sessions.leave(client, reason)
+
+    def next_task(self, client: ClientRecord, timeout_s: float) -> TaskAssignment:
+        """Long-poll: block until this client has a task, the run ends, or the timeout passes."""
+        deadline = self._clock() + timeout_s
+        with self._cond:
+            while True:
+                self.sessions.touch(client.client_id)
+                if self.finished:
+                    client.shutdown_sent = True
+                    self._cond.notify_all()
+                    return TaskAssignment(TaskKind.SHUTDOWN, round=self.completed_round)
+                if self._stop.is_set() or self.done.is_set():
+                    raise ServerStoppingError("the server is stopping before the last round: retry later")
+                if client.session_ended:
+                    raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.session_ended}): join again")
+                owed = self._book.owed(client.client_id) if self._book is not None else None
+                if owed is not None:
+                    return owed
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
+                self._tasks_posted.wait(timeout=min(remaining, 1.0))
+
+    def model_blob(self, client: ClientRecord, round_index: int, task_id: str) -> codec.Blob:
+        with self._cond:
+            self._task_of(client, round_index, task_id)
+            return self._blob
+
+    def _task_of(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
+        book = self._book
+        if book is None:
+            raise StaleRoundError(f"round {round_index} is not open (current round {self.completed_round})")
+        return book.task_of(client.client_id, round_index, task_id)
+
+    def task_open(self, client: ClientRecord, round_index: int, task_id: str) -> bool:
+        """Whether an update stream in progress may still be accepted (checked per chunk)."""
+        with self._cond:
+            try:
+                self._task_of(client, round_index, task_id)
+            except FedserError:
+                return False
+            return True
+
+    def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> TaskAssignment:
+        with self._cond:
+            task = self._task_of(client, header.round, header.task_id)
+            if task.kind is not TaskKind.TRAIN:
+                raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
+        # a client trains on its labeled examples plus pseudo-labels drawn from its unlabeled pool
+        plausible = client.n_labeled + client.n_unlabeled
+        if header.n_samples > plausible:
+            raise InvalidUpdateError(f"n_samples {header.n_samples} is implausible: the client declared "
+                                     f"{client.n_labeled} labeled and {client.n_unlabeled} unlabeled examples")
+        if header.total_len > self._max_update_bytes:
+            raise InvalidUpdateError(f"update of {header.total_len} bytes exceeds the model-derived limit of {self._max_update_bytes}")
+        return task
+
+    def incoming_update(self, header: UpdateHeader) -> IncomingUpdate:
+        """Where an update whose header passed `check_update_header` is received and checked."""
+        measure = DELTA if self.config.federation.update_norm_max is not None else None
+        return IncomingUpdate(header.total_len, self._expected_update, self.store.incoming_dir, measure)
+
+    def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
+        """Accept a received and checked update; it is folded into the round in the background
+        (`Aggregator`) and the round does not close before it is.
+
+        Owns the update's file until the hand-off to the aggregator, the last step, which cannot
+        fail: everything that can refuse the update runs before it, so a refused update is
+        discarded here and an accepted one is discarded by the aggregator once folded in."""
+        handed_off = False
+        try:
+            fed = self.config.federation
+            scale = delta_scale(update.norm, fed.update_norm_max, fed.update_norm_action)
+            if scale != 1.0:
+                log.info("update_clipped", round=header.round, client_id=client.client_id, norm=update.norm, scale=scale)
+            self.aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
+            with self._cond:
+                self._await_durable(header.round - 1)
+                self._task_of(client, header.round, header.task_id)
+                book = self._book
+                assert book is not None
+                book.accept_update(client.client_id, header, self.config.num_classes)
+                client.participations += 1
+                if not header.empty:  # an empty participation is counted above, never aggregated
+                    self.aggregator.add(update, header.n_samples, scale)
+                    handed_off = True
+                log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
+                         n_reported=len(book.reported), n_sampled=len(book.tasks))
+                self._cond.notify_all()
+        finally:
+            if not handed_off:
+                update.discard()
+
+    def _await_durable(self, round_index: int) -> None:
+        """An acked client keeps its c_i⁺, so no update is accepted before the round it builds on is
+        on disk: after a crash a client is at most one round ahead of the checkpoint, as without the
+        background writer. Called with the lock held; the wait is the tail of one checkpoint write."""
+        while self._durable_round < round_index:
+            if self._stop.is_set() or self.done.is_set() or self._writes_failed():
+                raise ServerStoppingError("the server is stopping before the last round: retry later")
+            self._cond.wait(timeout=0.5)
+
+    def _writes_failed(self) -> bool:
+        return self._driver is not None and self._driver.writer.failed
+
+    def record_refusal(self, reason: str, client_id: str, round_index: int, message: str, rpc: str = "SubmitUpdate") -> None:
+        """Count a refused call: updates by reason (`refusals`), other calls by (rpc, reason)
+        (`request_refusals`). The next metrics line carries every refusal since the previous one,
+        so refusals that arrive after their round closed are still on record."""
+        with self._cond:
+            if rpc == "SubmitUpdate":
+                self.refusals[reason] += 1
+                self._unrecorded_refusals[reason] += 1
+            else:
+                self.request_refusals[(rpc, reason)] += 1
+                self._unrecorded_request_refusals[f"{rpc}.{reason}"] += 1
+        event = "update_refused" if rpc == "SubmitUpdate" else "request_refused"
+        log.warning(event, rpc=rpc, round=round_index, client_id=client_id[:64], reason=reason, detail=message[:300])
+
+    def take_unrecorded_refusals(self, tally: RoundTally) -> None:
+        with self._cond:
+            tally.refused = dict(self._unrecorded_refusals)
+            tally.refused_requests = dict(self._unrecorded_request_refusals)
+            self._unrecorded_refusals.clear()
+            self._unrecorded_request_refusals.clear()
+
+    def stats(self) -> RunStats:
+        """Everything status and Prometheus show, read at one instant under the lock."""
+        with self._cond:
+            clients = list(self.registry.clients.values())
+            return RunStats(
+                completed_round=self.completed_round, rounds_planned=self.config.federation.rounds,
+                history=tuple(self.history), clients_registered=len(clients), clients_alive=len(self.alive_clients()),
+                clients_left=sum(1 for c in clients if c.left), waiting_for_clients=self.waiting_for_clients,
+                run_finished=self.done.is_set(), refusals=dict(self.refusals), request_refusals=dict(self.request_refusals),
+                bytes_sent=self.bytes_sent, bytes_received=self.bytes_received,
+                class_names=tuple(self.config.labels.class_names))
+
+    def record_transfer(self, received: int = 0, sent: int = 0) -> None:
+        with self._cond:
+            self.bytes_received += received
+            self.bytes_sent += sent
+
+    def submit_evaluation(self, client: ClientRecord, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
+        classes = self.config.num_classes
+        if confusion.shape != (classes * classes,) or (confusion < 0).any():
+            raise InvalidUpdateError(f"confusion matrix must have {classes}x{classes} non-negative counts")
+        if int(confusion.sum()) > client.n_eval:
+            raise InvalidUpdateError(f"confusion matrix counts {int(confusion.sum())} examples, "
+                                     f"the client declared {client.n_eval} for evaluation")
+        with self._cond:
+            self._task_of(client, round_index, task_id)
+            book = self._book
+            assert book is not None
+            book.accept_evaluation(client.client_id, round_index, task_id, confusion.reshape(classes, classes).astype(np.int64), loss)
+            self._cond.notify_all()
+
+    # ---------------------------------------------------------------- driver
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+            self._tasks_posted.notify_all()
+
+    def alive_clients(self) -> list[ClientRecord]:
+        return self.sessions.alive()
+
+    # ---------------------------------------------------------------- driver-facing (RoundDriver)
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def waiting_for_clients(self) -> bool:
+        return self._driver is not None and self._driver.waiting_for_clients
+
+    @property
+    def rounds_given_up(self) -> int:
+        """Times a round ran out of retries and the server went back to waiting for clients."""
+        return self._driver.rounds_given_up if self._driver is not None else 0
+
+    def run(self) -> None:
+        """Drive the rounds to the last one (or until stopped) on this thread."""
+        self._driver = RoundDriver(self)
+        self._driver.run()
+
+    def post(self, book: RoundBook) -> None:
+        """Make `book` the phase in progress: its tasks go out to the parked polls."""
+        with self._cond:
+            self._book = book
+            self._tasks_posted.notify_all()
+
+    def close_phase(self, book: RoundBook) -> None:
+        with self._cond:
+            book.open = False
+
+    def install(self, state: dict[str, np.ndarray], blob: codec.Blob, round_index: int) -> None:
+        """The round's new global state (views into `blob`, which FetchModel serves from now on)."""
+        with self._cond:
+            self.state, self._blob, self.completed_round = state, blob, round_index
+
+    def mark_durable(self, round_index: int) -> None:
+        with self._cond:
+            self._durable_round = round_index
+            self._cond.notify_all()
+
+    def record_round(self, record: dict[str, object]) -> None:
+        with self._cond:
+            self.history.append(record)
+
+    def end_sessions(self, client_ids: list[str], why: str) -> None:
+        with self._cond:
+            for client_id in client_ids:
+                self.sessions.end(client_id, why)
+            self._tasks_posted.notify_all()
+
+    def end_run(self, finished: bool) -> None:
+        """Every round ran (clients hear SHUTDOWN), or the run stopped early."""
+        with self._cond:
+            self.finished = finished
+            self.done.set()
+            self._book = None
+            self._cond.notify_all()
+            self._tasks_posted.notify_all()
+
+    def wait_for_shutdown_delivery(self, timeout_s: float) -> None:
+        """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""
+        if not self.finished:
+            return
+        deadline = self._clock() + timeout_s
+        with self._cond:
+            while self._clock() < deadline:
+                pending = [c for c in self.alive_clients() if not c.shutdown_sent]
+                if not pending:
+                    return
+                self._cond.wait(timeout=0.2)
+
+    def close(self) -> None:
+        self.aggregator.close()
+        self.registry.close()
+

@@ -1,0 +1,23 @@
+"""The machine-readable reason of a refused call, sent in the call's trailing metadata.
+
+The server puts its refusal key (e.g. `stale_round`, `session_expired`; docs/protocol.md lists
+them) under `fedser-refusal`; clients branch on it rather than on the words of the message.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+REFUSAL_METADATA_KEY = "fedser-refusal"
+
+SESSION_LOST = frozenset({"session_expired", "unknown_client"})  # join again, keeping the client id
+TASK_GONE = frozenset({"stale_round", "not_participating"})     # drop the task, ask for the next one
+
+
+def refusal_of(error: grpc.RpcError) -> str | None:
+    """The refusal key the server sent with this error, or None (an older server, or no refusal)."""
+    trailing = getattr(error, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == REFUSAL_METADATA_KEY:
+            return value if isinstance(value, str) else value.decode("ascii", "replace")
+    return None
