@@ -42,10 +42,10 @@ class Batch:
 @dataclass(frozen=True)
 class StepOutcome:
     loss: torch.Tensor
-    rows: torch.Tensor | None = None      # unlabeled rows that carried a (pseudo-)label in this step
-    labels: torch.Tensor | None = None
+    rows: torch.Tensor | None = None      # unlabeled rows this step looked at
+    labels: torch.Tensor | None = None    # the (pseudo-)label each of them got
+    used: torch.Tensor | None = None      # which of them trained (FixMatch: passed the threshold); None = all
     candidates: int = 0                   # unlabeled predictions examined in this step
-    passed: torch.Tensor | None = None    # how many of them reached the threshold (a 0-d tensor)
 
 
 Summary = tuple[np.ndarray, np.ndarray, int, int]
@@ -89,15 +89,17 @@ def _distinct_last(rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _summarise(outcomes: Sequence[StepOutcome]) -> Summary:
-    used = [o for o in outcomes if o.rows is not None]
-    if not used:
+    """Rows that trained (each once, with its last label), candidates examined and how many passed;
+    the only place the steps' bookkeeping is read back from the device."""
+    looked = [o for o in outcomes if o.rows is not None]
+    if not looked:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0
-    rows = torch.cat([o.rows for o in used]).cpu().numpy()  # type: ignore[misc]
-    labels = torch.cat([o.labels for o in used]).cpu().numpy()  # type: ignore[misc]
-    passed = [o.passed for o in used if o.passed is not None]
-    n_passed = int(torch.stack(passed).sum()) if passed else 0
-    distinct, label = _distinct_last(rows, labels)
-    return distinct, label, sum(o.candidates for o in used), n_passed
+    rows = torch.cat([o.rows for o in looked]).cpu().numpy()  # type: ignore[misc]
+    labels = torch.cat([o.labels for o in looked]).cpu().numpy()  # type: ignore[misc]
+    used = torch.cat([o.used if o.used is not None else torch.ones_like(o.rows, dtype=torch.bool)  # type: ignore[arg-type]
+                      for o in looked]).cpu().numpy()
+    distinct, label = _distinct_last(rows[used], labels[used])
+    return distinct, label, sum(o.candidates for o in looked), int(used.sum())
 
 
 class Supervised:
@@ -213,7 +215,7 @@ class FixMatch:
         strong = stochastic_feature_augmentation(x, semi.strong_sigma1, semi.strong_sigma2, gen)
         per_row = F.cross_entropy(model(strong, gen), target, reduction="none")
         loss = loss + semi.pseudo_weight * (per_row * mask).mean()
-        return StepOutcome(loss, batch.unlabeled[mask], target[mask], len(batch.unlabeled), mask.sum())
+        return StepOutcome(loss, batch.unlabeled, target, mask, len(batch.unlabeled))
 
     def summarise(self, outcomes: Sequence[StepOutcome]) -> Summary:
         return _summarise(outcomes)
