@@ -46,6 +46,12 @@ class LocalStore:
             return ""
         return record.get("client_id", "") if record.get("server") == server_key else ""
 
+    def forget_training_state(self) -> None:
+        """Drop c_i, the pseudo-label pool, the participation count and the client id, keeping the
+        feature cache: for a simulation, whose every run starts a new federation."""
+        for name in (STATE_FILE, LEGACY_CONTROL, LEGACY_META, "client.json"):
+            (self.dir / name).unlink(missing_ok=True)
+
     def save_client_id(self, server_key: str, client_id: str) -> None:
         atomic_write_text(self.dir / "client.json", json.dumps({"server": server_key, "client_id": client_id}))
 

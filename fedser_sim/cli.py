@@ -123,6 +123,7 @@ def run(
         features = extract_corpus(corpus, [u.path for u in utterances], run_config.features.name, cache_dir,
                                   workers or os.cpu_count() or 1, lambda done, total: progress.update(bar, completed=done))
         for folder, part in zip(client_dirs, parts):
+            LocalStore(folder).forget_training_state()  # a new federation: no c_i or pool from an earlier run
             seed_client_cache(features, [u.path for u in part], run_config.features.name, LocalStore(folder).feature_cache_dir)
         progress.update(bar, status=f"{len(features.failed)} unreadable" if features.failed else "done")
 

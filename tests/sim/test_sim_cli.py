@@ -46,6 +46,15 @@ def test_semi_fedser_with_hidden_labels_and_a_held_out_speaker_over_grpc(tmp_pat
         hidden += sum(1 for r in rows if not r["emotion"] and r["hidden_emotion"])
     assert labeled == hidden == 24  # 3 training speakers x 16 files, half of each client's labels hidden
 
+    # the same command again in the same run dir is a new federation: no c_i or pseudo-labels carried over
+    again = _sim(tmp_path, "--corpus", str(corpus), "--clients", "3", "--rounds", "3", "--eval-every", "1",
+                 "--algorithm", "scaffold", "--semi", "--semi-method", "fixmatch", "--label-rate", "0.5",
+                 "--test-speakers", "1", "--fraction", "1.0", "--min-clients", "3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    repeat = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert repeat["held_out_uar"] == summary["held_out_uar"]
+    assert [(m.get("uar"), m["pseudo_taken"]) for m in repeat["rounds"]] == [(m.get("uar"), m["pseudo_taken"]) for m in summary["rounds"]]
+
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--label-rate", "0"], "--label-rate must be in (0, 1]"),
