@@ -357,7 +357,8 @@ def plot_curves(records: list[dict[str, object]], cells: list[Cell], path: Path)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for cell in cells:
+    colours = plt.get_cmap("tab20").colors
+    for position, cell in enumerate(cells):
         mine = [r["curve"] for r in _mine(records, cell)]
         if not mine:
             continue
@@ -367,7 +368,9 @@ def plot_curves(records: list[dict[str, object]], cells: list[Cell], path: Path)
             federated = max(int(r["rounds"]) for r in records)
             epochs = int(next(r["rounds"] for r in records if r["method"] == "centralized"))
             rounds = [r * federated / epochs for r in rounds]
-        ax.plot(rounds, [100 * statistics.fmean(c[i][2] for c in mine) for i in range(length)], label=cell.key)
+        style = "--" if cell.method in SEMI_METHODS else ":" if cell.method == "centralized" else "-"
+        ax.plot(rounds, [100 * statistics.fmean(c[i][2] for c in mine) for i in range(length)], label=cell.key,
+                color=colours[(2 * position) % 20 + (2 * position) // 20 % 2], linestyle=style)
     ax.set_xlabel("round (centralized: epochs, rescaled)")
     ax.set_ylabel("test-speaker UAR % (mean over folds x seeds)")
     ax.grid(alpha=0.3)
