@@ -109,7 +109,8 @@ def machine_facts() -> dict[str, str]:
                 if line.startswith("model name")), platform.processor() or "?")
     mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        # --dirty: a result from uncommitted code says so
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
                                 timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = "?"

@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.corpus.is_dir():
         raise DataError(f"corpus directory not found: {args.corpus}")
     started = time.perf_counter()
-    commit = _git_describe()  # the code that runs, before anything is edited during a long run
+    facts = machine_facts()  # at the start: the commit that runs and the load it starts under
     speakers = load_speakers(args.corpus, args.feature, base.labels, args.workers)
     folds = speaker_folds(list(speakers), args.folds, args.validation_speakers)
     most_labeled = max((c.labels.speakers for c in cells), default=0)
@@ -520,22 +520,10 @@ def main(argv: list[str] | None = None) -> None:
             "`train.eval_fraction = 0` (scores come from held-out speakers), `semi.enabled` and `semi.method` (mvpl, "
             "fixmatch); centralized is one client holding every shard, fraction 1, one epoch per round, its learning "
             f"rate decayed after the same share of training.\n\n```toml\n{_config_toml(base)}```\n")
-    facts = machine_facts()
-    facts["commit"] = commit
     path = write_results("accuracy", f"Accuracy on {args.corpus.name} ({args.feature})", _command(argv), facts, body, args.out)
     print(f"\nwrote {path}, {args.out / 'accuracy.json'}, {args.out / 'accuracy_curves.png'}")
     lead = next((c for c in cells if c.method in SEMI_METHODS), cells[0])
     headline(f"{lead.key} test UAR %", 100 * statistics.fmean(float(r["uar"]) for r in _mine(records, lead)))
-
-
-def _git_describe() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 def _config_toml(config: RunConfig) -> str:

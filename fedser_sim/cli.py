@@ -131,9 +131,9 @@ def run(
 
         scorer = None
         if held_out:
-            by_speaker = {s: (np.stack([features.vectors[u.path] for u in utterances if u.speaker == s and u.path in features.vectors]),
-                              np.array([u.label for u in utterances if u.speaker == s and u.path in features.vectors], np.int64))
-                          for s in held_out}
+            readable = [u for u in utterances if u.speaker in held_out and u.path in features.vectors]
+            by_speaker = {s: (np.stack([features.vectors[u.path] for u in readable if u.speaker == s]),
+                              np.array([u.label for u in readable if u.speaker == s], np.int64)) for s in held_out}
             scorer = HeldOutScorer(run_config, held_out_set(by_speaker, run_config), out / "server")
 
         def show(metrics: list[dict]) -> None:

@@ -51,16 +51,16 @@ class HeldOutScorer:
         return float(uar(self._trainer.evaluate(state)[0]))  # type: ignore[attr-defined]
 
     def _checkpoint(self) -> tuple[dict[str, np.ndarray], int] | None:
-        """The server's checkpoint and its round, read in one open (the server replaces it by rename)."""
-        from safetensors import safe_open
+        """The server's checkpoint and its round, or None while there is none or it cannot be read yet."""
+        from fedser_server.state.layout import GLOBAL_FILE
+        from fedser_server.state.store import read_checkpoint
+        from fedser_shared.errors import StateError
 
-        path = self.state_dir / "global.safetensors"
         try:
-            with safe_open(str(path), framework="numpy") as handle:
-                round_index = int((handle.metadata() or {})["round"])
-                return {name: handle.get_tensor(name) for name in handle.keys()}, round_index
-        except (OSError, ValueError, KeyError):
+            loaded = read_checkpoint(self.state_dir / GLOBAL_FILE)
+        except StateError:  # a checkpoint being replaced: the next poll tries again
             return None
+        return None if loaded is None else (loaded[0], loaded[1])
 
     def follow(self, metrics: list[dict]) -> None:
         """Score the newest evaluated round if the checkpoint still holds it."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from fedser_client.core.augment import stochastic_feature_augmentation
 from fedser_client.core.losses import class_balanced_ce
-from fedser_shared.config import RunConfig
+from fedser_shared.config import RunConfig, SemiConfig
 
 if TYPE_CHECKING:
     from fedser_client.core.data import ClientData
@@ -102,6 +102,15 @@ def _summarise(outcomes: Sequence[StepOutcome]) -> Summary:
     return distinct, label, sum(o.candidates for o in looked), int(used.sum())
 
 
+def weak_labeled_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, semi: SemiConfig,
+                      class_weights: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """CB-CE on a weak view of the labeled rows of a step (zero when the step has none)."""
+    if len(rows) == 0:
+        return torch.zeros((), device=x.device)
+    weak = stochastic_feature_augmentation(x[rows], semi.weak_sigma1, semi.weak_sigma2, gen)
+    return class_balanced_ce(model(weak, gen), y[rows], class_weights)
+
+
 class Supervised:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, labeled: torch.Tensor, batch_size: int,
                  class_weights: torch.Tensor) -> None:
@@ -137,10 +146,7 @@ class MultiviewPseudoLabels:
 
     def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
         semi = self.semi
-        loss = torch.zeros((), device=self.x.device)
-        if len(batch.labeled):
-            weak = stochastic_feature_augmentation(self.x[batch.labeled], semi.weak_sigma1, semi.weak_sigma2, gen)
-            loss = class_balanced_ce(model(weak, gen), self.y[batch.labeled], self.class_weights)
+        loss = weak_labeled_loss(model, self.x, self.y, batch.labeled, semi, self.class_weights, gen)
         if len(batch.unlabeled) == 0:
             return StepOutcome(loss)
         rows, targets = self.pool_rows[batch.unlabeled], self.pool_labels[batch.unlabeled]
@@ -198,10 +204,7 @@ class FixMatch:
 
     def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
         semi = self.semi
-        loss = torch.zeros((), device=self.x.device)
-        if len(batch.labeled):
-            weak = stochastic_feature_augmentation(self.x[batch.labeled], semi.weak_sigma1, semi.weak_sigma2, gen)
-            loss = class_balanced_ce(model(weak, gen), self.y[batch.labeled], self.class_weights)
+        loss = weak_labeled_loss(model, self.x, self.y, batch.labeled, semi, self.class_weights, gen)
         if len(batch.unlabeled) == 0:
             return StepOutcome(loss)
         x = self.x[batch.unlabeled]

@@ -23,7 +23,7 @@ from fedser_shared.errors import CorruptBlobError, FedserError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
-from fedser_shared.refusal import SESSION_LOST, TASK_GONE, refusal_of
+from fedser_shared.refusal import REPORT_REFUSED, SESSION_LOST, TASK_GONE, refusal_of
 from fedser_shared.transport import client_channel_options
 
 log = get_logger(__name__)
@@ -51,6 +51,13 @@ def _task_gone(exc: grpc.RpcError) -> bool:
         return reason in TASK_GONE
     return (exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED)
             and "protocol" not in (exc.details() or ""))
+
+
+def _report_refused(exc: grpc.RpcError) -> bool:
+    reason = refusal_of(exc)
+    if reason is not None:
+        return reason in REPORT_REFUSED
+    return exc.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @dataclass(frozen=True)
@@ -263,10 +270,9 @@ class ClientDaemon:
                     elif code in RETRYABLE:
                         self.bound_log.info("server_unreachable_retrying", code=code.name)
                         backoff.sleep(self.stop_event)
-                    elif code == grpc.StatusCode.INVALID_ARGUMENT:
-                        # one refused update or report: it is dropped (c_i is kept only for accepted updates) and the
-                        # client stays in the federation for the next round
-                        self.bound_log.warning("request_refused_continuing", code=code.name, detail=exc.details())
+                    elif _report_refused(exc):
+                        self.bound_log.warning("report_refused_continuing", code=code.name, reason=refusal_of(exc),
+                                               detail=exc.details())
                         backoff.sleep(self.stop_event)
                     else:
                         raise ServerRefused(f"server refused: {code.name}: {exc.details()}") from None

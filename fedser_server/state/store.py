@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file
 
 from fedser_server.state import layout
 from fedser_shared import codec
@@ -26,6 +25,22 @@ from fedser_shared.fsutil import append_line, atomic_write_bytes, atomic_write_t
 
 # headroom a run needs on the state dir's disk beyond a few checkpoints (registry, metrics)
 MIN_FREE_BYTES = 16 * 1024 * 1024
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], int, dict[str, Any] | None] | None:
+    """(state, completed round, that round's training record) from a checkpoint, or None without one.
+    Tensors and metadata come from one open, so a checkpoint replaced meanwhile (by rename) cannot
+    pair one round's weights with another round's number. Reads only: safe while a server runs."""
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            state = {name: handle.get_tensor(name) for name in handle.keys()}
+        record = json.loads(metadata["train_record"]) if "train_record" in metadata else None
+        return state, int(metadata["round"]), record
+    except (OSError, ValueError, KeyError) as exc:
+        raise StateError(f"cannot read the checkpoint {path}: {exc}") from None
 
 
 class StateStore:
@@ -89,17 +104,7 @@ class StateStore:
 
     def load_checkpoint(self) -> tuple[dict[str, np.ndarray], int, dict[str, Any] | None] | None:
         """(state, completed round, that round's training record) or None without a checkpoint."""
-        if not self.global_path.exists():
-            return None
-        try:
-            with safe_open(str(self.global_path), framework="numpy") as handle:
-                metadata = handle.metadata() or {}
-            state = load_file(str(self.global_path))
-            round_index = int(metadata["round"])
-            record = json.loads(metadata["train_record"]) if "train_record" in metadata else None
-            return dict(state), round_index, record
-        except (OSError, ValueError, KeyError) as exc:
-            raise StateError(f"cannot read the checkpoint {self.global_path}: {exc}") from None
+        return read_checkpoint(self.global_path)
 
     def save_config(self, config_json: str) -> None:
         atomic_write_text(self.config_path, config_json)

@@ -37,9 +37,9 @@ shapes = st.sampled_from(["whole", "drop_last", "empty_chunk", "flip_byte", "no_
 chunks = st.sampled_from([4096, 65536, 1 << 20])
 VALID = {"value": st.floats(-1, 1, width=32), "n_samples": st.integers(1, LABELED), "loss": st.floats(0, 10),
          "taken": st.just([1, 0, 2, 0]), "correct": st.just([1, 0, 0, 0]), "with_truth": st.integers(0, 1),
-         "chunk": chunks, "shape": st.just("whole")}
+         "candidates": st.just(40), "pass_tau": st.just(3), "pass_kappa": st.just(2), "chunk": chunks, "shape": st.just("whole")}
 WILD = {"value": values, "n_samples": u64, "loss": losses, "taken": per_class, "correct": per_class, "with_truth": u64,
-        "chunk": chunks, "shape": shapes}
+        "candidates": u64, "pass_tau": u64, "pass_kappa": u64, "chunk": chunks, "shape": shapes}
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,9 @@ class UploadMachine(RuleBasedStateMachine):
         field = {key: data.draw(WILD[key] if key in broken else VALID[key], label=key) for key in WILD}
         tensors = raw.update_for(self.state, field["value"])
         metrics = pb.TrainMetrics(loss=field["loss"], pseudo_taken_per_class=field["taken"],
-                                  pseudo_correct_per_class=field["correct"], pseudo_with_truth=field["with_truth"])
+                                  pseudo_correct_per_class=field["correct"], pseudo_with_truth=field["with_truth"],
+                                  pseudo_candidates=field["candidates"], pseudo_pass_tau=field["pass_tau"],
+                                  pseudo_pass_kappa=field["pass_kappa"])
         messages = _stream(self.sessions[name], self.tasks[name], tensors, field["n_samples"], metrics, field["chunk"], field["shape"])
         code = self._submit(name, messages)
         if code == grpc.StatusCode.OK:
@@ -135,7 +137,9 @@ class UploadMachine(RuleBasedStateMachine):
             np.testing.assert_allclose(value, expected[name], rtol=1e-6, atol=1e-6)
 
     def _expected(self) -> dict[str, np.ndarray]:
-        total = sum(n for _, n in self.accepted.values())
+        total = sum(n for _, n in self.accepted.values())  # empty participations (n_samples 0) weigh nothing
+        if total == 0:
+            return dict(self.state)
         mean = sum(v * n for v, n in self.accepted.values()) / total
         return {name: (value.astype(np.float64) + mean).astype(np.float32) for name, value in self.state.items()}
 

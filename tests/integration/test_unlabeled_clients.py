@@ -67,8 +67,8 @@ def test_label_free_clients_take_pseudo_labels_over_grpc_and_in_process(tmp_path
     for ours, theirs in zip(history, grpc_metrics, strict=True):
         for key in ("n_updates", "n_empty_updates", "pseudo_taken", "pseudo_correct", "pseudo_candidates", "pass_tau"):
             assert ours[key] == theirs[key], key
-    taken_on_label_free = sum(m["pseudo_taken"][c] for m in grpc_metrics for c in range(4)) > 0
-    assert taken_on_label_free, "no pseudo-label was taken"
+    # the labeled client has no unlabeled clip, so every pseudo-label was taken on a label-free client
+    assert sum(sum(m["pseudo_taken"]) for m in grpc_metrics) > 0, "no pseudo-label was taken"
     assert all(m["n_updates"] == 4 for m in grpc_metrics)
     if method == "mvpl":  # the pool each label-free client keeps on its own disk
         for name in ("unlabeled1", "unlabeled2", "unlabeled3"):

@@ -24,6 +24,9 @@ HOSTILE = {
     "nan_loss": pb.TrainMetrics(loss=float("nan")),
     "inf_loss": pb.TrainMetrics(loss=float("inf")),
     "negative_loss": pb.TrainMetrics(loss=-1.0),
+    "candidates_overflow": pb.TrainMetrics(loss=0.5, pseudo_candidates=2**63),
+    "more_pass_tau_than_candidates": pb.TrainMetrics(loss=0.5, pseudo_candidates=3, pseudo_pass_tau=4),
+    "more_pass_kappa_than_pass_tau": pb.TrainMetrics(loss=0.5, pseudo_candidates=9, pseudo_pass_tau=2, pseudo_pass_kappa=3),
 }
 
 
