@@ -83,19 +83,21 @@ def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[st
 
 
 def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: float = 120.0,
-                      tokens: TokenStore | None = None, resume: bool = False) -> Coordinator:
+                      tokens: TokenStore | None = None, resume: bool = False,
+                      heartbeat_interval_s: float | None = None) -> Coordinator:
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
     return Coordinator(config, strategy, weights, StateStore(state_dir), config.feature_dim,
-                       client_timeout_s=client_timeout_s, tokens=tokens, resume=resume)
+                       client_timeout_s=client_timeout_s, heartbeat_interval_s=heartbeat_interval_s, tokens=tokens,
+                       resume=resume)
 
 
 def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.ServerCredentials | None = None,
           client_timeout_s: float = 120.0, tokens: TokenStore | None = None, resume: bool = False,
-          limits: Limits = Limits()) -> RunningServer:
+          limits: Limits = Limits(), heartbeat_interval_s: float | None = None) -> RunningServer:
     """Start serving. `tokens=None` is open enrolment (any client may join); the CLI decides."""
-    coordinator = build_coordinator(config, state_dir, client_timeout_s, tokens, resume)
+    coordinator = build_coordinator(config, state_dir, client_timeout_s, tokens, resume, heartbeat_interval_s)
     servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s, limits)
     try:
         bound = start_server(servicer, address, credentials=credentials)

@@ -44,6 +44,7 @@ def serve(
     tls_key: Annotated[Optional[str], typer.Option("--tls-key")] = None,
     client_ca: Annotated[Optional[str], typer.Option("--client-ca", help="require client certificates signed by this CA")] = None,
     client_timeout: Annotated[float, typer.Option("--client-timeout", help="seconds of silence before a client counts as gone")] = 120.0,
+    heartbeat_interval: Annotated[Optional[float], typer.Option("--heartbeat-interval", help="seconds between a client's heartbeats, told to it at join (default min(10, client-timeout/4)); longer for large fleets")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run saved in --state-dir from its last completed round")] = False,
     tokens_file: Annotated[Optional[Path], typer.Option("--tokens-file", help="enrolment token hashes (default STATE_DIR/tokens.json)")] = None,
     open_enrolment: Annotated[bool, typer.Option("--open-enrolment", help="let any client join without a token")] = False,
@@ -67,7 +68,8 @@ def serve(
     }, resume)
     credentials = server_credentials(tls_cert, tls_key, client_ca, insecure)
     tokens = enrolment_policy(token_store(state_dir, tokens_file), open_enrolment, insecure)
-    running = server_app.start(run_config, address, state_dir, credentials, client_timeout, tokens, resume)
+    running = server_app.start(run_config, address, state_dir, credentials, client_timeout, tokens, resume,
+                               heartbeat_interval_s=heartbeat_interval)
     try:
         metrics = ops.start_metrics(running.coordinator, address, metrics_port)
     except BaseException:
