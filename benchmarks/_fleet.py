@@ -1,7 +1,8 @@
 """A fleet of lightweight fedser clients in one process (grpc.aio), for the server benchmarks.
 
 Each client does what the daemon does on the wire, minus training: Join, heartbeats, long-poll
-GetTask, and on TRAIN streams a pre-made update blob (its data messages framed once per process
+GetTask, and on TRAIN takes the model as the daemon does (inline in the task when it is small,
+else FetchModel, with `--fetch`) and streams a pre-made update blob (its data messages framed once per process
 and shared, so that the fleet spends little CPU: the server sees N distinct clients, each
 sending a full update, header, data, checksum trailer). Retryable failures are retried with
 jittered backoff, as the daemon does. Prints one JSON line of counts when all are done.
@@ -56,6 +57,7 @@ async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fr
             await asyncio.sleep(random.uniform(0.5, 2.0))
     session = reply.session
     counts["joined"] += 1
+    poll_timeout_s = json.loads(reply.settings.run_config_json or "{}").get("federation", {}).get("poll_timeout_s", 20.0)
 
     async def heartbeats() -> None:
         while True:
@@ -71,7 +73,8 @@ async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fr
     try:
         while True:
             try:
-                task = await stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=session), timeout=60)
+                task = await stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=session),
+                                         timeout=poll_timeout_s + 15)
             except grpc.aio.AioRpcError as exc:
                 counts[f"gettask_{exc.code().name}"] += 1
                 if exc.code() not in RETRYABLE:
@@ -89,7 +92,9 @@ async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fr
                 continue
             started = time.perf_counter()
             try:
-                if fetch:
+                if fetch and task.HasField("model"):
+                    counts["model_inline"] += 1
+                elif fetch:
                     async for _ in fetch_model(pb.FetchModelRequest(
                             protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id), timeout=600):
                         pass

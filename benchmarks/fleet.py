@@ -1,0 +1,275 @@
+"""Fleet scale: thousands of joined clients on one coordinator, 100 sampled per round.
+
+The server is the real `fedser-server serve` process (FedAvg, emobase model [256, 128], small
+enough to travel inline in the task); the clients are lightweight stand-ins (`_fleet.py`:
+grpc.aio, one channel each, `--per-process` to a process) that speak the real protocol over
+loopback: Join, heartbeats, long-poll GetTask, the model as the daemon takes it, a pre-made
+update streamed with its checksum trailer. For each fleet size the run reports rounds
+completed, seconds per round (from the server's metrics.jsonl), the server's threads (the
+most seen in /proc, sampled every 0.2 s) and RSS (settled base before any client, peak VmHWM
+after) and RSS per joined client. The question is whether threads and RSS per client stay
+flat from the small fleet to the large one, and whether rounds keep completing promptly.
+
+    python benchmarks/fleet.py            # 1,000 and 10,000 joined
+    python benchmarks/fleet.py --quick    # 200 and 1,000 joined (< 1 minute on an idle box)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    MB, child_env, command_line, free_port, headline, machine_facts, markdown_table, peak_rss_bytes,
+    reexec_with_malloc_env, rss_bytes, stop, wait_for_port, write_results,
+)
+
+FLEET = Path(__file__).resolve().parent / "_fleet.py"
+HIDDEN = [256, 128]
+FEATURE_DIM, CLASSES = 988, 4
+
+
+@dataclass
+class FleetSettings:
+    sampled: int = 100
+    rounds: int = 3
+    per_process: int = 500
+    heartbeat_s: float = 60.0
+    client_timeout_s: float = 300.0
+    poll_timeout_s: float = 20.0
+    round_timeout_s: float = 300.0
+    join_timeout_s: float = 600.0
+
+
+@dataclass
+class FleetRun:
+    clients: int
+    rounds_done: int = 0
+    round_seconds: list[float] = field(default_factory=list)
+    join_s: float = 0.0  # round 1's wait for the fleet to join (metrics.jsonl wait_seconds)
+    base_rss: int = 0
+    peak_rss: int = 0
+    max_threads: int = 0
+    base_threads: int = 0
+    wall_s: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    server_exit: int | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def rss_per_client(self) -> float:
+        return (self.peak_rss - self.base_rss) / self.clients
+
+    @property
+    def median_round_s(self) -> float:
+        return statistics.median(self.round_seconds) if self.round_seconds else float("nan")
+
+
+class ProcSampler(threading.Thread):
+    """The most threads the server ran, read from /proc every 0.2 s until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.max_threads, self.stopped = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            try:
+                status = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            for line in status.splitlines():
+                if line.startswith("Threads:"):
+                    self.max_threads = max(self.max_threads, int(line.split()[1]))
+
+
+def threads_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:"))
+
+
+def settled_rss(pid: int, within_s: float = 10.0) -> int:
+    previous, deadline = rss_bytes(pid), time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = rss_bytes(pid)
+        if abs(current - previous) < MB:
+            return current
+        previous = current
+    return previous
+
+
+def update_spec() -> dict[str, list[int]]:
+    from fedser_server.core.strategy import FedAvg
+    from fedser_shared.weights import initial_weights
+
+    strategy = FedAvg()
+    state = strategy.initial_state(initial_weights(FEATURE_DIM, CLASSES, HIDDEN, 0))
+    return {name: list(s.shape) for name, s in strategy.expected_update(state).items()}
+
+
+def server_command(port: int, workdir: Path, settings: FleetSettings) -> list[str]:
+    return [sys.executable, "-m", "fedser_server.cli", "serve", "--address", f"127.0.0.1:{port}",
+            "--state-dir", str(workdir / "server"), "--config", str(workdir / "run.toml"), "--insecure",
+            "--log-level", "warning", "--client-timeout", f"{settings.client_timeout_s:g}",
+            "--heartbeat-interval", f"{settings.heartbeat_s:g}"]
+
+
+def write_config(workdir: Path, n_clients: int, settings: FleetSettings) -> None:
+    from fedser_shared.config import load_run_config, to_toml
+
+    config = load_run_config(None, {
+        "model.hidden": HIDDEN, "federation.algorithm": "fedavg", "federation.rounds": settings.rounds,
+        "federation.min_clients": settings.sampled, "federation.start_clients": n_clients,
+        "federation.fraction": settings.sampled / n_clients, "federation.eval_every": settings.rounds + 1,
+        "federation.round_timeout_s": settings.round_timeout_s, "federation.poll_timeout_s": settings.poll_timeout_s,
+    })
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "run.toml").write_text(to_toml(config))
+
+
+def read_metrics(workdir: Path) -> list[dict[str, object]]:
+    metrics = workdir / "server" / "metrics.jsonl"
+    if not metrics.exists():
+        return []
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+
+
+def collect_counts(fleets: list[subprocess.Popen]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for proc in fleets:
+        out = proc.stdout.read() if proc.stdout else ""
+        for line in out.splitlines():
+            if line.startswith("{"):
+                for key, value in json.loads(line)["counts"].items():
+                    counts[key] = counts.get(key, 0) + value
+    return counts
+
+
+def run_fleet(n_clients: int, settings: FleetSettings, workdir: Path, spec: dict[str, list[int]]) -> FleetRun:
+    write_config(workdir, n_clients, settings)
+    port = free_port()
+    server = subprocess.Popen(server_command(port, workdir, settings), stdout=subprocess.DEVNULL,
+                              stderr=open(workdir / "server.log", "w"), env=child_env())
+    run = FleetRun(n_clients)
+    fleets: list[subprocess.Popen] = []
+    started = time.perf_counter()
+    try:
+        wait_for_port(port, server)
+        run.base_rss = settled_rss(server.pid)
+        run.base_threads = threads_of(server.pid)
+        Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # the peak counts from here on
+        sampler = ProcSampler(server.pid)
+        sampler.start()
+        for first in range(0, n_clients, settings.per_process):
+            n = min(settings.per_process, n_clients - first)
+            fleets.append(subprocess.Popen(
+                [sys.executable, str(FLEET), f"127.0.0.1:{port}", str(n), str(first), json.dumps(spec), "--fetch"],
+                stdout=subprocess.PIPE, stderr=open(workdir / f"fleet{first}.log", "w"), env=child_env(), text=True))
+        deadline = time.monotonic() + settings.join_timeout_s + settings.rounds * settings.round_timeout_s
+        while server.poll() is None and time.monotonic() < deadline:
+            try:
+                run.peak_rss = peak_rss_bytes(server.pid)
+            except (OSError, RuntimeError):
+                pass  # exiting: a zombie has no memory figures left
+            time.sleep(0.2)
+        sampler.stopped.set()
+        run.max_threads = sampler.max_threads
+    finally:
+        run.wall_s = time.perf_counter() - started
+        for proc in [server, *fleets]:
+            stop(proc, grace_s=20)
+    run.counts = collect_counts(fleets)
+    records = read_metrics(workdir)
+    run.rounds_done = len(records)
+    run.round_seconds = [float(r["seconds"]) for r in records]
+    run.join_s = float(records[0].get("wait_seconds", 0.0)) if records else float("nan")
+    run.server_exit = server.returncode
+    run.log_tail = (workdir / "server.log").read_text(errors="replace").strip().splitlines()[-2:]
+    return run
+
+
+def fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="1000,10000", help="fleet sizes, comma-separated: the first is the baseline")
+    parser.add_argument("--sampled", type=int, default=100, help="clients sampled per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--per-process", type=int, default=500, help="client stand-ins per fleet process")
+    parser.add_argument("--heartbeat", type=float, default=60.0, help="serve --heartbeat-interval (seconds)")
+    parser.add_argument("--client-timeout", type=float, default=300.0, help="serve --client-timeout (seconds)")
+    parser.add_argument("--poll-timeout", type=float, default=20.0, help="federation.poll_timeout_s")
+    parser.add_argument("--quick", action="store_true", help="200 and 1,000 joined, 2 rounds (< 1 minute)")
+    parser.add_argument("--label", default="", help="what this run measures, written into the results file name")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args()
+    reexec_with_malloc_env(True)
+    if args.quick:
+        args.clients, args.rounds = "200,1000", 2
+    sizes = [int(c) for c in args.clients.split(",") if c.strip()]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(sizes) + 1024
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))  # inherited by the server
+        if min(wanted, hard) < wanted:
+            raise SystemExit(f"the server needs ~{wanted} file descriptors, the hard limit is {hard} (ulimit -n)")
+    settings = FleetSettings(sampled=args.sampled, rounds=args.rounds, per_process=args.per_process,
+                             heartbeat_s=args.heartbeat, client_timeout_s=args.client_timeout, poll_timeout_s=args.poll_timeout)
+    facts = machine_facts()
+    facts["setup"] = (f"fedser-server serve, FedAvg, emobase hidden {HIDDEN} (inline in the task), {settings.sampled} sampled "
+                      f"per round, {settings.rounds} rounds, --heartbeat-interval {settings.heartbeat_s:g} "
+                      f"--client-timeout {settings.client_timeout_s:g}, poll_timeout_s {settings.poll_timeout_s:g}; clients: "
+                      f"grpc.aio stand-ins (`_fleet.py`), one channel each, {settings.per_process} per process; "
+                      "threads = most seen in /proc/PID/status; RSS base = settled before any client, peak = VmHWM after; "
+                      "RSS/client = (peak - base) / joined")
+    spec = update_spec()
+    runs: list[FleetRun] = []
+    with tempfile.TemporaryDirectory(prefix="fedser-fleet-") as tmp:
+        for n in sizes:
+            run = run_fleet(n, settings, Path(tmp) / f"fleet-{n}", spec)
+            runs.append(run)
+            print(f"{n:6d} joined: rounds {run.rounds_done}/{settings.rounds}  seconds/round "
+                  f"{' '.join(f'{s:.1f}' for s in run.round_seconds) or '-'}  all joined after {run.join_s:.0f} s  "
+                  f"threads {run.max_threads} (base {run.base_threads})  RSS base {run.base_rss / MB:.0f} MB peak "
+                  f"{run.peak_rss / MB:.0f} MB  RSS/client {run.rss_per_client / 1e3:.1f} KB  wall {run.wall_s:.0f} s",
+                  flush=True)
+            print(f"        client side: {fmt_counts(run.counts)}", flush=True)
+    small, large = runs[0], runs[-1]
+    thread_ratio = large.max_threads / max(1, small.max_threads)
+    rows = [[r.clients, settings.sampled, f"{r.rounds_done}/{settings.rounds}",
+             " ".join(f"{s:.1f}" for s in r.round_seconds) or "-", f"{r.join_s:.0f}", r.max_threads,
+             f"{r.base_rss / MB:.0f}", f"{r.peak_rss / MB:.0f}", f"{r.rss_per_client / 1e3:.1f}", f"{r.wall_s:.0f}",
+             fmt_counts(r.counts)] for r in runs]
+    ratios = (f"threads({large.clients})/threads({small.clients}) = {thread_ratio:.2f}; RSS/client "
+              f"{small.rss_per_client / 1e3:.1f} KB at {small.clients}, {large.rss_per_client / 1e3:.1f} KB at {large.clients} "
+              f"(ratio {large.rss_per_client / max(1.0, small.rss_per_client):.2f}); median seconds per round "
+              f"{small.median_round_s:.1f} at {small.clients}, {large.median_round_s:.1f} at {large.clients}")
+    print(ratios, flush=True)
+    body = (markdown_table(["joined", "sampled/round", "rounds", "seconds per round", "all joined after s", "server threads (max)",
+                            "base RSS MB", "peak RSS MB", "RSS/client KB", "wall s", "client-side counts"], rows)
+            + f"\n\n{ratios}\n\n## Server log tails\n\n"
+            + "\n".join(f"- {r.clients} joined: exit {r.server_exit}: `{' / '.join(r.log_tail)[-300:]}`" for r in runs) + "\n")
+    name = "fleet_quick" if args.quick else "fleet"
+    path = write_results(f"{name}_{args.label}" if args.label else name, "Fleet scale: joined clients on one coordinator",
+                         command_line(), facts, body, args.out)
+    print(f"wrote {path}")
+    # the target: threads flat from the small fleet to the large one (1.00 = no growth)
+    headline(f"threads({large.clients})/threads({small.clients})", thread_ratio)
+
+
+if __name__ == "__main__":
+    main()
