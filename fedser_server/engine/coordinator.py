@@ -82,6 +82,7 @@ class Coordinator:
         # parked GetTask polls wait on their own condition: woken when tasks are posted or the run
         # ends, not by each of a round's N updates (N wake-ups of N parked polls per round)
         self._tasks_posted = threading.Condition(lock)
+        self._task_listeners: list[Callable[[], None]] = []  # polls parked elsewhere (an event loop)
         self._stop = threading.Event()
         self.done = threading.Event()
         self._book: RoundBook | None = None
@@ -167,6 +168,17 @@ class Coordinator:
                 if remaining <= 0:
                     return TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
                 self._tasks_posted.wait(timeout=min(remaining, 1.0))
+
+    def add_task_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from the posting thread, lock held: it must not block) whenever tasks
+        are posted, sessions end or the run ends: when a parked poll's answer may have changed."""
+        with self._cond:
+            self._task_listeners.append(listener)
+
+    def _announce_tasks(self) -> None:
+        self._tasks_posted.notify_all()
+        for listener in self._task_listeners:
+            listener()
 
     def model_blob(self, client: ClientRecord, round_index: int, task_id: str) -> codec.Blob:
         with self._cond:
@@ -307,7 +319,7 @@ class Coordinator:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-            self._tasks_posted.notify_all()
+            self._announce_tasks()
 
     def alive_clients(self) -> list[ClientRecord]:
         return self.sessions.alive()
@@ -335,7 +347,7 @@ class Coordinator:
         """Make `book` the phase in progress: its tasks go out to the parked polls."""
         with self._cond:
             self._book = book
-            self._tasks_posted.notify_all()
+            self._announce_tasks()
 
     def close_phase(self, book: RoundBook) -> None:
         with self._cond:
@@ -359,7 +371,7 @@ class Coordinator:
         with self._cond:
             for client_id in client_ids:
                 self.sessions.end(client_id, why)
-            self._tasks_posted.notify_all()
+            self._announce_tasks()
 
     def end_run(self, finished: bool) -> None:
         """Every round ran (clients hear SHUTDOWN), or the run stopped early."""
@@ -368,7 +380,7 @@ class Coordinator:
             self.done.set()
             self._book = None
             self._cond.notify_all()
-            self._tasks_posted.notify_all()
+            self._announce_tasks()
 
     def wait_for_shutdown_delivery(self, timeout_s: float) -> None:
         """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""

@@ -1,12 +1,12 @@
-"""Admission control for the sync server's thread pool: one RPC in progress holds one thread.
+"""Admission control: how many calls of each long-lived kind the server holds at once.
 
-Two kinds of call hold a thread for long: a parked `GetTask` long-poll and a `SubmitUpdate`
-stream. Without bounds, 1,000 joined clients park 1,000 polls on a pool of 256 and nothing
-else is served; N concurrent uploads hold N full-size receive buffers. So:
+A parked `GetTask` long-poll is a coroutine on the server's event loop (a few KB, no thread);
+a `SubmitUpdate` stream holds a worker thread and receive buffers. Without bounds N concurrent
+uploads hold N full-size receive buffers. So:
 
-- `PollGate`: at most `parked_polls` long-polls wait on the coordinator; beyond that a poll is
-  answered at once (its task if it has one, else WAIT with a jittered `retry_after_s` that
-  grows with the number of joined clients).
+- `PollGate`: at most `parked_polls` long-polls wait on the coordinator (default 50,000, far
+  above any fleet this server has run); beyond that a poll is answered at once (its task if it
+  has one, else WAIT with a jittered `retry_after_s` that grows with the number of joined clients).
 - `UploadGate`: at most `uploads` updates are received, validated and aggregated at once, so
   peak memory does not grow with the number of clients; up to `waiting_uploads` more wait for
   a slot before reading their first chunk (flow control keeps their bytes on the clients);
@@ -28,13 +28,14 @@ SLOT_POLL_S = 0.5
 
 @dataclass(frozen=True)
 class Limits:
-    max_workers: int = 256
+    max_workers: int = 256  # threads for the blocking handlers (Join, Leave, SubmitEvaluation, the bulk streams)
     uploads: int = 2
-    # default: half of the pool. A client that cannot park sleeps its retry_after_s (about a second)
-    # and so starts the next round that much late (benchmarks/results/vs_flower.md: 100 clients,
-    # 1.83-2.13 s a round with 64 parked polls, 1.10-1.94 s with 128)
+    # a client that cannot park sleeps its retry_after_s and so hears of its task that much late;
+    # a parked poll costs no thread, so the default parks every poll of any fleet run so far
+    # (benchmarks/results/fleet.md: 10,000 joined)
     parked_polls: int | None = None
     waiting_uploads: int | None = None  # default: half of the pool
+    max_calls: int = 65_536  # calls in progress at once, parked polls included; beyond it grpc refuses with RESOURCE_EXHAUSTED
 
     def __post_init__(self) -> None:
         if self.uploads < 1 or self.max_workers < 4:
@@ -42,7 +43,7 @@ class Limits:
 
     @property
     def parked_polls_cap(self) -> int:
-        return self.parked_polls if self.parked_polls is not None else max(1, self.max_workers // 2)
+        return self.parked_polls if self.parked_polls is not None else 50_000
 
     @property
     def waiting_uploads_cap(self) -> int:

@@ -1,7 +1,12 @@
-"""The Coordinator gRPC servicer: unpack messages, call the round engine, map errors to codes."""
+"""The Coordinator gRPC servicer: unpack messages, call the round engine, map errors to codes.
+
+GetTask and Heartbeat are coroutines and run on the server's event loop (a parked long-poll
+holds no thread); the others block (disk, hashing, streaming) and run on worker threads
+(`threaded.ThreadContext` stands in for the sync API's context there)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import threading
@@ -18,6 +23,7 @@ from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.engine.coordinator import Coordinator
 from fedser_server.state.registry import ClientRecord
 from fedser_server.transport.admission import Limits, PollGate, UploadGate
+from fedser_server.transport.long_poll import TaskPolls
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.errors import (
     AuthenticationError,
@@ -96,6 +102,20 @@ def _mapped(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _mapped_on_loop(method: F) -> F:
+    """`_mapped` for a coroutine handler (one that runs on the server's event loop)."""
+    @functools.wraps(method)
+    async def wrapper(self: "CoordinatorServicer", request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except FedserError as exc:
+            session = getattr(request, "session", None)
+            await self._refuse_on_loop(context, method.__name__, exc, session.client_id if session is not None else "",
+                                       getattr(request, "round", 0))
+
+    return wrapper  # type: ignore[return-value]
+
+
 def check_protocol(version: int) -> None:
     if version != PROTOCOL_VERSION:
         raise ProtocolMismatchError(f"protocol version mismatch: client speaks {version}, server speaks {PROTOCOL_VERSION}")
@@ -169,6 +189,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._inline_model = _InlineModel()
         self._polls = PollGate(limits.parked_polls_cap)
         self._uploads = UploadGate(limits.uploads, limits.waiting_uploads_cap)
+        self._polls_on_loop: TaskPolls | None = None  # made on the server's event loop, at the first poll
 
     def _refuse(self, context: grpc.ServicerContext, rpc: str, error: FedserError, client_id: str, round_index: int,
                 code: grpc.StatusCode | None = None) -> NoReturn:
@@ -177,6 +198,15 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.coordinator.record_refusal(reason, client_id, round_index, str(error), rpc=rpc)
         context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason),))
         context.abort(code or status_code_for(error), str(error))
+
+    async def _refuse_on_loop(self, context: grpc.aio.ServicerContext, rpc: str, error: FedserError, client_id: str,
+                              round_index: int) -> NoReturn:
+        """`_refuse` for the handlers that run on the event loop."""
+        reason = refusal_reason(error)
+        self.coordinator.record_refusal(reason, client_id, round_index, str(error), rpc=rpc)
+        context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason),))
+        await context.abort(status_code_for(error), str(error))
+        raise AssertionError("abort returns only by raising")
 
     def _client(self, version: int, session: pb.Session) -> ClientRecord:
         check_protocol(version)
@@ -196,13 +226,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                                     run_config_json=config.to_json()),
             heartbeat_interval_s=self.coordinator.heartbeat_interval_s)
 
-    @_mapped
-    def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.Task:
+    @_mapped_on_loop
+    async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
+        """On the event loop: a parked poll is a coroutine waiting for the coordinator to post tasks."""
         client = self._client(request.protocol_version, request.session)
         with self._polls.park() as parked:
             remaining = context.time_remaining()
             timeout = self.poll_timeout_s if remaining is None else max(0.0, min(self.poll_timeout_s, remaining - 1.0))
-            task = self.coordinator.next_task(client, timeout if parked else 0.0)
+            task = await self._task_polls().next_task(client, timeout if parked else 0.0)
         if not parked and task.kind is TaskKind.WAIT:
             retry = self._polls.retry_after_s(len(self.coordinator.registry.clients), self.poll_timeout_s)
             task = dataclasses.replace(task, retry_after_s=retry)
@@ -210,6 +241,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if task.kind in (TaskKind.TRAIN, TaskKind.EVALUATE):
             self._attach_model(client, task, message)
         return message
+
+    def _task_polls(self) -> TaskPolls:
+        if self._polls_on_loop is None:
+            self._polls_on_loop = TaskPolls(self.coordinator, asyncio.get_running_loop())
+        return self._polls_on_loop
 
     def _attach_model(self, client: ClientRecord, task: TaskAssignment, message: pb.Task) -> None:
         """Put a small global state into the task itself, so the client needs no FetchModel."""
@@ -308,8 +344,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.coordinator.submit_evaluation(client, request.round, request.task_id, confusion, request.loss)
         return pb.Ack(message="evaluation accepted")
 
-    @_mapped
-    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatReply:
+    @_mapped_on_loop
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext) -> pb.HeartbeatReply:
         client = self._client(request.protocol_version, request.session)
         return pb.HeartbeatReply(round=self.coordinator.heartbeat(client),
                                  heartbeat_interval_s=self.coordinator.heartbeat_interval_s)

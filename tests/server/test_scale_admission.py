@@ -163,3 +163,32 @@ def test_a_client_that_stalls_mid_upload_loses_its_slot_at_the_deadline(tmp_path
         server.shutdown()
         for channel in channels:
             channel.close()
+
+
+FLEET = 40
+
+
+@pytest.mark.timeout(180)
+def test_many_more_parked_polls_than_threads_and_the_sampled_hear_their_task_without_a_retry_delay(tmp_path: Path) -> None:
+    # 40 joined clients long-poll a server with 4 worker threads: every poll parks (none is told
+    # to come back later), and the 4 sampled each round hear of their task on the poll they hold
+    limits = Limits(max_workers=4)
+    config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": 4, "federation.start_clients": FLEET,
+                                 "federation.fraction": 4 / FLEET, "federation.poll_timeout_s": 60.0})
+    server = server_app.start(config, "127.0.0.1:0", tmp_path / "state", limits=limits)
+    told_to_wait = threading.Event()
+    results: dict[str, list[int]] = {}
+    threads = [threading.Thread(target=_client, args=(server.port, f"f{i}", told_to_wait, results), daemon=True)
+               for i in range(FLEET)]
+    try:
+        for thread in threads:
+            thread.start()
+        assert server.wait(timeout=150), "the rounds did not finish"
+        server.coordinator.wait_for_shutdown_delivery(30)
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        server.shutdown()
+    assert server.coordinator.completed_round == 2
+    assert not told_to_wait.is_set(), "a poll was answered with a retry delay instead of parking"
+    assert len(results) == FLEET and sum(len(rounds) for rounds in results.values()) == 2 * 4
