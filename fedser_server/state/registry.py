@@ -69,15 +69,16 @@ class Registry:
             raise StateError(f"cannot open the client registry {path}: {exc}") from None
         self._lock = threading.Lock()
         self.clients: dict[str, ClientRecord] = {}
+        self._by_name: dict[str, ClientRecord] = {}  # names are unique (the table says so): a join looks up in O(1)
         for row in rows:
             record = ClientRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6], row[7], row[8], row[9], bool(row[10]))
-            self.clients[record.client_id] = record
+            self.clients[record.client_id] = self._by_name[record.name] = record
 
     def by_name(self, name: str) -> ClientRecord | None:
-        return next((c for c in self.clients.values() if c.name == name), None)
+        return self._by_name.get(name)
 
     def save(self, record: ClientRecord) -> None:
-        self.clients[record.client_id] = record
+        self.clients[record.client_id] = self._by_name[record.name] = record
         with self._lock:
             self._db.execute(
                 "INSERT INTO clients VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(client_id) DO UPDATE SET "
