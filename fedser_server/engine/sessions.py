@@ -74,12 +74,15 @@ class Sessions:
             record.session_hash, record.session_ended = _digest(session_token), ""
             record.label_counts, record.n_unlabeled, record.n_eval = list(label_counts), n_unlabeled, n_eval
             record.last_seen, record.left, record.shutdown_sent = now, False, False
-            self.registry.save(record)
+            ticket = self.registry.stage(record)
             self._last_seen[record.client_id] = self._clock()
-            log.info("client_joined", client_id=record.client_id, name=name, n_labeled=record.n_labeled,
-                     n_unlabeled=n_unlabeled, n_eval=n_eval, n_registered=len(self.registry.clients))
+        # written outside the lock, so that clients joining together share one transaction
+        self.registry.commit(ticket)
+        log.info("client_joined", client_id=record.client_id, name=name, n_labeled=record.n_labeled,
+                 n_unlabeled=n_unlabeled, n_eval=n_eval, n_registered=len(self.registry.clients))
+        with self._cond:
             self._cond.notify_all()
-            return Joined(record, session_token)
+        return Joined(record, session_token)
 
     def _identity(self, name: str, token: str) -> str:
         """With enrolment tokens the token names the client; without, the client names itself."""

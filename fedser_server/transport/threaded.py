@@ -83,6 +83,8 @@ class ThreadContext:
                 message = future.result()
             except (concurrent.futures.CancelledError, asyncio.CancelledError):
                 raise CallCut() from None
+            except Exception as exc:  # noqa: BLE001 - a read that fails is a broken stream, as on the sync server
+                raise CallCut() from exc
             if message is _END:
                 return
             yield message
