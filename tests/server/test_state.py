@@ -86,3 +86,31 @@ def test_an_unwritable_state_dir_is_one_line_at_start(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "not writable" in errors[0], result.stderr
+
+
+def test_clients_registered_from_many_threads_at_once_are_all_on_disk(tmp_path: Path) -> None:
+    # joins that arrive together share one transaction; each returns only once its row is written
+    import threading
+
+    from fedser_server.state.registry import ClientRecord, Registry
+
+    registry = Registry(tmp_path / "registry.sqlite")
+
+    def join_many(worker: int) -> None:
+        for i in range(25):
+            registry.save(ClientRecord(f"id{worker}-{i}", f"client{worker}-{i}", [1, 2, 3, 4], 0, 0, "emobase", 988, 0.0, 0.0))
+
+    threads = [threading.Thread(target=join_many, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    left = registry.by_name("client3-7")
+    assert left is not None
+    left.left, left.participations = True, 2
+    registry.save_many([left])
+    registry.close()
+    reopened = Registry(tmp_path / "registry.sqlite")
+    assert len(reopened.clients) == 8 * 25
+    assert reopened.by_name("client3-7").left and reopened.by_name("client3-7").participations == 2
+    reopened.close()
