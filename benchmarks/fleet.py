@@ -50,6 +50,7 @@ class FleetSettings:
     poll_timeout_s: float = 20.0
     round_timeout_s: float = 300.0
     join_timeout_s: float = 600.0
+    inline_model: bool = True  # False: the model is not put in the task, every sampled client calls FetchModel
 
 
 @dataclass
@@ -134,6 +135,7 @@ def write_config(workdir: Path, n_clients: int, settings: FleetSettings) -> None
         "federation.min_clients": settings.sampled, "federation.start_clients": n_clients,
         "federation.fraction": settings.sampled / n_clients, "federation.eval_every": settings.rounds + 1,
         "federation.round_timeout_s": settings.round_timeout_s, "federation.poll_timeout_s": settings.poll_timeout_s,
+        **({} if settings.inline_model else {"federation.inline_model_max_bytes": 0}),
     })
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "run.toml").write_text(to_toml(config))
@@ -213,6 +215,7 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=60.0, help="serve --heartbeat-interval (seconds)")
     parser.add_argument("--client-timeout", type=float, default=300.0, help="serve --client-timeout (seconds)")
     parser.add_argument("--poll-timeout", type=float, default=20.0, help="federation.poll_timeout_s")
+    parser.add_argument("--no-inline-model", action="store_true", help="clients fetch the model with FetchModel instead")
     parser.add_argument("--quick", action="store_true", help="200 and 1,000 joined, 2 rounds (< 1 minute)")
     parser.add_argument("--label", default="", help="what this run measures, written into the results file name")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
@@ -228,9 +231,10 @@ def main() -> None:
         if min(wanted, hard) < wanted:
             raise SystemExit(f"the server needs ~{wanted} file descriptors, the hard limit is {hard} (ulimit -n)")
     settings = FleetSettings(sampled=args.sampled, rounds=args.rounds, per_process=args.per_process,
-                             heartbeat_s=args.heartbeat, client_timeout_s=args.client_timeout, poll_timeout_s=args.poll_timeout)
+                             heartbeat_s=args.heartbeat, client_timeout_s=args.client_timeout, poll_timeout_s=args.poll_timeout,
+                             inline_model=not args.no_inline_model)
     facts = machine_facts()
-    facts["setup"] = (f"fedser-server serve, FedAvg, emobase hidden {HIDDEN} (inline in the task), {settings.sampled} sampled "
+    facts["setup"] = (f"fedser-server serve, FedAvg, emobase hidden {HIDDEN} ({'inline in the task' if settings.inline_model else 'FetchModel'}), {settings.sampled} sampled "
                       f"per round, {settings.rounds} rounds, --heartbeat-interval {settings.heartbeat_s:g} "
                       f"--client-timeout {settings.client_timeout_s:g}, poll_timeout_s {settings.poll_timeout_s:g}; clients: "
                       f"grpc.aio stand-ins (`_fleet.py`), one channel each, {settings.per_process} per process; "
