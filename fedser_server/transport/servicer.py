@@ -335,14 +335,14 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 raise InvalidUpdateError("the update stream ended without its checksum trailer")
         raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks, then its trailer")
 
-    def SubmitSmallUpdate(self, request: wire.SmallUpdateParts | None, context: grpc.ServicerContext) -> pb.UpdateAck:
+    def SubmitSmallUpdate(self, request: wire.SmallUpdateParts | wire.Malformed, context: grpc.ServicerContext) -> pb.UpdateAck:
         """A whole small update in one message (from `wire.read_small_update`: the data is a view of
         what grpc received): the same checks as a stream, parked in memory, no upload slot (it is
         already here)."""
         client_id, round_index = "", 0
         try:
-            if request is None:
-                raise InvalidUpdateError("malformed SmallUpdate message")
+            if isinstance(request, wire.Malformed):
+                raise InvalidUpdateError(request.detail)
             head = request.header
             client_id, round_index = head.session.client_id, head.round
             client = self._client(head.protocol_version, head.session)

@@ -88,16 +88,23 @@ class SmallUpdateParts:
     trailer: pb.BlobTrailer
 
 
-def read_small_update(raw: bytes) -> SmallUpdateParts | None:
-    """A SmallUpdate's header and trailer parsed, its data as a view (no copy); None when it is
-    not a well-formed SmallUpdate (the handler refuses it)."""
+@dataclass(frozen=True)
+class Malformed:
+    """What a reader returns for bytes it cannot parse (grpc would answer a failed read with
+    INTERNAL; the handler answers INVALID_ARGUMENT with `detail`)."""
+
+    detail: str
+
+
+def read_small_update(raw: bytes) -> SmallUpdateParts | Malformed:
+    """A SmallUpdate's header and trailer parsed, its data as a view (no copy)."""
     try:
         fields = _fields(raw)
         return SmallUpdateParts(header=pb.UpdateHeader.FromString(bytes(fields.get(1, b""))),
                                 data=fields.get(2, memoryview(b"")),
                                 trailer=pb.BlobTrailer.FromString(bytes(fields.get(3, b""))))
-    except Exception:  # noqa: BLE001 - malformed bytes of any kind: the handler answers INVALID_ARGUMENT
-        return None
+    except Exception as exc:  # noqa: BLE001 - malformed bytes of any kind
+        return Malformed(f"malformed SmallUpdate message: {exc}")
 
 
 def small_update_message(header: pb.UpdateHeader, trailer: pb.BlobTrailer, parts: Sequence[bytes | memoryview]) -> bytes:
