@@ -7,7 +7,7 @@ and shared, so that the fleet spends little CPU: the server sees N distinct clie
 sending a full update, header, data, checksum trailer). Retryable failures are retried with
 jittered backoff, as the daemon does. Prints one JSON line of counts when all are done.
 
-    python _fleet.py ADDRESS N_CLIENTS FIRST_INDEX WEIGHTS_SPEC_JSON [--fetch]
+    python _fleet.py ADDRESS N_CLIENTS FIRST_INDEX WEIGHTS_SPEC_JSON [--fetch] [--own-connections]
 """
 
 from __future__ import annotations
@@ -119,13 +119,15 @@ async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fr
         beating.cancel()
 
 
-async def fleet(address: str, n: int, first: int, spec: dict[str, list[int]], fetch: bool) -> None:
+async def fleet(address: str, n: int, first: int, spec: dict[str, list[int]], fetch: bool, own_connections: bool = False) -> None:
     blob = update_blob(spec)
     frames = [wire.data_message(chunk) for chunk in blob.chunks()]
     counts: collections.Counter = collections.Counter()
     latencies: list[float] = []
-    # one channel per client, as real clients on separate machines would have
-    channels = [grpc.aio.insecure_channel(address, client_channel_options()) for _ in range(n)]
+    # one channel per client; channels of one process share one TCP connection unless
+    # --own-connections (a local subchannel pool each), as clients on separate machines have
+    options = client_channel_options() + ([("grpc.use_local_subchannel_pool", 1)] if own_connections else [])
+    channels = [grpc.aio.insecure_channel(address, options) for _ in range(n)]
 
     def report_and_exit() -> None:  # stopped before the run ended: what happened so far is the result
         print(json.dumps({"counts": dict(counts), "update_seconds": latencies}), flush=True)
@@ -139,4 +141,5 @@ async def fleet(address: str, n: int, first: int, spec: dict[str, list[int]], fe
 
 
 if __name__ == "__main__":
-    asyncio.run(fleet(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), "--fetch" in sys.argv))
+    asyncio.run(fleet(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), "--fetch" in sys.argv,
+                      "--own-connections" in sys.argv))

@@ -50,6 +50,7 @@ class FleetSettings:
     poll_timeout_s: float = 20.0
     round_timeout_s: float = 300.0
     join_timeout_s: float = 600.0
+    own_connections: bool = True  # a TCP connection per stand-in, as on separate devices (False: one per fleet process)
     inline_model: bool = True  # False: the model is not put in the task, every sampled client calls FetchModel
 
 
@@ -177,7 +178,8 @@ def run_fleet(n_clients: int, settings: FleetSettings, workdir: Path, spec: dict
         for first in range(0, n_clients, settings.per_process):
             n = min(settings.per_process, n_clients - first)
             fleets.append(subprocess.Popen(
-                [sys.executable, str(FLEET), f"127.0.0.1:{port}", str(n), str(first), json.dumps(spec), "--fetch"],
+                [sys.executable, str(FLEET), f"127.0.0.1:{port}", str(n), str(first), json.dumps(spec), "--fetch",
+                 *(["--own-connections"] if settings.own_connections else [])],
                 stdout=subprocess.PIPE, stderr=open(workdir / f"fleet{first}.log", "w"), env=child_env(), text=True))
         deadline = time.monotonic() + settings.join_timeout_s + settings.rounds * settings.round_timeout_s
         while server.poll() is None and time.monotonic() < deadline:
@@ -215,6 +217,8 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=60.0, help="serve --heartbeat-interval (seconds)")
     parser.add_argument("--client-timeout", type=float, default=300.0, help="serve --client-timeout (seconds)")
     parser.add_argument("--poll-timeout", type=float, default=20.0, help="federation.poll_timeout_s")
+    parser.add_argument("--shared-connections", action="store_true",
+                        help="the stand-ins of one process share one TCP connection (how _fleet ran before)")
     parser.add_argument("--no-inline-model", action="store_true", help="clients fetch the model with FetchModel instead")
     parser.add_argument("--quick", action="store_true", help="200 and 1,000 joined, 2 rounds (< 1 minute)")
     parser.add_argument("--label", default="", help="what this run measures, written into the results file name")
@@ -232,12 +236,14 @@ def main() -> None:
             raise SystemExit(f"the server needs ~{wanted} file descriptors, the hard limit is {hard} (ulimit -n)")
     settings = FleetSettings(sampled=args.sampled, rounds=args.rounds, per_process=args.per_process,
                              heartbeat_s=args.heartbeat, client_timeout_s=args.client_timeout, poll_timeout_s=args.poll_timeout,
-                             inline_model=not args.no_inline_model)
+                             inline_model=not args.no_inline_model, own_connections=not args.shared_connections)
     facts = machine_facts()
     facts["setup"] = (f"fedser-server serve, FedAvg, emobase hidden {HIDDEN} ({'inline in the task' if settings.inline_model else 'FetchModel'}), {settings.sampled} sampled "
                       f"per round, {settings.rounds} rounds, --heartbeat-interval {settings.heartbeat_s:g} "
                       f"--client-timeout {settings.client_timeout_s:g}, poll_timeout_s {settings.poll_timeout_s:g}; clients: "
-                      f"grpc.aio stand-ins (`_fleet.py`), one channel each, {settings.per_process} per process; "
+                      f"grpc.aio stand-ins (`_fleet.py`), one channel each, "
+                      f"{'a TCP connection each' if settings.own_connections else 'one TCP connection per process'}, "
+                      f"{settings.per_process} per process; "
                       "threads = most seen in /proc/PID/status; RSS base = settled before any client, peak = VmHWM after; "
                       "RSS/client = (peak - base) / joined")
     spec = update_spec()
