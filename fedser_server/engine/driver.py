@@ -84,18 +84,23 @@ class RoundDriver:
         began = self._clock()
         with c.lock:
             while not c.stopping:
-                checked = time.monotonic()  # real time: the throttle is about CPU, not the run's clock
-                if len(self._trainable(c.alive_clients())) >= minimum:
+                counting = time.monotonic()  # real time: the throttle is about CPU, not the run's clock
+                enough = len(self._trainable(c.alive_clients())) >= minimum
+                checked = time.monotonic()
+                # the next count no sooner than RECOUNT_S, nor than 10x this count's cost: counting
+                # holds the lock that every join needs at most a tenth of the time
+                pause = max(RECOUNT_S, 10 * (checked - counting))
+                if enough:
                     self.waiting_for_clients = False
                     self._waited_s += self._clock() - began
                     return True
                 if not announced:
                     log.info("waiting_for_clients", needed=minimum, alive=len(c.alive_clients()))
                     announced, self.waiting_for_clients = True, True
-                # every join wakes this wait; counting the alive clients costs O(joined), so count
-                # at most every RECOUNT_S (10,000 joins at once: 10,000 counts of up to 10,000, under the lock)
+                # every join wakes this wait, and a count costs O(joined): 10,000 joins at once were
+                # 10,000 counts of up to 10,000 clients, under the lock the joins need
                 woken = False
-                while not c.stopping and (left := RECOUNT_S - (time.monotonic() - checked)) > 0:
+                while not c.stopping and (left := pause - (time.monotonic() - checked)) > 0:
                     woken |= c.lock.wait(timeout=left)
                 if not woken:
                     c.lock.wait(timeout=0.5)
