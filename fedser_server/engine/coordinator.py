@@ -169,16 +169,17 @@ class Coordinator:
                     return TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
                 self._tasks_posted.wait(timeout=min(remaining, 1.0))
 
-    def add_task_listener(self, listener: Callable[[], None]) -> None:
+    def add_task_listener(self, listener: Callable[[tuple[str, ...] | None], None]) -> None:
         """Call `listener` (from the posting thread, lock held: it must not block) whenever tasks
-        are posted, sessions end or the run ends: when a parked poll's answer may have changed."""
+        are posted, sessions end or the run ends: when a parked poll's answer may have changed.
+        It gets the clients concerned, or None when every client is."""
         with self._cond:
             self._task_listeners.append(listener)
 
-    def _announce_tasks(self) -> None:
+    def _announce_tasks(self, client_ids: tuple[str, ...] | None = None) -> None:
         self._tasks_posted.notify_all()
         for listener in self._task_listeners:
-            listener()
+            listener(client_ids)
 
     def model_blob(self, client: ClientRecord, round_index: int, task_id: str) -> codec.Blob:
         with self._cond:
@@ -350,7 +351,7 @@ class Coordinator:
         """Make `book` the phase in progress: its tasks go out to the parked polls."""
         with self._cond:
             self._book = book
-            self._announce_tasks()
+            self._announce_tasks(tuple(book.tasks))
 
     def close_phase(self, book: RoundBook) -> None:
         with self._cond:
@@ -374,7 +375,7 @@ class Coordinator:
         with self._cond:
             for client_id in client_ids:
                 self.sessions.end(client_id, why)
-            self._announce_tasks()
+            self._announce_tasks(tuple(client_ids))
 
     def end_run(self, finished: bool) -> None:
         """Every round ran (clients hear SHUTDOWN), or the run stopped early."""

@@ -1,9 +1,10 @@
 """GetTask long-polls as coroutines on the server's event loop: a parked poll holds no thread.
 
 A poll asks the coordinator without blocking (`next_task(client, 0)`); while the answer is
-WAIT it sleeps on the loop until the coordinator posts tasks (a round opens, sessions end, the
-run ends), then asks again. The coordinator wakes the loop through `add_task_listener`, from
-whichever thread posted.
+WAIT it sleeps on the loop until the coordinator posts tasks for its client (a round opens
+with it sampled, its session ends) or for everyone (the run ends), then asks again. The
+coordinator wakes the loop through `add_task_listener`, from whichever thread posted; a round
+wakes its sampled clients' polls, not the 10,000 others.
 """
 
 from __future__ import annotations
@@ -18,22 +19,39 @@ from fedser_server.state.registry import ClientRecord
 class TaskPolls:
     def __init__(self, coordinator: Coordinator, loop: asyncio.AbstractEventLoop) -> None:
         self._coordinator, self._loop = coordinator, loop
-        self._posted = loop.create_future()  # done when tasks are posted; then replaced by a fresh one
-        coordinator.add_task_listener(lambda: loop.call_soon_threadsafe(self._wake))
+        self._everyone = loop.create_future()  # done when every poll should ask again; then replaced
+        self._parked: dict[str, asyncio.Future[None]] = {}  # client_id -> done when its poll should ask again
+        coordinator.add_task_listener(lambda client_ids: loop.call_soon_threadsafe(self._wake, client_ids))
 
-    def _wake(self) -> None:
-        posted, self._posted = self._posted, self._loop.create_future()
-        posted.set_result(None)
+    def _wake(self, client_ids: tuple[str, ...] | None) -> None:
+        if client_ids is None:
+            everyone, self._everyone = self._everyone, self._loop.create_future()
+            everyone.set_result(None)
+            return
+        for client_id in client_ids:
+            mine = self._parked.pop(client_id, None)
+            if mine is not None and not mine.done():
+                mine.set_result(None)
 
     async def next_task(self, client: ClientRecord, timeout_s: float) -> TaskAssignment:
         """This client's task, once it has one; WAIT when `timeout_s` passes first."""
         deadline = self._loop.time() + timeout_s
-        while True:
-            posted = self._posted  # taken before asking, so a post in between is not missed
-            task = self._coordinator.next_task(client, 0.0)
-            remaining = deadline - self._loop.time()
-            if task.kind is not TaskKind.WAIT or remaining <= 0:
-                return task
-            # a parked poll counts as a call from its client (as it did on the sync server): wake
-            # often enough that a client parked for long is not taken for gone
-            await asyncio.wait((posted,), timeout=min(remaining, self._coordinator.client_timeout_s / 4))
+        mine: asyncio.Future[None] | None = None
+        try:
+            while True:
+                # taken before asking, so that a post in between is not missed
+                everyone = self._everyone
+                mine = self._parked.get(client.client_id)
+                if mine is None or mine.done():
+                    mine = self._parked[client.client_id] = self._loop.create_future()
+                task = self._coordinator.next_task(client, 0.0)
+                remaining = deadline - self._loop.time()
+                if task.kind is not TaskKind.WAIT or remaining <= 0:
+                    return task
+                # a parked poll counts as a call from its client (as it did on the sync server): wake
+                # often enough that a client parked for long is not taken for gone
+                await asyncio.wait((everyone, mine), timeout=min(remaining, self._coordinator.client_timeout_s / 4),
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if mine is not None and self._parked.get(client.client_id) is mine:
+                del self._parked[client.client_id]
