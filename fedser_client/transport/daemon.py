@@ -33,6 +33,10 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
              grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 
 
+# the model digests this client checks: a server that knows XXH3 then spares itself the SHA-256
+CHECKSUMS_CHECKED = (pb.CHECKSUM_XXH3_128, pb.CHECKSUM_SHA256)
+
+
 class ServerRefused(FedserError):
     """The server answered with a non-retryable status."""
 
@@ -161,7 +165,8 @@ class ClientDaemon:
 
     def _fetch_model(self, task: pb.Task) -> dict[str, np.ndarray]:
         stream = self.bulk.fetch_model(pb.FetchModelRequest(
-            protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id), timeout=600)
+            protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
+            checksums=CHECKSUMS_CHECKED), timeout=600)
         first = next(stream, None)
         if not isinstance(first, pb.ModelChunk) or first.WhichOneof("payload") != "header":
             raise CorruptBlobError("model stream did not start with a header")
@@ -282,7 +287,8 @@ class ClientDaemon:
         try:
             while not self.stop_event.is_set():
                 try:
-                    task = self.stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=self.session),
+                    task = self.stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=self.session,
+                                                               checksums=CHECKSUMS_CHECKED),
                                              timeout=(self.config.federation.poll_timeout_s if self.config else 20.0) + 15)
                     if task.kind == pb.TASK_KIND_SHUTDOWN:
                         result.shutdown = True
