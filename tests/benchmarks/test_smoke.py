@@ -29,6 +29,8 @@ def run_benchmark(script: str, args: list[str], out: Path) -> list[str]:
     ("server_memory.py", ["--model-mb", "1", "--clients", "3", "--scale-clients", "12", "--scale-rounds", "2",
                           "--scale-fraction", "0.25", "--timeout", "120"], "server_rss/model", "server_memory.md"),
     ("startup.py", ["--runs", "1"], "slowest_cli_s", "startup.md"),
+    ("fleet.py", ["--clients", "6,12", "--sampled", "3", "--rounds", "2", "--per-process", "6", "--label", "smoke"],
+     "threads(12)/threads(6)", "fleet_smoke.md"),
 ])
 def test_benchmark_runs_and_prints_its_headline_last(tmp_path: Path, script: str, args: list[str], headline: str,
                                                        table: str) -> None:
