@@ -44,10 +44,10 @@ FEATURE_DIM, CLASSES = 988, 4
 class FleetSettings:
     sampled: int = 100
     rounds: int = 3
-    per_process: int = 500
+    per_process: int = 2500  # 500 (20 processes for 10,000) starved the 2-core box: joins crawled
     heartbeat_s: float = 60.0
-    client_timeout_s: float = 300.0
-    poll_timeout_s: float = 20.0
+    client_timeout_s: float = 900.0
+    poll_timeout_s: float = 60.0  # 20 s: 500 re-polls a second at 10,000 joined (results/fleet.md)
     round_timeout_s: float = 300.0
     join_timeout_s: float = 600.0
     own_connections: bool = True  # a TCP connection per stand-in, as on separate devices (False: one per fleet process)
@@ -213,10 +213,10 @@ def main() -> None:
     parser.add_argument("--clients", default="1000,10000", help="fleet sizes, comma-separated: the first is the baseline")
     parser.add_argument("--sampled", type=int, default=100, help="clients sampled per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--per-process", type=int, default=500, help="client stand-ins per fleet process")
+    parser.add_argument("--per-process", type=int, default=2500, help="client stand-ins per fleet process")
     parser.add_argument("--heartbeat", type=float, default=60.0, help="serve --heartbeat-interval (seconds)")
-    parser.add_argument("--client-timeout", type=float, default=300.0, help="serve --client-timeout (seconds)")
-    parser.add_argument("--poll-timeout", type=float, default=20.0, help="federation.poll_timeout_s")
+    parser.add_argument("--client-timeout", type=float, default=900.0, help="serve --client-timeout (seconds)")
+    parser.add_argument("--poll-timeout", type=float, default=60.0, help="federation.poll_timeout_s")
     parser.add_argument("--shared-connections", action="store_true",
                         help="the stand-ins of one process share one TCP connection (how _fleet ran before)")
     parser.add_argument("--no-inline-model", action="store_true", help="clients fetch the model with FetchModel instead")
