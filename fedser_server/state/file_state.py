@@ -21,12 +21,14 @@ class FileSum:
         self._file = MappedFile(directory, count * 8)
         self.flat = np.frombuffer(self._file.view, np.float64, count)
         self._file.close()  # the mapping is all it needs
+        self._released = 0
 
     def settle(self, start: int, stop: int) -> None:
         self._file.evict(start * 8, stop * 8)
 
     def release_before(self, element: int) -> None:
-        self._file.evict(0, element * 8)
+        self._file.evict(self._released, element * 8)
+        self._released = max(self._released, element * 8)
 
 
 class BlobFile:
