@@ -94,7 +94,7 @@ NEGLIGIBLE_HIDDEN = [8, 8]  # the model of the base run: ~32 kB
 
 
 def start_server(hidden: list[int], n_clients: int, rounds: int, fraction: float, workdir: Path, timeout_s: float,
-                 mem_limit_bytes: int) -> tuple[subprocess.Popen, int]:
+                 mem_limit_bytes: int, server_config: dict[str, object]) -> tuple[subprocess.Popen, int]:
     """`fedser-server serve` for a FedAvg run of this model and fleet; (process, port) once it listens."""
     from fedser_shared.config import load_run_config, to_toml
 
@@ -102,6 +102,7 @@ def start_server(hidden: list[int], n_clients: int, rounds: int, fraction: float
         "model.hidden": hidden, "federation.algorithm": "fedavg", "federation.rounds": rounds,
         "federation.min_clients": max(1, math.ceil(fraction * n_clients)), "federation.start_clients": n_clients,
         "federation.fraction": fraction, "federation.eval_every": rounds + 1, "federation.round_timeout_s": timeout_s,
+        **server_config,
     })
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "run.toml").write_text(to_toml(config))
@@ -122,9 +123,9 @@ def start_server(hidden: list[int], n_clients: int, rounds: int, fraction: float
     return server, port
 
 
-def base_without_model(workdir: Path, mem_limit_bytes: int) -> int:
+def base_without_model(workdir: Path, mem_limit_bytes: int, server_config: dict[str, object]) -> int:
     """Settled RSS of the same server command with a negligible model, before any client joins."""
-    server, _ = start_server(NEGLIGIBLE_HIDDEN, 1, 1, 1.0, workdir, 60.0, mem_limit_bytes)
+    server, _ = start_server(NEGLIGIBLE_HIDDEN, 1, 1, 1.0, workdir, 60.0, mem_limit_bytes, server_config)
     try:
         return settled_rss(server.pid)
     finally:
@@ -132,12 +133,12 @@ def base_without_model(workdir: Path, mem_limit_bytes: int) -> int:
 
 
 def run_federation(hidden: list[int], n_clients: int, rounds: int, fraction: float, workdir: Path, timeout_s: float,
-                   mem_limit_bytes: int, fetch: bool = False) -> dict[str, object]:
+                   mem_limit_bytes: int, server_config: dict[str, object], fetch: bool = False) -> dict[str, object]:
     spec, model_bytes = update_spec(hidden)
     fleets: list[subprocess.Popen] = []
     result: dict[str, object] = {"clients": n_clients, "model_bytes": model_bytes}
     started = time.perf_counter()
-    server, port = start_server(hidden, n_clients, rounds, fraction, workdir, timeout_s, mem_limit_bytes)
+    server, port = start_server(hidden, n_clients, rounds, fraction, workdir, timeout_s, mem_limit_bytes, server_config)
     try:
         result["base_rss"] = settled_rss(server.pid)
         result["startup_peak_rss"] = peak_rss_bytes(server.pid)
@@ -198,6 +199,9 @@ def main() -> None:
     parser.add_argument("--scale-fraction", type=float, default=0.05)
     parser.add_argument("--scale-rounds", type=int, default=3)
     parser.add_argument("--server-mem-limit-gb", type=float, default=6.0)
+    parser.add_argument("--state-in-memory-max-mb", type=float, default=None,
+                        help="the server's federation.state_in_memory_max_bytes in MB (default: the config's default, "
+                             "16 MiB); 1000 keeps a 64 MB model's state and sums in memory, as before issue 16")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds allowed for one run, and its round deadline (default: 120 s + the run's "
                              f"update bytes at {FLOOR_MB_S:g} MB/s)")
@@ -209,10 +213,14 @@ def main() -> None:
         args.model_mb, args.clients, args.scale_clients = 4.0, "5,20", 200
         args.timeout = args.timeout or 120.0
     limit = int(args.server_mem_limit_gb * (1 << 30))
+    server_config: dict[str, object] = {}
+    if args.state_in_memory_max_mb is not None:
+        server_config["federation.state_in_memory_max_bytes"] = int(args.state_in_memory_max_mb * MB)
     hidden = hidden_for_weights(int(args.model_mb * MB))
     facts = machine_facts()
     limits = Limits()
     facts["server"] = (f"fedser-server serve, FedAvg, fraction 1.0, RLIMIT_DATA {args.server_mem_limit_gb:g} GiB, "
+                       f"state_in_memory_max_bytes {server_config.get('federation.state_in_memory_max_bytes', 'default (16 MiB)')}, "
                        f"{limits.max_workers} RPC threads, {limits.uploads} upload slots, {limits.parked_polls_cap} parked polls; "
                        f"clients: grpc.aio fleets, {CLIENTS_PER_PROCESS} per process, streaming a pre-made update, no FetchModel; "
                        "headline server_rss/model = max over completed runs of (peak RSS - base RSS) / model bytes; "
@@ -221,11 +229,11 @@ def main() -> None:
                        "(reset through /proc/PID/clear_refs); 'base with model' = that run's own settled RSS (the older base)")
     rows, ratios, details = [], [], []
     with tempfile.TemporaryDirectory(prefix="fedser-server-memory-") as tmp:
-        base = base_without_model(Path(tmp) / "base", limit)
+        base = base_without_model(Path(tmp) / "base", limit, server_config)
         print(f"base: server with a negligible model settles at {base / MB:.0f} MB", flush=True)
         for n in [int(c) for c in args.clients.split(",") if c.strip()]:
             timeout = args.timeout or 120.0 + n * args.model_mb / FLOOR_MB_S
-            r = run_federation(hidden, n, 1, 1.0, Path(tmp) / f"mem-{n}", timeout, limit)
+            r = run_federation(hidden, n, 1, 1.0, Path(tmp) / f"mem-{n}", timeout, limit, server_config)
             model = r["model_bytes"]
             done = r["rounds_done"] >= 1
             peak, base_with_model = r.get("peak_rss", 0), r.get("base_rss", 0)
@@ -238,12 +246,12 @@ def main() -> None:
             details.append((f"memory, {n} clients", r))
             print(f"{n:5d} clients  model {model / MB:.1f} MB  base {base / MB:.0f} MB (with model {base_with_model / MB:.0f})  "
                   f"peak {peak / MB:.0f} MB  (peak-base)/model {(peak - base) / model:.2f}  round done: {done}  "
-                  f"{r['wall_s']:.0f} s  {fmt_counts(r['counts'])}", flush=True)
+                  f"{r['wall_s']:.0f} s (round {sum(r['round_seconds']):.0f} s)  {fmt_counts(r['counts'])}", flush=True)
         scale_rows = []
         if args.scale_clients:
             n = args.scale_clients
             r = run_federation([256, 128], n, args.scale_rounds, args.scale_fraction, Path(tmp) / f"scale-{n}",
-                               args.timeout or 600.0, limit, fetch=True)
+                               args.timeout or 600.0, limit, server_config, fetch=True)
             seconds = r["round_seconds"]
             scale_rows.append([n, math.ceil(args.scale_fraction * n), f"{r['rounds_done']}/{args.scale_rounds}",
                                " ".join(f"{s:.1f}" for s in seconds) or "-", r["max_threads"], f"{r.get('peak_rss', 0) / MB:.0f}",
