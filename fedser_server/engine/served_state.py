@@ -10,6 +10,7 @@ copied from that file.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,15 @@ class ServedState(Protocol):
 
     def checkpoint_of(self, state: State) -> SaveCheckpoint:
         """What writes `state` (the one `serve` or `next_round` returned last) as a checkpoint, later, on the writer's thread."""
+
+
+def give_back_free_heap() -> None:
+    """Hand the heap that start-up's model-sized temporaries left free back to the OS: glibc keeps
+    up to MALLOC_TRIM_THRESHOLD_ of it (512 MiB in fedser's processes, DESIGN §8). Not glibc: nothing."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class InMemoryState:
