@@ -18,6 +18,7 @@ import numpy as np
 from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask
 from fedser_client.local_store import LocalStore
 from fedser_shared import PROTOCOL_VERSION, codec, wire
+from fedser_shared.checksum import Checksum, Digest, StreamHash
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import CorruptBlobError, FedserError
 from fedser_shared.logging import get_logger
@@ -124,6 +125,8 @@ class ClientDaemon:
         self.trainer: LocalTrainer | None = None
         self.config: RunConfig | None = None
         self.heartbeat_interval_s = 10.0
+        # whether the server checks XXH3 and takes SubmitSmallUpdate: its model headers say so
+        self.server_takes_xxh3 = False
         self.bound_log = log.bind(client=identity.name)
 
     # ---------------------------------------------------------------- calls
@@ -162,7 +165,7 @@ class ClientDaemon:
         first = next(stream, None)
         if not isinstance(first, pb.ModelChunk) or first.WhichOneof("payload") != "header":
             raise CorruptBlobError("model stream did not start with a header")
-        with codec.BlobAssembler(first.header.total_len, first.header.sha256) as assembler:
+        with codec.BlobAssembler(first.header.total_len, self._model_digest(first.header)) as assembler:
             for message in stream:
                 if not isinstance(message, memoryview):
                     raise CorruptBlobError("model stream holds a second header")
@@ -174,33 +177,66 @@ class ClientDaemon:
         if not task.HasField("model"):
             return self._fetch_model(task)
         header = task.model.header
-        return codec.decode(codec.assemble(iter([task.model.data]), header.total_len, header.sha256))
+        return codec.decode(codec.assemble(iter([task.model.data]), header.total_len, self._model_digest(header)))
 
-    def _update_messages(self, task: pb.Task, update: Mapping[str, np.ndarray], report: TrainReport) -> Iterator[pb.UpdateChunk | bytes]:
-        """The update streamed straight from its tensors (no blob is built), hashed as it goes:
-        the checksum travels in the trailer."""
-        parts = codec.encode_parts(update)
+    def _model_digest(self, header: pb.BlobHeader) -> Digest:
+        self.server_takes_xxh3 = bool(header.xxh3_128)
+        return Digest.preferred(header.sha256, header.xxh3_128)
+
+    def _update_header(self, task: pb.Task, report: TrainReport, total_len: int, checksum: Checksum) -> pb.UpdateHeader:
         metrics = pb.TrainMetrics(
             loss=report.loss, n_labeled=report.n_labeled, n_pseudo=report.n_pseudo, local_steps=report.local_steps,
             pseudo_taken_per_class=report.pseudo_taken_per_class, pseudo_correct_per_class=report.pseudo_correct_per_class,
             pseudo_with_truth=report.pseudo_with_truth, train_seconds=report.seconds,
             pseudo_candidates=report.pseudo_candidates, pseudo_pass_tau=report.pseudo_pass_tau,
             pseudo_pass_kappa=report.pseudo_pass_kappa)
-        yield pb.UpdateChunk(header=pb.UpdateHeader(
+        return pb.UpdateHeader(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
-            n_samples=report.n_samples, metrics=metrics, blob=pb.BlobHeader(total_len=sum(len(p) for p in parts))))
-        hasher = codec.StreamHash()
+            n_samples=report.n_samples, metrics=metrics,
+            blob=pb.BlobHeader(total_len=total_len,
+                               checksum=pb.CHECKSUM_XXH3_128 if checksum is Checksum.XXH3_128 else pb.CHECKSUM_SHA256))
+
+    @staticmethod
+    def _trailer(checksum: Checksum, digest: bytes) -> pb.BlobTrailer:
+        return pb.BlobTrailer(xxh3_128=digest) if checksum is Checksum.XXH3_128 else pb.BlobTrailer(sha256=digest)
+
+    def _update_messages(self, task: pb.Task, update: Mapping[str, np.ndarray], report: TrainReport) -> bytes | Iterator[pb.UpdateChunk | bytes]:
+        """What carries the update: one SubmitSmallUpdate message (bytes) for an update within the
+        run's inline limit, to a server that takes it; else SubmitUpdate's stream. XXH3 where the
+        server checks it, else SHA-256."""
+        parts = codec.encode_parts(update)
+        total_len = sum(len(p) for p in parts)
+        checksum = Checksum.XXH3_128 if self.server_takes_xxh3 else Checksum.SHA256
+        header = self._update_header(task, report, total_len, checksum)
+        limit = self.config.federation.inline_model_max_bytes if self.config else 0
+        if not (self.server_takes_xxh3 and total_len <= limit):
+            return self._update_stream(header, parts, checksum)
+        hasher = checksum.new()
+        for part in parts:
+            hasher.update(part)
+        return wire.small_update_message(header, self._trailer(checksum, hasher.digest()), parts)
+
+    def _update_stream(self, header: pb.UpdateHeader, parts: list[bytes | memoryview],
+                       checksum: Checksum) -> Iterator[pb.UpdateChunk | bytes]:
+        """The update streamed straight from its tensors (no blob is built), hashed as it goes:
+        the checksum travels in the trailer."""
+        yield pb.UpdateChunk(header=header)
+        hasher = StreamHash(checksum)
         try:
             for run in codec.chunked(parts):
                 for piece in run:
                     hasher.update(piece)
                 yield wire.data_message(*run)
-            yield pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=hasher.digest()))
+            yield pb.UpdateChunk(trailer=self._trailer(checksum, hasher.digest()))
         finally:
             hasher.close()
 
     def submit_update(self, task: pb.Task, update: Mapping[str, np.ndarray], report: TrainReport) -> None:
-        self.bulk.submit_update(self._update_messages(task, update, report), timeout=600)
+        messages = self._update_messages(task, update, report)
+        if isinstance(messages, bytes):
+            self.bulk.submit_small_update(messages, timeout=600)
+        else:
+            self.bulk.submit_update(messages, timeout=600)
 
     def _train(self, task: pb.Task, result: DaemonResult) -> None:
         assert self.trainer is not None

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fedser_shared.checksum import Checksum
 from fedser_shared.errors import InvalidUpdateError
 
 MAX_COUNT = 10**9  # examples a client may declare per count: far above any device, far below overflow
@@ -50,6 +51,7 @@ class UpdateHeader:
     pseudo_candidates: int = 0
     pseudo_pass_tau: int = 0
     pseudo_pass_kappa: int = 0
+    checksum: Checksum = Checksum.SHA256  # the algorithm of the digest that ends the blob
 
     @property
     def empty(self) -> bool:
@@ -61,7 +63,7 @@ class UpdateHeader:
     def checked(cls, *, round: int, task_id: str, n_samples: int, total_len: int, loss: float,
                 pseudo_taken_per_class: Sequence[int], pseudo_correct_per_class: Sequence[int],
                 pseudo_with_truth: int, num_classes: int, pseudo_candidates: int = 0, pseudo_pass_tau: int = 0,
-                pseudo_pass_kappa: int = 0) -> "UpdateHeader":
+                pseudo_pass_kappa: int = 0, checksum: Checksum = Checksum.SHA256) -> "UpdateHeader":
         """The header, or InvalidUpdateError naming the first field out of range."""
         if total_len <= 0:
             raise InvalidUpdateError(f"announced blob length {total_len} must be positive")
@@ -79,4 +81,5 @@ class UpdateHeader:
                    total_len=total_len, loss=check_loss("loss", loss), pseudo_taken_per_class=taken,
                    pseudo_correct_per_class=correct,
                    pseudo_with_truth=check_count("pseudo_with_truth", pseudo_with_truth),
-                   pseudo_candidates=candidates, pseudo_pass_tau=pass_tau, pseudo_pass_kappa=pass_kappa)
+                   pseudo_candidates=candidates, pseudo_pass_tau=pass_tau, pseudo_pass_kappa=pass_kappa,
+                   checksum=checksum)

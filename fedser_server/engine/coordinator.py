@@ -213,8 +213,11 @@ class Coordinator:
 
     def incoming_update(self, header: UpdateHeader) -> IncomingUpdate:
         """Where an update whose header passed `check_update_header` is received and checked."""
-        measure = DELTA if self.config.federation.update_norm_max is not None else None
-        return IncomingUpdate(header.total_len, self._expected_update, self.store.incoming_dir, measure)
+        fed = self.config.federation
+        measure = DELTA if fed.update_norm_max is not None else None
+        # a small update stays in memory: no file to create, write and read back per update
+        spill_dir = self.store.incoming_dir if header.total_len > fed.inline_model_max_bytes else None
+        return IncomingUpdate(header.total_len, self._expected_update, spill_dir, measure, header.checksum)
 
     def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
         """Accept a received and checked update; it is folded into the round in the background

@@ -17,6 +17,7 @@ import numpy as np
 from fedser_server.core.strategy import TensorSpec, check_finite, check_layout
 from fedser_server.state.spill import SpillFile
 from fedser_shared import codec
+from fedser_shared.checksum import Checksum, Digest, StreamHash
 from fedser_shared.codec import TensorEntry
 from fedser_shared.errors import CorruptBlobError, FedserError
 
@@ -27,7 +28,7 @@ READ_BLOCK_BYTES = 1 << 21
 class CheckedUpdate:
     """A received update whose checksum, layout and values passed; its bytes are on disk."""
 
-    def __init__(self, spill: SpillFile, layout: list[TensorEntry], norm: float | None = None) -> None:
+    def __init__(self, spill: "SpillFile | MemoryPark", layout: list[TensorEntry], norm: float | None = None) -> None:
         self._spill, self._layout = spill, layout
         self.norm = norm  # L2 norm of the tensors the receiver was asked to measure, if any
 
@@ -46,14 +47,33 @@ class CheckedUpdate:
         self._spill.close()
 
 
+class MemoryPark:
+    """A small update's bytes kept in memory: `SpillFile`'s interface without the file."""
+
+    def __init__(self, total_len: int) -> None:
+        self._buffer = memoryview(np.empty(total_len, np.uint8))
+        self._written = 0
+
+    def write(self, data: memoryview) -> None:
+        self._buffer[self._written : self._written + len(data)] = data
+        self._written += len(data)
+
+    def read_at(self, offset: int, into: memoryview) -> None:
+        into[:] = self._buffer[offset : offset + len(into)]
+
+    def close(self) -> None:
+        self._buffer = memoryview(b"")
+
+
 class IncomingUpdate:
-    def __init__(self, total_len: int, expected: Mapping[str, TensorSpec], spill_dir: Path,
-                 measure_prefix: str | None = None) -> None:
+    def __init__(self, total_len: int, expected: Mapping[str, TensorSpec], spill_dir: Path | None,
+                 measure_prefix: str | None = None, checksum: Checksum = Checksum.SHA256) -> None:
+        """`spill_dir` None parks the update in memory (a small one: no file to create, write and read back)."""
         if total_len <= 0:
             raise CorruptBlobError(f"announced blob length {total_len} must be positive")
         self.total_len = total_len
         self._expected = expected
-        self._hasher = codec.StreamHash()
+        self._hasher = StreamHash(checksum)
         self._received = 0
         self._prefix = bytearray()
         self._prefix_len: int | None = None
@@ -63,7 +83,7 @@ class IncomingUpdate:
         self._problem: FedserError | None = None
         self._measure = measure_prefix  # tensors whose squared values are summed as they pass
         self._squares = 0.0
-        self._spill: SpillFile | None = SpillFile(spill_dir)
+        self._spill: SpillFile | MemoryPark | None = SpillFile(spill_dir) if spill_dir is not None else MemoryPark(total_len)
 
     def __enter__(self) -> "IncomingUpdate":
         return self
@@ -92,12 +112,15 @@ class IncomingUpdate:
                 self._spill.write(chunk)
         self._received = end
 
-    def finish(self, sha256: bytes) -> CheckedUpdate:
-        """The checked update, handed on with its file; raises what was wrong with it otherwise."""
+    def finish(self, expected: Digest | bytes) -> CheckedUpdate:
+        """The checked update, handed on with its file; raises what was wrong with it otherwise.
+        `expected` is the trailer's digest; bare bytes are a SHA-256 digest."""
         if self._received != self.total_len:
             raise CorruptBlobError(f"blob truncated: received {self._received} of {self.total_len} bytes")
-        if self._hasher.digest() != sha256:
-            raise CorruptBlobError("blob checksum mismatch (sha256)")
+        if not isinstance(expected, Digest):
+            expected = Digest(Checksum.SHA256, expected)
+        if not self._hasher.matches(expected):
+            raise CorruptBlobError(f"blob checksum mismatch ({expected.kind.value})")
         if self._problem is not None:
             raise self._problem
         assert self._spill is not None and self._layout is not None

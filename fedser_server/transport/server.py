@@ -30,18 +30,21 @@ def _enable_reflection(server: grpc.Server, service_names: tuple[str, ...]) -> N
 
 
 def coordinator_handlers(servicer: CoordinatorServicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The generated registration, except that the bulk streams' data messages are framed by
-    `wire` (no protobuf copy per chunk); every other message is protobuf as generated."""
+    """The generated registration, except that the bulk messages (the streams' data, a small
+    update) are framed by `wire` (no protobuf copy of the tensors); every other message is
+    protobuf as generated."""
 
     def unary(method, request, reply) -> grpc.RpcMethodHandler:  # type: ignore[no-untyped-def]
-        return grpc.unary_unary_rpc_method_handler(method, request.FromString, reply.SerializeToString)
+        read = request if callable(request) and not isinstance(request, type) else request.FromString
+        return grpc.unary_unary_rpc_method_handler(method, read, reply.SerializeToString)
 
     return {
         "Join": unary(servicer.Join, pb.JoinRequest, pb.JoinReply),
-        "GetTask": unary(servicer.GetTask, pb.GetTaskRequest, pb.Task),
+        "GetTask": grpc.unary_unary_rpc_method_handler(servicer.GetTask, pb.GetTaskRequest.FromString, wire.serialize),
         "FetchModel": grpc.unary_stream_rpc_method_handler(servicer.FetchModel, pb.FetchModelRequest.FromString, wire.serialize),
         "SubmitUpdate": grpc.stream_unary_rpc_method_handler(servicer.SubmitUpdate, wire.read_update_chunk,
                                                              pb.UpdateAck.SerializeToString),
+        "SubmitSmallUpdate": unary(servicer.SubmitSmallUpdate, wire.read_small_update, pb.UpdateAck),
         "SubmitEvaluation": unary(servicer.SubmitEvaluation, pb.EvaluationReport, pb.Ack),
         "Heartbeat": unary(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatReply),
         "Leave": unary(servicer.Leave, pb.LeaveRequest, pb.Ack),

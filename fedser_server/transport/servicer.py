@@ -19,6 +19,7 @@ from fedser_server.engine.coordinator import Coordinator
 from fedser_server.state.registry import ClientRecord
 from fedser_server.transport.admission import Limits, PollGate, UploadGate
 from fedser_shared import PROTOCOL_VERSION, codec, wire
+from fedser_shared.checksum import Checksum, Digest
 from fedser_shared.errors import (
     AuthenticationError,
     ClientCancelledError,
@@ -109,30 +110,75 @@ def task_message(task: TaskAssignment) -> pb.Task:
         deadline_unix_s=task.deadline_unix_s, retry_after_s=task.retry_after_s)
 
 
+_CHECKSUM_OF = {pb.CHECKSUM_SHA256: Checksum.SHA256, pb.CHECKSUM_XXH3_128: Checksum.XXH3_128}
+
+
+def model_header(blob: codec.Blob) -> pb.BlobHeader:
+    """A model's length and both digests: XXH3 for current clients, SHA-256 for older ones."""
+    return pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256, xxh3_128=blob.xxh3_128)
+
+
+def checked_header(head: pb.UpdateHeader, num_classes: int) -> UpdateHeader:
+    """An update's header message checked into a typed value (InvalidUpdateError otherwise)."""
+    checksum = _CHECKSUM_OF.get(head.blob.checksum)
+    if checksum is None:
+        raise InvalidUpdateError(f"unknown checksum {head.blob.checksum}")
+    metrics = head.metrics
+    return UpdateHeader.checked(
+        round=head.round, task_id=head.task_id, n_samples=head.n_samples,
+        total_len=head.blob.total_len, loss=metrics.loss,
+        pseudo_taken_per_class=metrics.pseudo_taken_per_class,
+        pseudo_correct_per_class=metrics.pseudo_correct_per_class,
+        pseudo_with_truth=metrics.pseudo_with_truth, num_classes=num_classes,
+        pseudo_candidates=metrics.pseudo_candidates, pseudo_pass_tau=metrics.pseudo_pass_tau,
+        pseudo_pass_kappa=metrics.pseudo_pass_kappa, checksum=checksum)
+
+
+def trailer_digest(header: UpdateHeader, trailer: pb.BlobTrailer) -> Digest:
+    """The digest the trailer carries for the checksum its header announced."""
+    return Digest(header.checksum, trailer.xxh3_128 if header.checksum is Checksum.XXH3_128 else trailer.sha256)
+
+
 def model_messages(blob: codec.Blob) -> Iterator[pb.ModelChunk | bytes]:
     """FetchModel's reply: the header, then data messages framed straight from the round's blob
     (`wire.data_message`: one copy per chunk, nothing kept per client or per round)."""
-    yield pb.ModelChunk(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256))
+    yield pb.ModelChunk(header=model_header(blob))
     for chunk in blob.chunks():
         yield wire.data_message(chunk)
 
 
 class _InlineModel:
-    """The task's inline copy of the current global blob, built once per round, not per client."""
+    """The task's inline copy of the current global blob, built and serialised once per round,
+    not per client: a task's reply is its small fields serialised, then these bytes appended
+    (one copy of the model per client, where a `Task` holding the model costs two)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._blob: codec.Blob | None = None
         self._message = pb.InlineBlob()
+        self._field_source: pb.InlineBlob | None = None
+        self._field = b""
+
+    def field_of(self, blob: codec.Blob) -> bytes:
+        """`Task.model` holding `blob`, serialised as a field to append to a serialised Task."""
+        message = self.of(blob)
+        with self._lock:
+            if message is not self._field_source:
+                self._field = wire.length_delimited_field(TASK_MODEL_FIELD, message.SerializeToString())
+                self._field_source = message
+            return self._field
 
     def of(self, blob: codec.Blob) -> pb.InlineBlob:
         with self._lock:
             if self._blob is not blob:
                 # bytes() is free on bytes and copies a blob held as a buffer view once per round
                 data = bytes(blob.data)
-                self._message = pb.InlineBlob(header=pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256), data=data)
+                self._message = pb.InlineBlob(header=model_header(blob), data=data)
                 self._blob = blob
             return self._message
+
+
+TASK_MODEL_FIELD = pb.Task.DESCRIPTOR.fields_by_name["model"].number
 
 
 class _EndedEarly(CorruptBlobError):
@@ -197,7 +243,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             heartbeat_interval_s=self.coordinator.heartbeat_interval_s)
 
     @_mapped
-    def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.Task:
+    def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.Task | bytes:
+        """The task, serialised by hand when it carries the model inline (see `_InlineModel`)."""
         client = self._client(request.protocol_version, request.session)
         with self._polls.park() as parked:
             remaining = context.time_remaining()
@@ -207,19 +254,19 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             retry = self._polls.retry_after_s(len(self.coordinator.registry.clients), self.poll_timeout_s)
             task = dataclasses.replace(task, retry_after_s=retry)
         message = task_message(task)
-        if task.kind in (TaskKind.TRAIN, TaskKind.EVALUATE):
-            self._attach_model(client, task, message)
-        return message
+        model = self._inline_model_field(client, task) if task.kind in (TaskKind.TRAIN, TaskKind.EVALUATE) else b""
+        return message.SerializeToString() + model if model else message
 
-    def _attach_model(self, client: ClientRecord, task: TaskAssignment, message: pb.Task) -> None:
-        """Put a small global state into the task itself, so the client needs no FetchModel."""
+    def _inline_model_field(self, client: ClientRecord, task: TaskAssignment) -> bytes:
+        """A small global state to put into the task itself, so the client needs no FetchModel; b"" otherwise."""
         try:
             blob = self.coordinator.model_blob(client, task.round, task.task_id)
         except FedserError:
-            return  # the round closed meanwhile: the client's FetchModel hears why
-        if blob.total_len <= self.coordinator.config.federation.inline_model_max_bytes:
-            message.model.CopyFrom(self._inline_model.of(blob))
-            self.coordinator.record_transfer(sent=blob.total_len)
+            return b""  # the round closed meanwhile: the client's FetchModel hears why
+        if blob.total_len > self.coordinator.config.federation.inline_model_max_bytes:
+            return b""
+        self.coordinator.record_transfer(sent=blob.total_len)
+        return self._inline_model.field_of(blob)
 
     def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk | bytes]:
         try:
@@ -240,15 +287,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             head = first.header
             client_id, round_index = head.session.client_id, head.round
             client = self._client(head.protocol_version, head.session)
-            metrics = head.metrics
-            header = UpdateHeader.checked(
-                round=head.round, task_id=head.task_id, n_samples=head.n_samples,
-                total_len=head.blob.total_len, loss=metrics.loss,
-                pseudo_taken_per_class=metrics.pseudo_taken_per_class,
-                pseudo_correct_per_class=metrics.pseudo_correct_per_class,
-                pseudo_with_truth=metrics.pseudo_with_truth, num_classes=self.coordinator.config.num_classes,
-                pseudo_candidates=metrics.pseudo_candidates, pseudo_pass_tau=metrics.pseudo_pass_tau,
-                pseudo_pass_kappa=metrics.pseudo_pass_kappa)
+            header = checked_header(head, self.coordinator.config.num_classes)
             task = self.coordinator.check_update_header(client, header)
 
             def still_wanted() -> None:
@@ -281,7 +320,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                         break
                     if next(messages, None) is not None:
                         raise InvalidUpdateError("an update stream ends with its trailer")
-                    self.coordinator.submit_update(client, header, incoming.finish(message.trailer.sha256))
+                    self.coordinator.submit_update(client, header, incoming.finish(trailer_digest(header, message.trailer)))
                     return
                 if not message:
                     break
@@ -295,6 +334,32 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                     raise _EndedEarly(f"blob truncated: received {incoming.received} of {incoming.total_len} bytes")
                 raise InvalidUpdateError("the update stream ended without its checksum trailer")
         raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks, then its trailer")
+
+    def SubmitSmallUpdate(self, request: wire.SmallUpdateParts | wire.Malformed, context: grpc.ServicerContext) -> pb.UpdateAck:
+        """A whole small update in one message (from `wire.read_small_update`: the data is a view of
+        what grpc received): the same checks as a stream, parked in memory, no upload slot (it is
+        already here)."""
+        client_id, round_index = "", 0
+        try:
+            if isinstance(request, wire.Malformed):
+                raise InvalidUpdateError(request.detail)
+            head = request.header
+            client_id, round_index = head.session.client_id, head.round
+            client = self._client(head.protocol_version, head.session)
+            header = checked_header(head, self.coordinator.config.num_classes)
+            limit = self.coordinator.config.federation.inline_model_max_bytes
+            if header.total_len > limit:
+                raise InvalidUpdateError(f"an update of {header.total_len} bytes exceeds the {limit} bytes of "
+                                         "SubmitSmallUpdate: stream it with SubmitUpdate")
+            self.coordinator.check_update_header(client, header)
+            with self.coordinator.incoming_update(header) as incoming:
+                if len(request.data):
+                    incoming.feed(request.data)
+                self.coordinator.record_transfer(received=len(request.data))
+                self.coordinator.submit_update(client, header, incoming.finish(trailer_digest(header, request.trailer)))
+        except FedserError as exc:
+            self._refuse(context, "SubmitUpdate", exc, client_id, round_index)
+        return pb.UpdateAck(accepted=True, message="update accepted")
 
     @_mapped
     def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.ServicerContext) -> pb.Ack:

@@ -9,8 +9,8 @@ touches the tensor bytes at most once:
   straight into the bytes that will be served (no encode pass, no second copy).
 - The sender slices the blob with memoryviews (no copy per chunk).
 - `BlobAssembler` writes chunks into one preallocated (not zero-filled) buffer and hands that
-  buffer back as is (no final copy); `StreamHash` hashes them meanwhile on a thread of its own
-  (SHA-256 costs as much as the transfer itself on a small box: DESIGN §8).
+  buffer back as is (no final copy), hashing them as they pass (`checksum.StreamHash`: XXH3
+  inline; SHA-256, which costs as much as the transfer itself on a small box, on a thread).
 - `decode` returns arrays that are views into the received buffer (no copy), after checking
   the safetensors header in full: dtypes, shapes, offsets inside the buffer, no gaps and no
   overlaps. Arrays decoded from a received blob (or a `bytearray`) are writable; from `bytes`,
@@ -23,17 +23,16 @@ and `decode` reads what the package writes.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import math
-import queue
 import struct
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from fedser_shared.checksum import Checksum, Digest, StreamHash
 from fedser_shared.errors import CorruptBlobError
 
 CHUNK_SIZE = 1 << 20
@@ -50,18 +49,23 @@ _NAME_OF_DTYPE: dict[np.dtype, str] = {dtype: name for name, dtype in _DTYPE_OF_
 
 @dataclass(frozen=True)
 class Blob:
-    """Serialised tensors plus what the receiver needs to check them."""
+    """Serialised tensors plus what the receiver needs to check them: the XXH3-128 digest, and
+    the SHA-256 digest computed on first use (only clients that predate XXH3 need it)."""
 
     data: bytes | memoryview
-    sha256: bytes
+    xxh3_128: bytes
 
     @property
     def total_len(self) -> int:
         return len(self.data)
 
+    @functools.cached_property
+    def sha256(self) -> bytes:
+        return Checksum.SHA256.of(self.data)
+
     @classmethod
     def of(cls, data: bytes | memoryview) -> "Blob":
-        return cls(data=data, sha256=hashlib.sha256(data).digest())
+        return cls(data=data, xxh3_128=Checksum.XXH3_128.of(data))
 
     def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryview]:
         return iter_chunks(self.data, chunk_size)
@@ -251,47 +255,17 @@ def iter_chunks(data: bytes | bytearray | memoryview, chunk_size: int = CHUNK_SI
         yield view[start : start + chunk_size]
 
 
-class StreamHash:
-    """SHA-256 of a stream of chunks, computed on a thread of its own: hashlib releases the GIL
-    for large buffers, so hashing overlaps with receiving, checking and copying the next chunks.
-    At most `backlog` chunks wait (they stay referenced until hashed). Call `digest()` or
-    `close()` once done, or the thread waits for chunks forever."""
-
-    def __init__(self, backlog: int = 4) -> None:
-        self._hasher = hashlib.sha256()
-        self._chunks: queue.Queue[bytes | memoryview | None] = queue.Queue(backlog)
-        self._thread = threading.Thread(target=self._run, name="fedser-sha256", daemon=True)
-        self._thread.start()
-
-    def update(self, chunk: bytes | memoryview) -> None:
-        self._chunks.put(chunk)
-
-    def digest(self) -> bytes:
-        self.close()
-        return self._hasher.digest()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._chunks.put(None)
-            self._thread.join()
-
-    def _run(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
-            self._hasher.update(chunk)
-
-
 class BlobAssembler:
     """Collects chunks into one buffer, refusing more bytes than announced."""
 
-    def __init__(self, total_len: int, sha256: bytes) -> None:
+    def __init__(self, total_len: int, expected: Digest | bytes) -> None:
+        """`expected` is the announced digest; bare bytes are a SHA-256 digest."""
         if total_len <= 0:
             raise CorruptBlobError(f"announced blob length {total_len} must be positive")
-        if len(sha256) != 32:
-            raise CorruptBlobError(f"sha256 must be 32 bytes, got {len(sha256)}")
+        self._expected = expected if isinstance(expected, Digest) else Digest(Checksum.SHA256, expected)
         # np.empty, not bytearray(n): no zero-fill pass over memory that the chunks overwrite anyway
         self._view = memoryview(np.empty(total_len, np.uint8))
-        self._expected_sha = sha256
-        self._hasher = StreamHash()
+        self._hasher = StreamHash(self._expected.kind)
         self._received = 0
 
     def __enter__(self) -> "BlobAssembler":
@@ -316,13 +290,13 @@ class BlobAssembler:
         """The checked blob: a writable view of the receive buffer itself, handed over without a copy."""
         if self._received != len(self._view):
             raise CorruptBlobError(f"blob truncated: received {self._received} of {len(self._view)} bytes")
-        if self._hasher.digest() != self._expected_sha:
-            raise CorruptBlobError("blob checksum mismatch (sha256)")
+        if not self._hasher.matches(self._expected):
+            raise CorruptBlobError(f"blob checksum mismatch ({self._expected.kind.value})")
         return self._view
 
 
-def assemble(chunks: Iterator[bytes], total_len: int, sha256: bytes) -> memoryview:
-    with BlobAssembler(total_len, sha256) as assembler:
+def assemble(chunks: Iterable[bytes | memoryview], total_len: int, expected: Digest | bytes) -> memoryview:
+    with BlobAssembler(total_len, expected) as assembler:
         for chunk in chunks:
             assembler.feed(chunk)
         return assembler.finish()

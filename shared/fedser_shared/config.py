@@ -169,8 +169,9 @@ class FederationConfig(_Section):
     """Fresh samples tried when a round ends with too few updates, before waiting for clients again."""
     poll_timeout_s: float = Field(20.0, gt=0.0, description="how long GetTask long-polls are held")
     inline_model_max_bytes: int = Field(4 * 2**20 - 64 * 2**10, ge=0, le=6 * 2**20)
-    """A global state up to this size travels inside the task (no FetchModel call per client and round); larger ones
-    stream with FetchModel; 0 always streams. The default (4 MiB - 64 KiB) leaves room for the Task around it within
+    """A global state up to this size travels inside the task (no FetchModel call per client and round), and an update
+    up to this size in one SubmitSmallUpdate message, kept in memory until it is aggregated; larger ones stream (and
+    updates are parked on disk); 0 always streams. The default (4 MiB - 64 KiB) leaves room for the Task around it within
     the 4 MiB receive limit most gRPC clients keep by default (grpc-js, grpc-java, grpc-go). At most 6 MiB."""
     state_in_memory_max_bytes: int = Field(16 * 2**20, ge=0)
     """A global state up to this size, and its float64 running sums, are held in the server's memory (the fastest);

@@ -1,14 +1,20 @@
-"""The bulk streams' data messages (FetchModel, SubmitUpdate) framed by hand, without protobuf objects.
+"""The bulk messages (FetchModel's and SubmitUpdate's data, SubmitSmallUpdate) framed by hand, without protobuf objects.
 
 A data message is `ModelChunk{data}` / `UpdateChunk{data}`: field 2 (length-delimited), a varint
 length, the bytes. Built here, a chunk's bytes are copied once on the way out (into the message
 grpc sends); read here, not at all on the way in (a memoryview of the message grpc received),
 where a protobuf object costs a parse copy plus one per `.data` read. Header and trailer messages
 still go through protobuf, and any data message a protobuf library writes is read correctly too.
+
+A `SmallUpdate` (a whole small update in one message) is written as its header and trailer
+through protobuf followed by the data field framed by hand (one copy of the tensors), and read
+by walking its top-level fields: the data is a view of the received message, whatever the order
+of the fields a sender wrote.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -20,6 +26,8 @@ _DATA_TAG = 0x12  # field 2, wire type 2
 _MAX_VARINT_BYTES = 10
 FETCH_MODEL = "/fedser.v1.Coordinator/FetchModel"
 SUBMIT_UPDATE = "/fedser.v1.Coordinator/SubmitUpdate"
+SUBMIT_SMALL_UPDATE = "/fedser.v1.Coordinator/SubmitSmallUpdate"
+_LEN = 2  # protobuf wire type of bytes and messages
 
 
 def _varint(value: int) -> bytes:
@@ -31,9 +39,78 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def length_delimited_field(number: int, payload: bytes) -> bytes:
+    """A bytes or message field, serialised: appended to a serialised message, it sets that field."""
+    return b"".join((_varint(number << 3 | _LEN), _varint(len(payload)), payload))
+
+
 def data_message(*parts: bytes | memoryview) -> bytes:
     """One data message holding `parts` back to back: one copy of their bytes."""
     return b"".join((bytes((_DATA_TAG,)), _varint(sum(len(part) for part in parts)), *parts))
+
+
+def _read_varint(raw: bytes | memoryview, position: int) -> tuple[int, int]:
+    """The varint at `position` and the position after it; ValueError when it is cut or too long."""
+    value = 0
+    for shift in range(0, 7 * _MAX_VARINT_BYTES, 7):
+        if position >= len(raw):
+            raise ValueError("message ends inside a varint")
+        byte = raw[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _fields(raw: bytes) -> dict[int, memoryview]:
+    """The length-delimited top-level fields of a message, by number, as views. Any other wire
+    type, and a field that occurs twice, is refused."""
+    view, position, fields = memoryview(raw), 0, {}
+    while position < len(view):
+        key, position = _read_varint(view, position)
+        if key & 7 != _LEN:
+            raise ValueError(f"field {key >> 3} has wire type {key & 7}, expected length-delimited")
+        size, position = _read_varint(view, position)
+        if position + size > len(view):
+            raise ValueError(f"field {key >> 3} runs past the end of the message")
+        if key >> 3 in fields:
+            raise ValueError(f"field {key >> 3} occurs twice")
+        fields[key >> 3] = view[position : position + size]
+        position += size
+    return fields
+
+
+@dataclass(frozen=True)
+class SmallUpdateParts:
+    header: pb.UpdateHeader
+    data: memoryview
+    trailer: pb.BlobTrailer
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """What a reader returns for bytes it cannot parse (grpc would answer a failed read with
+    INTERNAL; the handler answers INVALID_ARGUMENT with `detail`)."""
+
+    detail: str
+
+
+def read_small_update(raw: bytes) -> SmallUpdateParts | Malformed:
+    """A SmallUpdate's header and trailer parsed, its data as a view (no copy)."""
+    try:
+        fields = _fields(raw)
+        return SmallUpdateParts(header=pb.UpdateHeader.FromString(bytes(fields.get(1, b""))),
+                                data=fields.get(2, memoryview(b"")),
+                                trailer=pb.BlobTrailer.FromString(bytes(fields.get(3, b""))))
+    except Exception as exc:  # noqa: BLE001 - malformed bytes of any kind
+        return Malformed(f"malformed SmallUpdate message: {exc}")
+
+
+def small_update_message(header: pb.UpdateHeader, trailer: pb.BlobTrailer, parts: Sequence[bytes | memoryview]) -> bytes:
+    """A SmallUpdate whose data is `parts` back to back: one copy of their bytes."""
+    envelope = pb.SmallUpdate(header=header, trailer=trailer).SerializeToString()
+    return b"".join((envelope, bytes((_DATA_TAG,)), _varint(sum(len(part) for part in parts)), *parts))
 
 
 def _data_view(raw: bytes) -> memoryview | None:
@@ -77,10 +154,12 @@ class BulkCalls:
 
     fetch_model: grpc.UnaryStreamMultiCallable
     submit_update: grpc.StreamUnaryMultiCallable
+    submit_small_update: grpc.UnaryUnaryMultiCallable
 
     @classmethod
     def on(cls, channel: grpc.Channel) -> "BulkCalls":
         return cls(
             channel.unary_stream(FETCH_MODEL, request_serializer=pb.FetchModelRequest.SerializeToString,
                                  response_deserializer=read_model_chunk),
-            channel.stream_unary(SUBMIT_UPDATE, request_serializer=serialize, response_deserializer=pb.UpdateAck.FromString))
+            channel.stream_unary(SUBMIT_UPDATE, request_serializer=serialize, response_deserializer=pb.UpdateAck.FromString),
+            channel.unary_unary(SUBMIT_SMALL_UPDATE, request_serializer=serialize, response_deserializer=pb.UpdateAck.FromString))

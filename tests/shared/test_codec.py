@@ -2,10 +2,12 @@ import hashlib
 
 import numpy as np
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedser_shared import codec
+from fedser_shared.checksum import Checksum, Digest, StreamHash
 from fedser_shared.errors import CorruptBlobError
 
 
@@ -168,9 +170,23 @@ def test_a_blob_layout_is_filled_in_place_and_serves_as_the_blob() -> None:
         np.testing.assert_array_equal(value, tensors[name] * 2)
 
 
-def test_the_threaded_hash_is_sha256_of_the_stream() -> None:
+@pytest.mark.parametrize("kind", list(Checksum))
+def test_a_stream_hash_is_the_digest_of_the_whole_stream(kind: Checksum) -> None:
     data = codec.encode(_tensors())
-    hasher = codec.StreamHash(backlog=2)
+    hasher = StreamHash(kind, backlog=2)
     for chunk in codec.iter_chunks(data, 5000):
         hasher.update(chunk)
-    assert hasher.digest() == hashlib.sha256(data).digest()
+    expected = hashlib.sha256(data).digest() if kind is Checksum.SHA256 else xxhash.xxh3_128(data).digest()
+    assert hasher.digest() == expected
+
+
+def test_a_blob_assembled_under_xxh3_is_checked_against_xxh3() -> None:
+    blob = codec.encode_blob(_tensors())
+    assembled = codec.assemble(blob.chunks(1000), blob.total_len, Digest(Checksum.XXH3_128, blob.xxh3_128))
+    np.testing.assert_array_equal(codec.decode(assembled)["w.a"], _tensors()["w.a"])
+    flipped = bytearray(blob.data)
+    flipped[-1] ^= 1
+    with pytest.raises(CorruptBlobError, match="checksum mismatch \\(xxh3_128\\)"):
+        codec.assemble(iter([bytes(flipped)]), blob.total_len, Digest(Checksum.XXH3_128, blob.xxh3_128))
+    with pytest.raises(CorruptBlobError, match="must be 16 bytes"):
+        Digest(Checksum.XXH3_128, blob.sha256)

@@ -14,11 +14,18 @@ class TaskKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_KIND_TRAIN: _ClassVar[TaskKind]
     TASK_KIND_EVALUATE: _ClassVar[TaskKind]
     TASK_KIND_SHUTDOWN: _ClassVar[TaskKind]
+
+class Checksum(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECKSUM_SHA256: _ClassVar[Checksum]
+    CHECKSUM_XXH3_128: _ClassVar[Checksum]
 TASK_KIND_UNSPECIFIED: TaskKind
 TASK_KIND_WAIT: TaskKind
 TASK_KIND_TRAIN: TaskKind
 TASK_KIND_EVALUATE: TaskKind
 TASK_KIND_SHUTDOWN: TaskKind
+CHECKSUM_SHA256: Checksum
+CHECKSUM_XXH3_128: Checksum
 
 class Session(_message.Message):
     __slots__ = ("client_id", "session_token")
@@ -133,18 +140,24 @@ class FetchModelRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ...) -> None: ...
 
 class BlobHeader(_message.Message):
-    __slots__ = ("total_len", "sha256")
+    __slots__ = ("total_len", "sha256", "xxh3_128", "checksum")
     TOTAL_LEN_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    XXH3_128_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     total_len: int
     sha256: bytes
-    def __init__(self, total_len: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+    xxh3_128: bytes
+    checksum: Checksum
+    def __init__(self, total_len: _Optional[int] = ..., sha256: _Optional[bytes] = ..., xxh3_128: _Optional[bytes] = ..., checksum: _Optional[_Union[Checksum, str]] = ...) -> None: ...
 
 class BlobTrailer(_message.Message):
-    __slots__ = ("sha256",)
+    __slots__ = ("sha256", "xxh3_128")
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    XXH3_128_FIELD_NUMBER: _ClassVar[int]
     sha256: bytes
-    def __init__(self, sha256: _Optional[bytes] = ...) -> None: ...
+    xxh3_128: bytes
+    def __init__(self, sha256: _Optional[bytes] = ..., xxh3_128: _Optional[bytes] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -199,6 +212,16 @@ class UpdateHeader(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., n_samples: _Optional[int] = ..., metrics: _Optional[_Union[TrainMetrics, _Mapping]] = ..., blob: _Optional[_Union[BlobHeader, _Mapping]] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
+    __slots__ = ("header", "data", "trailer")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TRAILER_FIELD_NUMBER: _ClassVar[int]
+    header: UpdateHeader
+    data: bytes
+    trailer: BlobTrailer
+    def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., data: _Optional[bytes] = ..., trailer: _Optional[_Union[BlobTrailer, _Mapping]] = ...) -> None: ...
+
+class SmallUpdate(_message.Message):
     __slots__ = ("header", "data", "trailer")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]

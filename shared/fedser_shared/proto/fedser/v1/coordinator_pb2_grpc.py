@@ -54,6 +54,11 @@ class CoordinatorStub:
                 request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.UpdateChunk.SerializeToString,
                 response_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.UpdateAck.FromString,
                 _registered_method=True)
+        self.SubmitSmallUpdate = channel.unary_unary(
+                '/fedser.v1.Coordinator/SubmitSmallUpdate',
+                request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SmallUpdate.SerializeToString,
+                response_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.UpdateAck.FromString,
+                _registered_method=True)
         self.SubmitEvaluation = channel.unary_unary(
                 '/fedser.v1.Coordinator/SubmitEvaluation',
                 request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.EvaluationReport.SerializeToString,
@@ -97,7 +102,15 @@ class CoordinatorServicer:
 
     def SubmitUpdate(self, request_iterator, context):
         """The client's update as one safetensors blob: a header first, then chunks, then a trailer
-        with the blob's sha256 (the client hashes while it sends; protocol version 2).
+        with the blob's digest (the client hashes while it sends; protocol version 2).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitSmallUpdate(self, request, context):
+        """An update no larger than the run's federation.inline_model_max_bytes in one message: header,
+        blob and trailer, checked like a stream. Offered by servers whose model headers carry xxh3_128.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +155,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'SubmitUpdate': grpc.stream_unary_rpc_method_handler(
                     servicer.SubmitUpdate,
                     request_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.UpdateChunk.FromString,
+                    response_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.UpdateAck.SerializeToString,
+            ),
+            'SubmitSmallUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitSmallUpdate,
+                    request_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SmallUpdate.FromString,
                     response_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.UpdateAck.SerializeToString,
             ),
             'SubmitEvaluation': grpc.unary_unary_rpc_method_handler(
@@ -267,6 +285,33 @@ class Coordinator:
             target,
             '/fedser.v1.Coordinator/SubmitUpdate',
             fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.UpdateChunk.SerializeToString,
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.UpdateAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitSmallUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedser.v1.Coordinator/SubmitSmallUpdate',
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SmallUpdate.SerializeToString,
             fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.UpdateAck.FromString,
             options,
             channel_credentials,
