@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from fedser_server.state.mapped_file import MappedFile
 from fedser_shared import codec
+from fedser_shared.checksum import Checksum
 
 
 class FileSum:
@@ -63,10 +63,12 @@ class BlobFile:
         return self._file.read_blocks(self._data_start)
 
     def blob(self) -> codec.Blob:
-        hasher = hashlib.sha256()
+        """The blob to serve, its checksum taken through the file. (The SHA-256 that older clients
+        need is computed through the mapping on first use; FetchModel maps the pages in anyway.)"""
+        hasher = Checksum.XXH3_128.new()
         for block in self._file.read_blocks():
             hasher.update(block)
-        return codec.Blob(data=self.data, sha256=hasher.digest())
+        return codec.Blob(data=self.data, xxh3_128=hasher.digest())
 
     def close(self) -> None:
         """Close the file: the mapping stays while a stream still reads it."""
