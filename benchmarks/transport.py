@@ -7,10 +7,12 @@ same-run ratios mean anything):
   (b) bare grpc a grpcio stream of the same bytes in 1 MiB chunks, identity serialisers, no fedser code
   (c) fedser    FetchModel (down) and SubmitUpdate (up) of a real fedser server process for a SCAFFOLD
                 model whose state (w.* + c.*) is that size; the client side is the client daemon's
-                own code: header, sha256 check while receiving, parse; on the way up the update
-                streamed from its tensors with sha256 in the trailer, until the server's ack, which
+                own code: header, XXH3-128 check while receiving, parse; on the way up the update
+                streamed from its tensors with XXH3-128 in the trailer, until the server's ack, which
                 comes after its checksum, layout and finiteness checks and parking the update on
-                disk (adding it to the running sums follows the ack, before the round closes)
+                disk (adding it to the running sums follows the ack, before the round closes);
+                each round's transfers are timed once the previous round's checkpoint is on disk
+                (its disk write is round time, counted by vs_flower.py, not transport)
 
     python benchmarks/transport.py                 # 1, 64, 256 MB
     python benchmarks/transport.py --quick         # < 1 minute
@@ -19,6 +21,7 @@ same-run ratios mean anything):
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import struct
 import sys
@@ -162,6 +165,7 @@ class FedserEndpoint:
              "--config", str(workdir / "run.toml"), "--insecure", "--log-level", "warning"],
             stdout=open(workdir / "server.log", "w"), stderr=open(workdir / "server.err", "w"))
         wait_for_port(self.port, self.server)
+        self.state_dir = workdir / "server"
         (workdir / "client").mkdir(exist_ok=True)
         identity = ClientIdentity(name="bench", feature_name="emobase", feature_dim=988, label_counts=[10, 10, 10, 10],
                                   n_unlabeled=0, n_eval=0)
@@ -172,14 +176,32 @@ class FedserEndpoint:
         self.state_bytes = 0
 
     def _train_task(self):
+        from fedser_client.transport.daemon import CHECKSUMS_CHECKED
         from fedser_shared import PROTOCOL_VERSION
         from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 
         while True:
-            task = self.daemon.stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=self.daemon.session),
-                                            timeout=60)
+            task = self.daemon.stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=self.daemon.session,
+                                                              checksums=CHECKSUMS_CHECKED), timeout=60)
             if task.kind == pb.TASK_KIND_TRAIN:
                 return task
+
+    def _await_checkpoint(self, round_index: int) -> None:
+        """Until the round's checkpoint is on disk (progress.json is written last). The server acks
+        no update before the round it builds on is durable, and a 64 MB checkpoint takes this box's
+        disk 0.2-0.35 s (write + fsync): that is round time (vs_flower.py counts it), not transport."""
+        from fedser_server.state.layout import PROGRESS_FILE
+
+        progress, deadline = self.state_dir / PROGRESS_FILE, time.monotonic() + 60
+        while round_index > 0 and time.monotonic() < deadline:
+            try:
+                if json.loads(progress.read_text())["completed_round"] >= round_index:
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.005)
+        if round_index > 0:
+            raise TimeoutError(f"round {round_index}'s checkpoint did not appear")
 
     def round_trip(self) -> tuple[float, float]:
         """One round: FetchModel (timed), then SubmitUpdate of a pre-made update (timed)."""
@@ -187,6 +209,7 @@ class FedserEndpoint:
         from fedser_shared.tensor_names import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
 
         task = self._train_task()
+        self._await_checkpoint(task.round - 1)
         started = time.perf_counter()
         state = self.daemon._fetch_model(task)
         down = time.perf_counter() - started
@@ -263,9 +286,10 @@ def report(rows: list[dict[str, float]], reps: int, chunk_size: int) -> str:
     return (f"Throughput in MB/s (10^6 bytes per second), median of {reps} interleaved reps; chunks of "
             f"{chunk_size // 1024} KiB. (a) raw TCP = loopback socket between two processes; (b) bare grpc = grpcio "
             f"stream with identity serialisers; (c) fedser = the real server process and the client daemon's code, "
-            f"down including sha256 check and parse, up until the server's ack: streamed encode and sha256 on the "
-            f"client, the server's checksum, layout and finiteness checks and parking the update on disk (adding it "
-            f"to the sums follows the ack, before the round closes).\n\n{table}\n")
+            f"down including the XXH3-128 check and parse, up until the server's ack: streamed encode and XXH3-128 on "
+            f"the client, the server's checksum, layout and finiteness checks and parking the update on disk (adding it "
+            f"to the sums follows the ack, before the round closes); timed once the previous round's checkpoint is on "
+            f"disk.\n\n{table}\n")
 
 
 def main() -> None:

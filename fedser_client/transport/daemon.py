@@ -33,6 +33,10 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
              grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 
 
+# the model digests this client checks: a server that knows XXH3 then spares itself the SHA-256
+CHECKSUMS_CHECKED = (pb.CHECKSUM_XXH3_128, pb.CHECKSUM_SHA256)
+
+
 class ServerRefused(FedserError):
     """The server answered with a non-retryable status."""
 
@@ -161,7 +165,8 @@ class ClientDaemon:
 
     def _fetch_model(self, task: pb.Task) -> dict[str, np.ndarray]:
         stream = self.bulk.fetch_model(pb.FetchModelRequest(
-            protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id), timeout=600)
+            protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
+            checksums=CHECKSUMS_CHECKED), timeout=600)
         first = next(stream, None)
         if not isinstance(first, pb.ModelChunk) or first.WhichOneof("payload") != "header":
             raise CorruptBlobError("model stream did not start with a header")
@@ -172,12 +177,12 @@ class ClientDaemon:
                 assembler.feed(message)
             return codec.decode(assembler.finish())
 
-    def _global_state(self, task: pb.Task) -> dict[str, np.ndarray]:
+    def _global_state(self, received: wire.ReceivedTask) -> dict[str, np.ndarray]:
         """The task's global state: inline in the task for a small model, else streamed; checked either way."""
-        if not task.HasField("model"):
-            return self._fetch_model(task)
-        header = task.model.header
-        return codec.decode(codec.assemble(iter([task.model.data]), header.total_len, self._model_digest(header)))
+        if received.model_header is None or received.model_data is None:
+            return self._fetch_model(received.task)
+        header = received.model_header
+        return codec.decode(codec.assemble(iter([received.model_data]), header.total_len, self._model_digest(header)))
 
     def _model_digest(self, header: pb.BlobHeader) -> Digest:
         self.server_takes_xxh3 = bool(header.xxh3_128)
@@ -238,9 +243,10 @@ class ClientDaemon:
         else:
             self.bulk.submit_update(messages, timeout=600)
 
-    def _train(self, task: pb.Task, result: DaemonResult) -> None:
+    def _train(self, received: wire.ReceivedTask, result: DaemonResult) -> None:
         assert self.trainer is not None
-        global_state = self._global_state(task)
+        task = received.task
+        global_state = self._global_state(received)
         local_state = self.store.load_state(self.train_paths)
         train_task = TrainTask(round=task.round, lr=task.train.lr, local_epochs=task.train.local_epochs or 1,
                                pseudo_threshold=task.train.pseudo_label_threshold)
@@ -254,9 +260,10 @@ class ClientDaemon:
         self.bound_log.info("update_sent", round=task.round, n_samples=report.n_samples, loss=round(report.loss, 4),
                             steps=report.local_steps, seconds=round(report.seconds, 3))
 
-    def _evaluate(self, task: pb.Task, result: DaemonResult) -> None:
+    def _evaluate(self, received: wire.ReceivedTask, result: DaemonResult) -> None:
         assert self.trainer is not None
-        global_state = self._global_state(task)
+        task = received.task
+        global_state = self._global_state(received)
         matrix, loss = self.trainer.evaluate(global_state)
         self.stub.SubmitEvaluation(pb.EvaluationReport(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
@@ -282,16 +289,18 @@ class ClientDaemon:
         try:
             while not self.stop_event.is_set():
                 try:
-                    task = self.stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=self.session),
-                                             timeout=(self.config.federation.poll_timeout_s if self.config else 20.0) + 15)
+                    received = self.bulk.get_task(
+                        pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=self.session, checksums=CHECKSUMS_CHECKED),
+                        timeout=(self.config.federation.poll_timeout_s if self.config else 20.0) + 15)
+                    task = received.task
                     if task.kind == pb.TASK_KIND_SHUTDOWN:
                         result.shutdown = True
                         self.bound_log.info("shutdown_received", round=task.round)
                         break
                     if task.kind == pb.TASK_KIND_TRAIN:
-                        self._train(task, result)
+                        self._train(received, result)
                     elif task.kind == pb.TASK_KIND_EVALUATE:
-                        self._evaluate(task, result)
+                        self._evaluate(received, result)
                     elif task.retry_after_s > 0:
                         self.stop_event.wait(task.retry_after_s)
                     backoff.reset()

@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
@@ -113,9 +113,18 @@ def task_message(task: TaskAssignment) -> pb.Task:
 _CHECKSUM_OF = {pb.CHECKSUM_SHA256: Checksum.SHA256, pb.CHECKSUM_XXH3_128: Checksum.XXH3_128}
 
 
-def model_header(blob: codec.Blob) -> pb.BlobHeader:
-    """A model's length and both digests: XXH3 for current clients, SHA-256 for older ones."""
-    return pb.BlobHeader(total_len=blob.total_len, sha256=blob.sha256, xxh3_128=blob.xxh3_128)
+def model_header(blob: codec.Blob, sha256_too: bool = True) -> pb.BlobHeader:
+    """A model's length and digests: XXH3 for current clients, and SHA-256 (computed once per
+    model, on first use) unless the client said it checks XXH3."""
+    header = pb.BlobHeader(total_len=blob.total_len, xxh3_128=blob.xxh3_128)
+    if sha256_too:
+        header.sha256 = blob.sha256
+    return header
+
+
+def wants_sha256(checksums: Iterable[int]) -> bool:
+    """Whether a request's client needs the SHA-256 digest of a model (it did not list XXH3)."""
+    return pb.CHECKSUM_XXH3_128 not in checksums
 
 
 def checked_header(head: pb.UpdateHeader, num_classes: int) -> UpdateHeader:
@@ -139,10 +148,10 @@ def trailer_digest(header: UpdateHeader, trailer: pb.BlobTrailer) -> Digest:
     return Digest(header.checksum, trailer.xxh3_128 if header.checksum is Checksum.XXH3_128 else trailer.sha256)
 
 
-def model_messages(blob: codec.Blob) -> Iterator[pb.ModelChunk | bytes]:
+def model_messages(blob: codec.Blob, sha256_too: bool = True) -> Iterator[pb.ModelChunk | bytes]:
     """FetchModel's reply: the header, then data messages framed straight from the round's blob
     (`wire.data_message`: one copy per chunk, nothing kept per client or per round)."""
-    yield pb.ModelChunk(header=model_header(blob))
+    yield pb.ModelChunk(header=model_header(blob, sha256_too))
     for chunk in blob.chunks():
         yield wire.data_message(chunk)
 
@@ -156,26 +165,29 @@ class _InlineModel:
         self._lock = threading.Lock()
         self._blob: codec.Blob | None = None
         self._message = pb.InlineBlob()
-        self._field_source: pb.InlineBlob | None = None
-        self._field = b""
-
-    def field_of(self, blob: codec.Blob) -> bytes:
-        """`Task.model` holding `blob`, serialised as a field to append to a serialised Task."""
-        message = self.of(blob)
-        with self._lock:
-            if message is not self._field_source:
-                self._field = wire.length_delimited_field(TASK_MODEL_FIELD, message.SerializeToString())
-                self._field_source = message
-            return self._field
+        self._fields: dict[bool, tuple[pb.InlineBlob, bytes]] = {}  # with SHA-256 -> (source message, field)
 
     def of(self, blob: codec.Blob) -> pb.InlineBlob:
+        """The model with its XXH3 digest."""
         with self._lock:
             if self._blob is not blob:
                 # bytes() is free on bytes and copies a blob held as a buffer view once per round
                 data = bytes(blob.data)
-                self._message = pb.InlineBlob(header=model_header(blob), data=data)
+                self._message = pb.InlineBlob(header=model_header(blob, sha256_too=False), data=data)
                 self._blob = blob
+                self._fields = {}
             return self._message
+
+    def field_of(self, blob: codec.Blob, sha256_too: bool) -> bytes:
+        """`Task.model` holding `blob`, serialised as a field to append to a serialised Task."""
+        message = self.of(blob)
+        with self._lock:
+            source, field = self._fields.get(sha256_too, (None, b""))
+            if source is not message:
+                full = pb.InlineBlob(header=model_header(blob), data=message.data) if sha256_too else message
+                field = wire.length_delimited_field(TASK_MODEL_FIELD, full.SerializeToString())
+                self._fields[sha256_too] = (message, field)
+            return field
 
 
 TASK_MODEL_FIELD = pb.Task.DESCRIPTOR.fields_by_name["model"].number
@@ -254,10 +266,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             retry = self._polls.retry_after_s(len(self.coordinator.registry.clients), self.poll_timeout_s)
             task = dataclasses.replace(task, retry_after_s=retry)
         message = task_message(task)
-        model = self._inline_model_field(client, task) if task.kind in (TaskKind.TRAIN, TaskKind.EVALUATE) else b""
+        model = (self._inline_model_field(client, task, wants_sha256(request.checksums))
+                 if task.kind in (TaskKind.TRAIN, TaskKind.EVALUATE) else b"")
         return message.SerializeToString() + model if model else message
 
-    def _inline_model_field(self, client: ClientRecord, task: TaskAssignment) -> bytes:
+    def _inline_model_field(self, client: ClientRecord, task: TaskAssignment, sha256_too: bool) -> bytes:
         """A small global state to put into the task itself, so the client needs no FetchModel; b"" otherwise."""
         try:
             blob = self.coordinator.model_blob(client, task.round, task.task_id)
@@ -266,7 +279,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if blob.total_len > self.coordinator.config.federation.inline_model_max_bytes:
             return b""
         self.coordinator.record_transfer(sent=blob.total_len)
-        return self._inline_model.field_of(blob)
+        return self._inline_model.field_of(blob, sha256_too)
 
     def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk | bytes]:
         try:
@@ -274,7 +287,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             blob = self.coordinator.model_blob(client, request.round, request.task_id)
         except FedserError as exc:
             self._refuse(context, "FetchModel", exc, request.session.client_id, request.round)
-        yield from model_messages(blob)
+        yield from model_messages(blob, wants_sha256(request.checksums))
         self.coordinator.record_transfer(sent=blob.total_len)
 
     def SubmitUpdate(self, request_iterator: Iterator[pb.UpdateChunk | memoryview], context: grpc.ServicerContext) -> pb.UpdateAck:

@@ -27,6 +27,7 @@ _MAX_VARINT_BYTES = 10
 FETCH_MODEL = "/fedser.v1.Coordinator/FetchModel"
 SUBMIT_UPDATE = "/fedser.v1.Coordinator/SubmitUpdate"
 SUBMIT_SMALL_UPDATE = "/fedser.v1.Coordinator/SubmitSmallUpdate"
+GET_TASK = "/fedser.v1.Coordinator/GetTask"
 _LEN = 2  # protobuf wire type of bytes and messages
 
 
@@ -63,7 +64,7 @@ def _read_varint(raw: bytes | memoryview, position: int) -> tuple[int, int]:
     raise ValueError("varint longer than 10 bytes")
 
 
-def _fields(raw: bytes) -> dict[int, memoryview]:
+def _fields(raw: bytes | memoryview) -> dict[int, memoryview]:
     """The length-delimited top-level fields of a message, by number, as views. Any other wire
     type, and a field that occurs twice, is refused."""
     view, position, fields = memoryview(raw), 0, {}
@@ -79,6 +80,57 @@ def _fields(raw: bytes) -> dict[int, memoryview]:
         fields[key >> 3] = view[position : position + size]
         position += size
     return fields
+
+
+def _skip_value(view: memoryview, position: int, wire_type: int) -> int:
+    """The position after a field's value of this wire type."""
+    if wire_type == 0:
+        return _read_varint(view, position)[1]
+    if wire_type in (1, 5):
+        end = position + (8 if wire_type == 1 else 4)
+    elif wire_type == _LEN:
+        size, position = _read_varint(view, position)
+        end = position + size
+    else:
+        raise ValueError(f"unsupported wire type {wire_type}")
+    if end > len(view):
+        raise ValueError("a field runs past the end of the message")
+    return end
+
+
+@dataclass(frozen=True)
+class ReceivedTask:
+    """A Task as received: its small fields parsed; an inline model's data as a view of the
+    received message (`model_data`), not copied into a protobuf object and out again."""
+
+    task: pb.Task
+    model_header: pb.BlobHeader | None = None
+    model_data: memoryview | None = None
+
+
+_TASK_MODEL = pb.Task.DESCRIPTOR.fields_by_name["model"].number
+
+
+def read_task(raw: bytes) -> ReceivedTask:
+    """GetTask's reply: the message without its `model` field parsed by protobuf, the model's
+    header parsed, its data a view. Raises ValueError on bytes that are not a Task."""
+    view, position, model_span = memoryview(raw), 0, None
+    while position < len(view):
+        start = position
+        key, position = _read_varint(view, position)
+        position = _skip_value(view, position, key & 7)
+        if key >> 3 == _TASK_MODEL and key & 7 == _LEN:
+            if model_span is not None:
+                raise ValueError("a task holds its model twice")
+            model_span = (start, position)
+    if model_span is None:
+        return ReceivedTask(pb.Task.FromString(raw))
+    start, end = model_span
+    task = pb.Task.FromString(b"".join((view[:start], view[end:])))
+    _, value_at = _read_varint(view, start)
+    _, value_at = _read_varint(view, value_at)
+    model = _fields(view[value_at:end])
+    return ReceivedTask(task, pb.BlobHeader.FromString(bytes(model.get(1, b""))), model.get(2, memoryview(b"")))
 
 
 @dataclass(frozen=True)
@@ -155,6 +207,7 @@ class BulkCalls:
     fetch_model: grpc.UnaryStreamMultiCallable
     submit_update: grpc.StreamUnaryMultiCallable
     submit_small_update: grpc.UnaryUnaryMultiCallable
+    get_task: grpc.UnaryUnaryMultiCallable  # replies are `ReceivedTask`s
 
     @classmethod
     def on(cls, channel: grpc.Channel) -> "BulkCalls":
@@ -162,4 +215,5 @@ class BulkCalls:
             channel.unary_stream(FETCH_MODEL, request_serializer=pb.FetchModelRequest.SerializeToString,
                                  response_deserializer=read_model_chunk),
             channel.stream_unary(SUBMIT_UPDATE, request_serializer=serialize, response_deserializer=pb.UpdateAck.FromString),
-            channel.unary_unary(SUBMIT_SMALL_UPDATE, request_serializer=serialize, response_deserializer=pb.UpdateAck.FromString))
+            channel.unary_unary(SUBMIT_SMALL_UPDATE, request_serializer=serialize, response_deserializer=pb.UpdateAck.FromString),
+            channel.unary_unary(GET_TASK, request_serializer=pb.GetTaskRequest.SerializeToString, response_deserializer=read_task))

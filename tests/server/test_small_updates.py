@@ -56,11 +56,19 @@ def _snapshot(server) -> dict[str, bytes]:
     return {n: v.tobytes() for n, v in server.coordinator.state.items()}
 
 
-def test_the_model_header_offers_xxh3_beside_sha256(one_client_round) -> None:
-    server, _, _, task = one_client_round
-    header = task.model.header
+def test_the_model_header_offers_xxh3_and_sha256_only_to_clients_that_need_it(one_client_round) -> None:
+    server, channel, session, task = one_client_round
+    header = task.model.header  # a client that did not list its checksums: both digests
     assert header.xxh3_128 == Checksum.XXH3_128.of(task.model.data)
     assert header.sha256 == Checksum.SHA256.of(task.model.data)
+    stub = pb_grpc.CoordinatorStub(channel)
+    modern = stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=session,
+                                            checksums=[pb.CHECKSUM_XXH3_128]), timeout=10)
+    assert modern.model.header.xxh3_128 == header.xxh3_128 and not modern.model.header.sha256
+    fetched = list(wire.BulkCalls.on(channel).fetch_model(pb.FetchModelRequest(
+        protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id,
+        checksums=[pb.CHECKSUM_XXH3_128]), timeout=10))
+    assert fetched[0].header.xxh3_128 == header.xxh3_128 and not fetched[0].header.sha256
 
 
 @pytest.mark.parametrize("how", ["small", "stream"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,3 +48,31 @@ def test_serialize_passes_framed_messages_through() -> None:
     assert wire.serialize(framed) is framed
     assert wire.serialize(pb.ModelChunk(header=pb.BlobHeader(total_len=5))) == pb.ModelChunk(
         header=pb.BlobHeader(total_len=5)).SerializeToString()
+
+
+def test_a_task_reads_the_same_with_its_model_as_a_view_whatever_the_field_order() -> None:
+    model = pb.InlineBlob(header=pb.BlobHeader(total_len=3, xxh3_128=b"x" * 16), data=b"abc")
+    task = pb.Task(kind=pb.TASK_KIND_TRAIN, round=3, task_id="t1", train=pb.TrainSpec(lr=0.1, local_epochs=2),
+                   deadline_unix_s=5.5, model=model)
+    model_first = pb.Task(model=model).SerializeToString() + pb.Task(
+        kind=pb.TASK_KIND_TRAIN, round=3, task_id="t1", train=pb.TrainSpec(lr=0.1, local_epochs=2),
+        deadline_unix_s=5.5).SerializeToString()
+    for raw in (task.SerializeToString(), model_first):
+        received = wire.read_task(raw)
+        expected = pb.Task()
+        expected.CopyFrom(task)
+        expected.ClearField("model")
+        assert received.task == expected
+        assert received.model_header == model.header and isinstance(received.model_data, memoryview)
+        assert bytes(received.model_data) == b"abc"
+    without = wire.read_task(pb.Task(kind=pb.TASK_KIND_WAIT, retry_after_s=2.0).SerializeToString())
+    assert without.task.retry_after_s == 2.0 and without.model_data is None and without.model_header is None
+
+
+def test_bytes_that_are_not_a_task_or_a_small_update_are_refused() -> None:
+    with pytest.raises(ValueError):
+        wire.read_task(b"\x3a\x10abc")  # the model field claims 16 bytes, 3 follow
+    twice = pb.Task(model=pb.InlineBlob(data=b"a")).SerializeToString() * 2
+    with pytest.raises(ValueError, match="twice"):
+        wire.read_task(twice)
+    assert isinstance(wire.read_small_update(b"\x0a\x05ab"), wire.Malformed)

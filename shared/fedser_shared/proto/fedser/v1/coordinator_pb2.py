@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/fedser_shared/proto/fedser/v1/coordinator.proto\x12\tfedser.v1\"3\n\x07Session\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\xbd\x01\n\x0bJoinRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x66\x65\x61ture_name\x18\x04 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x05 \x01(\r\x12\x14\n\x0clabel_counts\x18\x06 \x03(\x04\x12\x13\n\x0bn_unlabeled\x18\x07 \x01(\x04\x12\x0e\n\x06n_eval\x18\x08 \x01(\x04\x12\x11\n\tclient_id\x18\t \x01(\t\"|\n\x0bRunSettings\x12\x14\n\x0c\x66\x65\x61ture_name\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x02 \x01(\r\x12\x13\n\x0bnum_classes\x18\x03 \x01(\r\x12\x14\n\x0ctotal_rounds\x18\x04 \x01(\r\x12\x17\n\x0frun_config_json\x18\x05 \x01(\t\"x\n\tJoinReply\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.fedser.v1.Session\x12(\n\x08settings\x18\x02 \x01(\x0b\x32\x16.fedser.v1.RunSettings\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"O\n\x0eGetTaskRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\"d\n\tTrainSpec\x12\n\n\x02lr\x18\x01 \x01(\x01\x12\x14\n\x0clocal_epochs\x18\x02 \x01(\r\x12\x1e\n\x16pseudo_label_threshold\x18\x03 \x01(\x01\x12\x15\n\rparticipation\x18\x04 \x01(\r\"\xc4\x01\n\x04Task\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.fedser.v1.TaskKind\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12#\n\x05train\x18\x04 \x01(\x0b\x32\x14.fedser.v1.TrainSpec\x12\x17\n\x0f\x64\x65\x61\x64line_unix_s\x18\x05 \x01(\x01\x12\x15\n\rretry_after_s\x18\x06 \x01(\x01\x12$\n\x05model\x18\x07 \x01(\x0b\x32\x15.fedser.v1.InlineBlob\"A\n\nInlineBlob\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.fedser.v1.BlobHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"r\n\x11\x46\x65tchModelRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07task_id\x18\x04 \x01(\t\"h\n\nBlobHeader\x12\x11\n\ttotal_len\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\x12\x10\n\x08xxh3_128\x18\x03 \x01(\x0c\x12%\n\x08\x63hecksum\x18\x04 \x01(\x0e\x32\x13.fedser.v1.Checksum\"/\n\x0b\x42lobTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x10\n\x08xxh3_128\x18\x02 \x01(\x0c\"P\n\nModelChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.fedser.v1.BlobHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\x99\x02\n\x0cTrainMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\x11\n\tn_labeled\x18\x02 \x01(\x04\x12\x10\n\x08n_pseudo\x18\x03 \x01(\x04\x12\x13\n\x0blocal_steps\x18\x04 \x01(\r\x12\x1e\n\x16pseudo_taken_per_class\x18\x05 \x03(\x04\x12 \n\x18pseudo_correct_per_class\x18\x06 \x03(\x04\x12\x19\n\x11pseudo_with_truth\x18\x07 \x01(\x04\x12\x15\n\rtrain_seconds\x18\x08 \x01(\x01\x12\x19\n\x11pseudo_candidates\x18\t \x01(\x04\x12\x17\n\x0fpseudo_pass_tau\x18\n \x01(\x04\x12\x19\n\x11pseudo_pass_kappa\x18\x0b \x01(\x04\"\xcf\x01\n\x0cUpdateHeader\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x11\n\tn_samples\x18\x05 \x01(\x04\x12(\n\x07metrics\x18\x06 \x01(\x0b\x32\x17.fedser.v1.TrainMetrics\x12#\n\x04\x62lob\x18\x07 \x01(\x0b\x32\x15.fedser.v1.BlobHeader\"~\n\x0bUpdateChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.fedser.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12)\n\x07trailer\x18\x03 \x01(\x0b\x32\x16.fedser.v1.BlobTrailerH\x00\x42\t\n\x07payload\"m\n\x0bSmallUpdate\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.fedser.v1.UpdateHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\'\n\x07trailer\x18\x03 \x01(\x0b\x32\x16.fedser.v1.BlobTrailer\".\n\tUpdateAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa7\x01\n\x10\x45valuationReport\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x13\n\x0bnum_classes\x18\x05 \x01(\r\x12\x11\n\tconfusion\x18\x06 \x03(\x04\x12\x0c\n\x04loss\x18\x07 \x01(\x01\"\x16\n\x03\x41\x63k\x12\x0f\n\x07message\x18\x01 \x01(\t\"Q\n\x10HeartbeatRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\"=\n\x0eHeartbeatReply\x12\r\n\x05round\x18\x01 \x01(\r\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\"]\n\x0cLeaveRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\x12\x0e\n\x06reason\x18\x03 \x01(\t*~\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_KIND_WAIT\x10\x01\x12\x13\n\x0fTASK_KIND_TRAIN\x10\x02\x12\x16\n\x12TASK_KIND_EVALUATE\x10\x03\x12\x16\n\x12TASK_KIND_SHUTDOWN\x10\x04*6\n\x08\x43hecksum\x12\x13\n\x0f\x43HECKSUM_SHA256\x10\x00\x12\x15\n\x11\x43HECKSUM_XXH3_128\x10\x01\x32\xfa\x03\n\x0b\x43oordinator\x12\x34\n\x04Join\x12\x16.fedser.v1.JoinRequest\x1a\x14.fedser.v1.JoinReply\x12\x35\n\x07GetTask\x12\x19.fedser.v1.GetTaskRequest\x1a\x0f.fedser.v1.Task\x12\x43\n\nFetchModel\x12\x1c.fedser.v1.FetchModelRequest\x1a\x15.fedser.v1.ModelChunk0\x01\x12>\n\x0cSubmitUpdate\x12\x16.fedser.v1.UpdateChunk\x1a\x14.fedser.v1.UpdateAck(\x01\x12\x41\n\x11SubmitSmallUpdate\x12\x16.fedser.v1.SmallUpdate\x1a\x14.fedser.v1.UpdateAck\x12?\n\x10SubmitEvaluation\x12\x1b.fedser.v1.EvaluationReport\x1a\x0e.fedser.v1.Ack\x12\x43\n\tHeartbeat\x12\x1b.fedser.v1.HeartbeatRequest\x1a\x19.fedser.v1.HeartbeatReply\x12\x30\n\x05Leave\x12\x17.fedser.v1.LeaveRequest\x1a\x0e.fedser.v1.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/fedser_shared/proto/fedser/v1/coordinator.proto\x12\tfedser.v1\"3\n\x07Session\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\"\xbd\x01\n\x0bJoinRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x66\x65\x61ture_name\x18\x04 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x05 \x01(\r\x12\x14\n\x0clabel_counts\x18\x06 \x03(\x04\x12\x13\n\x0bn_unlabeled\x18\x07 \x01(\x04\x12\x0e\n\x06n_eval\x18\x08 \x01(\x04\x12\x11\n\tclient_id\x18\t \x01(\t\"|\n\x0bRunSettings\x12\x14\n\x0c\x66\x65\x61ture_name\x18\x01 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x02 \x01(\r\x12\x13\n\x0bnum_classes\x18\x03 \x01(\r\x12\x14\n\x0ctotal_rounds\x18\x04 \x01(\r\x12\x17\n\x0frun_config_json\x18\x05 \x01(\t\"x\n\tJoinReply\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.fedser.v1.Session\x12(\n\x08settings\x18\x02 \x01(\x0b\x32\x16.fedser.v1.RunSettings\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\x01\"w\n\x0eGetTaskRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\x12&\n\tchecksums\x18\x03 \x03(\x0e\x32\x13.fedser.v1.Checksum\"d\n\tTrainSpec\x12\n\n\x02lr\x18\x01 \x01(\x01\x12\x14\n\x0clocal_epochs\x18\x02 \x01(\r\x12\x1e\n\x16pseudo_label_threshold\x18\x03 \x01(\x01\x12\x15\n\rparticipation\x18\x04 \x01(\r\"\xc4\x01\n\x04Task\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.fedser.v1.TaskKind\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12#\n\x05train\x18\x04 \x01(\x0b\x32\x14.fedser.v1.TrainSpec\x12\x17\n\x0f\x64\x65\x61\x64line_unix_s\x18\x05 \x01(\x01\x12\x15\n\rretry_after_s\x18\x06 \x01(\x01\x12$\n\x05model\x18\x07 \x01(\x0b\x32\x15.fedser.v1.InlineBlob\"A\n\nInlineBlob\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.fedser.v1.BlobHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x9a\x01\n\x11\x46\x65tchModelRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12&\n\tchecksums\x18\x05 \x03(\x0e\x32\x13.fedser.v1.Checksum\"h\n\nBlobHeader\x12\x11\n\ttotal_len\x18\x01 \x01(\x04\x12\x0e\n\x06sha256\x18\x02 \x01(\x0c\x12\x10\n\x08xxh3_128\x18\x03 \x01(\x0c\x12%\n\x08\x63hecksum\x18\x04 \x01(\x0e\x32\x13.fedser.v1.Checksum\"/\n\x0b\x42lobTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x10\n\x08xxh3_128\x18\x02 \x01(\x0c\"P\n\nModelChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.fedser.v1.BlobHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\x99\x02\n\x0cTrainMetrics\x12\x0c\n\x04loss\x18\x01 \x01(\x01\x12\x11\n\tn_labeled\x18\x02 \x01(\x04\x12\x10\n\x08n_pseudo\x18\x03 \x01(\x04\x12\x13\n\x0blocal_steps\x18\x04 \x01(\r\x12\x1e\n\x16pseudo_taken_per_class\x18\x05 \x03(\x04\x12 \n\x18pseudo_correct_per_class\x18\x06 \x03(\x04\x12\x19\n\x11pseudo_with_truth\x18\x07 \x01(\x04\x12\x15\n\rtrain_seconds\x18\x08 \x01(\x01\x12\x19\n\x11pseudo_candidates\x18\t \x01(\x04\x12\x17\n\x0fpseudo_pass_tau\x18\n \x01(\x04\x12\x19\n\x11pseudo_pass_kappa\x18\x0b \x01(\x04\"\xcf\x01\n\x0cUpdateHeader\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x11\n\tn_samples\x18\x05 \x01(\x04\x12(\n\x07metrics\x18\x06 \x01(\x0b\x32\x17.fedser.v1.TrainMetrics\x12#\n\x04\x62lob\x18\x07 \x01(\x0b\x32\x15.fedser.v1.BlobHeader\"~\n\x0bUpdateChunk\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.fedser.v1.UpdateHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12)\n\x07trailer\x18\x03 \x01(\x0b\x32\x16.fedser.v1.BlobTrailerH\x00\x42\t\n\x07payload\"m\n\x0bSmallUpdate\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.fedser.v1.UpdateHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\'\n\x07trailer\x18\x03 \x01(\x0b\x32\x16.fedser.v1.BlobTrailer\".\n\tUpdateAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa7\x01\n\x10\x45valuationReport\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\x12\r\n\x05round\x18\x03 \x01(\r\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x13\n\x0bnum_classes\x18\x05 \x01(\r\x12\x11\n\tconfusion\x18\x06 \x03(\x04\x12\x0c\n\x04loss\x18\x07 \x01(\x01\"\x16\n\x03\x41\x63k\x12\x0f\n\x07message\x18\x01 \x01(\t\"Q\n\x10HeartbeatRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\"=\n\x0eHeartbeatReply\x12\r\n\x05round\x18\x01 \x01(\r\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\"]\n\x0cLeaveRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12#\n\x07session\x18\x02 \x01(\x0b\x32\x12.fedser.v1.Session\x12\x0e\n\x06reason\x18\x03 \x01(\t*~\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_KIND_WAIT\x10\x01\x12\x13\n\x0fTASK_KIND_TRAIN\x10\x02\x12\x16\n\x12TASK_KIND_EVALUATE\x10\x03\x12\x16\n\x12TASK_KIND_SHUTDOWN\x10\x04*6\n\x08\x43hecksum\x12\x13\n\x0f\x43HECKSUM_SHA256\x10\x00\x12\x15\n\x11\x43HECKSUM_XXH3_128\x10\x01\x32\xfa\x03\n\x0b\x43oordinator\x12\x34\n\x04Join\x12\x16.fedser.v1.JoinRequest\x1a\x14.fedser.v1.JoinReply\x12\x35\n\x07GetTask\x12\x19.fedser.v1.GetTaskRequest\x1a\x0f.fedser.v1.Task\x12\x43\n\nFetchModel\x12\x1c.fedser.v1.FetchModelRequest\x1a\x15.fedser.v1.ModelChunk0\x01\x12>\n\x0cSubmitUpdate\x12\x16.fedser.v1.UpdateChunk\x1a\x14.fedser.v1.UpdateAck(\x01\x12\x41\n\x11SubmitSmallUpdate\x12\x16.fedser.v1.SmallUpdate\x1a\x14.fedser.v1.UpdateAck\x12?\n\x10SubmitEvaluation\x12\x1b.fedser.v1.EvaluationReport\x1a\x0e.fedser.v1.Ack\x12\x43\n\tHeartbeat\x12\x1b.fedser.v1.HeartbeatRequest\x1a\x19.fedser.v1.HeartbeatReply\x12\x30\n\x05Leave\x12\x17.fedser.v1.LeaveRequest\x1a\x0e.fedser.v1.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedser_shared.proto.fedser.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKKIND']._serialized_start=2573
-  _globals['_TASKKIND']._serialized_end=2699
-  _globals['_CHECKSUM']._serialized_start=2701
-  _globals['_CHECKSUM']._serialized_end=2755
+  _globals['_TASKKIND']._serialized_start=2654
+  _globals['_TASKKIND']._serialized_end=2780
+  _globals['_CHECKSUM']._serialized_start=2782
+  _globals['_CHECKSUM']._serialized_end=2836
   _globals['_SESSION']._serialized_start=62
   _globals['_SESSION']._serialized_end=113
   _globals['_JOINREQUEST']._serialized_start=116
@@ -44,41 +44,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINREPLY']._serialized_start=433
   _globals['_JOINREPLY']._serialized_end=553
   _globals['_GETTASKREQUEST']._serialized_start=555
-  _globals['_GETTASKREQUEST']._serialized_end=634
-  _globals['_TRAINSPEC']._serialized_start=636
-  _globals['_TRAINSPEC']._serialized_end=736
-  _globals['_TASK']._serialized_start=739
-  _globals['_TASK']._serialized_end=935
-  _globals['_INLINEBLOB']._serialized_start=937
-  _globals['_INLINEBLOB']._serialized_end=1002
-  _globals['_FETCHMODELREQUEST']._serialized_start=1004
-  _globals['_FETCHMODELREQUEST']._serialized_end=1118
-  _globals['_BLOBHEADER']._serialized_start=1120
-  _globals['_BLOBHEADER']._serialized_end=1224
-  _globals['_BLOBTRAILER']._serialized_start=1226
-  _globals['_BLOBTRAILER']._serialized_end=1273
-  _globals['_MODELCHUNK']._serialized_start=1275
-  _globals['_MODELCHUNK']._serialized_end=1355
-  _globals['_TRAINMETRICS']._serialized_start=1358
-  _globals['_TRAINMETRICS']._serialized_end=1639
-  _globals['_UPDATEHEADER']._serialized_start=1642
-  _globals['_UPDATEHEADER']._serialized_end=1849
-  _globals['_UPDATECHUNK']._serialized_start=1851
-  _globals['_UPDATECHUNK']._serialized_end=1977
-  _globals['_SMALLUPDATE']._serialized_start=1979
-  _globals['_SMALLUPDATE']._serialized_end=2088
-  _globals['_UPDATEACK']._serialized_start=2090
-  _globals['_UPDATEACK']._serialized_end=2136
-  _globals['_EVALUATIONREPORT']._serialized_start=2139
-  _globals['_EVALUATIONREPORT']._serialized_end=2306
-  _globals['_ACK']._serialized_start=2308
-  _globals['_ACK']._serialized_end=2330
-  _globals['_HEARTBEATREQUEST']._serialized_start=2332
-  _globals['_HEARTBEATREQUEST']._serialized_end=2413
-  _globals['_HEARTBEATREPLY']._serialized_start=2415
-  _globals['_HEARTBEATREPLY']._serialized_end=2476
-  _globals['_LEAVEREQUEST']._serialized_start=2478
-  _globals['_LEAVEREQUEST']._serialized_end=2571
-  _globals['_COORDINATOR']._serialized_start=2758
-  _globals['_COORDINATOR']._serialized_end=3264
+  _globals['_GETTASKREQUEST']._serialized_end=674
+  _globals['_TRAINSPEC']._serialized_start=676
+  _globals['_TRAINSPEC']._serialized_end=776
+  _globals['_TASK']._serialized_start=779
+  _globals['_TASK']._serialized_end=975
+  _globals['_INLINEBLOB']._serialized_start=977
+  _globals['_INLINEBLOB']._serialized_end=1042
+  _globals['_FETCHMODELREQUEST']._serialized_start=1045
+  _globals['_FETCHMODELREQUEST']._serialized_end=1199
+  _globals['_BLOBHEADER']._serialized_start=1201
+  _globals['_BLOBHEADER']._serialized_end=1305
+  _globals['_BLOBTRAILER']._serialized_start=1307
+  _globals['_BLOBTRAILER']._serialized_end=1354
+  _globals['_MODELCHUNK']._serialized_start=1356
+  _globals['_MODELCHUNK']._serialized_end=1436
+  _globals['_TRAINMETRICS']._serialized_start=1439
+  _globals['_TRAINMETRICS']._serialized_end=1720
+  _globals['_UPDATEHEADER']._serialized_start=1723
+  _globals['_UPDATEHEADER']._serialized_end=1930
+  _globals['_UPDATECHUNK']._serialized_start=1932
+  _globals['_UPDATECHUNK']._serialized_end=2058
+  _globals['_SMALLUPDATE']._serialized_start=2060
+  _globals['_SMALLUPDATE']._serialized_end=2169
+  _globals['_UPDATEACK']._serialized_start=2171
+  _globals['_UPDATEACK']._serialized_end=2217
+  _globals['_EVALUATIONREPORT']._serialized_start=2220
+  _globals['_EVALUATIONREPORT']._serialized_end=2387
+  _globals['_ACK']._serialized_start=2389
+  _globals['_ACK']._serialized_end=2411
+  _globals['_HEARTBEATREQUEST']._serialized_start=2413
+  _globals['_HEARTBEATREQUEST']._serialized_end=2494
+  _globals['_HEARTBEATREPLY']._serialized_start=2496
+  _globals['_HEARTBEATREPLY']._serialized_end=2557
+  _globals['_LEAVEREQUEST']._serialized_start=2559
+  _globals['_LEAVEREQUEST']._serialized_end=2652
+  _globals['_COORDINATOR']._serialized_start=2839
+  _globals['_COORDINATOR']._serialized_end=3345
 # @@protoc_insertion_point(module_scope)

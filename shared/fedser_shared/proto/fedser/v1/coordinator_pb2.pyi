@@ -82,12 +82,14 @@ class JoinReply(_message.Message):
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., settings: _Optional[_Union[RunSettings, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
-    __slots__ = ("protocol_version", "session")
+    __slots__ = ("protocol_version", "session", "checksums")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUMS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     session: Session
-    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+    checksums: _containers.RepeatedScalarFieldContainer[Checksum]
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., checksums: _Optional[_Iterable[_Union[Checksum, str]]] = ...) -> None: ...
 
 class TrainSpec(_message.Message):
     __slots__ = ("lr", "local_epochs", "pseudo_label_threshold", "participation")
@@ -128,16 +130,18 @@ class InlineBlob(_message.Message):
     def __init__(self, header: _Optional[_Union[BlobHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class FetchModelRequest(_message.Message):
-    __slots__ = ("protocol_version", "session", "round", "task_id")
+    __slots__ = ("protocol_version", "session", "round", "task_id", "checksums")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUMS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     session: Session
     round: int
     task_id: str
-    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ...) -> None: ...
+    checksums: _containers.RepeatedScalarFieldContainer[Checksum]
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., checksums: _Optional[_Iterable[_Union[Checksum, str]]] = ...) -> None: ...
 
 class BlobHeader(_message.Message):
     __slots__ = ("total_len", "sha256", "xxh3_128", "checksum")
