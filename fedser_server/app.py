@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from fedser_server.engine.coordinator import Coordinator
 from fedser_server.core.strategy import make_strategy
+from fedser_server.engine.served_state import give_back_free_heap
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.store import StateStore
 from fedser_server.transport.admission import Limits
@@ -88,9 +89,12 @@ def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: floa
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
-    return Coordinator(config, strategy, weights, StateStore(state_dir), config.feature_dim,
-                       client_timeout_s=client_timeout_s, heartbeat_interval_s=heartbeat_interval_s, tokens=tokens,
-                       resume=resume)
+    coordinator = Coordinator(config, strategy, weights, StateStore(state_dir), config.feature_dim,
+                              client_timeout_s=client_timeout_s, heartbeat_interval_s=heartbeat_interval_s, tokens=tokens,
+                              resume=resume)
+    del weights  # the served state holds its own copy (in memory, or in files for a large model)
+    give_back_free_heap()
+    return coordinator
 
 
 def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.ServerCredentials | None = None,

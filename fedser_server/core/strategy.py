@@ -4,7 +4,9 @@ A strategy sees one round at a time: `begin_round` with the global state, `accum
 once per accepted update as it arrives (a running weighted sum, so memory does not grow
 with the number of clients), `finish_round` for the new global state. An update may also
 come as runs of its elements (`accumulate_runs`, e.g. read block by block from disk), and
-the new state may be written into arrays the caller provides (e.g. views into the next blob).
+the new state may be written into arrays the caller provides (e.g. views into the next blob)
+or taken as runs (`new_state_runs`, e.g. written to a file). The caller also decides where the
+float64 running sums live (`new_sum`): anonymous memory by default.
 
 State names: ``w.<param>`` global weights, ``c.<param>`` server control variate.
 Update names: ``delta.<param>`` = y_i - theta, ``dc.<param>`` = c_i+ - c_i.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import math
 import mmap
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -24,7 +26,8 @@ from fedser_shared.errors import InvalidUpdateError
 from fedser_shared.tensor_names import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
 
 State = dict[str, np.ndarray]
-__all__ = ["CONTROL", "DELTA", "DELTA_CONTROL", "WEIGHT", "FedAvg", "Scaffold", "State", "Strategy", "TensorSpec"]
+__all__ = ["CONTROL", "DELTA", "DELTA_CONTROL", "WEIGHT", "FedAvg", "InMemorySum", "RunningSum", "Scaffold", "State", "Strategy",
+           "TensorSpec"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Strategy(Protocol):
     def begin_round(self, state: Mapping[str, np.ndarray], n_registered: int) -> None: ...
     def accumulate(self, update: Mapping[str, np.ndarray], n_samples: int) -> None: ...
     def accumulate_runs(self, runs: Iterable[tuple[str, int, np.ndarray]], n_samples: int, delta_scale: float = 1.0) -> None: ...
+    def new_state_runs(self) -> Iterator[tuple[str, int, np.ndarray]]: ...
     def finish_round(self, into: Mapping[str, np.ndarray] | None = None) -> State: ...
 
 
@@ -61,19 +65,32 @@ def _add_scaled(total: np.ndarray, value: np.ndarray, scale: float) -> None:
         flat_total[start : start + _BLOCK] += scale * flat_value[start : start + _BLOCK].astype(np.float64)
 
 
-class _RunningSum:
+class RunningSum(Protocol):
+    """A float64 running sum, flat: where its pages live is the caller's choice (`FedAvg(new_sum=...)`)."""
+
+    flat: np.ndarray
+
+    def settle(self, start: int, stop: int) -> None:
+        """Elements [start, stop) were just written and are not needed again soon."""
+
+    def release_before(self, element: int) -> None:
+        """The elements below `element` are consumed and must not be read again."""
+
+
+class InMemorySum:
     """A float64 sum in an anonymous private mapping of its own, so that `finish_round` can give
     its pages back to the OS as it consumes them: the sums (2x the model) and the new state (1x)
     are then never resident together."""
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        count = math.prod(shape)
+    def __init__(self, count: int) -> None:
         self._map = mmap.mmap(-1, max(1, count * 8), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.flat = np.frombuffer(self._map, np.float64, count)
         self._released = 0
 
+    def settle(self, start: int, stop: int) -> None:
+        pass  # anonymous pages must stay: they hold the sum
+
     def release_before(self, element: int) -> None:
-        """Hand back the whole pages below `element`; they must not be read again."""
         end = element * 8 // mmap.PAGESIZE * mmap.PAGESIZE
         if end > self._released:
             self._map.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)
@@ -103,10 +120,11 @@ class FedAvg:
 
     name = "fedavg"
 
-    def __init__(self, server_lr: float = 1.0) -> None:
+    def __init__(self, server_lr: float = 1.0, new_sum: Callable[[int], RunningSum] = InMemorySum) -> None:
         self.server_lr = server_lr
+        self.new_sum = new_sum  # where each running sum lives: a float64 sum of this many elements
         self._state: State = {}
-        self._sums: dict[str, _RunningSum] = {}
+        self._sums: dict[str, RunningSum] = {}
         self._weight_total = 0.0
         self._n_updates = 0
 
@@ -120,7 +138,7 @@ class FedAvg:
         self._state = dict(state)
         self._n_registered = n_registered
         # float64 running sums keep the result independent of arrival order in practice
-        self._sums = {name: _RunningSum(spec.shape) for name, spec in self.expected_update(state).items()}
+        self._sums = {name: self.new_sum(math.prod(spec.shape)) for name, spec in self.expected_update(state).items()}
         self._weight_total = 0.0
         self._n_updates = 0
 
@@ -141,7 +159,9 @@ class FedAvg:
             weight = self._weight_of(name, n_samples)
             if delta_scale != 1.0 and name.startswith(DELTA):
                 weight = weight * delta_scale
-            _add_scaled(self._sums[name].flat[start : start + values.size], values, weight)
+            running = self._sums[name]
+            _add_scaled(running.flat[start : start + values.size], values, weight)
+            running.settle(start, start + values.size)
         self._weight_total += n_samples
         self._n_updates += 1
 
@@ -153,23 +173,29 @@ class FedAvg:
         return {WEIGHT + name[len(DELTA):]: (name, lambda total: self.server_lr * total / self._weight_total)
                 for name in self._sums if name.startswith(DELTA)}
 
-    def finish_round(self, into: Mapping[str, np.ndarray] | None = None) -> State:
-        """The new global state, block by block, in `into` (arrays shaped like the state) when
-        given. The sums are consumed: their memory goes back to the OS as they are read."""
-        new_state = dict(into) if into is not None else {name: np.empty_like(v) for name, v in self._state.items()}
+    def new_state_runs(self) -> Iterator[tuple[str, int, np.ndarray]]:
+        """The new global state as runs (tensor name, first flat element, flat values), each valid
+        until the next is produced. The sums are consumed: their memory goes back as they are read."""
         steps = self._steps() if self._n_updates else {}
         for name, old in self._state.items():
+            old_flat = old.reshape(-1)
             if name not in steps:
-                new_state[name][...] = old
+                for start in range(0, old_flat.size, _BLOCK):
+                    yield name, start, old_flat[start : start + _BLOCK]
                 continue
             sum_name, step = steps[name]
             running = self._sums[sum_name]
-            old_flat, new_flat = old.reshape(-1), new_state[name].reshape(-1)
             for start in range(0, old_flat.size, _BLOCK):
                 block = slice(start, start + _BLOCK)
-                new_flat[block] = (old_flat[block].astype(np.float64) + step(running.flat[block])).astype(np.float32)
+                yield name, start, (old_flat[block].astype(np.float64) + step(running.flat[block])).astype(np.float32)
                 running.release_before(start + _BLOCK)
         self._sums = {}
+
+    def finish_round(self, into: Mapping[str, np.ndarray] | None = None) -> State:
+        """The new global state, block by block, in `into` (arrays shaped like the state) when given."""
+        new_state = dict(into) if into is not None else {name: np.empty_like(v) for name, v in self._state.items()}
+        for name, start, values in self.new_state_runs():
+            new_state[name].reshape(-1)[start : start + values.size] = values
         return new_state
 
 
@@ -182,8 +208,9 @@ class Scaffold(FedAvg):
 
     name = "scaffold"
 
-    def __init__(self, server_lr: float = 1.0, c_update: Literal["paper", "semifedser"] = "paper") -> None:
-        super().__init__(server_lr)
+    def __init__(self, server_lr: float = 1.0, c_update: Literal["paper", "semifedser"] = "paper",
+                 new_sum: Callable[[int], RunningSum] = InMemorySum) -> None:
+        super().__init__(server_lr, new_sum)
         self.c_update = c_update
 
     def initial_state(self, weights: Mapping[str, np.ndarray]) -> State:
@@ -210,11 +237,12 @@ class Scaffold(FedAvg):
         return steps
 
 
-def make_strategy(algorithm: str, server_lr: float, c_update: Literal["paper", "semifedser"]) -> FedAvg:
+def make_strategy(algorithm: str, server_lr: float, c_update: Literal["paper", "semifedser"],
+                  new_sum: Callable[[int], RunningSum] = InMemorySum) -> FedAvg:
     if algorithm == "fedavg":
-        return FedAvg(server_lr)
+        return FedAvg(server_lr, new_sum)
     if algorithm == "scaffold":
-        return Scaffold(server_lr, c_update)
+        return Scaffold(server_lr, c_update, new_sum)
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 

@@ -9,6 +9,7 @@ so a bad update never touches the global state or the running sums.
 
 The global state lives inside the blob that FetchModel serves (arrays are views into it), and
 each round's new state is computed straight into the next blob: one copy of the model, not two.
+A large model's blob and running sums live in files of the state dir (`ServedState`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fedser_server.core.strategy import FedAvg
 from fedser_server.engine.aggregator import Aggregator
 from fedser_server.engine.driver import RoundDriver
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
+from fedser_server.engine.served_state import FileBackedState, InMemoryState, ServedState
 from fedser_server.engine.sessions import Joined, Sessions
 from fedser_server.engine.stats import RunStats
 from fedser_server.security.tokens import TokenStore
@@ -88,7 +90,10 @@ class Coordinator:
         self._book: RoundBook | None = None
         self.completed_round = 0
         self.state = strategy.initial_state(initial_weights)
-        store.check_free_space(sum(v.nbytes for v in self.state.values()))
+        state_bytes = sum(v.nbytes for v in self.state.values())
+        in_memory = state_bytes <= config.federation.state_in_memory_max_bytes
+        # files hold two blobs and the float64 sums of an update as large as the state
+        store.check_free_space(state_bytes, 0 if in_memory else 4 * state_bytes)
         self._expected_update = strategy.expected_update(self.state)
         self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
         self._restore(resume)
@@ -96,9 +101,13 @@ class Coordinator:
         self._driver: RoundDriver | None = None  # run() starts it
         self.registry = Registry(store.registry_path)
         self.sessions = Sessions(config, feature_dim, self.registry, tokens, self._cond, clock, wall_clock, client_timeout_s)
-        self.layout = codec.BlobLayout(self.state)
-        buffer, self.state = self.layout.write(self.state)
-        self._blob = codec.Blob.of(buffer)
+        layout = codec.BlobLayout(self.state)
+        if in_memory:
+            self.served: ServedState = InMemoryState(layout)
+        else:
+            self.served = files = FileBackedState(layout, store.scratch_dir)
+            strategy.new_sum = files.sums()
+        self.state, self._blob = self.served.serve(self.state)
         self.aggregator = Aggregator(strategy)
         self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
         # read by the metrics endpoint at scrape time

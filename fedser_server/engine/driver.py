@@ -21,7 +21,6 @@ from fedser_server.core.round_plan import plan_round, task_spec
 from fedser_server.core.schedule import is_trainable
 from fedser_server.state.registry import ClientRecord
 from fedser_server.state.writer import OrderedWriter
-from fedser_shared import codec
 from fedser_shared.logging import get_logger
 
 if TYPE_CHECKING:
@@ -152,9 +151,8 @@ class RoundDriver:
             if n_updates == len(book.tasks) or n_updates >= fed.updates_needed:
                 # the book is closed, so no update reaches the strategy any more: aggregate into the
                 # next blob without the lock (clients keep authenticating), then swap in O(1)
-                buffer, into = c.layout.allocate()
-                state = c.strategy.finish_round(into)
-                c.install(state, codec.Blob.of(buffer), round_index)
+                state, blob = c.served.next_round(c.strategy)
+                c.install(state, blob, round_index)
                 book.tally.n_sampled, book.tally.attempts, book.tally.seconds = len(book.tasks), attempt + 1, book_seconds
                 return book
             attempt += 1
@@ -181,13 +179,13 @@ class RoundDriver:
         """Queue the round's checkpoint right after aggregation: the writer puts it on disk while the
         next round's tasks go out, and before anything queued later (that round's metrics line)."""
         c = self._c
-        state = c.state
+        save_checkpoint = c.served.checkpoint_of(c.state)
         with c.lock:
             # every client: the reported ones' participations, everyone's last contact
             clients = list(c.registry.clients.values())
 
         def write() -> None:
-            c.store.save_global(state, round_index, train_record)
+            save_checkpoint(c.store, round_index, train_record)
             # participations cannot move on meanwhile: no update of the next round is accepted before this returns
             c.registry.save_many(clients)  # the registry has its own lock
             c.mark_durable(round_index)

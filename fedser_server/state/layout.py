@@ -7,6 +7,7 @@
     address              HOST:PORT the server listens on
     progress.json        the completed round, for runs driven by fedser-sim's inprocess engine
     incoming/            updates being received (unnamed files: nothing to clean up)
+    scratch/             a large model's served state and running sums (unnamed files: nothing to clean up)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ ADDRESS_FILE = "address"
 PROGRESS_FILE = "progress.json"
 SIM_CONFIG_FILE = "run.toml"
 INCOMING_DIR = "incoming"
+SCRATCH_DIR = "scratch"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -8,10 +8,11 @@ never disagree after a crash: a round is either in the checkpoint or it is run a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 from safetensors import safe_open
 
 from fedser_server.state import layout
+from fedser_server.state.file_state import BlobFile
 from fedser_shared import codec
 from fedser_shared.errors import StateError
 from fedser_shared.fsutil import append_line, atomic_write_bytes, atomic_write_text
@@ -58,9 +60,10 @@ class StateStore:
             raise StateError(f"state dir {self.dir} is not writable: {exc.strerror or exc}") from None
         self.check_free_space(checkpoint_bytes)
 
-    def check_free_space(self, checkpoint_bytes: int) -> None:
-        """Refuse to start a run that could not write its checkpoints (old + new + temp file)."""
-        needed = 3 * checkpoint_bytes + MIN_FREE_BYTES
+    def check_free_space(self, checkpoint_bytes: int, scratch_bytes: int = 0) -> None:
+        """Refuse to start a run that could not write its checkpoints (old + new + temp file) and
+        its scratch files."""
+        needed = 3 * checkpoint_bytes + scratch_bytes + MIN_FREE_BYTES
         free = shutil.disk_usage(self.dir).free
         if free < needed:
             raise StateError(f"state dir {self.dir} has {free / 2**20:.1f} MiB free; a run needs at least "
@@ -76,6 +79,11 @@ class StateStore:
         return self.dir / layout.INCOMING_DIR
 
     @property
+    def scratch_dir(self) -> Path:
+        """Where a large model's served state and running sums live (unnamed files: nothing to clean up)."""
+        return self.dir / layout.SCRATCH_DIR
+
+    @property
     def metrics_path(self) -> Path:
         return self.dir / layout.METRICS_FILE
 
@@ -88,11 +96,17 @@ class StateStore:
         return self.dir / layout.CONFIG_FILE
 
     def save_global(self, state: Mapping[str, np.ndarray], round_index: int, train_record: Mapping[str, Any] | None = None) -> None:
-        metadata = {"round": str(round_index)}
-        if train_record is not None:
-            metadata["train_record"] = json.dumps(train_record, allow_nan=False, default=_json_default)
         # written from the state's own memory: safetensors' save made two full copies first
-        atomic_write_bytes(self.global_path, codec.encode_parts(state, metadata))
+        self._save_checkpoint(codec.encode_parts(state, _checkpoint_metadata(round_index, train_record)), round_index)
+
+    def save_global_from(self, blob: BlobFile, round_index: int, train_record: Mapping[str, Any] | None = None) -> None:
+        """The checkpoint of a state held in a `BlobFile`, its bytes read through the file: the
+        server does not map them in. The checkpoint's tensors come in the blob's own order."""
+        header = codec.encode_parts(blob.tensors, _checkpoint_metadata(round_index, train_record))[0]
+        self._save_checkpoint(itertools.chain([header], blob.data_blocks()), round_index)
+
+    def _save_checkpoint(self, parts: Iterable[bytes | memoryview], round_index: int) -> None:
+        atomic_write_bytes(self.global_path, parts)
         atomic_write_text(self.dir / "progress.json", json.dumps({"completed_round": round_index}))
 
     def has_checkpoint(self) -> bool:
@@ -139,6 +153,13 @@ class StateStore:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return layout.read_metrics(self.metrics_path)
+
+
+def _checkpoint_metadata(round_index: int, train_record: Mapping[str, Any] | None) -> dict[str, str]:
+    metadata = {"round": str(round_index)}
+    if train_record is not None:
+        metadata["train_record"] = json.dumps(train_record, allow_nan=False, default=_json_default)
+    return metadata
 
 
 def _json_default(value: Any) -> Any:

@@ -144,6 +144,11 @@ class BlobLayout:
         self._prefix, _ = _layout(specs)
         self.total_len = len(self._prefix) + sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs.values())
 
+    @property
+    def prefix(self) -> bytes:
+        """The blob's first bytes: the header's length and the header."""
+        return self._prefix
+
     def allocate(self) -> tuple[memoryview, dict[str, np.ndarray]]:
         """An uninitialised blob with its header written, and writable views of its tensors."""
         buffer = np.empty(self.total_len, np.uint8)  # not zero-filled: every byte is written next

@@ -173,6 +173,10 @@ class FederationConfig(_Section):
     up to this size in one SubmitSmallUpdate message, kept in memory until it is aggregated; larger ones stream (and
     updates are parked on disk); 0 always streams. The default (4 MiB - 64 KiB) leaves room for the Task around it within
     the 4 MiB receive limit most gRPC clients keep by default (grpc-js, grpc-java, grpc-go). At most 6 MiB."""
+    state_in_memory_max_bytes: int = Field(16 * 2**20, ge=0)
+    """A global state up to this size, and its float64 running sums, are held in the server's memory (the fastest);
+    a larger one lives in unnamed files in the state dir, of which the server maps in only the few MiB it works on, so
+    that its resident memory holds no model-sized array (the page cache does); 0 always uses files."""
     update_norm_max: float | None = Field(None, gt=0.0, description=(
         "bound on the L2 norm of an update's model change (its delta.* tensors together); default: no bound"))
     update_norm_action: Literal["refuse", "clip"] = "refuse"

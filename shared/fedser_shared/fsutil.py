@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from fedser_shared.errors import FedserError
 
 
-def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview | Sequence[bytes | memoryview]) -> None:
-    """`data` may come in parts (written back to back), so that large files need no joined copy."""
+def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview | Iterable[bytes | memoryview]) -> None:
+    """`data` may come in parts (written back to back, each one produced after the previous one is
+    written), so that large files need no joined copy."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
