@@ -21,7 +21,16 @@ class TaskPolls:
         self._coordinator, self._loop = coordinator, loop
         self._everyone = loop.create_future()  # done when every poll should ask again; then replaced
         self._parked: dict[str, asyncio.Future[None]] = {}  # client_id -> done when its poll should ask again
-        coordinator.add_task_listener(lambda client_ids: loop.call_soon_threadsafe(self._wake, client_ids))
+        coordinator.add_task_listener(self._announce)
+
+    def _announce(self, client_ids: tuple[str, ...] | None) -> None:
+        """From the thread that posted: wake the polls on the loop. Once the server has stopped
+        and its loop is closed there is no poll left to wake."""
+        try:
+            self._loop.call_soon_threadsafe(self._wake, client_ids)
+        except RuntimeError:
+            if not self._loop.is_closed():
+                raise
 
     def _wake(self, client_ids: tuple[str, ...] | None) -> None:
         if client_ids is None:
