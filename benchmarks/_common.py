@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,17 +90,50 @@ def payload(n_bytes: int, seed: int = 0) -> bytes:
 
 def peak_rss_bytes(pid: int) -> int:
     """Peak resident set (VmHWM) of a live process, from /proc."""
+    return _status_field(pid, "VmHWM") * 1024
+
+
+def _status_field(pid: int, field: str) -> int:
+    """A number from /proc/PID/status (the first on its line: kB for memory fields)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return _status_field(pid, "VmRSS") * 1024
+
+
+def threads_of(pid: int) -> int:
+    return _status_field(pid, "Threads")
+
+
+def settled_rss(pid: int, within_s: float = 10.0) -> int:
+    """A process's RSS once start-up garbage is freed: two readings 0.5 s apart within 1 MB."""
+    previous, deadline = rss_bytes(pid), time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        current = rss_bytes(pid)
+        if abs(current - previous) < MB:
+            return current
+        previous = current
+    return previous
+
+
+class ThreadSampler(threading.Thread):
+    """The most threads a process ran, read every 0.2 s until `stopped` is set or it exits."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.max_threads, self.stopped = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            try:
+                self.max_threads = max(self.max_threads, threads_of(self.pid))
+            except (OSError, RuntimeError):
+                return
 
 
 def machine_facts() -> dict[str, str]:

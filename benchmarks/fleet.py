@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     MB, child_env, command_line, free_port, headline, machine_facts, markdown_table, peak_rss_bytes,
-    reexec_with_malloc_env, rss_bytes, stop, wait_for_port, write_results,
+    ThreadSampler, reexec_with_malloc_env, settled_rss, stop, threads_of, wait_for_port, write_results,
 )
 
 FLEET = Path(__file__).resolve().parent / "_fleet.py"
@@ -76,40 +74,6 @@ class FleetRun:
     @property
     def median_round_s(self) -> float:
         return statistics.median(self.round_seconds) if self.round_seconds else float("nan")
-
-
-class ProcSampler(threading.Thread):
-    """The most threads the server ran, read from /proc every 0.2 s until stopped."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.max_threads, self.stopped = pid, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.2):
-            try:
-                status = Path(f"/proc/{self.pid}/status").read_text()
-            except OSError:
-                return
-            for line in status.splitlines():
-                if line.startswith("Threads:"):
-                    self.max_threads = max(self.max_threads, int(line.split()[1]))
-
-
-def threads_of(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:"))
-
-
-def settled_rss(pid: int, within_s: float = 10.0) -> int:
-    previous, deadline = rss_bytes(pid), time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        current = rss_bytes(pid)
-        if abs(current - previous) < MB:
-            return current
-        previous = current
-    return previous
 
 
 def update_spec() -> dict[str, list[int]]:
@@ -173,7 +137,7 @@ def run_fleet(n_clients: int, settings: FleetSettings, workdir: Path, spec: dict
         run.base_rss = settled_rss(server.pid)
         run.base_threads = threads_of(server.pid)
         Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # the peak counts from here on
-        sampler = ProcSampler(server.pid)
+        sampler = ThreadSampler(server.pid)
         sampler.start()
         for first in range(0, n_clients, settings.per_process):
             n = min(settings.per_process, n_clients - first)

@@ -27,14 +27,13 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     MB, child_env, command_line, free_port, headline, machine_facts, markdown_table, peak_rss_bytes,
-    reexec_with_malloc_env, rss_bytes, stop, wait_for_port, write_results,
+    ThreadSampler, reexec_with_malloc_env, settled_rss, stop, wait_for_port, write_results,
 )
 from fedser_server.transport.admission import Limits  # noqa: E402
 
@@ -59,35 +58,6 @@ def update_spec(hidden: list[int]) -> tuple[dict[str, list[int]], int]:
     state = strategy.initial_state(initial_weights(FEATURE_DIM, CLASSES, hidden, 0))
     spec = {name: list(s.shape) for name, s in strategy.expected_update(state).items()}
     return spec, sum(v.nbytes for v in state.values())
-
-
-def settled_rss(pid: int, within_s: float = 10.0) -> int:
-    """The server's RSS once start-up garbage is freed: two readings 0.5 s apart within 1 MB."""
-    previous, deadline = rss_bytes(pid), time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        current = rss_bytes(pid)
-        if abs(current - previous) < MB:
-            return current
-        previous = current
-    return previous
-
-
-class Sampler(threading.Thread):
-    """Samples the server's RSS and thread count until stopped."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.max_threads, self.stopped = pid, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.2):
-            try:
-                status = Path(f"/proc/{self.pid}/status").read_text()
-            except OSError:
-                return
-            threads = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:"))
-            self.max_threads = max(self.max_threads, threads)
 
 
 NEGLIGIBLE_HIDDEN = [8, 8]  # the model of the base run: ~32 kB
@@ -145,7 +115,7 @@ def run_federation(hidden: list[int], n_clients: int, rounds: int, fraction: flo
         # count the peak from here on: the start-up transient (model build, first blob) is not
         # what grows with clients; it is reported beside the table
         Path(f"/proc/{server.pid}/clear_refs").write_text("5")
-        sampler = Sampler(server.pid)
+        sampler = ThreadSampler(server.pid)
         sampler.start()
         for first in range(0, n_clients, CLIENTS_PER_PROCESS):
             n = min(CLIENTS_PER_PROCESS, n_clients - first)

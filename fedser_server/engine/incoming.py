@@ -9,6 +9,7 @@ not as a malformed update. Only a `CheckedUpdate` reaches the strategy, read bac
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -48,21 +49,30 @@ class CheckedUpdate:
 
 
 class MemoryPark:
-    """A small update's bytes kept in memory: `SpillFile`'s interface without the file."""
+    """A small update's bytes kept in memory: `SpillFile`'s interface without the file. It keeps
+    the received chunks themselves (views of the messages grpc delivered, which nothing changes
+    afterwards), not a copy of them."""
 
-    def __init__(self, total_len: int) -> None:
-        self._buffer = memoryview(np.empty(total_len, np.uint8))
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._chunks: list[memoryview] = []
         self._written = 0
 
     def write(self, data: memoryview) -> None:
-        self._buffer[self._written : self._written + len(data)] = data
+        self._starts.append(self._written)
+        self._chunks.append(data)
         self._written += len(data)
 
     def read_at(self, offset: int, into: memoryview) -> None:
-        into[:] = self._buffer[offset : offset + len(into)]
+        index = bisect.bisect_right(self._starts, offset) - 1
+        while len(into):
+            chunk = self._chunks[index][offset - self._starts[index] :]
+            take = min(len(chunk), len(into))
+            into[:take] = chunk[:take]
+            into, offset, index = into[take:], offset + take, index + 1
 
     def close(self) -> None:
-        self._buffer = memoryview(b"")
+        self._starts, self._chunks = [], []
 
 
 class IncomingUpdate:
@@ -83,7 +93,7 @@ class IncomingUpdate:
         self._problem: FedserError | None = None
         self._measure = measure_prefix  # tensors whose squared values are summed as they pass
         self._squares = 0.0
-        self._spill: SpillFile | MemoryPark | None = SpillFile(spill_dir) if spill_dir is not None else MemoryPark(total_len)
+        self._spill: SpillFile | MemoryPark | None = SpillFile(spill_dir) if spill_dir is not None else MemoryPark()
 
     def __enter__(self) -> "IncomingUpdate":
         return self

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,14 +105,20 @@ class Registry:
         with self._lock:
             if self._written >= ticket:
                 return
-            self._db.execute("BEGIN")
-            try:
+            with self._transaction():
                 written = self._write_pending()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._written = written
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One SQLite transaction (the caller holds `_lock`): committed, or rolled back on any error."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _write_pending(self) -> int:
         """Write the staged rows (inside the caller's transaction); returns the last ticket written.
@@ -134,16 +142,11 @@ class Registry:
         """Write several records in one transaction (the participations of a finished round),
         after the rows staged before them."""
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
+            with self._transaction():
                 written = self._write_pending()
                 for record in records:
                     self._db.execute("UPDATE clients SET participations=?, last_seen=?, left=? WHERE client_id=?",
                                      (record.participations, record.last_seen, int(record.left), record.client_id))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._written = written
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ of the fields a sender wrote.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -64,38 +64,49 @@ def _read_varint(raw: bytes | memoryview, position: int) -> tuple[int, int]:
     raise ValueError("varint longer than 10 bytes")
 
 
+@dataclass(frozen=True)
+class _Field:
+    number: int
+    wire_type: int
+    start: int                 # where its key begins in the message
+    end: int                   # just past its value
+    value: memoryview | None   # a length-delimited field's bytes (a view); None for other wire types
+
+
+def _top_level(raw: bytes | memoryview) -> Iterator[_Field]:
+    """The top-level fields of a serialised message, in order; ValueError on malformed bytes."""
+    view, position = memoryview(raw), 0
+    while position < len(view):
+        start = position
+        key, position = _read_varint(view, position)
+        number, wire_type, value = key >> 3, key & 7, None
+        if wire_type == 0:
+            end = _read_varint(view, position)[1]
+        elif wire_type in (1, 5):
+            end = position + (8 if wire_type == 1 else 4)
+        elif wire_type == _LEN:
+            size, position = _read_varint(view, position)
+            end = position + size
+            value = view[position:end]
+        else:
+            raise ValueError(f"field {number} has unsupported wire type {wire_type}")
+        if end > len(view):
+            raise ValueError(f"field {number} runs past the end of the message")
+        yield _Field(number, wire_type, start, end, value)
+        position = end
+
+
 def _fields(raw: bytes | memoryview) -> dict[int, memoryview]:
     """The length-delimited top-level fields of a message, by number, as views. Any other wire
     type, and a field that occurs twice, is refused."""
-    view, position, fields = memoryview(raw), 0, {}
-    while position < len(view):
-        key, position = _read_varint(view, position)
-        if key & 7 != _LEN:
-            raise ValueError(f"field {key >> 3} has wire type {key & 7}, expected length-delimited")
-        size, position = _read_varint(view, position)
-        if position + size > len(view):
-            raise ValueError(f"field {key >> 3} runs past the end of the message")
-        if key >> 3 in fields:
-            raise ValueError(f"field {key >> 3} occurs twice")
-        fields[key >> 3] = view[position : position + size]
-        position += size
+    fields: dict[int, memoryview] = {}
+    for field in _top_level(raw):
+        if field.value is None:
+            raise ValueError(f"field {field.number} has wire type {field.wire_type}, expected length-delimited")
+        if field.number in fields:
+            raise ValueError(f"field {field.number} occurs twice")
+        fields[field.number] = field.value
     return fields
-
-
-def _skip_value(view: memoryview, position: int, wire_type: int) -> int:
-    """The position after a field's value of this wire type."""
-    if wire_type == 0:
-        return _read_varint(view, position)[1]
-    if wire_type in (1, 5):
-        end = position + (8 if wire_type == 1 else 4)
-    elif wire_type == _LEN:
-        size, position = _read_varint(view, position)
-        end = position + size
-    else:
-        raise ValueError(f"unsupported wire type {wire_type}")
-    if end > len(view):
-        raise ValueError("a field runs past the end of the message")
-    return end
 
 
 @dataclass(frozen=True)
@@ -114,23 +125,16 @@ _TASK_MODEL = pb.Task.DESCRIPTOR.fields_by_name["model"].number
 def read_task(raw: bytes) -> ReceivedTask:
     """GetTask's reply: the message without its `model` field parsed by protobuf, the model's
     header parsed, its data a view. Raises ValueError on bytes that are not a Task."""
-    view, position, model_span = memoryview(raw), 0, None
-    while position < len(view):
-        start = position
-        key, position = _read_varint(view, position)
-        position = _skip_value(view, position, key & 7)
-        if key >> 3 == _TASK_MODEL and key & 7 == _LEN:
-            if model_span is not None:
-                raise ValueError("a task holds its model twice")
-            model_span = (start, position)
-    if model_span is None:
+    models = [f for f in _top_level(raw) if f.number == _TASK_MODEL and f.value is not None]
+    if not models:
         return ReceivedTask(pb.Task.FromString(raw))
-    start, end = model_span
-    task = pb.Task.FromString(b"".join((view[:start], view[end:])))
-    _, value_at = _read_varint(view, start)
-    _, value_at = _read_varint(view, value_at)
-    model = _fields(view[value_at:end])
-    return ReceivedTask(task, pb.BlobHeader.FromString(bytes(model.get(1, b""))), model.get(2, memoryview(b"")))
+    if len(models) > 1:
+        raise ValueError("a task holds its model twice")
+    model, view = models[0], memoryview(raw)
+    assert model.value is not None
+    task = pb.Task.FromString(b"".join((view[: model.start], view[model.end :])))
+    inline = _fields(model.value)
+    return ReceivedTask(task, pb.BlobHeader.FromString(bytes(inline.get(1, b""))), inline.get(2, memoryview(b"")))
 
 
 @dataclass(frozen=True)
@@ -169,15 +173,11 @@ def _data_view(raw: bytes) -> memoryview | None:
     """The data field of a message that holds that field alone, as a view; None for anything else."""
     if not raw or raw[0] != _DATA_TAG:
         return None
-    size, shift = 0, 0
-    for position in range(1, min(len(raw), 1 + _MAX_VARINT_BYTES)):
-        byte = raw[position]
-        size |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            start = position + 1
-            return memoryview(raw)[start:] if start + size == len(raw) else None
-        shift += 7
-    return None
+    try:
+        size, start = _read_varint(raw, 1)
+    except ValueError:
+        return None
+    return memoryview(raw)[start:] if start + size == len(raw) else None
 
 
 def _reader(message_type: type[Message]):

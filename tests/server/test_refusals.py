@@ -8,27 +8,16 @@ import grpc
 import numpy as np
 import pytest
 
-from fedser_server import app as server_app
 from fedser_shared import PROTOCOL_VERSION, codec
-from fedser_shared.config import load_run_config
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
-from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from tests.server.one_client import start_one_client_round
 
 
 @pytest.fixture
 def one_client_round(tmp_path: Path):
-    config = load_run_config(None, {"federation.rounds": 1, "federation.min_clients": 1, "federation.fraction": 1.0,
-                                    "federation.poll_timeout_s": 2.0, "federation.round_timeout_s": 60.0})
-    server = server_app.start(config, "127.0.0.1:0", tmp_path / "state")
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-    stub = pb_grpc.CoordinatorStub(channel)
-    reply = stub.Join(pb.JoinRequest(protocol_version=PROTOCOL_VERSION, name="raw", feature_name="emobase",
-                                     feature_dim=988, label_counts=[5, 5, 5, 5], n_eval=0), timeout=10)
-    task = stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=reply.session), timeout=10)
-    assert task.kind == pb.TASK_KIND_TRAIN
-    yield server, stub, reply.session, task
-    channel.close()
-    server.shutdown(grace_s=0.5)
+    live = start_one_client_round(tmp_path)
+    yield live.server, live.stub, live.session, live.task
+    live.close()
 
 
 def _submit(stub, session, task, tensors, n_samples=10, tamper=None):

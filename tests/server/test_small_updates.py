@@ -10,25 +10,17 @@ import grpc
 import numpy as np
 import pytest
 
-from fedser_server import app as server_app
+from fedser_server.engine import incoming as incoming_module
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.checksum import Checksum
-from fedser_shared.config import load_run_config
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from tests.server.one_client import start_one_client_round
 
 
 def _start(tmp_path: Path, **overrides: object):
-    config = load_run_config(None, {"federation.rounds": 1, "federation.min_clients": 1, "federation.fraction": 1.0,
-                                    "federation.poll_timeout_s": 2.0, "federation.round_timeout_s": 60.0, **overrides})
-    server = server_app.start(config, "127.0.0.1:0", tmp_path / "state")
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-    stub = pb_grpc.CoordinatorStub(channel)
-    reply = stub.Join(pb.JoinRequest(protocol_version=PROTOCOL_VERSION, name="raw", feature_name="emobase",
-                                     feature_dim=988, label_counts=[5, 5, 5, 5], n_eval=0), timeout=10)
-    task = stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=reply.session), timeout=10)
-    assert task.kind == pb.TASK_KIND_TRAIN
-    return server, channel, stub, reply.session, task
+    live = start_one_client_round(tmp_path, **overrides)
+    return live.server, live.channel, live.stub, live.session, live.task
 
 
 @pytest.fixture
@@ -72,7 +64,11 @@ def test_the_model_header_offers_xxh3_and_sha256_only_to_clients_that_need_it(on
 
 
 @pytest.mark.parametrize("how", ["small", "stream"])
-def test_an_xxh3_update_moves_the_model_like_a_sha256_stream(tmp_path: Path, how: str) -> None:
+def test_an_xxh3_update_moves_the_model_like_a_sha256_stream(tmp_path: Path, how: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    spilled: list[Path] = []
+    real_spill = incoming_module.SpillFile
+    monkeypatch.setattr(incoming_module, "SpillFile", lambda directory: spilled.append(directory) or real_spill(directory))
     finals = {}
     for variant in ("sha256-stream", how):
         server, channel, stub, session, task = _start(tmp_path / variant)
@@ -100,7 +96,7 @@ def test_an_xxh3_update_moves_the_model_like_a_sha256_stream(tmp_path: Path, how
             channel.close()
             server.shutdown(grace_s=0.5)
     assert finals["sha256-stream"] == finals[how]
-    assert not any((tmp_path / how / "state" / "incoming").glob("*"))
+    assert spilled == [], "an update within the inline limit was parked on disk"
 
 
 def _refusal(call) -> tuple[grpc.StatusCode, str]:
