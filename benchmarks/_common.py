@@ -149,7 +149,7 @@ def machine_facts() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         commit = "?"
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": f"{cpu}, {os.cpu_count()} cores",
         "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
         "os": f"{platform.system()} {platform.release()}",

@@ -87,7 +87,7 @@ class Cell:
         return f"{self.method}{labels}{partition}"
 
     @property
-    def baseline(self) -> "Cell | None":
+    def baseline(self) -> Cell | None:
         """The cell this one is compared with, pair by pair (same fold and seed)."""
         if self.method in SEMI_METHODS:
             return Cell("supervised", self.labels, self.partition)

@@ -29,8 +29,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    MB, child_env, command_line, free_port, headline, machine_facts, markdown_table, peak_rss_bytes,
-    ThreadSampler, reexec_with_malloc_env, settled_rss, stop, threads_of, wait_for_port, write_results,
+    MB,
+    ThreadSampler,
+    child_env,
+    command_line,
+    free_port,
+    headline,
+    machine_facts,
+    markdown_table,
+    peak_rss_bytes,
+    reexec_with_malloc_env,
+    settled_rss,
+    stop,
+    threads_of,
+    wait_for_port,
+    write_results,
 )
 
 FLEET = Path(__file__).resolve().parent / "_fleet.py"

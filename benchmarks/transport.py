@@ -35,8 +35,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    MALLOC_ENV, MB, MIB, command_line, free_port, headline, machine_facts, markdown_table, payload, python_child,
-    reexec_with_malloc_env, stop, wait_for_port, write_results,
+    MALLOC_ENV,
+    MB,
+    MIB,
+    command_line,
+    free_port,
+    headline,
+    machine_facts,
+    markdown_table,
+    payload,
+    python_child,
+    reexec_with_malloc_env,
+    stop,
+    wait_for_port,
+    write_results,
 )
 
 BARE_DOWN = "/bench.Bare/Down"

@@ -39,8 +39,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    MB, ROOT, child_env, command_line, free_port, headline, machine_facts, markdown_table,
-    reexec_with_malloc_env, stop, wait_for_port, write_results,
+    MB,
+    ROOT,
+    child_env,
+    command_line,
+    free_port,
+    headline,
+    machine_facts,
+    markdown_table,
+    reexec_with_malloc_env,
+    stop,
+    wait_for_port,
+    write_results,
 )
 
 FLOWER_VERSION = "1.42.0"
@@ -70,7 +80,7 @@ def model_bytes(hidden: list[int]) -> int:
 def ensure_flower(venv: Path) -> Path:
     """Flower in its own virtual environment (no torch; our pins stay ours)."""
     python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import flwr, sys; sys.exit(flwr.__version__ != '%s')" % FLOWER_VERSION]
+    probe = [str(python), "-c", "import flwr, sys; sys.exit(flwr.__version__ != '" + FLOWER_VERSION + "')"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
     print(f"installing flwr=={FLOWER_VERSION} into {venv} ...", flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -49,15 +49,15 @@ def channel_credentials(ca_cert: str | None, cert: str | None, key: str | None, 
 def join(
     server: Annotated[str, typer.Option("--server", help="coordinator HOST:PORT")],
     data_dir: Annotated[Path, typer.Option("--data-dir", help="audio files plus labels.csv (path,emotion)")],
-    name: Annotated[Optional[str], typer.Option("--name", help="stable client name (default: host-datadir)")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="client-side features/labels config (TOML)")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="stable client name (default: host-datadir)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="client-side features/labels config (TOML)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC (loopback only)")] = False,
-    ca_cert: Annotated[Optional[str], typer.Option("--ca-cert")] = None,
-    cert: Annotated[Optional[str], typer.Option("--cert")] = None,
-    key: Annotated[Optional[str], typer.Option("--key")] = None,
+    ca_cert: Annotated[str | None, typer.Option("--ca-cert")] = None,
+    cert: Annotated[str | None, typer.Option("--cert")] = None,
+    key: Annotated[str | None, typer.Option("--key")] = None,
     token: Annotated[str, typer.Option("--token", envvar="FEDSER_TOKEN", help="enrolment token")] = "",
-    upstream_ckpt: Annotated[Optional[Path], typer.Option("--upstream-ckpt", help="s3prl upstream checkpoint")] = None,
+    upstream_ckpt: Annotated[Path | None, typer.Option("--upstream-ckpt", help="s3prl upstream checkpoint")] = None,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch default)")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="feature extraction processes (0 = one per CPU core)")] = 0,
     connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="seconds to keep retrying the server")] = 600.0,
@@ -91,10 +91,10 @@ def join(
 @app.command()
 def extract(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="audio files plus labels.csv (path,emotion)")],
-    feature: Annotated[Optional[str], typer.Option("--feature", help="emobase | apc | tera | decoar2 | distilhubert (default: the config's)")] = None,
-    upstream_ckpt: Annotated[Optional[Path], typer.Option("--upstream-ckpt", help="local s3prl upstream checkpoint")] = None,
+    feature: Annotated[str | None, typer.Option("--feature", help="emobase | apc | tera | decoar2 | distilhubert (default: the config's)")] = None,
+    upstream_ckpt: Annotated[Path | None, typer.Option("--upstream-ckpt", help="local s3prl upstream checkpoint")] = None,
     workers: Annotated[int, typer.Option("--workers", help="extraction processes (0 = one per CPU core)")] = 0,
-    config: Annotated[Optional[Path], typer.Option("--config", help="client-side features/labels config (TOML)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="client-side features/labels config (TOML)")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     log_level: Annotated[str, typer.Option("--log-level")] = "error",
 ) -> None:

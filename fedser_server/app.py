@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 from pydantic import ValidationError
 
-from fedser_server.engine.coordinator import Coordinator
 from fedser_server.core.strategy import make_strategy
+from fedser_server.engine.coordinator import Coordinator
 from fedser_server.engine.served_state import give_back_free_heap
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.store import StateStore
@@ -99,10 +99,10 @@ def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: floa
 
 def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.ServerCredentials | None = None,
           client_timeout_s: float = 120.0, tokens: TokenStore | None = None, resume: bool = False,
-          limits: Limits = Limits(), heartbeat_interval_s: float | None = None) -> RunningServer:
+          limits: Limits | None = None, heartbeat_interval_s: float | None = None) -> RunningServer:
     """Start serving. `tokens=None` is open enrolment (any client may join); the CLI decides."""
     coordinator = build_coordinator(config, state_dir, client_timeout_s, tokens, resume, heartbeat_interval_s)
-    servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s, limits)
+    servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s, limits or Limits())
     try:
         bound = start_server(servicer, address, credentials=credentials)
     except BaseException:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fedser_server.observability import commands as ops
 from fedser_server.observability import json_stderr
-from fedser_shared.config_command import make_config_command
 from fedser_shared.cli import entry_point, make_app
+from fedser_shared.config_command import make_config_command
 from fedser_shared.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,24 +32,24 @@ def _root() -> None:
 def serve(
     state_dir: Annotated[Path, typer.Option("--state-dir", help="where global state, registry and metrics.jsonl live")],
     address: Annotated[str, typer.Option("--address", help="HOST:PORT to listen on (port 0 picks a free port)")] = "0.0.0.0:7443",
-    config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (TOML)")] = None,
-    rounds: Annotated[Optional[int], typer.Option("--rounds")] = None,
-    min_clients: Annotated[Optional[int], typer.Option("--min-clients")] = None,
-    fraction: Annotated[Optional[float], typer.Option("--fraction")] = None,
-    algorithm: Annotated[Optional[str], typer.Option("--algorithm", help="fedavg | scaffold")] = None,
-    eval_every: Annotated[Optional[int], typer.Option("--eval-every")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="run configuration (TOML)")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds")] = None,
+    min_clients: Annotated[int | None, typer.Option("--min-clients")] = None,
+    fraction: Annotated[float | None, typer.Option("--fraction")] = None,
+    algorithm: Annotated[str | None, typer.Option("--algorithm", help="fedavg | scaffold")] = None,
+    eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC (loopback only)")] = False,
-    tls_cert: Annotated[Optional[str], typer.Option("--tls-cert")] = None,
-    tls_key: Annotated[Optional[str], typer.Option("--tls-key")] = None,
-    client_ca: Annotated[Optional[str], typer.Option("--client-ca", help="require client certificates signed by this CA")] = None,
+    tls_cert: Annotated[str | None, typer.Option("--tls-cert")] = None,
+    tls_key: Annotated[str | None, typer.Option("--tls-key")] = None,
+    client_ca: Annotated[str | None, typer.Option("--client-ca", help="require client certificates signed by this CA")] = None,
     client_timeout: Annotated[float, typer.Option("--client-timeout", help="seconds of silence before a client counts as gone")] = 120.0,
-    heartbeat_interval: Annotated[Optional[float], typer.Option("--heartbeat-interval", help="seconds between a client's heartbeats, told to it at join (default min(10, client-timeout/4)); longer for large fleets")] = None,
+    heartbeat_interval: Annotated[float | None, typer.Option("--heartbeat-interval", help="seconds between a client's heartbeats, told to it at join (default min(10, client-timeout/4)); longer for large fleets")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run saved in --state-dir from its last completed round")] = False,
-    tokens_file: Annotated[Optional[Path], typer.Option("--tokens-file", help="enrolment token hashes (default STATE_DIR/tokens.json)")] = None,
+    tokens_file: Annotated[Path | None, typer.Option("--tokens-file", help="enrolment token hashes (default STATE_DIR/tokens.json)")] = None,
     open_enrolment: Annotated[bool, typer.Option("--open-enrolment", help="let any client join without a token")] = False,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
-    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus /metrics on this port, same host as --address (off by default)")] = None,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="serve Prometheus /metrics on this port, same host as --address (off by default)")] = None,
 ) -> None:
     """Serve federated rounds until the last one, then stop."""
     from fedser_server import app as server_app
@@ -98,8 +98,8 @@ app.command("config")(make_config_command("server"))
 
 token_app = make_app("Enrolment tokens: one per client, stored hashed.")
 app.add_typer(token_app, name="token")
-StateDirOption = Annotated[Optional[Path], typer.Option("--state-dir", help="the server's state dir (tokens.json lives there)")]
-TokensFileOption = Annotated[Optional[Path], typer.Option("--tokens-file", help="a tokens file outside the state dir")]
+StateDirOption = Annotated[Path | None, typer.Option("--state-dir", help="the server's state dir (tokens.json lives there)")]
+TokensFileOption = Annotated[Path | None, typer.Option("--tokens-file", help="a tokens file outside the state dir")]
 
 
 def _tokens(state_dir: Path | None, tokens_file: Path | None) -> TokenStore:
@@ -142,8 +142,8 @@ app.add_typer(certs_app, name="certs")
 @certs_app.command("dev")
 def certs_dev(
     out: Annotated[Path, typer.Option("--out", help="directory for ca.pem, server.pem/.key and <client>.pem/.key")],
-    host: Annotated[Optional[list[str]], typer.Option("--host", help="server DNS name or IP (repeatable; default localhost, 127.0.0.1, ::1)")] = None,
-    client: Annotated[Optional[list[str]], typer.Option("--client", help="client certificate to make for mutual TLS (repeatable)")] = None,
+    host: Annotated[list[str] | None, typer.Option("--host", help="server DNS name or IP (repeatable; default localhost, 127.0.0.1, ::1)")] = None,
+    client: Annotated[list[str] | None, typer.Option("--client", help="client certificate to make for mutual TLS (repeatable)")] = None,
 ) -> None:
     """Make a development CA, a server certificate and client certificates (not for production)."""
     from fedser_server.security.certs import write_dev_pki

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -34,21 +34,21 @@ def run(
     corpus: Annotated[Path, typer.Option("--corpus", help="corpus root holding manifest.csv")],
     out: Annotated[Path, typer.Option("--out", help="run directory (client dirs, server state, logs)")] = Path("runs/latest"),
     clients: Annotated[int, typer.Option("--clients", min=1)] = 8,
-    rounds: Annotated[Optional[int], typer.Option("--rounds")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds")] = None,
     engine: Annotated[str, typer.Option("--engine", help="grpc (server + client processes) | inprocess (one loop, for sweeps) | ray (clients as Ray actors)")] = "grpc",
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="with --engine ray: an existing Ray cluster (default: start a local one)")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (TOML)")] = None,
-    algorithm: Annotated[Optional[str], typer.Option("--algorithm", help="fedavg | scaffold")] = None,
-    semi: Annotated[Optional[bool], typer.Option("--semi/--no-semi", help="semi-supervised local training on the unlabeled audio (Semi-FedSER)")] = None,
-    semi_method: Annotated[Optional[str], typer.Option("--semi-method", help="with --semi: mvpl (the paper's multiview pseudo-labels) | fixmatch")] = None,
-    label_rate: Annotated[Optional[float], typer.Option("--label-rate", help="share of each client's files that keep their label, in (0, 1]; the others become unlabeled (seeded)")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="with --engine ray: an existing Ray cluster (default: start a local one)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="run configuration (TOML)")] = None,
+    algorithm: Annotated[str | None, typer.Option("--algorithm", help="fedavg | scaffold")] = None,
+    semi: Annotated[bool | None, typer.Option("--semi/--no-semi", help="semi-supervised local training on the unlabeled audio (Semi-FedSER)")] = None,
+    semi_method: Annotated[str | None, typer.Option("--semi-method", help="with --semi: mvpl (the paper's multiview pseudo-labels) | fixmatch")] = None,
+    label_rate: Annotated[float | None, typer.Option("--label-rate", help="share of each client's files that keep their label, in (0, 1]; the others become unlabeled (seeded)")] = None,
     test_speakers: Annotated[int, typer.Option("--test-speakers", help="speakers who never join: the global model is scored on them, each normalised with its own statistics")] = 0,
-    fraction: Annotated[Optional[float], typer.Option("--fraction")] = None,
-    min_clients: Annotated[Optional[int], typer.Option("--min-clients")] = None,
-    eval_every: Annotated[Optional[int], typer.Option("--eval-every")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    fraction: Annotated[float | None, typer.Option("--fraction")] = None,
+    min_clients: Annotated[int | None, typer.Option("--min-clients")] = None,
+    eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
     workers: Annotated[int, typer.Option("--workers", help="processes for feature extraction (0 = all cores)")] = 0,
-    feature_cache: Annotated[Optional[Path], typer.Option("--feature-cache", help="corpus feature cache (default ~/.cache/fedser)")] = None,
+    feature_cache: Annotated[Path | None, typer.Option("--feature-cache", help="corpus feature cache (default ~/.cache/fedser)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up after this many seconds")] = 3600.0,
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
 ) -> None:
@@ -186,7 +186,7 @@ def hidden_paths(part: list, label_rate: float | None, seed: int, index: int) ->
     return {u.path for u, k in zip(part, kept) if k == UNLABELED}
 
 
-def _write_report(state_dir: Path, config: "RunConfig") -> Path | None:
+def _write_report(state_dir: Path, config: RunConfig) -> Path | None:
     from fedser_server.observability.report import write_report
     from fedser_server.observability.snapshot import load_snapshot
 

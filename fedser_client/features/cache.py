@@ -59,7 +59,7 @@ class FeatureCache:
         self._load()
 
     @classmethod
-    def for_extractor(cls, cache_dir: Path, extractor: object, **kwargs: float) -> "FeatureCache":
+    def for_extractor(cls, cache_dir: Path, extractor: object, **kwargs: float) -> FeatureCache:
         """`extractor`: anything with name, version, settings and dim (an extractor or its identity)."""
         return cls(cache_dir, extractor.name, extractor.version, extractor.settings,  # type: ignore[attr-defined]
                    extractor.dim, **kwargs)  # type: ignore[attr-defined,arg-type]

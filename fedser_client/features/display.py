@@ -6,7 +6,15 @@ import time
 from collections import Counter
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from fedser_client.data.labels import DataListing
@@ -25,7 +33,7 @@ class ExtractionBar:
         self._task: int | None = None
         self._started = time.perf_counter()
 
-    def __enter__(self) -> "ExtractionBar":
+    def __enter__(self) -> ExtractionBar:
         self._progress.__enter__()
         self._started = time.perf_counter()
         return self

@@ -63,7 +63,7 @@ class UpdateHeader:
     def checked(cls, *, round: int, task_id: str, n_samples: int, total_len: int, loss: float,
                 pseudo_taken_per_class: Sequence[int], pseudo_correct_per_class: Sequence[int],
                 pseudo_with_truth: int, num_classes: int, pseudo_candidates: int = 0, pseudo_pass_tau: int = 0,
-                pseudo_pass_kappa: int = 0, checksum: Checksum = Checksum.SHA256) -> "UpdateHeader":
+                pseudo_pass_kappa: int = 0, checksum: Checksum = Checksum.SHA256) -> UpdateHeader:
         """The header, or InvalidUpdateError naming the first field out of range."""
         if total_len <= 0:
             raise InvalidUpdateError(f"announced blob length {total_len} must be positive")

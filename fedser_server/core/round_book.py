@@ -42,7 +42,7 @@ class TaskAssignment:
     retry_after_s: float = 0.0
 
     @classmethod
-    def of(cls, kind: TaskKind, spec: TaskSpec, task_id: str, participation: int, deadline_unix_s: float) -> "TaskAssignment":
+    def of(cls, kind: TaskKind, spec: TaskSpec, task_id: str, participation: int, deadline_unix_s: float) -> TaskAssignment:
         return cls(kind, round=spec.round, task_id=task_id, lr=spec.lr, local_epochs=spec.local_epochs,
                    pseudo_threshold=spec.pseudo_threshold, participation=participation, deadline_unix_s=deadline_unix_s)
 
@@ -59,7 +59,7 @@ class RoundBook:
 
     @classmethod
     def post(cls, kind: TaskKind, spec: TaskSpec, participations: Mapping[str, int], deadline_unix_s: float,
-             new_task_id: Callable[[], str]) -> "RoundBook":
+             new_task_id: Callable[[], str]) -> RoundBook:
         """A task of `kind` for each client (client_id -> how often it was sampled before)."""
         book = cls(kind=kind, round=spec.round)
         for client_id, participation in participations.items():

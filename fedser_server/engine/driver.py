@@ -32,7 +32,7 @@ RECOUNT_S = 0.2  # while waiting for clients, the alive ones are counted at most
 
 
 class RoundDriver:
-    def __init__(self, coordinator: "Coordinator") -> None:
+    def __init__(self, coordinator: Coordinator) -> None:
         self._c = coordinator
         self.config = coordinator.config
         self._clock, self._wall = coordinator.clock, coordinator.wall_clock

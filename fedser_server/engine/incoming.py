@@ -29,7 +29,7 @@ READ_BLOCK_BYTES = 1 << 21
 class CheckedUpdate:
     """A received update whose checksum, layout and values passed; its bytes are on disk."""
 
-    def __init__(self, spill: "SpillFile | MemoryPark", layout: list[TensorEntry], norm: float | None = None) -> None:
+    def __init__(self, spill: SpillFile | MemoryPark, layout: list[TensorEntry], norm: float | None = None) -> None:
         self._spill, self._layout = spill, layout
         self.norm = norm  # L2 norm of the tensors the receiver was asked to measure, if any
 
@@ -95,7 +95,7 @@ class IncomingUpdate:
         self._squares = 0.0
         self._spill: SpillFile | MemoryPark | None = SpillFile(spill_dir) if spill_dir is not None else MemoryPark()
 
-    def __enter__(self) -> "IncomingUpdate":
+    def __enter__(self) -> IncomingUpdate:
         return self
 
     def __exit__(self, *exc: object) -> None:

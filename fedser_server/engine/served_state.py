@@ -23,7 +23,6 @@ from fedser_server.state.file_state import BlobFile, FileSum
 from fedser_server.state.store import StateStore
 from fedser_shared import codec
 
-
 SaveCheckpoint = Callable[[StateStore, int, dict[str, object]], None]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from fedser_server.observability.metrics import MetricsEndpoint
 
 StateDir = Annotated[Path, typer.Option("--state-dir", help="the server's state dir (metrics.jsonl, registry.sqlite)")]
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="run configuration (TOML), for class names")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="run configuration (TOML), for class names")]
 
 
 def _class_names(config: Path | None, saved: list[str] | None) -> list[str] | None:
@@ -44,7 +44,7 @@ def status(state_dir: StateDir, config: ConfigFile = None,
 
 
 def report(state_dir: StateDir, config: ConfigFile = None,
-           out: Annotated[Optional[Path], typer.Option("--out", help="where to write the report (default STATE_DIR/report)")] = None) -> None:
+           out: Annotated[Path | None, typer.Option("--out", help="where to write the report (default STATE_DIR/report)")] = None) -> None:
     """Write report.html and PNG plots (UAR, loss, pseudo-labels per round) from a state dir."""
     from fedser_server.observability.report import write_report
     from fedser_server.observability.snapshot import load_snapshot
@@ -59,10 +59,10 @@ def report(state_dir: StateDir, config: ConfigFile = None,
 def probe(
     address: Annotated[str, typer.Option("--address", help="server HOST:PORT")] = "127.0.0.1:7443",
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for an answer")] = 3.0,
-    ca_cert: Annotated[Optional[str], typer.Option("--ca-cert", help="CA that signed the server certificate")] = None,
-    cert: Annotated[Optional[str], typer.Option("--cert", help="client certificate, where the server requires one")] = None,
-    key: Annotated[Optional[str], typer.Option("--key", help="client key")] = None,
-    server_name: Annotated[Optional[str], typer.Option("--server-name", help="name to verify in the server certificate")] = None,
+    ca_cert: Annotated[str | None, typer.Option("--ca-cert", help="CA that signed the server certificate")] = None,
+    cert: Annotated[str | None, typer.Option("--cert", help="client certificate, where the server requires one")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="client key")] = None,
+    server_name: Annotated[str | None, typer.Option("--server-name", help="name to verify in the server certificate")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="plaintext gRPC")] = False,
 ) -> None:
     """Ask a server's gRPC health service whether it is SERVING (exit 0) or not (exit 1)."""
@@ -74,7 +74,7 @@ def probe(
         raise typer.Exit(1)
 
 
-def start_metrics(coordinator: object, grpc_address: str, port: int | None) -> "MetricsEndpoint | None":
+def start_metrics(coordinator: object, grpc_address: str, port: int | None) -> MetricsEndpoint | None:
     """`serve --metrics-port`: the metrics endpoint on the gRPC address's host, or nothing when off."""
     if port is None:
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group
@@ -12,7 +12,6 @@ from rich.panel import Panel
 from rich.table import Table
 
 from fedser_server.observability.snapshot import RunSnapshot
-
 
 _ROUND_COLUMNS = {"n_sampled": "sampled", "n_updates": "updates", "train_loss": "train loss", "lr": "lr",
                   "attempts": "tries", "seconds": "seconds", "uar": "UAR", "eval_loss": "eval loss",
@@ -22,7 +21,7 @@ _ROUND_COLUMNS = {"n_sampled": "sampled", "n_updates": "updates", "train_loss": 
 def _when(unix_s: float | None, now: float) -> str:
     if unix_s is None:
         return "-"
-    stamp = datetime.fromtimestamp(unix_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"{stamp} ({_ago(now - unix_s)})"
 
 

@@ -47,7 +47,7 @@ def _san(hosts: tuple[str, ...] | list[str]) -> x509.SubjectAlternativeName:
 
 
 def _builder(subject: str, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, days: int) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
             .issuer_name(issuer).public_key(public_key).serial_number(x509.random_serial_number())

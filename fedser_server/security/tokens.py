@@ -53,7 +53,7 @@ class TokenStore:
         self._entries: list[TokenEntry] = []
 
     @classmethod
-    def in_state_dir(cls, state_dir: Path) -> "TokenStore":
+    def in_state_dir(cls, state_dir: Path) -> TokenStore:
         return cls(Path(state_dir) / TOKENS_FILE)
 
     def entries(self) -> list[TokenEntry]:

@@ -43,9 +43,9 @@ from fedser_shared.errors import (
     UnknownClientError,
 )
 from fedser_shared.logging import get_logger
-from fedser_shared.refusal import REFUSAL_METADATA_KEY
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from fedser_shared.refusal import REFUSAL_METADATA_KEY
 
 log = get_logger(__name__)
 
@@ -92,7 +92,7 @@ def status_code_for(error: FedserError) -> grpc.StatusCode:
 def _mapped(method: F) -> F:
     """A unary handler whose FedserErrors become counted, logged refusals with a status code."""
     @functools.wraps(method)
-    def wrapper(self: "CoordinatorServicer", request: Any, context: grpc.ServicerContext) -> Any:
+    def wrapper(self: CoordinatorServicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
         except FedserError as exc:
@@ -106,7 +106,7 @@ def _mapped(method: F) -> F:
 def _mapped_on_loop(method: F) -> F:
     """`_mapped` for a coroutine handler (one that runs on the server's event loop)."""
     @functools.wraps(method)
-    async def wrapper(self: "CoordinatorServicer", request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapper(self: CoordinatorServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
         except FedserError as exc:
@@ -240,7 +240,8 @@ def _cancel_at(context: grpc.ServicerContext, deadline_unix_s: float) -> Iterato
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
-    def __init__(self, coordinator: Coordinator, poll_timeout_s: float, limits: Limits = Limits()) -> None:
+    def __init__(self, coordinator: Coordinator, poll_timeout_s: float, limits: Limits | None = None) -> None:
+        limits = limits or Limits()
         self.coordinator = coordinator
         self.poll_timeout_s = poll_timeout_s
         self.limits = limits

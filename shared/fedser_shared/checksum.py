@@ -48,7 +48,7 @@ class Digest:
             raise CorruptBlobError(f"{self.kind.value} digest must be {self.kind.digest_size} bytes, got {len(self.value)}")
 
     @classmethod
-    def preferred(cls, sha256: bytes, xxh3_128: bytes) -> "Digest":
+    def preferred(cls, sha256: bytes, xxh3_128: bytes) -> Digest:
         """The digest to check of a model header that may carry both: XXH3 when present."""
         return cls(Checksum.XXH3_128, xxh3_128) if xxh3_128 else cls(Checksum.SHA256, sha256)
 

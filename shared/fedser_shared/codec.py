@@ -64,7 +64,7 @@ class Blob:
         return Checksum.SHA256.of(self.data)
 
     @classmethod
-    def of(cls, data: bytes | memoryview) -> "Blob":
+    def of(cls, data: bytes | memoryview) -> Blob:
         return cls(data=data, xxh3_128=Checksum.XXH3_128.of(data))
 
     def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryview]:
@@ -268,7 +268,7 @@ class BlobAssembler:
         self._hasher = StreamHash(self._expected.kind)
         self._received = 0
 
-    def __enter__(self) -> "BlobAssembler":
+    def __enter__(self) -> BlobAssembler:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -38,7 +38,7 @@ class LabelsConfig(_Section):
     """Emotion spelling in labels.csv or manifest.csv (lower case) -> class index; other emotions are ignored and counted."""
 
     @model_validator(mode="after")
-    def _classes_in_range(self) -> "LabelsConfig":
+    def _classes_in_range(self) -> LabelsConfig:
         for emotion, index in self.emotion_map.items():
             if not 0 <= index < len(self.class_names):
                 raise ValueError(f"emotion '{emotion}' maps to class {index}, outside 0..{len(self.class_names) - 1}")
@@ -213,7 +213,7 @@ class RunConfig(_Section):
         return self.model_dump_json()
 
     @classmethod
-    def from_json(cls, text: str) -> "RunConfig":
+    def from_json(cls, text: str) -> RunConfig:
         return cls.model_validate_json(text)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import typer
 
@@ -15,7 +15,7 @@ def make_config_command(side: Literal["server", "client"]) -> Callable[..., None
     """`side` picks the documented default file: the server's (every field) or the client's (what it reads itself)."""
     def config(
         print_default: Annotated[bool, typer.Option("--print-default", help="print a commented TOML file with every field at its default")] = False,
-        check: Annotated[Optional[Path], typer.Option("--check", help="validate a TOML file and say what is wrong with it")] = None,
+        check: Annotated[Path | None, typer.Option("--check", help="validate a TOML file and say what is wrong with it")] = None,
     ) -> None:
         """Print the documented default configuration, or validate a configuration file."""
         if print_default == (check is not None):

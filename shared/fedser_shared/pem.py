@@ -5,8 +5,8 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from fedser_shared.fsutil import read_file_arg
 from fedser_shared.errors import ConfigError
+from fedser_shared.fsutil import read_file_arg
 
 
 def read_certificates(path: str | None, flag: str) -> bytes | None:

@@ -210,7 +210,7 @@ class BulkCalls:
     get_task: grpc.UnaryUnaryMultiCallable  # replies are `ReceivedTask`s
 
     @classmethod
-    def on(cls, channel: grpc.Channel) -> "BulkCalls":
+    def on(cls, channel: grpc.Channel) -> BulkCalls:
         return cls(
             channel.unary_stream(FETCH_MODEL, request_serializer=pb.FetchModelRequest.SerializeToString,
                                  response_deserializer=read_model_chunk),

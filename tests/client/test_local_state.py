@@ -13,8 +13,8 @@ from fedser_client.core.data import UNLABELED, ClientData
 from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask
 from fedser_client.local_store import LocalStore
 from fedser_shared import fsutil
-from fedser_shared.errors import StateError
 from fedser_shared.config import load_run_config
+from fedser_shared.errors import StateError
 from fedser_shared.model import build_model, weights_of
 
 PATHS = [f"audio/clip_{i}.wav" for i in range(6)]

@@ -4,7 +4,6 @@ global model does not change; afterwards the real client still completes the rou
 
 from __future__ import annotations
 
-
 import grpc
 import numpy as np
 import pytest

@@ -50,7 +50,7 @@ def test_three_clients_three_rounds_aggregate_the_weighted_mean(tmp_path: Path, 
         theta = contributions[0][0]
         next_global = by_round[round_index + 1][0][0] if round_index < 3 else final
         total = sum(n for _, _, n in contributions)
-        for name, value in theta.items():
+        for name in theta:
             param = name[len("w."):]
             local_results = [g[name] + u["delta." + param] for g, u, _ in contributions]
             expected = sum(n * y.astype(np.float64) for y, (_, _, n) in zip(local_results, contributions)) / total

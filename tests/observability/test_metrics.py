@@ -44,7 +44,7 @@ class FakeCoordinator:
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
-    def registry(self) -> "FakeCoordinator":
+    def registry(self) -> FakeCoordinator:
         return self
 
     def alive_clients(self) -> list[_Client]:

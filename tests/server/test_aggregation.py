@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedser_server.engine.aggregator import Aggregator
 from fedser_server.core.strategy import FedAvg
+from fedser_server.engine.aggregator import Aggregator
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
 from fedser_shared import codec
 from fedser_shared.errors import StateError

@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from fedser_server import app as server_app
-from fedser_shared.errors import StaleRoundError
 from fedser_server.transport.admission import Limits, ServerBusyError, UploadGate
+from fedser_shared.errors import StaleRoundError
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from tests.faults import raw
 
