@@ -47,6 +47,7 @@ def run(
     min_clients: Annotated[int | None, typer.Option("--min-clients")] = None,
     eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
+    dp_epsilon: Annotated[float | None, typer.Option("--dp-epsilon", help="differential privacy (DP-FedAvg): the epsilon the whole run may spend; the noise multiplier follows from the accountant (privacy.target_epsilon; the mode is privacy.dp, central unless the config says distributed)")] = None,
     workers: Annotated[int, typer.Option("--workers", help="processes for feature extraction (0 = all cores)")] = 0,
     feature_cache: Annotated[Path | None, typer.Option("--feature-cache", help="corpus feature cache (default ~/.cache/fedser)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up after this many seconds")] = 3600.0,
@@ -78,6 +79,7 @@ def run(
         "federation.rounds": rounds, "federation.algorithm": algorithm, "federation.fraction": fraction,
         "federation.min_clients": min_clients, "federation.eval_every": eval_every, "federation.seed": seed,
         "semi.enabled": semi, "semi.method": semi_method,
+        **_dp_overrides(config, dp_epsilon),
     })
     fed = run_config.federation
     if fed.min_clients > clients:
@@ -169,6 +171,18 @@ def run(
     report = _write_report(out / "server", run_config)
     if report is not None:
         console.print(f"report: {report}")
+
+
+def _dp_overrides(config: Path | None, dp_epsilon: float | None) -> dict[str, object]:
+    """--dp-epsilon E: privacy.target_epsilon = E, in the config's dp mode (central when it has none)."""
+    from fedser_shared.config import load_run_config
+
+    if dp_epsilon is None:
+        return {}
+    if dp_epsilon <= 0:
+        raise ConfigError(f"--dp-epsilon must be positive, got {dp_epsilon}")
+    mode = load_run_config(config).privacy.dp
+    return {"privacy.dp": mode if mode != "off" else "central", "privacy.target_epsilon": dp_epsilon}
 
 
 def hidden_paths(part: list, label_rate: float | None, seed: int, index: int) -> set[str]:

@@ -17,18 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import structlog
+
 from fedser_client.core.data import ClientData
 from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask, stable_seed
+from fedser_server.core.dp import DpFedAvg, PrivacyBudgetReached, dp_rounds
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.round_plan import plan_round
 from fedser_server.core.schedule import is_trainable
-from fedser_server.core.strategy import State, make_strategy
+from fedser_server.core.strategy import FedAvg, State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
 from fedser_shared.weights import initial_weights
 
 if TYPE_CHECKING:  # the feature pipeline is not needed to run rounds on ready features
     from fedser_client.prepare import PreparedData
+
+log = structlog.get_logger("fedser.sim")
 
 
 @dataclass
@@ -48,6 +54,18 @@ class RoundResult:
     round: int
     state: State
     tally: RoundTally
+    privacy: dict[str, float] | None = None  # epsilon spent so far, z, C (privacy.dp on)
+
+
+# What the server receives from one client in one round: (round, client name, update as sent, n_samples)
+UpdateObserver = Callable[[int, str, Mapping[str, np.ndarray], int], None]
+
+
+def _strategy(config: RunConfig) -> FedAvg:
+    fed = config.federation
+    if config.privacy.enabled:
+        return DpFedAvg(fed.server_lr, np.random.default_rng(stable_seed(fed.seed, "dp-server")))
+    return make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
 
 
 def make_clients(config: RunConfig, datas: Mapping[str, ClientData], device: str = "cpu") -> dict[str, SimClient]:
@@ -55,13 +73,24 @@ def make_clients(config: RunConfig, datas: Mapping[str, ClientData], device: str
             for name, data in datas.items()}
 
 
-def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: int) -> Iterator[RoundResult]:
-    """Run `config.federation.rounds` rounds; yield the new global state after each."""
+def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: int,
+             observe: UpdateObserver | None = None) -> Iterator[RoundResult]:
+    """Run `config.federation.rounds` rounds; yield the new global state after each.
+
+    With privacy.dp on, each update is clipped and noised where the mode says (DESIGN §9), every update
+    weighs 1, and a configured budget ends the run with PrivacyBudgetReached before the round that would
+    exceed it. `observe` sees each update as the server receives it."""
     fed = config.federation
-    strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
+    strategy = _strategy(config)
     state = strategy.initial_state(initial_weights(feature_dim, config.num_classes, config.model.hidden, fed.seed))
     trainable = [c for c in clients.values() if c.trainable]
+    dp = None
+    if config.privacy.enabled:
+        sample_size = len(plan_round(config, [c.name for c in trainable], 1).sampled)
+        dp = dp_rounds(config.privacy, fed.rounds, sample_size, len(trainable))
     for round_index in range(1, fed.rounds + 1):
+        if dp is not None:
+            dp.check_budget(round_index)
         started = time.perf_counter()
         plan = plan_round(config, [c.name for c in trainable], round_index)
         names = plan.sampled
@@ -69,18 +98,30 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         task = TrainTask(round=round_index, lr=plan.spec.lr, local_epochs=plan.spec.local_epochs,
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
+        norms = []
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
+            if report.n_samples and dp is not None:
+                update, norm = dp.release(update, len(names), np.random.default_rng(stable_seed(fed.seed, name, round_index, "dp")))
+                norms.append(norm)
+            if report.n_samples and observe is not None:
+                observe(round_index, name, update, report.n_samples)
             if report.n_samples:  # an empty participation is counted, not aggregated, as by the server
-                strategy.accumulate(update, report.n_samples)
+                strategy.accumulate(dp.receive(update) if dp is not None else update, report.n_samples)
             tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
                              report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes,
                              report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
-        tally.seconds = time.perf_counter() - started
+        if dp is not None and isinstance(strategy, DpFedAvg):
+            strategy.noise_std = dp.sum_noise_std
         state = strategy.finish_round()
-        yield RoundResult(round_index, state, tally)
+        tally.seconds = time.perf_counter() - started
+        privacy = None
+        if dp is not None:
+            privacy = dp.record(round_index)
+            dp.close(norms, np.random.default_rng(stable_seed(fed.seed, round_index, "dp-clip")))
+        yield RoundResult(round_index, state, tally, privacy)
 
 
 def run_inprocess(
@@ -92,7 +133,8 @@ def run_inprocess(
     clients = make_clients(config, {name: p.data for name, p in prepared.items()}, device)
     history: list[dict[str, object]] = []
     state: State = {}
-    for result in federate(config, clients, config.feature_dim):
+    rounds = federate(config, clients, config.feature_dim)
+    while (result := _next_round(rounds)) is not None:
         started = time.perf_counter()
         state = result.state
         store.save_global(state, result.round)
@@ -104,8 +146,21 @@ def run_inprocess(
                     evaluation.add(*client.trainer.evaluate(state))
         record = metrics_record(config, result.round, result.tally, evaluation,
                                 result.tally.seconds + time.perf_counter() - started)
+        if result.privacy is not None:
+            record.update(result.privacy)
         store.append_metrics(record)
         history.append(record)
         if on_round:
             on_round(record)
     return state, history
+
+
+def _next_round(rounds: Iterator[RoundResult]) -> RoundResult | None:
+    """The next round, or None when the run ends (its last round, or a privacy budget: logged, one line)."""
+    try:
+        return next(rounds)
+    except StopIteration:
+        return None
+    except PrivacyBudgetReached as stop:
+        log.warning("run_stopped", reason=str(stop))
+        return None

@@ -1,0 +1,523 @@
+"""What fedser's server can learn about a speaker from what it receives: the attribute-inference attack of
+Feng et al. 2021 (arXiv 2112.13416, usc-sail/fed-ser-leakage) on plain updates, on secure-aggregation sums,
+and on sums under distributed DP; with the emotion UAR each defence costs (DESIGN §6 protocol).
+
+    python benchmarks/privacy.py [--corpus ../shared/data/nemo4] [--quick] [--out DIR]
+
+Attack. One federation per seed over every speaker (4 lack1 shards each, FedAvg, fraction 0.2: 8 of 36
+shards per round on nemo4), each update recorded as the server receives it. Folds: every (female, male)
+pair of speakers is held out once as the private targets; the other speakers are the attacker's shadow
+speakers (public data, gender known). The shadow clients take part in the same federation, so the
+attacker's training updates come from the same global models (the strongest honest-but-curious server:
+it could equally compute them itself from the models it holds). Features: the first layer's change (and
+all layers', reported apart), projected on the principal components of all received updates (no labels
+used), z-scored; classifiers: a small MLP and logistic regression, trained on shadow updates, scored on the
+private speakers' updates (UAR per update) and per client (a speaker's updates' mean probability).
+
+Under secure aggregation the server sees each round's sum and who was sampled. The attack on sums solves
+the linear system that overlapping samples give (every difference of sums across rounds whose samples
+overlap, at once): per-client mean updates by least squares from the round sums, then the same classifiers
+on the shadow clients' estimates. Under secagg + DP each client clips to C and adds N(0, (zC)^2/m), so the
+sum carries N(0, (zC)^2); z from dp-accounting for the target epsilon over the run (q = sampled/clients).
+
+Secure aggregation itself is simulated as what it reveals (the exact round sum); quantisation is not
+modelled, so its emotion UAR equals plain FedAvg's by construction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import headline, machine_facts, markdown_table, write_results  # noqa: E402
+from accuracy import (  # noqa: E402  (the DESIGN §6 protocol: folds, shards, normalisation, round selection)
+    SELECT_FRACTION,
+    Labels,
+    _init_worker,
+    eval_set,
+    load_speakers,
+    make_shards,
+    paired_difference,
+    speaker_folds,
+)
+
+from fedser_client.core.data import ClientData  # noqa: E402
+from fedser_client.core.trainer import LocalTrainer  # noqa: E402
+from fedser_shared.config import RunConfig, load_run_config  # noqa: E402
+from fedser_shared.errors import DataError, FedserError  # noqa: E402
+from fedser_shared.metrics import uar  # noqa: E402
+from fedser_sim.inprocess_engine import federate, make_clients  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST_LAYER = ("delta.hidden.0.weight", "delta.hidden.0.bias")
+COMPONENTS = 64
+
+
+@dataclass(frozen=True)
+class Defence:
+    """What the server sees: every update (none), round sums (secagg), or sums of clipped, noised updates."""
+
+    name: str
+    epsilon: float | None = None  # secagg+dp: the target epsilon over the run (inf: clipping, no noise)
+
+    @property
+    def key(self) -> str:
+        return self.name if self.epsilon is None else f"{self.name}@{_eps(self.epsilon)}"
+
+
+def _eps(value: float | None) -> str:
+    return "—" if value is None else "∞" if math.isinf(value) else f"{value:g}"
+
+
+def read_genders(corpus: Path) -> dict[str, str]:
+    with open(corpus / "manifest.csv", newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if "gender" not in (reader.fieldnames or []):
+            raise DataError(f"{corpus / 'manifest.csv'} has no gender column: the attack needs each speaker's gender")
+        genders = {row["speaker"]: row["gender"].strip().lower() for row in reader}
+    return genders
+
+
+def attack_folds(genders: dict[str, str], speakers: list[str]) -> list[tuple[str, str]]:
+    """Every (female, male) pair of speakers: held out together, both genders in every test fold."""
+    female = sorted(s for s in speakers if genders.get(s) == "female")
+    male = sorted(s for s in speakers if genders.get(s) == "male")
+    if not female or not male:
+        raise DataError("the attack needs speakers of both genders")
+    return [(f, m) for f in female for m in male]
+
+
+def privacy_overrides(defence: Defence, clip: float) -> dict[str, object]:
+    if defence.name != "secagg+dp":
+        return {}
+    if defence.epsilon is not None and math.isinf(defence.epsilon):
+        return {"privacy.dp": "distributed", "privacy.clip_norm": clip, "privacy.noise_multiplier": 0.0}
+    return {"privacy.dp": "distributed", "privacy.clip_norm": clip, "privacy.target_epsilon": defence.epsilon}
+
+
+def with_overrides(base: RunConfig, overrides: dict[str, object]) -> RunConfig:
+    tree = base.model_dump()
+    for dotted, value in overrides.items():
+        section, name = dotted.split(".")
+        tree[section][name] = value
+    return RunConfig.model_validate(tree)
+
+
+# ---- the attack federation: every update as the server receives it
+
+@dataclass
+class Recording:
+    """One federation's received updates (float16, flattened: first layer | other layers) and round membership."""
+
+    rounds: list[int] = field(default_factory=list)
+    clients: list[str] = field(default_factory=list)
+    weights: list[int] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    round_seconds: list[float] = field(default_factory=list)
+
+    def observe(self, round_index: int, client: str, update: dict[str, np.ndarray], n_samples: int) -> None:
+        names = [*FIRST_LAYER, *sorted(n for n in update if n.startswith("delta.") and n not in FIRST_LAYER)]
+        self.rounds.append(round_index)
+        self.clients.append(client)
+        self.weights.append(n_samples)
+        self.vectors.append(np.concatenate([update[n].reshape(-1) for n in names]).astype(np.float16))
+
+
+def record_federation(config: RunConfig, shards: dict[str, ClientData], dim: int) -> Recording:
+    recording = Recording()
+    for result in federate(config, make_clients(config, shards), dim, recording.observe):
+        recording.round_seconds.append(result.tally.seconds)
+        if result.privacy is not None:
+            recording.epsilon = result.privacy["dp_epsilon"]
+            recording.noise_multiplier = result.privacy["dp_noise_multiplier"]
+    return recording
+
+
+def all_shards(speakers: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int, seed: int) -> dict[str, ClientData]:
+    shards: dict[str, ClientData] = {}
+    for speaker, (x, y) in speakers.items():
+        shards.update(make_shards(x, y, speaker, num_classes, Labels(), True, seed))
+    return shards
+
+
+def project(matrix: np.ndarray, components: int) -> np.ndarray:
+    """Scores on the leading principal components (fit on every row: unlabeled, so the attacker may)."""
+    centred = matrix - matrix.mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    k = min(components, len(s))
+    return u[:, :k] * s[:k]
+
+
+def classifiers(seed: int) -> dict[str, object]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return {"mlp": make_pipeline(StandardScaler(), MLPClassifier((64,), alpha=1e-2, max_iter=600, random_state=seed)),
+            "logreg": make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced"))}
+
+
+def _uar_binary(truth: np.ndarray, predicted: np.ndarray) -> float:
+    recalls = [float(np.mean(predicted[truth == c] == c)) for c in (0, 1) if np.any(truth == c)]
+    return statistics.fmean(recalls)
+
+
+@dataclass
+class AttackScore:
+    per_update: list[float] = field(default_factory=list)   # one UAR per fold
+    calls: list[tuple[int, int]] = field(default_factory=list)  # (truth, call) per private speaker per fold
+
+    @property
+    def per_client(self) -> float:
+        truth = np.array([t for t, _ in self.calls])
+        return _uar_binary(truth, np.array([c for _, c in self.calls])) if self.calls else float("nan")
+
+    @property
+    def right(self) -> str:
+        return f"{sum(t == c for t, c in self.calls)}/{len(self.calls)}"
+
+
+def attack_updates(features: np.ndarray, speaker_of: list[str], genders: dict[str, str],
+                   folds: list[tuple[str, str]], seed: int) -> dict[str, AttackScore]:
+    """Per-update attack: train on shadow speakers' updates, score the private pair's updates and speakers."""
+    label = np.array([1 if genders[s] == "female" else 0 for s in speaker_of])
+    speakers_arr = np.array(speaker_of)
+    scores: dict[str, AttackScore] = {}
+    for name in classifiers(seed):
+        scores[name] = AttackScore()
+    for pair in folds:
+        private = np.isin(speakers_arr, pair)
+        for name, model in classifiers(seed).items():
+            model.fit(features[~private], label[~private])
+            probability = model.predict_proba(features[private])[:, 1]
+            scores[name].per_update.append(_uar_binary(label[private], (probability >= 0.5).astype(int)))
+            for speaker in pair:
+                mine = speakers_arr[private] == speaker
+                scores[name].calls.append((int(genders[speaker] == "female"), int(probability[mine].mean() >= 0.5)))
+    return scores
+
+
+def unmix_sums(recording: Recording, columns: slice) -> tuple[list[str], np.ndarray]:
+    """Per-client mean updates estimated from round sums alone: least squares over the rounds' memberships
+    (the differences of sums across rounds whose samples overlap, all used at once)."""
+    clients = sorted(set(recording.clients))
+    column = {c: i for i, c in enumerate(clients)}
+    rounds = sorted(set(recording.rounds))
+    row = {r: i for i, r in enumerate(rounds)}
+    membership = np.zeros((len(rounds), len(clients)))
+    sums = np.zeros((len(rounds), recording.vectors[0][columns].size))
+    for r, client, vector in zip(recording.rounds, recording.clients, recording.vectors):
+        membership[row[r], column[client]] = 1.0
+        sums[row[r]] += vector[columns].astype(np.float64)
+    estimate, *_ = np.linalg.lstsq(membership, sums, rcond=None)
+    return clients, estimate
+
+
+def attack_sums(recording: Recording, columns: slice, genders: dict[str, str], folds: list[tuple[str, str]],
+                seed: int) -> dict[str, AttackScore]:
+    clients, estimate = unmix_sums(recording, columns)
+    speaker_of = [c.rsplit("-", 1)[0] for c in clients]
+    features = project(estimate, COMPONENTS)
+    return attack_updates(features, speaker_of, genders, folds, seed)
+
+
+def run_attack(base_json: str, genders: dict[str, str], defence: Defence, seed: int, rounds: int, clip: float,
+               folds: list[tuple[str, str]]) -> list[dict[str, object]]:
+    """One recorded federation and the attack on what the server sees; `none` also yields `secagg` (its sums)."""
+    from accuracy import _SPEAKERS
+
+    started = time.perf_counter()
+    config = with_overrides(RunConfig.from_json(base_json), {
+        "federation.seed": seed, "federation.rounds": rounds, "federation.algorithm": "fedavg",
+        "train.eval_fraction": 0.0, **privacy_overrides(defence, clip)})
+    shards = all_shards(_SPEAKERS, config.num_classes, seed)
+    dim = next(iter(shards.values())).feature_dim
+    recording = record_federation(config, shards, dim)
+    first = slice(0, config.model.hidden[0] * (dim + 1))
+    layers = {"first layer": first, "all layers": slice(0, None)}
+    seen = [defence, Defence("secagg")] if defence.name == "none" else [defence]
+    results = []
+    for view in seen:
+        result: dict[str, object] = {"defence": view.key, "seed": seed, "epsilon": recording.epsilon,
+                                     "noise_multiplier": recording.noise_multiplier,
+                                     "round_s": statistics.fmean(recording.round_seconds),
+                                     "bytes_per_client": 4 * recording.vectors[0].size,
+                                     "updates": len(recording.vectors), "norm_median": float(np.median(
+                                         [np.linalg.norm(v.astype(np.float32)) for v in recording.vectors]))}
+        for layer, columns in layers.items():
+            if view.name == "none":
+                matrix = np.stack([v[columns] for v in recording.vectors]).astype(np.float32)
+                scores = attack_updates(project(matrix, COMPONENTS), [c.rsplit("-", 1)[0] for c in recording.clients],
+                                        genders, folds, seed)
+                del matrix
+            else:
+                scores = attack_sums(recording, columns, genders, folds, seed)
+            for name, score in scores.items():
+                result[f"{layer}/{name}"] = {"per_update": score.per_update, "per_client": score.per_client,
+                                             "calls": score.calls, "right": score.right}
+        result["wall_s"] = time.perf_counter() - started
+        results.append(result)
+    return results
+
+
+# ---- emotion UAR under each defence (DESIGN §6: speaker folds, validation speakers, the selected round)
+
+def split_further(shards: dict[str, ClientData], parts: int, seed: int) -> dict[str, ClientData]:
+    """Each shard cut into `parts` clients of its rows (seeded), to simulate a larger population."""
+    if parts <= 1:
+        return shards
+    out = {}
+    for name, data in shards.items():
+        rows = np.random.default_rng(abs(hash((seed, name))) % (2**32)).permutation(len(data.y_train))
+        for k, chunk in enumerate(np.array_split(rows, parts)):
+            chunk = np.sort(chunk)
+            if len(chunk):
+                out[f"{name}.{k}"] = ClientData(data.x_train[chunk], data.y_train[chunk], data.x_eval, data.y_eval,
+                                                data.hidden_labels[chunk])
+    return out
+
+
+def emotion_run(base_json: str, overrides: dict[str, object], fold_index: int, n_folds: int, seed: int, rounds: int,
+                parts: int) -> dict[str, object]:
+    from accuracy import _SPEAKERS
+
+    started = time.perf_counter()
+    config = with_overrides(RunConfig.from_json(base_json), {
+        "federation.seed": seed, "federation.rounds": rounds, "federation.algorithm": "fedavg",
+        "train.eval_fraction": 0.0, **overrides})
+    fold = speaker_folds(list(_SPEAKERS), n_folds)[fold_index]
+    shards: dict[str, ClientData] = {}
+    for speaker in fold.train:
+        x, y = _SPEAKERS[speaker]
+        shards.update(make_shards(x, y, speaker, config.num_classes, Labels(), True, seed))
+    shards = split_further(shards, parts, seed)
+    validation = LocalTrainer(config, eval_set(_SPEAKERS, fold.validation), 0)
+    test = LocalTrainer(config, eval_set(_SPEAKERS, fold.test), 0)
+    first_candidate = rounds - max(1, int(SELECT_FRACTION * rounds)) + 1
+    window, seconds, epsilon = [], [], None
+    dim = next(iter(shards.values())).feature_dim
+    for result in federate(config, make_clients(config, shards), dim):
+        seconds.append(result.tally.seconds)
+        if result.privacy is not None:
+            epsilon = result.privacy["dp_epsilon"]
+        if result.round >= first_candidate:
+            window.append((uar(validation.evaluate(result.state)[0]), result.round, uar(test.evaluate(result.state)[0])))
+    best = max(window, key=lambda w: (w[0], -w[1]))
+    return {"fold": fold_index, "seed": seed, "uar": best[2], "round": best[1], "epsilon": epsilon,
+            "clients": len(shards), "round_s": statistics.fmean(seconds), "wall_s": time.perf_counter() - started}
+
+
+# ---- the run
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "data" / "nemo4")
+    parser.add_argument("--feature", default="emobase")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 20 attack rounds, emotion on 1 fold x 30 rounds")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--seeds", type=int, default=None, help="default 3 (1 with --quick)")
+    parser.add_argument("--attack-rounds", type=int, default=None, help="default 50 (20 with --quick)")
+    parser.add_argument("--rounds", type=int, default=None, help="emotion runs: default 100 (30 with --quick)")
+    parser.add_argument("--folds", type=int, default=5, help="emotion runs: speaker folds (DESIGN §6)")
+    parser.add_argument("--emotion-folds", type=int, default=None, help="how many of them to run (default all; 1 with --quick)")
+    parser.add_argument("--epsilons", default=None, help="secagg+dp target epsilons (default 1,4,8,16,64,inf; 8 with --quick)")
+    parser.add_argument("--headline-epsilon", type=float, default=8.0)
+    parser.add_argument("--clip", type=float, default=None,
+                        help="clip norm C (default: the median update norm of the undefended federation of seed 0)")
+    parser.add_argument("--population", default=None,
+                        help="clients per training shard for the population sweep at the headline epsilon, e.g. 2,4,8 "
+                             "(default 2,4,8; none with --quick)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    return parser.parse_args(argv)
+
+
+def _mean_sd(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    if not values:
+        return "—"
+    sd = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return f"{scale * statistics.fmean(values):.{digits}f} ± {scale * sd:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    seeds = args.seeds or (1 if args.quick else 3)
+    attack_rounds = args.attack_rounds or (20 if args.quick else 50)
+    rounds = args.rounds or (30 if args.quick else 100)
+    epsilons = [float(e) for e in (args.epsilons or ("8" if args.quick else "1,4,8,16,64,inf")).split(",")]
+    if args.headline_epsilon not in epsilons:
+        epsilons.append(args.headline_epsilon)
+    population = [int(p) for p in (args.population or ("" if args.quick else "2,4,8")).split(",") if p]
+    base = load_run_config(None, {"features.name": args.feature})
+    if not args.corpus.is_dir():
+        raise DataError(f"corpus directory not found: {args.corpus}")
+    started = time.perf_counter()
+    facts = machine_facts()
+    genders = read_genders(args.corpus)
+    speakers = load_speakers(args.corpus, args.feature, base.labels, args.workers)
+    folds = attack_folds(genders, list(speakers))
+    import torch
+
+    torch.set_num_threads(1)
+
+    # the attack: undefended first (its median update norm is the default clip norm), then the defences
+    defences = [Defence("none"), Defence("secagg"), *(Defence("secagg+dp", e) for e in epsilons)]
+    attack: list[dict[str, object]] = []
+    print(f"attack: {len(folds)} folds (female, male held out), {seeds} seeds, {attack_rounds} rounds, "
+          f"defences {', '.join(d.key for d in defences)}", flush=True)
+    base_json = base.to_json()
+    pool = ProcessPoolExecutor(max_workers=max(1, args.workers), initializer=_init_worker, initargs=(speakers,))
+
+    def take(results: list[dict[str, object]]) -> None:
+        for result in results:
+            attack.append(result)
+            mlp = result["first layer/mlp"]
+            print(f"  seed {result['seed']} {result['defence']:16s} attack UAR per client {mlp['per_client']:.2f} "  # type: ignore[index]
+                  f"({mlp['right']} right), per update {statistics.fmean(mlp['per_update']):.2f}"  # type: ignore[index]
+                  f"  epsilon {_eps(result['epsilon'])}  ({result['wall_s']:.0f} s)", flush=True)
+
+    first_run = pool.submit(run_attack, base_json, genders, Defence("none"), 0, attack_rounds, 1.0, folds)
+    take(first_run.result())
+    clip = args.clip or float(attack[0]["norm_median"])
+    print(f"  clip norm C = {clip:.4g}" + ("" if args.clip else " (median norm of the undefended updates, seed 0)"), flush=True)
+    attack_jobs = [(d, seed) for seed in range(seeds) for d in defences if d.name != "secagg" and (d.name, seed) != ("none", 0)]
+    attack_futures = [pool.submit(run_attack, base_json, genders, d, seed, attack_rounds, clip, folds) for d, seed in attack_jobs]
+
+    # emotion UAR: plain FedAvg (= secagg's) against secagg+dp at each epsilon, same folds and seeds
+    emotion_folds = args.emotion_folds or (1 if args.quick else args.folds)
+    settings: list[tuple[str, dict[str, object], int]] = [("none", {}, 1)]
+    settings += [(Defence("secagg+dp", e).key, privacy_overrides(Defence("secagg+dp", e), clip), 1) for e in epsilons]
+    for parts in population:
+        settings.append((f"none x{parts}", {}, parts))
+        settings.append((f"secagg+dp@{_eps(args.headline_epsilon)} x{parts}",
+                         privacy_overrides(Defence("secagg+dp", args.headline_epsilon), clip), parts))
+    jobs = [(key, overrides, fold, seed, parts) for key, overrides, parts in settings
+            for fold in range(emotion_folds) for seed in range(seeds)]
+    print(f"emotion: {len(jobs)} runs ({emotion_folds} folds x {seeds} seeds x {len(settings)} settings, {rounds} rounds)",
+          flush=True)
+    emotion: dict[str, list[dict[str, object]]] = {}
+    with pool:
+        futures = [pool.submit(emotion_run, base_json, overrides, fold, args.folds, seed, rounds, parts)
+                   for _key, overrides, fold, seed, parts in jobs]
+        for future in attack_futures:
+            take(future.result())
+        for (key, _o, fold, seed, _p), future in zip(jobs, futures):
+            record = future.result()
+            emotion.setdefault(key, []).append(record)
+            print(f"  fold {fold} seed {seed} {key:22s} emotion UAR {100 * float(record['uar']):5.1f}  "
+                  f"epsilon {_eps(record['epsilon'])}  {record['clients']} clients  ({record['wall_s']:.0f} s)", flush=True)
+
+    wall = time.perf_counter() - started
+    report(args, argv, facts, wall, attack, emotion, defences, epsilons, population, clip, seeds, attack_rounds,
+           rounds, emotion_folds, folds)
+
+
+def _cost(emotion: dict[str, list[dict[str, object]]], key: str, baseline: str = "none") -> tuple[float, float, float]:
+    """Paired emotion-UAR cost in points (baseline - defence, same fold and seed) with its fold-clustered 95% CI."""
+    ours = {(r["fold"], r["seed"]): float(r["uar"]) for r in emotion.get(key, [])}
+    theirs = {(r["fold"], r["seed"]): float(r["uar"]) for r in emotion.get(baseline, [])}
+    by_fold: dict[object, list[float]] = {}
+    for pair in sorted(set(ours) & set(theirs), key=str):
+        by_fold.setdefault(pair[0], []).append(100 * (theirs[pair] - ours[pair]))
+    if not by_fold:
+        return float("nan"), float("nan"), float("nan")
+    return paired_difference([statistics.fmean(v) for v in by_fold.values()])
+
+
+def report(args: argparse.Namespace, argv: list[str] | None, facts: dict[str, str], wall: float,
+           attack: list[dict[str, object]], emotion: dict[str, list[dict[str, object]]], defences: list[Defence],
+           epsilons: list[float], population: list[int], clip: float, seeds: int, attack_rounds: int, rounds: int,
+           emotion_folds: int, folds: list[tuple[str, str]]) -> None:
+    def attack_of(key: str, column: str = "first layer/mlp") -> dict[str, float | str]:
+        mine = [a for a in attack if a["defence"] == key]
+        per_client = [float(a[column]["per_client"]) for a in mine]  # type: ignore[index]
+        per_update = [u for a in mine for u in a[column]["per_update"]]  # type: ignore[index]
+        folds_mean = [statistics.fmean(a[column]["per_update"][i] for a in mine)  # type: ignore[index]
+                      for i in range(len(folds))]
+        return {"per_client": statistics.fmean(per_client), "per_client_text": _mean_sd(per_client),
+                "per_update": _mean_sd(per_update), "fold_range": f"{min(folds_mean):.2f}–{max(folds_mean):.2f}",
+                "right": ", ".join(str(a[column]["right"]) for a in mine)}  # type: ignore[index]
+
+    base_round_s = statistics.fmean(float(a["round_s"]) for a in attack if a["defence"] == "none")
+    none_uar = [float(r["uar"]) for r in emotion["none"]]
+    rows = []
+    for defence in defences:
+        mine = [a for a in attack if a["defence"] == defence.key]
+        score = attack_of(defence.key)
+        logreg = attack_of(defence.key, "first layer/logreg")
+        all_layers = attack_of(defence.key, "all layers/mlp")
+        key = "none" if defence.name == "secagg" else defence.key
+        uars = [float(r["uar"]) for r in emotion.get(key, [])]
+        cost = _cost(emotion, key) if defence.name == "secagg+dp" else (0.0, float("nan"), float("nan"))
+        eps = mine[0]["epsilon"] if mine else None
+        z = mine[0]["noise_multiplier"] if mine else None
+        round_ratio = statistics.fmean(float(a["round_s"]) for a in mine) / base_round_s
+        rows.append([defence.key, "per update" if defence.name == "none" else "round sums (unmixed)",
+                     score["per_client_text"], score["right"], score["per_update"] if defence.name == "none" else "—",
+                     score["fold_range"] if defence.name == "none" else "—", logreg["per_client_text"],
+                     all_layers["per_client_text"], _mean_sd(uars, 100, 1),
+                     f"{cost[0]:+.1f} [{cost[1]:+.1f}, {cost[2]:+.1f}]" if not math.isnan(cost[1]) else
+                     ("0 (sums exact)" if defence.name == "secagg" else "—"),
+                     _eps(eps), "—" if z is None else f"{z:.3g}",
+                     "not measured (simulated)" if defence.name == "secagg" else f"{round_ratio:.2f}×",
+                     f"{int(mine[0]['bytes_per_client']) / 1e6:.2f} MB" if defence.name != "secagg" else "≥ 1.14 MB (+ keys, shares)"])
+    header = ["defence", "attacked", "attack UAR per client (MLP, first layer)", "speakers right", "per update",
+              "fold range (per update)", "logreg per client", "MLP all layers per client", "emotion UAR %",
+              "emotion cost, points [95% CI]", "epsilon", "z", "round time vs none", "bytes per client per round"]
+    table = markdown_table(header, rows)
+    pop_rows = []
+    for parts in population:
+        none_key, dp_key = f"none x{parts}", f"secagg+dp@{_eps(args.headline_epsilon)} x{parts}"
+        if none_key in emotion:
+            cost = _cost(emotion, dp_key, none_key)
+            pop_rows.append([parts, emotion[none_key][0]["clients"], _mean_sd([float(r["uar"]) for r in emotion[none_key]], 100, 1),
+                             _mean_sd([float(r["uar"]) for r in emotion[dp_key]], 100, 1), f"{cost[0]:+.1f} [{cost[1]:+.1f}, {cost[2]:+.1f}]",
+                             _eps(emotion[dp_key][0]["epsilon"])])
+    pop_table = markdown_table(["clients per shard", "clients", "FedAvg UAR %", f"secagg+dp ε={_eps(args.headline_epsilon)} UAR %",
+                                "cost, points [95% CI]", "epsilon"], pop_rows) if pop_rows else ""
+    print()
+    print(table)
+    if pop_table:
+        print()
+        print(pop_table)
+    body = (f"Attack: {len(folds)} folds (each holds out one female and one male speaker; the other speakers are the "
+            f"attacker's shadow speakers), {seeds} seeds, {attack_rounds} rounds of FedAvg over every speaker's 4 shards, "
+            f"fraction 0.2. Emotion UAR (DESIGN §6): {emotion_folds} of {args.folds} speaker folds x {seeds} seeds, "
+            f"{rounds} rounds, test UAR at the best validation round of the last 40%; the cost is FedAvg minus the "
+            f"defence, paired by fold and seed, with a fold-clustered 95% CI. Clip norm C = {clip:.4g}. "
+            f"Total wall time {wall / 60:.1f} min.\n\n{table}\n")
+    if pop_table:
+        body += f"\n## Population (each training shard split into more clients)\n\n{pop_table}\n"
+    path = write_results("privacy", f"Attribute inference and its defences on {args.corpus.name} ({args.feature})",
+                         " ".join(["python", "benchmarks/privacy.py", *(sys.argv[1:] if argv is None else argv)]),
+                         facts, body, args.out)
+    print(f"\nwrote {path}")
+    headline_key = Defence("secagg+dp", args.headline_epsilon).key
+    eps = next((a["epsilon"] for a in attack if a["defence"] == headline_key), None)
+    headline("attack_uar[none]", float(attack_of("none")["per_client"]))
+    headline("attack_uar[secagg]", float(attack_of("secagg")["per_client"]))
+    print(f"attack_uar[secagg+dp] = {float(attack_of(headline_key)['per_client']):.2f} (epsilon {_eps(eps)})")
+    print(f"emotion_uar_cost[secagg] = {0.0:.2f}")
+    print(f"emotion_uar_cost[secagg+dp] = {_cost(emotion, headline_key)[0]:.2f}", flush=True)
+    del none_uar
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except FedserError as exc:
+        print(f"privacy.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)
