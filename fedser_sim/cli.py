@@ -86,6 +86,8 @@ def run(
         raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
     if engine not in ("grpc", "inprocess", "ray"):
         raise ConfigError(f"--engine must be grpc, inprocess or ray, not '{engine}'")
+    if run_config.privacy.enabled and engine != "inprocess":
+        raise ConfigError(f"privacy.dp runs in the inprocess engine only so far; use --engine inprocess, not '{engine}'")
     # every client joins before round 1, so the sample (and the result) does not depend on start-up order
     run_config = run_config.model_copy(update={"federation": fed.model_copy(update={"start_clients": clients})})
 
@@ -159,7 +161,8 @@ def run(
                         for folder in client_dirs}
             history: list[dict] = []
             progress.update(rounds_bar, status="")
-            run_inprocess(run_config, prepared, out / "server", lambda record: (history.append(record), show(history)))
+            run_inprocess(run_config, prepared, out / "server", lambda record: (history.append(record), show(history)),
+                          on_stop=lambda reason: console.print(f"run stopped: {reason}"))
             metrics = history
     wall_s = time.perf_counter() - started
     final = scorer.final() if scorer is not None else None

@@ -127,14 +127,17 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
 def run_inprocess(
     config: RunConfig, prepared: dict[str, PreparedData], state_dir: Path,
     on_round: Callable[[dict[str, object]], None] | None = None, device: str = "cpu",
+    on_stop: Callable[[str], None] | None = None,
 ) -> tuple[State, list[dict[str, object]]]:
+    """Run the federation, saving each round and its metrics; a privacy budget ends it early and cleanly
+    (`on_stop` hears the one-line reason)."""
     store = StateStore(state_dir)
     store.metrics_path.unlink(missing_ok=True)
     clients = make_clients(config, {name: p.data for name, p in prepared.items()}, device)
     history: list[dict[str, object]] = []
     state: State = {}
     rounds = federate(config, clients, config.feature_dim)
-    while (result := _next_round(rounds)) is not None:
+    while (result := _next_round(rounds, on_stop)) is not None:
         started = time.perf_counter()
         state = result.state
         store.save_global(state, result.round)
@@ -155,7 +158,7 @@ def run_inprocess(
     return state, history
 
 
-def _next_round(rounds: Iterator[RoundResult]) -> RoundResult | None:
+def _next_round(rounds: Iterator[RoundResult], on_stop: Callable[[str], None] | None) -> RoundResult | None:
     """The next round, or None when the run ends (its last round, or a privacy budget: logged, one line)."""
     try:
         return next(rounds)
@@ -163,4 +166,6 @@ def _next_round(rounds: Iterator[RoundResult]) -> RoundResult | None:
         return None
     except PrivacyBudgetReached as stop:
         log.warning("run_stopped", reason=str(stop))
+        if on_stop is not None:
+            on_stop(str(stop))
         return None

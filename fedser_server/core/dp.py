@@ -13,6 +13,7 @@ model); the server chose the sample, so against the server the figure that count
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ def _round_event(q: float, noise_multiplier: float, count_noise_multiplier: floa
     return dp_accounting.PoissonSampledDpEvent(q, released)
 
 
+@functools.lru_cache(maxsize=4096)  # a run asks for each round's epsilon more than once
 def epsilon(rounds: int, q: float, noise_multiplier: float, delta: float,
             count_noise_multiplier: float | None = None) -> float:
     """Epsilon at `delta` after `rounds` rounds, each a Gaussian of multiplier z on a q-sampled population."""
