@@ -25,6 +25,7 @@ from fedser_server.core.schedule import is_trainable
 from fedser_server.core.strategy import State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
 
 if TYPE_CHECKING:  # the feature pipeline is not needed to run rounds on ready features
@@ -73,11 +74,10 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
-            if report.n_samples:  # an empty participation is counted, not aggregated, as by the server
-                strategy.accumulate(update, report.n_samples)
-            tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
-                             report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes,
-                             report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
+            metrics = TrainMetrics.of_report(report)
+            if not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
+                strategy.accumulate(update, metrics.n_samples)
+            tally.add_update(metrics, config.num_classes)
         tally.seconds = time.perf_counter() - started
         state = strategy.finish_round()
         yield RoundResult(round_index, state, tally)

@@ -23,7 +23,7 @@ import numpy as np
 
 from fedser_server.core.norm_bound import delta_scale
 from fedser_server.core.records import RoundTally
-from fedser_server.core.reports import UpdateHeader
+from fedser_server.core.reports import Evaluation, UpdateHeader
 from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
 from fedser_server.core.strategy import FedAvg
 from fedser_server.engine.aggregator import Aggregator
@@ -39,8 +39,6 @@ from fedser_shared import codec
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import (
     FedserError,
-    InvalidUpdateError,
-    NotParticipatingError,
     ServerStoppingError,
     SessionExpiredError,
     StaleRoundError,
@@ -95,7 +93,7 @@ class Coordinator:
         # files hold two blobs and the float64 sums of an update as large as the state
         store.check_free_space(state_bytes, 0 if in_memory else 4 * state_bytes)
         self._expected_update = strategy.expected_update(self.state)
-        self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
+        self.max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
         self._restore(resume)
         self._durable_round = self.completed_round  # the last round whose checkpoint is on disk
         self._driver: RoundDriver | None = None  # run() starts it
@@ -195,11 +193,11 @@ class Coordinator:
             self._task_of(client, round_index, task_id)
             return self._blob
 
-    def _task_of(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
+    def _task_of(self, client: ClientRecord, round_index: int, task_id: str, kind: TaskKind | None = None) -> TaskAssignment:
         book = self._book
         if book is None:
-            raise StaleRoundError(f"round {round_index} is not open (current round {self.completed_round})")
-        return book.task_of(client.client_id, round_index, task_id)
+            raise StaleRoundError(f"round {round_index} is not in progress (no round is; {self.completed_round} completed)")
+        return book.task_of(client.client_id, round_index, task_id, kind)
 
     def task_open(self, client: ClientRecord, round_index: int, task_id: str) -> bool:
         """Whether an update stream in progress may still be accepted (checked per chunk)."""
@@ -210,27 +208,18 @@ class Coordinator:
                 return False
             return True
 
-    def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> TaskAssignment:
+    def training_task(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
+        """The open training task an update answers (its header was checked at the edge)."""
         with self._cond:
-            task = self._task_of(client, header.round, header.task_id)
-            if task.kind is not TaskKind.TRAIN:
-                raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
-        # a client trains on its labeled examples plus pseudo-labels drawn from its unlabeled pool
-        plausible = client.n_labeled + client.n_unlabeled
-        if header.n_samples > plausible:
-            raise InvalidUpdateError(f"n_samples {header.n_samples} is implausible: the client declared "
-                                     f"{client.n_labeled} labeled and {client.n_unlabeled} unlabeled examples")
-        if header.total_len > self._max_update_bytes:
-            raise InvalidUpdateError(f"update of {header.total_len} bytes exceeds the model-derived limit of {self._max_update_bytes}")
-        return task
+            return self._task_of(client, round_index, task_id, TaskKind.TRAIN)
 
     def incoming_update(self, header: UpdateHeader) -> IncomingUpdate:
-        """Where an update whose header passed `check_update_header` is received and checked."""
+        """Where an update whose header passed the edge's checks is received and checked."""
         fed = self.config.federation
-        measure = DELTA if fed.update_norm_max is not None else None
         # a small update stays in memory: no file to create, write and read back per update
         spill_dir = self.store.incoming_dir if header.total_len > fed.inline_model_max_bytes else None
-        return IncomingUpdate(header.total_len, self._expected_update, spill_dir, measure, header.checksum)
+        return IncomingUpdate(header.total_len, self._expected_update, spill_dir, DELTA, header.checksum,
+                              all_zero=header.empty)
 
     def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
         """Accept a received and checked update; it is folded into the round in the background
@@ -248,8 +237,9 @@ class Coordinator:
             self.aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
             with self._cond:
                 self._await_durable(header.round - 1)
-                self._task_of(client, header.round, header.task_id)
                 book = self._book
+                if book is None:
+                    self._task_of(client, header.round, header.task_id, TaskKind.TRAIN)  # raises: no round in progress
                 assert book is not None
                 book.accept_update(client.client_id, header, self.config.num_classes)
                 client.participations += 1
@@ -275,19 +265,17 @@ class Coordinator:
     def _writes_failed(self) -> bool:
         return self._driver is not None and self._driver.writer.failed
 
-    def record_refusal(self, reason: str, client_id: str, round_index: int, message: str, rpc: str = "SubmitUpdate") -> None:
+    def count_refusal(self, rpc: str, reason: str, update: bool) -> None:
         """Count a refused call: updates by reason (`refusals`), other calls by (rpc, reason)
         (`request_refusals`). The next metrics line carries every refusal since the previous one,
         so refusals that arrive after their round closed are still on record."""
         with self._cond:
-            if rpc == "SubmitUpdate":
+            if update:
                 self.refusals[reason] += 1
                 self._unrecorded_refusals[reason] += 1
             else:
                 self.request_refusals[(rpc, reason)] += 1
                 self._unrecorded_request_refusals[f"{rpc}.{reason}"] += 1
-        event = "update_refused" if rpc == "SubmitUpdate" else "request_refused"
-        log.warning(event, rpc=rpc, round=round_index, client_id=client_id[:64], reason=reason, detail=message[:300])
 
     def take_unrecorded_refusals(self, tally: RoundTally) -> None:
         with self._cond:
@@ -313,18 +301,13 @@ class Coordinator:
             self.bytes_received += received
             self.bytes_sent += sent
 
-    def submit_evaluation(self, client: ClientRecord, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
-        classes = self.config.num_classes
-        if confusion.shape != (classes * classes,) or (confusion < 0).any():
-            raise InvalidUpdateError(f"confusion matrix must have {classes}x{classes} non-negative counts")
-        if int(confusion.sum()) > client.n_eval:
-            raise InvalidUpdateError(f"confusion matrix counts {int(confusion.sum())} examples, "
-                                     f"the client declared {client.n_eval} for evaluation")
+    def submit_evaluation(self, client: ClientRecord, evaluation: Evaluation) -> None:
         with self._cond:
-            self._task_of(client, round_index, task_id)
             book = self._book
+            if book is None:
+                self._task_of(client, evaluation.round, evaluation.task_id, TaskKind.EVALUATE)  # raises
             assert book is not None
-            book.accept_evaluation(client.client_id, round_index, task_id, confusion.reshape(classes, classes).astype(np.int64), loss)
+            book.accept_evaluation(client.client_id, evaluation)
             self._cond.notify_all()
 
     # ---------------------------------------------------------------- driver

@@ -58,8 +58,9 @@ def coordinator_handlers(servicer: CoordinatorServicer, threaded: ThreadedHandle
         "GetTask": grpc.unary_unary_rpc_method_handler(servicer.GetTask, pb.GetTaskRequest.FromString, wire.serialize),
         "FetchModel": grpc.unary_stream_rpc_method_handler(threaded.unary_stream(servicer.FetchModel),
                                                            pb.FetchModelRequest.FromString, wire.serialize),
-        "SubmitUpdate": grpc.stream_unary_rpc_method_handler(threaded.stream_unary(servicer.SubmitUpdate), wire.read_update_chunk,
-                                                             pb.UpdateAck.SerializeToString),
+        "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
+            threaded.stream_unary_opened(servicer.open_update, servicer.receive_update), wire.read_update_chunk,
+            pb.UpdateAck.SerializeToString),
         "SubmitSmallUpdate": unary(threaded.unary_unary(servicer.SubmitSmallUpdate), wire.read_small_update, pb.UpdateAck),
         "SubmitEvaluation": unary(threaded.unary_unary(servicer.SubmitEvaluation), pb.EvaluationReport, pb.Ack),
         "Heartbeat": unary(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatReply),

@@ -16,12 +16,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import grpc
 
 _END = object()
+T = TypeVar("T")
+
+
+def _drop_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _Aborted(Exception):
@@ -131,7 +137,10 @@ class ThreadedHandlers:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            # the thread finishes on its own (a refusal is still counted); nobody hears its answer
+            # the thread finishes on its own (a refusal is still counted); nobody hears its answer,
+            # and its end (an abort, a cut stream) is taken here so that it is not reported as an
+            # exception nobody retrieved
+            future.add_done_callback(_drop_outcome)
             context.client_left()
             raise
         except Exception as exc:  # noqa: BLE001 - the call ends with the status the handler chose
@@ -148,6 +157,18 @@ class ThreadedHandlers:
         async def handler(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             ctx = ThreadContext(context, asyncio.get_running_loop())
             return await self._on_thread(ctx, lambda: method(ctx.messages(requests), ctx))
+
+        return handler
+
+    def stream_unary_opened(self, opening: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[T]],
+                            method: Callable[[T, Iterator[Any], Any], Any]) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Any]:
+        """A stream whose opening (`opening`, a coroutine on the loop: e.g. read and check its first
+        message) holds no thread; only what it opened is handed to `method` on a worker thread,
+        with the rest of the stream."""
+        async def handler(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            opened = await opening(requests, context)
+            ctx = ThreadContext(context, asyncio.get_running_loop())
+            return await self._on_thread(ctx, lambda: method(opened, ctx.messages(requests), ctx))
 
         return handler
 
