@@ -24,7 +24,7 @@ from fedser_shared.errors import CorruptBlobError, FedserError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
-from fedser_shared.refusal import REPORT_REFUSED, SESSION_LOST, TASK_GONE, refusal_of
+from fedser_shared.refusal import REPORT_REFUSED, SERVER_FULL, SESSION_LOST, TASK_GONE, refusal_of
 from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.transport import client_channel_options
 
@@ -100,6 +100,11 @@ class Backoff:
         delay = self._rng.uniform(0.5, 1.0) * self._next
         self._next = min(self.maximum_s, self._next * 2)
         stop.wait(delay)
+
+    def sleep_longest(self, stop: threading.Event) -> None:
+        """Wait the longest backoff at once: the server said that retrying soon is pointless."""
+        self._next = self.maximum_s
+        self.sleep(stop)
 
 
 class ClientDaemon:
@@ -308,6 +313,11 @@ class ClientDaemon:
                         self._join()
                     elif _task_gone(exc):
                         self.bound_log.warning("task_no_longer_valid", code=code.name, detail=exc.details())
+                    elif refusal_of(exc) in SERVER_FULL:
+                        # the update is trained again for the next try: not before the server has room
+                        self.bound_log.warning("server_full_waiting", code=code.name, reason=refusal_of(exc),
+                                               detail=exc.details())
+                        backoff.sleep_longest(self.stop_event)
                     elif code in RETRYABLE:
                         self.bound_log.info("server_unreachable_retrying", code=code.name)
                         backoff.sleep(self.stop_event)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from fedser_server.core.norm_bound import delta_scale
+from fedser_server.core.norm_bound import NormBound
 from fedser_server.core.records import RoundTally
 from fedser_server.core.reports import Evaluation, UpdateHeader
 from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
@@ -45,7 +45,7 @@ from fedser_shared.errors import (
     StateError,
 )
 from fedser_shared.logging import get_logger
-from fedser_shared.tensor_names import DELTA
+from fedser_shared.tensor_names import DELTA, WEIGHT
 
 log = get_logger(__name__)
 
@@ -107,6 +107,9 @@ class Coordinator:
             strategy.new_sum = files.sums()
         self.state, self._blob = self.served.serve(self.state)
         self.aggregator = Aggregator(strategy)
+        fed = config.federation
+        self._norm_bound = NormBound(fed.update_norm_max, fed.update_norm_relative or None, fed.update_norm_action)
+        self._model_norm: tuple[int, float] = (-1, 0.0)  # (round, L2 norm of the global weights then)
         self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
         # read by the metrics endpoint at scrape time
         self.refusals: Counter[str] = Counter()  # refused updates, by reason
@@ -230,8 +233,9 @@ class Coordinator:
         discarded here and an accepted one is discarded by the aggregator once folded in."""
         handed_off = False
         try:
-            fed = self.config.federation
-            scale = delta_scale(update.norm, fed.update_norm_max, fed.update_norm_action)
+            assert update.norm is not None  # the receiver measures every update's delta.* tensors
+            with self._cond:
+                scale = self._norm_bound.scale(update.norm, self._global_weights_norm())
             if scale != 1.0:
                 log.info("update_clipped", round=header.round, client_id=client.client_id, norm=update.norm, scale=scale)
             self.aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
@@ -245,6 +249,7 @@ class Coordinator:
                 client.participations += 1
                 if not header.empty:  # an empty participation is counted above, never aggregated
                     self.aggregator.add(update, header.n_samples, scale)
+                    self._norm_bound.accepted(update.norm, scale)
                     handed_off = True
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                          n_reported=len(book.reported), n_sampled=len(book.tasks))
@@ -252,6 +257,13 @@ class Coordinator:
         finally:
             if not handed_off:
                 update.discard()
+
+    def _global_weights_norm(self) -> float:
+        """The L2 norm of the global weights (w.*), once per round. Called with the lock held."""
+        if self._model_norm[0] != self.completed_round:
+            squares = sum(float(np.vdot(v, v)) for n, v in self.state.items() if n.startswith(WEIGHT))
+            self._model_norm = (self.completed_round, float(np.sqrt(squares)))
+        return self._model_norm[1]
 
     def _await_durable(self, round_index: int) -> None:
         """An acked client keeps its c_i⁺, so no update is accepted before the round it builds on is

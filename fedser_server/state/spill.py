@@ -27,12 +27,15 @@ class SpillFile:
 
     def write(self, data: memoryview) -> None:
         try:
-            while len(data):
-                data = data[self._file.write(data):]
+            self._write_all(data)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFullError(f"no disk space left to park the update in {self._directory}: retry later") from None
             raise StateError(f"cannot park an update on disk: {exc.strerror or exc}") from None
+
+    def _write_all(self, data: memoryview) -> None:
+        while len(data):
+            data = data[self._file.write(data):]
 
     def read_at(self, offset: int, into: memoryview) -> None:
         """Fill `into` with the bytes written at `offset`."""

@@ -71,8 +71,9 @@ def coordinator_handlers(servicer: CoordinatorServicer, threaded: ThreadedHandle
 class BoundServer:
     """The running server: its port, its event loop thread and its worker pool."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread, pool: futures.ThreadPoolExecutor) -> None:
-        self.loop, self._loop_thread, self._pool = loop, loop_thread, pool
+    def __init__(self, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread, pool: futures.ThreadPoolExecutor,
+                 servicer: CoordinatorServicer) -> None:
+        self.loop, self._loop_thread, self._pool, self.servicer = loop, loop_thread, pool, servicer
         self.server: grpc.aio.Server | None = None
         self.health: HealthServicer | None = None
         self.port = 0
@@ -129,7 +130,7 @@ def start_server(servicer: CoordinatorServicer, address: str,
     thread.start()
     ready.wait()
     pool = futures.ThreadPoolExecutor(max_workers=servicer.limits.max_workers, thread_name_prefix="fedser-rpc")
-    bound = BoundServer(loop, thread, pool)
+    bound = BoundServer(loop, thread, pool, servicer)
     try:
         bound.on_loop(bound._start(servicer, address, credentials))
     except BaseException:

@@ -171,6 +171,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._headers = HeaderGate(limits.unauthenticated_streams, limits.header_timeout_s)
         self._polls_on_loop: TaskPolls | None = None  # made on the server's event loop, at the first poll
 
+    @property
+    def waiting_for_header(self) -> int:
+        """Update streams open and not yet past their header (they hold no worker thread)."""
+        return self._headers.waiting
+
     def _client(self, version: int, session: pb.Session) -> ClientRecord:
         edge.check_protocol(version)
         return self.coordinator.authenticate(session.client_id, session.session_token)
