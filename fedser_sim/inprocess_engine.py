@@ -25,8 +25,10 @@ from fedser_server.core.schedule import is_trainable
 from fedser_server.core.strategy import State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
+from fedser_shared.secagg import SecureRound
 from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
+from fedser_sim.secure_round import Contribution, aggregate_securely
 
 if TYPE_CHECKING:  # the feature pipeline is not needed to run rounds on ready features
     from fedser_client.prepare import PreparedData
@@ -49,6 +51,7 @@ class RoundResult:
     round: int
     state: State
     tally: RoundTally
+    secure: SecureRound | None = None  # the secure round's survivors and traffic, under secure aggregation
 
 
 def make_clients(config: RunConfig, datas: Mapping[str, ClientData], device: str = "cpu") -> dict[str, SimClient]:
@@ -70,17 +73,22 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         task = TrainTask(round=round_index, lr=plan.spec.lr, local_epochs=plan.spec.local_epochs,
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
+        contributions: dict[str, Contribution] = {}
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
             metrics = TrainMetrics.of_report(report)
-            if not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
+            if config.privacy.secure:  # every sampled client takes part; an empty one adds zero weight
+                contributions[name] = Contribution(update, metrics.n_samples)
+            elif not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
                 strategy.accumulate(update, metrics.n_samples)
             tally.add_update(metrics, config.num_classes)
+        secure = (aggregate_securely(strategy, state, contributions, config.privacy, fed.seed, round_index)
+                  if config.privacy.secure else None)
         tally.seconds = time.perf_counter() - started
         state = strategy.finish_round()
-        yield RoundResult(round_index, state, tally)
+        yield RoundResult(round_index, state, tally, secure)
 
 
 def run_inprocess(
