@@ -63,7 +63,7 @@ def _report_refused(exc: grpc.RpcError) -> bool:
     reason = refusal_of(exc)
     if reason is not None:
         return reason in REPORT_REFUSED
-    return exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return bool(exc.code() == grpc.StatusCode.INVALID_ARGUMENT)
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class ClientDaemon:
         self.stop_event = threading.Event()
         options = client_channel_options()
         self.channel = grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
-        self.stub = pb_grpc.CoordinatorStub(self.channel)
+        self.stub = pb_grpc.CoordinatorStub(self.channel)  # type: ignore[no-untyped-call]
         self.bulk = wire.BulkCalls.on(self.channel)
         self.session: pb.Session | None = None
         self.trainer: LocalTrainer | None = None

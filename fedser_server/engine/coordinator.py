@@ -82,7 +82,7 @@ class Coordinator:
         # parked GetTask polls wait on their own condition: woken when tasks are posted or the run
         # ends, not by each of a round's N updates (N wake-ups of N parked polls per round)
         self._tasks_posted = threading.Condition(lock)
-        self._task_listeners: list[Callable[[], None]] = []  # polls parked elsewhere (an event loop)
+        self._task_listeners: list[Callable[[tuple[str, ...] | None], None]] = []  # polls parked elsewhere (an event loop)
         self._stop = threading.Event()
         self.done = threading.Event()
         self._book: RoundBook | None = None
@@ -119,6 +119,8 @@ class Coordinator:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.finished = False  # every round ran: clients hear SHUTDOWN
+        self._disk_full_since: float | None = None  # when parking an upload first failed for want of space
+        self._failure: StateError | None = None     # what stopped the run from outside the round loop
 
     def _restore(self, resume: bool) -> None:
         """Continue from the checkpoint (resume) or insist on a state dir without a run in it."""
@@ -350,6 +352,27 @@ class Coordinator:
         """Drive the rounds to the last one (or until stopped) on this thread."""
         self._driver = RoundDriver(self)
         self._driver.run()
+        if self._failure is not None:
+            raise self._failure
+
+    def disk_full(self) -> None:
+        """An upload could not be parked: no disk space. Clients back off and send again; once the
+        disk has stayed full for a whole round deadline the run stops, loudly, as a full disk at
+        checkpoint time stops it: what is on disk stays intact for `--resume`."""
+        with self._cond:
+            now, patience = self.clock(), self.config.federation.round_timeout_s
+            if self._disk_full_since is None:
+                self._disk_full_since = now
+            elif now - self._disk_full_since > patience and self._failure is None:
+                self._failure = StateError(f"no disk space to park uploads in {self.store.incoming_dir} for more "
+                                           f"than {patience:g} s (federation.round_timeout_s): free space, then resume")
+                log.error("disk_full_stopping", directory=str(self.store.incoming_dir), seconds=round(now - self._disk_full_since, 1))
+                self.stop()
+
+    def disk_has_room(self) -> None:
+        """An upload was parked on disk: the disk is not (or no longer) full."""
+        with self._cond:
+            self._disk_full_since = None
 
     def post(self, book: RoundBook) -> None:
         """Make `book` the phase in progress: its tasks go out to the parked polls."""

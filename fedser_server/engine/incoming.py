@@ -41,7 +41,7 @@ class CheckedUpdate:
             step = block_bytes // entry.dtype.itemsize * entry.dtype.itemsize
             for offset in range(entry.begin, entry.end, step):
                 size = min(step, entry.end - offset)
-                self._spill.read_at(offset, memoryview(buffer)[:size])
+                self._spill.read_at(offset, buffer.data[:size])
                 yield entry.name, (offset - entry.begin) // entry.dtype.itemsize, buffer[:size].view(entry.dtype)
 
     def discard(self) -> None:

@@ -54,6 +54,7 @@ def coordinator_handlers(servicer: CoordinatorServicer, threaded: ThreadedHandle
         return grpc.unary_unary_rpc_method_handler(method, read, reply.SerializeToString)
 
     return {
+        "Describe": unary(servicer.Describe, pb.DescribeRequest, pb.ServerInfo),
         "Join": unary(threaded.unary_unary(servicer.Join), pb.JoinRequest, pb.JoinReply),
         "GetTask": grpc.unary_unary_rpc_method_handler(servicer.GetTask, pb.GetTaskRequest.FromString, wire.serialize),
         "FetchModel": grpc.unary_stream_rpc_method_handler(threaded.unary_stream(servicer.FetchModel),

@@ -25,11 +25,12 @@ from fedser_server.transport import edge
 from fedser_server.transport.admission import HeaderGate, Limits, PollGate, UploadGate
 from fedser_server.transport.long_poll import TaskPolls
 from fedser_server.transport.refusals import Caller, RefusalPath, refusing, refusing_on_loop
-from fedser_shared import codec, wire
+from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.checksum import Checksum, Digest
 from fedser_shared.errors import (
     ClientCancelledError,
     CorruptBlobError,
+    DiskFullError,
     FedserError,
     InvalidUpdateError,
     SmallUpdateTooLargeError,
@@ -180,6 +181,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         edge.check_protocol(version)
         return self.coordinator.authenticate(session.client_id, session.session_token)
 
+    async def Describe(self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext) -> pb.ServerInfo:
+        """On the event loop (nothing here blocks): what a client must know before it joins."""
+        config = self.coordinator.config
+        return pb.ServerInfo(
+            protocol_version=PROTOCOL_VERSION, feature_name=config.features.name, feature_dim=self.coordinator.feature_dim,
+            num_classes=config.num_classes, class_names=config.labels.class_names, total_rounds=config.federation.rounds,
+            algorithm=config.federation.algorithm, update_checksums=sorted(edge.CHECKSUM_OF),
+            inline_model_max_bytes=config.federation.inline_model_max_bytes,
+            enrolment_tokens=self.coordinator.tokens is not None, header_timeout_s=self.limits.header_timeout_s)
+
     @refusing
     def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:
         edge.check_protocol(request.protocol_version)
@@ -279,6 +290,11 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                         # a stream cut short because the client cancelled (or died) is not a corrupt blob
                         raise ClientCancelledError("the client cancelled the upload") from None
                     raise
+                except DiskFullError:
+                    self.coordinator.disk_full()
+                    raise
+        if header.total_len > self.coordinator.config.federation.inline_model_max_bytes:  # it was parked on disk
+            self.coordinator.disk_has_room()
         return pb.UpdateAck(accepted=True, message="update accepted")
 
     def _receive_update(self, client: ClientRecord, header: UpdateHeader,

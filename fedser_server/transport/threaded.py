@@ -38,7 +38,7 @@ class _Aborted(Exception):
         self.code, self.details = code, details
 
 
-class CallCut(grpc.RpcError):
+class CallCut(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type stubs
     """A read from a call that the server cut (`cancel`) or the client left."""
 
 
@@ -60,7 +60,8 @@ class ThreadContext:
         self._trailing = tuple(metadata)
 
     def time_remaining(self) -> float | None:
-        return self._context.time_remaining()
+        remaining: float | None = self._context.time_remaining()
+        return remaining
 
     def is_active(self) -> bool:
         return not (self._gone.is_set() or self._cut.is_set())
@@ -74,7 +75,8 @@ class ThreadContext:
         return self._context.invocation_metadata()
 
     def peer(self) -> str:
-        return self._context.peer()
+        peer: str = self._context.peer()
+        return peer
 
     def auth_context(self) -> Any:
         return self._context.auth_context()

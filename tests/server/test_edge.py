@@ -126,3 +126,52 @@ def test_a_full_disk_while_parking_an_upload_is_resource_exhausted_and_the_updat
     finally:
         channel.close()
         server.shutdown(grace_s=0.2)
+
+
+def test_describe_tells_a_stranger_what_join_needs(tmp_path: Path) -> None:
+    from fedser_server.security.tokens import TokenStore
+
+    tokens = TokenStore(tmp_path / "tokens.json")
+    token = tokens.add("alice")
+    server = raw.start(tmp_path, tokens=tokens, **{"features.name": "egemaps"})
+    channel, stub = raw.stub_for(server.port)
+    try:
+        info = stub.Describe(pb.DescribeRequest(protocol_version=0), timeout=10)  # no token, no session, any version
+        assert (info.protocol_version, info.feature_name, info.num_classes) == (raw.V, "egemaps", 4)
+        assert info.feature_dim == server.coordinator.feature_dim and len(info.class_names) == 4
+        assert info.enrolment_tokens and set(info.update_checksums) == {pb.CHECKSUM_SHA256, pb.CHECKSUM_XXH3_128}
+        assert info.inline_model_max_bytes == server.coordinator.config.federation.inline_model_max_bytes
+        reply = stub.Join(pb.JoinRequest(protocol_version=info.protocol_version, token=token, name="alice",
+                                         feature_name=info.feature_name, feature_dim=info.feature_dim,
+                                         label_counts=[1] * info.num_classes), timeout=10)
+        assert reply.settings.feature_dim == info.feature_dim
+    finally:
+        channel.close()
+        server.shutdown(grace_s=0.2)
+
+
+def test_a_disk_that_stays_full_for_a_round_deadline_stops_the_run_loudly(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(self: SpillFile, data: memoryview) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SpillFile, "_write_all", no_space)
+    server = raw.start(tmp_path, **{"federation.inline_model_max_bytes": 0, "federation.round_timeout_s": 60.0})
+    now = [1000.0]
+    server.coordinator.clock = lambda: now[0]  # the disk's patience is counted on this clock
+    channel, stub = raw.stub_for(server.port)
+    try:
+        session = raw.join(stub, "raw").session
+        task = raw.wait_task(stub, session)
+        messages = raw.update_messages(session, task, raw.update_for(raw.fetch(stub, session, task)))
+        assert _refused(lambda: raw.submit(stub, messages))[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "disk_full")
+        now[0] += 30.0  # still within a round deadline: the run goes on
+        assert _refused(lambda: raw.submit(stub, messages))[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "disk_full")
+        assert not server.wait(timeout=0.5)
+        now[0] += 31.0
+        assert _refused(lambda: raw.submit(stub, messages))[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "disk_full")
+        assert server.wait(timeout=30)
+        assert "no disk space to park uploads" in str(server.failure)
+    finally:
+        channel.close()
+        server.shutdown(grace_s=0.2)
