@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file
 
 from fedser_client.app import build_daemon
 from fedser_client.local_store import LocalStore
 from fedser_client.transport.daemon import ClientDaemon, DaemonResult
 from fedser_shared.config import RunConfig, to_toml
-from fedser_shared.sealed import read_sealed
 from tests.faults import raw
 
 # full participation and a deterministic trainer: a run that faults did not change ends on the same model
@@ -59,7 +59,9 @@ class Clients:
     (its feature cache kept), as a device joining a new federation would."""
 
     def __init__(self, target: str, dirs: list[Path], run_config: RunConfig, hold: Hold | None = None,
-                 connect_timeout_s: float = 120.0) -> None:
+                 connect_timeout_s: float = 120.0, after_update: Callable[[int, int], None] | None = None) -> None:
+        """`after_update(client, round)` runs on the client's thread once the server took its update
+        and the client saved its local state."""
         self.daemons: list[ClientDaemon] = []
         self.results: dict[int, DaemonResult] = {}
         self.errors: dict[int, BaseException] = {}
@@ -67,8 +69,13 @@ class Clients:
         self.accepted: list[tuple[int, int]] = []  # (client, round) of each update the server took
         for i, folder in enumerate(dirs):
             LocalStore(folder).forget_training_state()
-            daemon = build_daemon(target, folder, run_config, f"client{i}", connect_timeout_s=connect_timeout_s,
-                                  observer=lambda round_index, *_rest, _i=i: self.accepted.append((_i, round_index)))
+
+            def observe(round_index: int, *_rest: object, _i: int = i) -> None:
+                self.accepted.append((_i, round_index))
+                if after_update is not None:
+                    after_update(_i, round_index)
+
+            daemon = build_daemon(target, folder, run_config, f"client{i}", connect_timeout_s=connect_timeout_s, observer=observe)
             if hold is not None and i in hold.clients:
                 hold.reached[i] = threading.Event()
                 _install_hold(daemon, hold, hold.reached[i])
@@ -123,7 +130,7 @@ def metrics_of(state_dir: Path) -> list[dict[str, object]]:
 
 
 def final_model(state_dir: Path) -> dict[str, np.ndarray]:
-    return read_sealed(state_dir / "global.safetensors", "checkpoint").tensors
+    return dict(load_file(str(state_dir / "global.safetensors")))
 
 
 def assert_same_model(found: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
