@@ -41,12 +41,14 @@ def run(
     algorithm: Annotated[str | None, typer.Option("--algorithm", help="fedavg | scaffold")] = None,
     semi: Annotated[bool | None, typer.Option("--semi/--no-semi", help="semi-supervised local training on the unlabeled audio (Semi-FedSER)")] = None,
     semi_method: Annotated[str | None, typer.Option("--semi-method", help="with --semi: mvpl (the paper's multiview pseudo-labels) | fixmatch")] = None,
+    feature: Annotated[str | None, typer.Option("--feature", help="emobase | egemaps | compare | apc | tera | decoar2 | distilhubert (default: the config's)")] = None,
     label_rate: Annotated[float | None, typer.Option("--label-rate", help="share of each client's files that keep their label, in (0, 1]; the others become unlabeled (seeded)")] = None,
     test_speakers: Annotated[int, typer.Option("--test-speakers", help="speakers who never join: the global model is scored on them, each normalised with its own statistics")] = 0,
     fraction: Annotated[float | None, typer.Option("--fraction")] = None,
     min_clients: Annotated[int | None, typer.Option("--min-clients")] = None,
     eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
+    secure_aggregation: Annotated[str | None, typer.Option("--secure-aggregation", help="off | secagg+ (the server learns only each round's sum; docs/privacy.md)")] = None,
     workers: Annotated[int, typer.Option("--workers", help="processes for feature extraction (0 = all cores)")] = 0,
     feature_cache: Annotated[Path | None, typer.Option("--feature-cache", help="corpus feature cache (default ~/.cache/fedser)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up after this many seconds")] = 3600.0,
@@ -77,13 +79,16 @@ def run(
     run_config = load_run_config(config, {
         "federation.rounds": rounds, "federation.algorithm": algorithm, "federation.fraction": fraction,
         "federation.min_clients": min_clients, "federation.eval_every": eval_every, "federation.seed": seed,
-        "semi.enabled": semi, "semi.method": semi_method,
+        "semi.enabled": semi, "semi.method": semi_method, "features.name": feature,
+        "privacy.secure_aggregation": secure_aggregation,
     })
     fed = run_config.federation
     if fed.min_clients > clients:
         raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
     if engine not in ("grpc", "inprocess", "ray"):
         raise ConfigError(f"--engine must be grpc, inprocess or ray, not '{engine}'")
+    if run_config.privacy.secure and engine != "inprocess":
+        raise ConfigError(f"secure aggregation runs with --engine inprocess; engine '{engine}' does not support it yet")
     # every client joins before round 1, so the sample (and the result) does not depend on start-up order
     run_config = run_config.model_copy(update={"federation": fed.model_copy(update={"start_clients": clients})})
 
