@@ -78,11 +78,10 @@ def _ci(low_high: tuple[float, float]) -> str:
 
 
 def _header(markdown: str) -> str:
-    """The command, the facts list and the wall-time line of an accuracy.md."""
-    lines = markdown.splitlines()
-    keep = [line for line in lines[1:] if line.startswith(("- ", "```", "python "))
-            or "total wall time" in line]
-    return "\n".join(line for line in keep if not line.startswith("- fold "))
+    """What an accuracy.md says before its table: the command, machine facts, commit, load and wall time."""
+    lines = markdown.splitlines()[1:]
+    end = next((i for i, line in enumerate(lines) if line.startswith("| ")), len(lines))
+    return "\n".join(lines[:end]).strip()
 
 
 def section(feature: str, folders: list[Path]) -> tuple[str, dict[str, Any]]:
@@ -119,7 +118,7 @@ def section(feature: str, folders: list[Path]) -> tuple[str, dict[str, Any]]:
         text += [markdown_table(["cell", "baseline", "Δ points", "95% CI (pairs)", "95% CI (fold-clustered)", "pairs up"],
                                 pair_rows), ""]
     for folder in folders:
-        text += [f"From `{folder.name}`:\n", _header((folder / "accuracy.md").read_text()), ""]
+        text += [f"From `{folder.name}/`:\n", _header((folder / "accuracy.md").read_text()), ""]
     return "\n".join(text), {"runs": records, "paired": found}
 
 
