@@ -15,6 +15,7 @@ from fedser_server.core.strategy import make_strategy
 from fedser_server.engine.coordinator import Coordinator
 from fedser_server.engine.served_state import give_back_free_heap
 from fedser_server.security.tokens import TokenStore
+from fedser_server.state.startup import prepare_state_dir
 from fedser_server.state.store import StateStore
 from fedser_server.transport.admission import Limits
 from fedser_server.transport.server import BoundServer, start_server
@@ -86,8 +87,12 @@ def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[st
 def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: float = 120.0,
                       tokens: TokenStore | None = None, resume: bool = False,
                       heartbeat_interval_s: float | None = None) -> Coordinator:
+    if config.privacy.secure:
+        raise ConfigError("privacy.secure_aggregation = 'secagg+' is not served over gRPC yet; run it with "
+                          "fedser-sim --engine inprocess")
+    prepare_state_dir(state_dir)  # interrupted writes removed, registry and history checked: before any use
     fed = config.federation
-    if config.privacy.enabled:  # never run "private" without the mechanism: refuse until the server applies it
+    if config.privacy.dp_enabled:  # never run "private" without the mechanism: refuse until the server applies it
         raise ConfigError(f"privacy.dp = '{config.privacy.dp}' is applied by the in-process engine only "
                           "(fedser-sim --engine inprocess, benchmarks/privacy.py); the gRPC server does not add noise yet")
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)

@@ -11,6 +11,7 @@ The accuracy benchmark drives `federate` directly.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,11 @@ from fedser_server.core.schedule import is_trainable
 from fedser_server.core.strategy import FedAvg, State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
+from fedser_shared.dp import clip_update, update_norm
+from fedser_shared.secagg import SecureRound
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
+from fedser_sim.secure_round import Contribution, aggregate_securely
 
 if TYPE_CHECKING:  # the feature pipeline is not needed to run rounds on ready features
     from fedser_client.prepare import PreparedData
@@ -55,6 +60,8 @@ class RoundResult:
     state: State
     tally: RoundTally
     privacy: dict[str, float] | None = None  # epsilon spent so far, z, C (privacy.dp on)
+    secure: SecureRound | None = None  # the secure round's survivors and traffic, under secure aggregation
+    sampled: tuple[str, ...] = ()  # who took part (the server knows it in every mode)
 
 
 # What the server receives from one client in one round: (round, client name, update as sent, n_samples)
@@ -63,7 +70,7 @@ UpdateObserver = Callable[[int, str, Mapping[str, np.ndarray], int], None]
 
 def _strategy(config: RunConfig) -> FedAvg:
     fed = config.federation
-    if config.privacy.enabled:
+    if config.privacy.dp_enabled:
         return DpFedAvg(fed.server_lr, np.random.default_rng(stable_seed(fed.seed, "dp-server")))
     return make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
 
@@ -77,17 +84,18 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
              observe: UpdateObserver | None = None) -> Iterator[RoundResult]:
     """Run `config.federation.rounds` rounds; yield the new global state after each.
 
-    With privacy.dp on, each update is clipped and noised where the mode says (DESIGN §9), every update
-    weighs 1, and a configured budget ends the run with PrivacyBudgetReached before the round that would
-    exceed it. `observe` sees each update as the server receives it."""
-    fed = config.federation
+    Under secure aggregation the round's updates reach the strategy only as their SecAgg+ sum. With
+    privacy.dp on, each update is clipped and noised where the mode says (docs/privacy.md), every update
+    weighs the same, and a configured budget ends the run with PrivacyBudgetReached before the round that
+    would exceed it. `observe` sees each update as the server receives it (never under secure aggregation)."""
+    fed, privacy = config.federation, config.privacy
     strategy = _strategy(config)
     state = strategy.initial_state(initial_weights(feature_dim, config.num_classes, config.model.hidden, fed.seed))
     trainable = [c for c in clients.values() if c.trainable]
     dp = None
-    if config.privacy.enabled:
+    if privacy.dp_enabled:
         sample_size = len(plan_round(config, [c.name for c in trainable], 1).sampled)
-        dp = dp_rounds(config.privacy, fed.rounds, sample_size, len(trainable))
+        dp = dp_rounds(privacy, fed.rounds, sample_size, len(trainable))
     for round_index in range(1, fed.rounds + 1):
         if dp is not None:
             dp.check_budget(round_index)
@@ -98,30 +106,47 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         task = TrainTask(round=round_index, lr=plan.spec.lr, local_epochs=plan.spec.local_epochs,
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
+        contributions: dict[str, Contribution] = {}
         norms = []
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
-            if report.n_samples and dp is not None:
-                update, norm = dp.release(update, len(names), np.random.default_rng(stable_seed(fed.seed, name, round_index, "dp")))
-                norms.append(norm)
-            if report.n_samples and observe is not None:
-                observe(round_index, name, update, report.n_samples)
-            if report.n_samples:  # an empty participation is counted, not aggregated, as by the server
-                strategy.accumulate(dp.receive(update) if dp is not None else update, report.n_samples)
-            tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
-                             report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes,
-                             report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
+            metrics = TrainMetrics.of_report(report)
+            if dp is not None and not metrics.empty:
+                norms.append(update_norm(update))
+            if privacy.secure:  # every sampled client takes part; an empty one adds zero weight
+                weight = metrics.n_samples
+                if dp is not None:  # clipped on the client; under DP every client weighs the same
+                    update = clip_update(update, dp.clip_norm)[0]
+                    weight = 0 if metrics.empty else privacy.secagg_max_weight
+                contributions[name] = Contribution(update, weight)
+            elif not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
+                if dp is not None:
+                    update = dp.release(update, len(names), _client_rng(fed.seed, name, round_index))[0]
+                if observe is not None:
+                    observe(round_index, name, update, metrics.n_samples)
+                strategy.accumulate(dp.receive(update) if dp is not None else update, metrics.n_samples)
+            tally.add_update(metrics, config.num_classes)
+        secure = None
+        if privacy.secure:
+            # distributed DP: each client's share of the noise goes in after its clip, before masking
+            noise = dp.client_noise(len(names), functools.partial(_client_rng, fed.seed, round_index=round_index)) \
+                if dp is not None else None
+            secure = aggregate_securely(strategy, state, contributions, privacy, fed.seed, round_index, noise)
         if dp is not None and isinstance(strategy, DpFedAvg):
             strategy.noise_std = dp.sum_noise_std
         state = strategy.finish_round()
         tally.seconds = time.perf_counter() - started
-        privacy = None
+        privacy_record = None
         if dp is not None:
-            privacy = dp.record(round_index)
+            privacy_record = dp.record(round_index)
             dp.close(norms, np.random.default_rng(stable_seed(fed.seed, round_index, "dp-clip")))
-        yield RoundResult(round_index, state, tally, privacy)
+        yield RoundResult(round_index, state, tally, privacy_record, secure, tuple(names))
+
+
+def _client_rng(seed: int, name: str, round_index: int) -> np.random.Generator:
+    return np.random.default_rng(stable_seed(seed, name, round_index, "dp"))
 
 
 def run_inprocess(

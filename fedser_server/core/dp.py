@@ -201,6 +201,20 @@ class DpRounds:
         """What the server sums: in central mode the update clipped to C; in distributed mode as received."""
         return clip_update(update, self.clip_norm)[0] if self.plan.mode == "central" else dict(update)
 
+    def client_noise(self, n_sampled: int, rng_for: Callable[[str], np.random.Generator]
+                     ) -> Callable[[str], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] | None:
+        """Distributed mode: for each client, what adds its share of the noise to its clipped values (the hook
+        secure aggregation calls before quantising and masking); None in central mode."""
+        if self.plan.mode != "distributed":
+            return None
+        std = client_noise_std(self.plan.noise_multiplier, self.clip_norm, n_sampled)
+
+        def transform_for(name: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+            rng = rng_for(name)
+            return lambda values: add_gaussian_noise(values, std, rng)
+
+        return transform_for
+
     @property
     def sum_noise_std(self) -> float:
         return self.plan.noise_multiplier * self.clip_norm if self.plan.mode == "central" else 0.0

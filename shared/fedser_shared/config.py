@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedser_shared.errors import ConfigError
 
@@ -22,7 +22,8 @@ DEFAULT_EMOTION_MAP: dict[str, int] = {
     "angry": 3, "anger": 3, "ang": 3,
 }
 DEFAULT_CLASS_NAMES = ["neutral", "happy", "sad", "angry"]
-FEATURE_DIMS = {"emobase": 988, "apc": 512, "tera": 768, "decoar2": 768, "distilhubert": 768}
+FEATURE_DIMS = {"emobase": 988, "egemaps": 88, "compare": 6373, "apc": 512, "tera": 768, "decoar2": 768, "distilhubert": 768}
+OPENSMILE_NAMES = ("emobase", "egemaps", "compare")  # openSMILE functionals; the other features are s3prl upstreams
 
 
 class _Section(BaseModel):
@@ -55,8 +56,8 @@ class LabelsConfig(_Section):
 class FeaturesConfig(_Section):
     """What each client extracts from its audio; server and clients must agree."""
 
-    name: Literal["emobase", "apc", "tera", "decoar2", "distilhubert"] = "emobase"
-    """Utterance features: openSMILE emobase functionals (988) or an s3prl upstream's last hidden layer averaged over time (apc 512; tera, decoar2, distilhubert 768)."""
+    name: Literal["emobase", "egemaps", "compare", "apc", "tera", "decoar2", "distilhubert"] = "emobase"
+    """Utterance features: openSMILE functionals (emobase 988; egemaps = eGeMAPSv02, 88; compare = ComParE_2016, 6,373) or an s3prl upstream's last hidden layer averaged over time (apc 512; tera, decoar2, distilhubert 768)."""
     normalisation: Literal["client", "none"] = "client"
     """Feature z-scoring: each client with its own statistics (client), or none. DESIGN §5's federated 'global' statistics are not implemented and refused."""
 
@@ -179,10 +180,21 @@ class FederationConfig(_Section):
     that its resident memory holds no model-sized array (the page cache does); 0 always uses files."""
     update_norm_max: float | None = Field(None, gt=0.0, description=(
         "bound on the L2 norm of an update's model change (its delta.* tensors together); default: no bound"))
+    update_norm_relative: float = Field(10.0, ge=0.0, description=(
+        "bound an update's delta.* norm to this many times the median norm of the recent accepted updates (until three "
+        "are on record: times the global model's norm); 0: no relative bound"))
     update_norm_action: Literal["refuse", "clip"] = "refuse"
-    """What happens to an update above update_norm_max: refused (counted as norm_bound), or scaled down to the bound."""
+    """What happens to an update above update_norm_max or the relative bound: refused (counted as norm_bound), or
+    scaled down to the bound."""
     seed: int = 0
     """Seed of client sampling and model initialisation; clients derive their evaluation splits from it."""
+
+    @field_validator("update_norm_relative")
+    @classmethod
+    def _relative_bound_above_the_median(cls, value: float) -> float:
+        if 0.0 < value < 1.0:
+            raise ValueError("must be 0 (off) or at least 1: below 1 it refuses about half of the honest updates")
+        return value
 
     @property
     def updates_needed(self) -> int:
@@ -194,7 +206,25 @@ class FederationConfig(_Section):
 
 
 class PrivacyConfig(_Section):
-    """Differential privacy of the released updates (DP-FedAvg, docs/privacy.md)."""
+    """What the server may learn from the clients' updates: secure aggregation and differential privacy (docs/privacy.md)."""
+
+    secure_aggregation: Literal["off", "secagg+"] = "off"
+    """secagg+: the server learns only the sum of each round's updates (SecAgg+, Bell et al. 2020): clients clip,
+    quantise and mask their updates; FedAvg weights and SCAFFOLD's dc.* are summed inside the masked vector."""
+    secagg_neighbours: int | None = Field(None, ge=2)
+    """SecAgg+: how many neighbours each client shares its secrets with (even; a random regular graph per round);
+    default: every other sampled client (Bonawitz et al. 2017)."""
+    secagg_threshold: float = Field(0.6, gt=0.5, le=1.0)
+    """Share of a client's share holders (its neighbours and itself) needed to unmask; a round that loses more
+    clients than that allows is retried, never unmasked."""
+    secagg_clip_norm: float = Field(10.0, gt=0.0)
+    """Clients clip their model change (delta.* together) to this L2 norm before quantising."""
+    secagg_control_clip_norm: float = Field(100.0, gt=0.0)
+    """Clients clip their control-variate change (dc.* together, SCAFFOLD) to this L2 norm before quantising."""
+    secagg_max_weight: int = Field(10_000, ge=1, le=2**24)
+    """Largest FedAvg weight (n_samples) one update carries; a client with more samples counts this many."""
+    secagg_stage_timeout_s: float = Field(60.0, gt=0.0)
+    """Seconds the server waits for clients at each key, share and unmasking stage; whoever is late has dropped."""
 
     dp: Literal["off", "central", "distributed"] = "off"
     """off; central: the server clips each update to clip_norm and adds N(0, (z*C)^2) to the round's sum;
@@ -216,13 +246,23 @@ class PrivacyConfig(_Section):
     """Stop the run cleanly before a round that would spend more than this epsilon; default: no budget."""
 
     @model_validator(mode="after")
+    def _even_degree(self) -> PrivacyConfig:
+        if self.secagg_neighbours is not None and self.secagg_neighbours % 2:
+            raise ValueError(f"secagg_neighbours must be even, got {self.secagg_neighbours}")
+        return self
+
+    @property
+    def secure(self) -> bool:
+        return self.secure_aggregation != "off"
+
+    @model_validator(mode="after")
     def _one_noise_source(self) -> PrivacyConfig:
         if self.dp != "off" and (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise ValueError(f"dp = '{self.dp}' needs exactly one of noise_multiplier and target_epsilon")
         return self
 
     @property
-    def enabled(self) -> bool:
+    def dp_enabled(self) -> bool:
         return self.dp != "off"
 
 
@@ -237,7 +277,7 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _dp_needs_fedavg(self) -> RunConfig:
-        if self.privacy.enabled and self.federation.algorithm != "fedavg":
+        if self.privacy.dp_enabled and self.federation.algorithm != "fedavg":
             raise ValueError("privacy.dp needs federation.algorithm = 'fedavg': SCAFFOLD's control-variate changes "
                              "would be a second release per round that DP-FedAvg neither clips nor noises")
         return self

@@ -41,6 +41,12 @@ class StateError(FedserError):
     reason = "state"
 
 
+class CorruptStateError(StateError):
+    """A saved state file (checkpoint, registry, a client's c_i) fails its integrity check."""
+
+    reason = "corrupt_state"
+
+
 # ---- refusals of client calls (the servicer maps each to a status code)
 
 class AuthenticationError(FedserError):
@@ -107,3 +113,71 @@ class ClientCancelledError(FedserError):
     """The client went away (cancelled, died, cut off) in the middle of an upload."""
 
     reason = "cancelled"
+
+
+class TooManyUnauthenticatedError(ServerBusyError):
+    """Too many update streams are open that have not yet sent their (authenticated) header."""
+
+    reason = "unauthenticated_streams"
+
+
+class HeaderTimeoutError(FedserError):
+    """An update stream did not send its header within the server's limit."""
+
+    reason = "header_timeout"
+
+
+class DiskFullError(FedserError):
+    """The server has no disk space left to park an incoming update; the client retries later."""
+
+    reason = "disk_full"
+
+
+class SmallUpdateTooLargeError(InvalidUpdateError):
+    """A SubmitSmallUpdate above the run's inline limit: stream it with SubmitUpdate."""
+
+    reason = "small_update_too_large"
+
+
+# ---- secure aggregation (fedser_shared.secagg; docs/privacy.md)
+
+class SecAggError(FedserError):
+    """A secure-aggregation message or round cannot be used."""
+
+    reason = "secagg"
+
+
+class MalformedShareError(SecAggError):
+    """A key advertisement, an encrypted share or an unmasking reply is malformed or does not check out."""
+
+    reason = "invalid_share"
+
+
+class MaskedInputError(SecAggError):
+    """A masked input has the wrong length or type."""
+
+    reason = "invalid_masked_input"
+
+
+class SecAggStageError(SecAggError):
+    """A secure-aggregation message came in the wrong stage, twice, or from a client not expected in it."""
+
+    reason = "secagg_stage"
+
+
+class UnmaskRefusedError(SecAggError):
+    """A client refuses an unmasking request (e.g. it asks for both secrets of one peer)."""
+
+    reason = "unmask_refused"
+
+
+class BelowThresholdError(SecAggError):
+    """Too few clients are left to unmask the round: it is retried, never partly unmasked."""
+
+    reason = "below_threshold"
+
+
+class SumOutOfBoundsError(SecAggError):
+    """The unmasked sum is not what the clients' bounds allow: the round is refused."""
+
+    reason = "secagg_sum"
