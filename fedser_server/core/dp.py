@@ -154,9 +154,11 @@ class DpFedAvg(FedAvg):
 
     def new_state_runs(self) -> Iterator[tuple[str, int, np.ndarray]]:
         if self.n_updates and self.noise_std > 0.0:
+            # every update weighs the same; a secure sum counts each in units of its (equal) weight
+            unit = self._weight_total / self.n_updates
             for name, running in self._sums.items():
                 if name.startswith(DELTA):
-                    running.flat += self.rng.normal(0.0, self.noise_std, running.flat.size)
+                    running.flat += unit * self.rng.normal(0.0, self.noise_std, running.flat.size)
         yield from super().new_state_runs()
 
 

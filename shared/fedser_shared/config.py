@@ -227,7 +227,7 @@ class PrivacyConfig(_Section):
     """Seconds the server waits for clients at each key, share and unmasking stage; whoever is late has dropped."""
 
     dp: Literal["off", "central", "distributed"] = "off"
-    """off; central: the server clips each update to clip_norm and adds N(0, (z*C)^2) to the round's sum;
+    """Differential privacy (DP-FedAvg): off; central: the server clips each update to clip_norm and adds N(0, (z*C)^2) to the round's sum;
     distributed: each client clips and adds N(0, (z*C)^2 / n) for n sampled clients (the mode that composes with
     secure aggregation). Under dp the mean is unweighted: every client's clipped update counts once."""
     clip_norm: float = Field(1.0, gt=0.0)
@@ -237,7 +237,7 @@ class PrivacyConfig(_Section):
     adaptive_clip_lr: float = Field(0.2, gt=0.0)
     """Geometric learning rate of the adaptive clip norm: C <- C * exp(-lr * (share clipped-below - quantile))."""
     noise_multiplier: float | None = Field(None, ge=0.0)
-    """z: noise std on the sum is z * C. Give this or target_epsilon."""
+    """Noise multiplier z: the noise std on the sum is z * C. Give this or target_epsilon."""
     target_epsilon: float | None = Field(None, gt=0.0)
     """Choose z so that federation.rounds rounds spend exactly this epsilon (at delta); give this or noise_multiplier."""
     delta: float = Field(1e-5, gt=0.0, lt=1.0)
