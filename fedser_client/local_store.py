@@ -11,7 +11,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save
 
-from fedser_client.core.trainer import LocalState
+from fedser_client.core.state import LocalState
 from fedser_shared.errors import StateError
 from fedser_shared.fsutil import atomic_write_bytes, atomic_write_text
 

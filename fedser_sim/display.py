@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
@@ -12,7 +14,7 @@ def _fmt(value: object, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def results_table(config: RunConfig, metrics: list[dict], title: str, held_out: dict[int, float] | None = None,
+def results_table(config: RunConfig, metrics: list[dict[str, Any]], title: str, held_out: dict[int, float] | None = None,
                   recalls: bool = True) -> Table:
     """One row per evaluated round: local-eval UAR, held-out-speaker UAR, pseudo-labels taken so far
     (and the share that was right), and, where there is room, the local recall of each class."""
@@ -47,7 +49,7 @@ def results_table(config: RunConfig, metrics: list[dict], title: str, held_out: 
     return table
 
 
-def print_summary(console: Console, config: RunConfig, metrics: list[dict], wall_s: float, engine: str,
+def print_summary(console: Console, config: RunConfig, metrics: list[dict[str, Any]], wall_s: float, engine: str,
                   held_out: dict[int, float] | None = None, final: tuple[int, float] | None = None) -> None:
     method = f" + {config.semi.method}" if config.semi.enabled else ""
     title = f"fedser · {config.federation.algorithm}{method} · {engine} engine"
@@ -60,3 +62,25 @@ def print_summary(console: Console, config: RunConfig, metrics: list[dict], wall
                       f"best {best['uar']:.3f} (round {best['round']}); {len(metrics)} rounds in {wall_s:.1f} s")
     if final is not None:
         console.print(f"held-out speakers: UAR {final[1]:.3f} with the final global model (round {final[0]})")
+    if config.semi.enabled and config.semi.method != "supervised":
+        console.print(pseudo_label_line(config, metrics))
+
+
+def pseudo_label_line(config: RunConfig, metrics: list[dict[str, Any]]) -> str:
+    """Pseudo-labels taken over the run and their precision against the hidden labels, in all and per class
+    (the class each was given): where they go wrong."""
+    taken = [0] * config.num_classes
+    correct = [0] * config.num_classes
+    for record in metrics:
+        for per_class, total in ((record.get("pseudo_taken"), taken), (record.get("pseudo_correct"), correct)):
+            for c, n in enumerate(per_class or []):
+                total[c] += int(n)
+    with_truth = sum(int(r.get("pseudo_with_truth") or 0) for r in metrics)
+    if not sum(taken):
+        return "pseudo-labels: none taken"
+    if not with_truth:
+        return f"pseudo-labels: {sum(taken)} taken (no hidden labels to check them against)"
+    per_class = ", ".join(f"{name} {100 * ok / n:.0f}% of {n}" if n else f"{name} none"
+                          for name, ok, n in zip(config.labels.class_names, correct, taken))
+    uses = " (rows x participations: FixMatch labels afresh every step)" if config.semi.method == "fixmatch" else ""
+    return f"pseudo-labels: {sum(taken)} taken{uses}, {100 * sum(correct) / sum(taken):.0f}% right; by class: {per_class}"

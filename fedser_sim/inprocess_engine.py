@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedser_client.core.data import ClientData
-from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask, stable_seed
+from fedser_client.core.state import LocalState
+from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask, stable_seed
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.round_plan import plan_round
 from fedser_server.core.schedule import is_trainable
@@ -48,6 +49,7 @@ class RoundResult:
     round: int
     state: State
     tally: RoundTally
+    reports: dict[str, TrainReport] = field(default_factory=dict)  # each sampled client's, by name
 
 
 def make_clients(config: RunConfig, datas: Mapping[str, ClientData], device: str = "cpu") -> dict[str, SimClient]:
@@ -69,10 +71,12 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         task = TrainTask(round=round_index, lr=plan.spec.lr, local_epochs=plan.spec.local_epochs,
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
+        reports: dict[str, TrainReport] = {}
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
+            reports[name] = report
             if report.n_samples:  # an empty participation is counted, not aggregated, as by the server
                 strategy.accumulate(update, report.n_samples)
             tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
@@ -80,7 +84,7 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
                              report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
         tally.seconds = time.perf_counter() - started
         state = strategy.finish_round()
-        yield RoundResult(round_index, state, tally)
+        yield RoundResult(round_index, state, tally, reports)
 
 
 def run_inprocess(
