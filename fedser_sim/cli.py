@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -41,6 +41,7 @@ def run(
     algorithm: Annotated[str | None, typer.Option("--algorithm", help="fedavg | scaffold")] = None,
     semi: Annotated[bool | None, typer.Option("--semi/--no-semi", help="semi-supervised local training on the unlabeled audio (Semi-FedSER)")] = None,
     semi_method: Annotated[str | None, typer.Option("--semi-method", help="with --semi: mvpl (the paper's multiview pseudo-labels) | fixmatch | supervised (the same views, sampling and steps, no unlabeled term: the fair baseline)")] = None,
+    feature: Annotated[str | None, typer.Option("--feature", help="emobase | egemaps | compare | apc | tera | decoar2 | distilhubert (default: the config's)")] = None,
     label_rate: Annotated[float | None, typer.Option("--label-rate", help="share of each client's files that keep their label, in (0, 1]; the others become unlabeled (seeded)")] = None,
     labeled_speakers: Annotated[int | None, typer.Option("--labeled-speakers", help="K training speakers (seeded) keep every label, all others none: the setting where unlabeled audio can matter; needs --semi")] = None,
     test_speakers: Annotated[int, typer.Option("--test-speakers", help="speakers who never join: the global model is scored on them, each normalised with its own statistics")] = 0,
@@ -48,6 +49,7 @@ def run(
     min_clients: Annotated[int | None, typer.Option("--min-clients")] = None,
     eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
+    secure_aggregation: Annotated[str | None, typer.Option("--secure-aggregation", help="off | secagg+ (the server learns only each round's sum; docs/privacy.md)")] = None,
     workers: Annotated[int, typer.Option("--workers", help="processes for feature extraction (0 = all cores)")] = 0,
     feature_cache: Annotated[Path | None, typer.Option("--feature-cache", help="corpus feature cache (default ~/.cache/fedser)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up after this many seconds")] = 3600.0,
@@ -82,13 +84,16 @@ def run(
     run_config = load_run_config(config, {
         "federation.rounds": rounds, "federation.algorithm": algorithm, "federation.fraction": fraction,
         "federation.min_clients": min_clients, "federation.eval_every": eval_every, "federation.seed": seed,
-        "semi.enabled": semi, "semi.method": semi_method,
+        "semi.enabled": semi, "semi.method": semi_method, "features.name": feature,
+        "privacy.secure_aggregation": secure_aggregation,
     })
     fed = run_config.federation
     if fed.min_clients > clients:
         raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
     if engine not in ("grpc", "inprocess", "ray"):
         raise ConfigError(f"--engine must be grpc, inprocess or ray, not '{engine}'")
+    if run_config.privacy.secure and engine != "inprocess":
+        raise ConfigError(f"secure aggregation runs with --engine inprocess; engine '{engine}' does not support it yet")
     # every client joins before round 1, so the sample (and the result) does not depend on start-up order
     run_config = run_config.model_copy(update={"federation": fed.model_copy(update={"start_clients": clients})})
 
@@ -152,7 +157,7 @@ def run(
                               np.array([u.label for u in readable if u.speaker == s], np.int64)) for s in held_out}
             scorer = HeldOutScorer(run_config, held_out_set(by_speaker, run_config), out / "server")
 
-        def show(metrics: list[dict]) -> None:
+        def show(metrics: list[dict[str, Any]]) -> None:
             if scorer is not None:
                 scorer.follow(metrics)
             last_uar = next((m["uar"] for m in reversed(metrics) if m.get("uar") is not None), None)
@@ -171,9 +176,14 @@ def run(
         else:
             prepared = {folder.name: prepare_client_data(folder, run_config, LocalStore(folder).feature_cache_dir, folder.name)
                         for folder in client_dirs}
-            history: list[dict] = []
+            history: list[dict[str, Any]] = []
             progress.update(rounds_bar, status="")
-            run_inprocess(run_config, prepared, out / "server", lambda record: (history.append(record), show(history)))
+
+            def on_round(record: dict[str, Any]) -> None:
+                history.append(record)
+                show(history)
+
+            run_inprocess(run_config, prepared, out / "server", on_round)
             metrics = history
     wall_s = time.perf_counter() - started
     final = scorer.final() if scorer is not None else None
@@ -187,7 +197,7 @@ def run(
         console.print(f"report: {report}")
 
 
-def hidden_paths(part: list, label_rate: float | None, seed: int, index: int) -> set[str]:
+def hidden_paths(part: list[Any], label_rate: float | None, seed: int, index: int) -> set[str]:
     """The files of one client whose label is hidden (the same rule as benchmarks/accuracy.py)."""
     import numpy as np
 

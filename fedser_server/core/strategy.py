@@ -48,6 +48,7 @@ class Strategy(Protocol):
     def begin_round(self, state: Mapping[str, np.ndarray], n_registered: int) -> None: ...
     def accumulate(self, update: Mapping[str, np.ndarray], n_samples: int) -> None: ...
     def accumulate_runs(self, runs: Iterable[tuple[str, int, np.ndarray]], n_samples: int, delta_scale: float = 1.0) -> None: ...
+    def accumulate_sum(self, sums: Mapping[str, np.ndarray], weight_total: int, n_updates: int) -> None: ...
     def new_state_runs(self) -> Iterator[tuple[str, int, np.ndarray]]: ...
     def finish_round(self, into: Mapping[str, np.ndarray] | None = None) -> State: ...
 
@@ -164,6 +165,16 @@ class FedAvg:
             running.settle(start, start + values.size)
         self._weight_total += n_samples
         self._n_updates += 1
+
+    def accumulate_sum(self, sums: Mapping[str, np.ndarray], weight_total: int, n_updates: int) -> None:
+        """Fold `n_updates` updates at once, given only as their weighted sums (secure aggregation):
+        sums[name] = sum_i weight_of(name, n_i) * update_i[name], weight_total = sum_i n_i."""
+        if n_updates <= 0 or weight_total <= 0:
+            raise InvalidUpdateError(f"a sum of {n_updates} updates with total weight {weight_total} cannot be folded")
+        for name, running in self._sums.items():
+            _add_scaled(running.flat, sums[name], 1.0)
+        self._weight_total += weight_total
+        self._n_updates += n_updates
 
     def _weight_of(self, name: str, n_samples: int) -> int:
         return n_samples  # every sum is a delta.* sum, weighted by the samples trained on

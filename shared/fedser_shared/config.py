@@ -22,7 +22,8 @@ DEFAULT_EMOTION_MAP: dict[str, int] = {
     "angry": 3, "anger": 3, "ang": 3,
 }
 DEFAULT_CLASS_NAMES = ["neutral", "happy", "sad", "angry"]
-FEATURE_DIMS = {"emobase": 988, "apc": 512, "tera": 768, "decoar2": 768, "distilhubert": 768}
+FEATURE_DIMS = {"emobase": 988, "egemaps": 88, "compare": 6373, "apc": 512, "tera": 768, "decoar2": 768, "distilhubert": 768}
+OPENSMILE_NAMES = ("emobase", "egemaps", "compare")  # openSMILE functionals; the other features are s3prl upstreams
 
 
 class _Section(BaseModel):
@@ -55,8 +56,8 @@ class LabelsConfig(_Section):
 class FeaturesConfig(_Section):
     """What each client extracts from its audio; server and clients must agree."""
 
-    name: Literal["emobase", "apc", "tera", "decoar2", "distilhubert"] = "emobase"
-    """Utterance features: openSMILE emobase functionals (988) or an s3prl upstream's last hidden layer averaged over time (apc 512; tera, decoar2, distilhubert 768)."""
+    name: Literal["emobase", "egemaps", "compare", "apc", "tera", "decoar2", "distilhubert"] = "emobase"
+    """Utterance features: openSMILE functionals (emobase 988; egemaps = eGeMAPSv02, 88; compare = ComParE_2016, 6,373) or an s3prl upstream's last hidden layer averaged over time (apc 512; tera, decoar2, distilhubert 768)."""
     normalisation: Literal["client", "none"] = "client"
     """Feature z-scoring: each client with its own statistics (client), or none. DESIGN §5's federated 'global' statistics are not implemented and refused."""
 
@@ -197,6 +198,38 @@ class FederationConfig(_Section):
         return max(self.min_clients, self.start_clients or 0)
 
 
+class PrivacyConfig(_Section):
+    """What the server may learn from the clients' updates (docs/privacy.md)."""
+
+    secure_aggregation: Literal["off", "secagg+"] = "off"
+    """secagg+: the server learns only the sum of each round's updates (SecAgg+, Bell et al. 2020): clients clip,
+    quantise and mask their updates; FedAvg weights and SCAFFOLD's dc.* are summed inside the masked vector."""
+    secagg_neighbours: int | None = Field(None, ge=2)
+    """SecAgg+: how many neighbours each client shares its secrets with (even; a random regular graph per round);
+    default: every other sampled client (Bonawitz et al. 2017)."""
+    secagg_threshold: float = Field(0.6, gt=0.5, le=1.0)
+    """Share of a client's share holders (its neighbours and itself) needed to unmask; a round that loses more
+    clients than that allows is retried, never unmasked."""
+    secagg_clip_norm: float = Field(10.0, gt=0.0)
+    """Clients clip their model change (delta.* together) to this L2 norm before quantising."""
+    secagg_control_clip_norm: float = Field(100.0, gt=0.0)
+    """Clients clip their control-variate change (dc.* together, SCAFFOLD) to this L2 norm before quantising."""
+    secagg_max_weight: int = Field(10_000, ge=1, le=2**24)
+    """Largest FedAvg weight (n_samples) one update carries; a client with more samples counts this many."""
+    secagg_stage_timeout_s: float = Field(60.0, gt=0.0)
+    """Seconds the server waits for clients at each key, share and unmasking stage; whoever is late has dropped."""
+
+    @model_validator(mode="after")
+    def _even_degree(self) -> PrivacyConfig:
+        if self.secagg_neighbours is not None and self.secagg_neighbours % 2:
+            raise ValueError(f"secagg_neighbours must be even, got {self.secagg_neighbours}")
+        return self
+
+    @property
+    def secure(self) -> bool:
+        return self.secure_aggregation != "off"
+
+
 class RunConfig(_Section):
     federation: FederationConfig = Field(default_factory=FederationConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
@@ -204,6 +237,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     semi: SemiConfig = Field(default_factory=SemiConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @property
     def num_classes(self) -> int:
