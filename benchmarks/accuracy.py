@@ -724,9 +724,13 @@ def main(argv: list[str] | None = None) -> None:
                       "precision per assigned class (and rows per run), on the clients of speakers that kept labels "
                       "and of label-free speakers; then per training speaker, pooled over the runs in which it "
                       "trained.\n\n") if precision else ""
+    reused = sum(1 for cell, fold, seed in jobs if (cell.key, fold.index, seed) in done)
+    reused_text = (f" ({reused} of the {len(jobs)} runs taken from `{args.reuse}`, not run again: see the command)"
+                   if reused else "")
     body = (f"{len(folds)} folds x {seeds} seeds, {rounds} rounds (centralized: "
             f"{math.ceil(base.federation.fraction * rounds)} epochs), total wall time {wall / 60:.1f} min "
-            f"with {args.workers} worker processes; training shards z-scored by {args.normalise}.\n\n{table}\n\n"
+            f"with {args.workers} worker processes{reused_text}; training shards z-scored by {args.normalise}.\n\n"
+            f"{table}\n\n"
             "Test UAR pooled over each fold's test speakers: at the round with the best validation-speaker UAR in the "
             "last 40% of rounds (selected), at the last round, and the mean over those last 40%; mean ± population "
             "std over folds x seeds. `labeled rows` is the share of training rows that kept their label. "
