@@ -26,7 +26,8 @@ from fedser_shared.errors import CorruptBlobError, FedserError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
-from fedser_shared.refusal import REPORT_REFUSED, SESSION_LOST, TASK_GONE, refusal_of
+from fedser_shared.refusal import REPORT_REFUSED, SERVER_FULL, SESSION_LOST, TASK_GONE, refusal_of
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.transport import client_channel_options
 
 log = get_logger(__name__)
@@ -107,6 +108,11 @@ class Backoff:
         delay = self._rng.uniform(0.5, 1.0) * self._next
         self._next = min(self.maximum_s, self._next * 2)
         stop.wait(delay)
+
+    def sleep_longest(self, stop: threading.Event) -> None:
+        """Wait the longest backoff at once: the server said that retrying soon is pointless."""
+        self._next = self.maximum_s
+        self.sleep(stop)
 
 
 class ClientDaemon:
@@ -199,15 +205,10 @@ class ClientDaemon:
         return Digest.preferred(header.sha256, header.xxh3_128)
 
     def _update_header(self, task: pb.Task, report: TrainReport, total_len: int, checksum: Checksum) -> pb.UpdateHeader:
-        metrics = pb.TrainMetrics(
-            loss=report.loss, n_labeled=report.n_labeled, n_pseudo=report.n_pseudo, local_steps=report.local_steps,
-            pseudo_taken_per_class=report.pseudo_taken_per_class, pseudo_correct_per_class=report.pseudo_correct_per_class,
-            pseudo_with_truth=report.pseudo_with_truth, train_seconds=report.seconds,
-            pseudo_candidates=report.pseudo_candidates, pseudo_pass_tau=report.pseudo_pass_tau,
-            pseudo_pass_kappa=report.pseudo_pass_kappa)
+        metrics = TrainMetrics.of_report(report)
         return pb.UpdateHeader(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
-            n_samples=report.n_samples, metrics=metrics,
+            n_samples=metrics.n_samples, metrics=metrics.to_pb(),
             blob=pb.BlobHeader(total_len=total_len,
                                checksum=pb.CHECKSUM_XXH3_128 if checksum is Checksum.XXH3_128 else pb.CHECKSUM_SHA256))
 
@@ -337,6 +338,11 @@ class ClientDaemon:
                         self._join()
                     elif _task_gone(exc):
                         self.bound_log.warning("task_no_longer_valid", code=code.name, detail=exc.details())
+                    elif refusal_of(exc) in SERVER_FULL:
+                        # the update is trained again for the next try: not before the server has room
+                        self.bound_log.warning("server_full_waiting", code=code.name, reason=refusal_of(exc),
+                                               detail=exc.details())
+                        backoff.sleep_longest(self.stop_event)
                     elif code in RETRYABLE:
                         self._note_retryable(exc)
                         self.bound_log.info("server_unreachable_retrying", code=code.name)
