@@ -79,13 +79,17 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             client.state = new_state
             if config.privacy.secure:  # every sampled client takes part; an empty one adds zero weight
                 contributions[name] = Contribution(update, report.n_samples)
-            elif report.n_samples:  # an empty participation is counted, not aggregated, as by the server
+                continue  # the server sees no client's metrics: only the masked vector leaves
+            if report.n_samples:  # an empty participation is counted, not aggregated, as by the server
                 strategy.accumulate(update, report.n_samples)
             tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
                              report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes,
                              report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
-        secure = (aggregate_securely(strategy, state, contributions, config.privacy, fed.seed, round_index)
-                  if config.privacy.secure else None)
+        secure = None
+        if config.privacy.secure:
+            secure = aggregate_securely(strategy, state, contributions, config.privacy, fed.seed, round_index)
+            tally.n_updates = len(secure.result.survivors)  # what the gRPC server records of a secure round
+            tally.n_empty = len(secure.result.survivors) - strategy.n_updates
         tally.seconds = time.perf_counter() - started
         state = strategy.finish_round()
         yield RoundResult(round_index, state, tally, secure)
