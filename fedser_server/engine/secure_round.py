@@ -21,7 +21,13 @@ import numpy as np
 
 from fedser_server.core.secure_aggregation import round_threshold
 from fedser_shared.config import PrivacyConfig
-from fedser_shared.errors import FedserError, NotParticipatingError, SecAggStageError, StaleRoundError
+from fedser_shared.errors import (
+    FedserError,
+    NotParticipatingError,
+    SecAggStageError,
+    ServerStoppingError,
+    StaleRoundError,
+)
 from fedser_shared.logging import get_logger
 from fedser_shared.secagg import (
     DecodedSum,
@@ -131,6 +137,8 @@ class SecureRound:
                 with self._cond:
                     while self._machine.waiting_for() and clock() < deadline:
                         if stopping():
+                            self._failure = ServerStoppingError("the server is stopping: the secure round ends")
+                            self._cond.notify_all()
                             return None
                         self._cond.wait(min(WAKE_S, max(0.0, deadline - clock())))
                     late = sorted(self.client_of[n] for n in self._machine.waiting_for())
