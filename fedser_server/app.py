@@ -15,6 +15,7 @@ from fedser_server.core.strategy import make_strategy
 from fedser_server.engine.coordinator import Coordinator
 from fedser_server.engine.served_state import give_back_free_heap
 from fedser_server.security.tokens import TokenStore
+from fedser_server.state.startup import prepare_state_dir
 from fedser_server.state.store import StateStore
 from fedser_server.transport.admission import Limits
 from fedser_server.transport.server import BoundServer, start_server
@@ -86,6 +87,7 @@ def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[st
 def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: float = 120.0,
                       tokens: TokenStore | None = None, resume: bool = False,
                       heartbeat_interval_s: float | None = None) -> Coordinator:
+    prepare_state_dir(state_dir)  # interrupted writes removed, registry and history checked: before any use
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)

@@ -1,7 +1,9 @@
 """The client daemon's loop: join, long-poll for tasks, train or evaluate, stream results.
 
 Transient failures (server not up yet, restarting, network) are retried with jittered
-exponential backoff; a lost session (server restarted) leads to a fresh Join.
+exponential backoff; a lost session (server restarted) leads to a fresh Join. Retrying is
+bounded: a server that has not answered for `connect_timeout_s` (at start, or after it went
+away: finished, crashed and not resumed) ends the daemon with `ServerUnreachable`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ class ServerRefused(FedserError):
     """The server answered with a non-retryable status."""
 
 
+class ServerUnreachable(FedserError):
+    """The server has not answered for longer than the client keeps retrying."""
+
+    reason = "server_unreachable"
+
+
 def _session_lost(exc: grpc.RpcError) -> bool:
     reason = refusal_of(exc)
     if reason is not None:
@@ -63,7 +71,7 @@ def _report_refused(exc: grpc.RpcError) -> bool:
     reason = refusal_of(exc)
     if reason is not None:
         return reason in REPORT_REFUSED
-    return exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return bool(exc.code() == grpc.StatusCode.INVALID_ARGUMENT)
 
 
 @dataclass(frozen=True)
@@ -113,18 +121,21 @@ class ClientDaemon:
         credentials: grpc.ChannelCredentials | None = None,
         connect_timeout_s: float = 600.0,
         observer: TrainObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target = target
         self.identity = identity
         self.make_trainer = make_trainer
         self.store = store
         self.train_paths = train_paths
-        self.connect_timeout_s = connect_timeout_s
+        self.connect_timeout_s = connect_timeout_s  # how long an unanswering server is retried
         self.observer = observer
+        self.clock = clock
+        self._unanswered_since: float | None = None  # start of the current run of calls the server did not answer
         self.stop_event = threading.Event()
         options = client_channel_options()
         self.channel = grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
-        self.stub = pb_grpc.CoordinatorStub(self.channel)
+        self.stub = pb_grpc.CoordinatorStub(self.channel)  # type: ignore[no-untyped-call]  # generated, untyped
         self.bulk = wire.BulkCalls.on(self.channel)
         self.session: pb.Session | None = None
         self.trainer: LocalTrainer | None = None
@@ -138,7 +149,6 @@ class ClientDaemon:
     # ---------------------------------------------------------------- calls
     def _join(self) -> None:
         backoff = Backoff()
-        deadline = time.monotonic() + self.connect_timeout_s
         server_key = self.target
         while not self.stop_event.is_set():
             try:
@@ -150,10 +160,10 @@ class ClientDaemon:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise ServerRefused(f"server refused to join: {exc.code().name}: {exc.details()}") from None
-                if time.monotonic() > deadline:
-                    raise ServerRefused(f"cannot reach the server at {self.target} after {self.connect_timeout_s:.0f} s: {exc.details()}") from None
+                self._note_retryable(exc)
                 backoff.sleep(self.stop_event)
                 continue
+            self._unanswered_since = None
             self.session = reply.session
             self.heartbeat_interval_s = reply.heartbeat_interval_s or 10.0
             self.store.save_client_id(server_key, reply.session.client_id)
@@ -280,6 +290,19 @@ class ClientDaemon:
             num_classes=matrix.shape[0], confusion=matrix.reshape(-1).tolist(), loss=loss), timeout=60)
         result.rounds_evaluated.append(task.round)
 
+    def _note_retryable(self, exc: grpc.RpcError) -> None:
+        """A retryable failure. A refusal is an answer (the server is there); calls that get no answer
+        at all are retried for `connect_timeout_s`, then the daemon gives up."""
+        now = self.clock()
+        if refusal_of(exc) is not None:
+            self._unanswered_since = None
+        elif self._unanswered_since is None:
+            self._unanswered_since = now
+        elif now - self._unanswered_since > self.connect_timeout_s:
+            raise ServerUnreachable(
+                f"gave up on the server at {self.target}: no answer for {now - self._unanswered_since:.0f} s "
+                f"(--connect-timeout {self.connect_timeout_s:.0f}); last error {exc.code().name}: {exc.details()}")
+
     def _heartbeats(self) -> None:
         while not self.stop_event.wait(self.heartbeat_interval_s):
             if self.session is None:
@@ -293,6 +316,7 @@ class ClientDaemon:
     def run(self) -> DaemonResult:
         result = DaemonResult()
         heartbeat = threading.Thread(target=self._heartbeats, name="fedser-heartbeat", daemon=True)
+        self.store.load_state(self.train_paths)  # a corrupt c_i is set aside (and named) now, not at the first task
         self._join()
         heartbeat.start()
         backoff = Backoff()
@@ -302,6 +326,7 @@ class ClientDaemon:
                     received = self.bulk.get_task(
                         pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=self.session, checksums=CHECKSUMS_CHECKED),
                         timeout=(self.config.federation.poll_timeout_s if self.config else 20.0) + 15)
+                    self._unanswered_since = None
                     task = received.task
                     if task.kind == pb.TASK_KIND_SHUTDOWN:
                         result.shutdown = True
@@ -323,6 +348,7 @@ class ClientDaemon:
                     elif _task_gone(exc):
                         self.bound_log.warning("task_no_longer_valid", code=code.name, detail=exc.details())
                     elif code in RETRYABLE:
+                        self._note_retryable(exc)
                         self.bound_log.info("server_unreachable_retrying", code=code.name)
                         backoff.sleep(self.stop_event)
                     elif _report_refused(exc):

@@ -41,6 +41,12 @@ class StateError(FedserError):
     reason = "state"
 
 
+class CorruptStateError(StateError):
+    """A saved state file (checkpoint, registry, a client's c_i) fails its integrity check."""
+
+    reason = "corrupt_state"
+
+
 # ---- refusals of client calls (the servicer maps each to a status code)
 
 class AuthenticationError(FedserError):
