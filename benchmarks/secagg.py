@@ -10,7 +10,7 @@ Two measurements, both with the default MLP on emobase (286,596 parameters, 1.1 
   threads of this process that send a ready update as soon as they get their task (no
   training: the ratio is that of the rounds' communication and aggregation alone, the worst case).
 
-Usage: python benchmarks/secagg.py [--clients 10] [--rounds 3] [--quick]
+Usage: python benchmarks/secagg.py [--clients 10] [--rounds 4] [--neighbours K] [--quick]
 Prints one line per figure and the ratios secure / plain.
 """
 
@@ -193,12 +193,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--neighbours", type=int, default=None, help="SecAgg+ neighbour degree (default: every client)")
     parser.add_argument("--quick", action="store_true", help="in-process figures only")
     args = parser.parse_args()
-    config = load_run_config(None, {})
+    config = load_run_config(None, {"privacy.secagg_neighbours": args.neighbours})
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.clients} clients, "
+          f"neighbours {args.neighbours or 'all'}, "
           f"model {sum(v.nbytes for v in updates_for(config, 1)[1]['c000'].values()) / 1e6:.2f} MB")
-    figures = inprocess(config, args.clients, 3)
+    figures = inprocess(config, args.clients, 3 if args.clients <= 20 else 1)
     added = figures["secure_client_s"] + figures["secure_server_s"]
     print(f"inprocess plain_fold_s = {figures['plain_server_s']:.3f}")
     print(f"inprocess secure_client_s = {figures['secure_client_s']:.3f} (one client's protocol work)")
