@@ -26,6 +26,7 @@ from fedser_server.core.strategy import State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
 from fedser_shared.secagg import SecureRound
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
 from fedser_sim.secure_round import Contribution, aggregate_securely
 
@@ -77,14 +78,13 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
+            metrics = TrainMetrics.of_report(report)
             if config.privacy.secure:  # every sampled client takes part; an empty one adds zero weight
-                contributions[name] = Contribution(update, report.n_samples)
+                contributions[name] = Contribution(update, metrics.n_samples)
                 continue  # the server sees no client's metrics: only the masked vector leaves
-            if report.n_samples:  # an empty participation is counted, not aggregated, as by the server
-                strategy.accumulate(update, report.n_samples)
-            tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
-                             report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes,
-                             report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
+            if not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
+                strategy.accumulate(update, metrics.n_samples)
+            tally.add_update(metrics, config.num_classes)
         secure = None
         if config.privacy.secure:
             secure = aggregate_securely(strategy, state, contributions, config.privacy, fed.seed, round_index)

@@ -23,11 +23,12 @@ from fedser_client.transport.secure import submit_securely
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.checksum import Checksum, Digest, StreamHash
 from fedser_shared.config import RunConfig
-from fedser_shared.errors import CorruptBlobError, FedserError, SecAggError
+from fedser_shared.errors import CorruptBlobError, FedserError, SecAggError, UnmaskRefusedError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
-from fedser_shared.refusal import REPORT_REFUSED, SESSION_LOST, TASK_GONE, refusal_of
+from fedser_shared.refusal import REPORT_REFUSED, SERVER_FULL, SESSION_LOST, TASK_GONE, refusal_of
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.transport import client_channel_options
 
 log = get_logger(__name__)
@@ -108,6 +109,11 @@ class Backoff:
         delay = self._rng.uniform(0.5, 1.0) * self._next
         self._next = min(self.maximum_s, self._next * 2)
         stop.wait(delay)
+
+    def sleep_longest(self, stop: threading.Event) -> None:
+        """Wait the longest backoff at once: the server said that retrying soon is pointless."""
+        self._next = self.maximum_s
+        self.sleep(stop)
 
 
 class ClientDaemon:
@@ -201,15 +207,10 @@ class ClientDaemon:
         return Digest.preferred(header.sha256, header.xxh3_128)
 
     def _update_header(self, task: pb.Task, report: TrainReport, total_len: int, checksum: Checksum) -> pb.UpdateHeader:
-        metrics = pb.TrainMetrics(
-            loss=report.loss, n_labeled=report.n_labeled, n_pseudo=report.n_pseudo, local_steps=report.local_steps,
-            pseudo_taken_per_class=report.pseudo_taken_per_class, pseudo_correct_per_class=report.pseudo_correct_per_class,
-            pseudo_with_truth=report.pseudo_with_truth, train_seconds=report.seconds,
-            pseudo_candidates=report.pseudo_candidates, pseudo_pass_tau=report.pseudo_pass_tau,
-            pseudo_pass_kappa=report.pseudo_pass_kappa)
+        metrics = TrainMetrics.of_report(report)
         return pb.UpdateHeader(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
-            n_samples=report.n_samples, metrics=metrics,
+            n_samples=metrics.n_samples, metrics=metrics.to_pb(),
             blob=pb.BlobHeader(total_len=total_len,
                                checksum=pb.CHECKSUM_XXH3_128 if checksum is Checksum.XXH3_128 else pb.CHECKSUM_SHA256))
 
@@ -347,6 +348,11 @@ class ClientDaemon:
                         self._join()
                     elif _task_gone(exc):
                         self.bound_log.warning("task_no_longer_valid", code=code.name, detail=exc.details())
+                    elif refusal_of(exc) in SERVER_FULL:
+                        # the update is trained again for the next try: not before the server has room
+                        self.bound_log.warning("server_full_waiting", code=code.name, reason=refusal_of(exc),
+                                               detail=exc.details())
+                        backoff.sleep_longest(self.stop_event)
                     elif code in RETRYABLE:
                         self._note_retryable(exc)
                         self.bound_log.info("server_unreachable_retrying", code=code.name)
@@ -357,7 +363,7 @@ class ClientDaemon:
                         backoff.sleep(self.stop_event)
                     else:
                         raise ServerRefused(f"server refused: {code.name}: {exc.details()}") from None
-                except SecAggError as exc:  # e.g. this client refused to reveal both secrets of a peer
+                except (SecAggError, UnmaskRefusedError) as exc:  # e.g. it refused to reveal both secrets of a peer
                     self.bound_log.warning("secure_round_left", reason=exc.reason, detail=str(exc))
                 except CorruptBlobError as exc:
                     self.bound_log.warning("model_transfer_corrupt_retrying", detail=str(exc))

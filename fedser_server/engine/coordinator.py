@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from fedser_server.core.norm_bound import delta_scale
+from fedser_server.core.norm_bound import NormBound
 from fedser_server.core.records import RoundTally
-from fedser_server.core.reports import UpdateHeader
+from fedser_server.core.reports import Evaluation, UpdateHeader
 from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
 from fedser_server.core.strategy import FedAvg
 from fedser_server.engine.aggregator import Aggregator
@@ -40,15 +40,13 @@ from fedser_shared import codec
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import (
     FedserError,
-    InvalidUpdateError,
-    NotParticipatingError,
     ServerStoppingError,
     SessionExpiredError,
     StaleRoundError,
     StateError,
 )
 from fedser_shared.logging import get_logger
-from fedser_shared.tensor_names import DELTA
+from fedser_shared.tensor_names import DELTA, WEIGHT
 
 log = get_logger(__name__)
 
@@ -85,7 +83,7 @@ class Coordinator:
         # parked GetTask polls wait on their own condition: woken when tasks are posted or the run
         # ends, not by each of a round's N updates (N wake-ups of N parked polls per round)
         self._tasks_posted = threading.Condition(lock)
-        self._task_listeners: list[Callable[[], None]] = []  # polls parked elsewhere (an event loop)
+        self._task_listeners: list[Callable[[tuple[str, ...] | None], None]] = []  # polls parked elsewhere (an event loop)
         self._stop = threading.Event()
         self.done = threading.Event()
         self._book: RoundBook | None = None
@@ -97,7 +95,7 @@ class Coordinator:
         # files hold two blobs and the float64 sums of an update as large as the state
         store.check_free_space(state_bytes, 0 if in_memory else 4 * state_bytes)
         self._expected_update = strategy.expected_update(self.state)
-        self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
+        self.max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
         self._restore(resume)
         self._durable_round = self.completed_round  # the last round whose checkpoint is on disk
         self._driver: RoundDriver | None = None  # run() starts it
@@ -111,6 +109,9 @@ class Coordinator:
             strategy.new_sum = files.sums()
         self.state, self._blob = self.served.serve(self.state)
         self.aggregator = Aggregator(strategy)
+        fed = config.federation
+        self._norm_bound = NormBound(fed.update_norm_max, fed.update_norm_relative or None, fed.update_norm_action)
+        self._model_norm: tuple[int, float] = (-1, 0.0)  # (round, L2 norm of the global weights then)
         self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
         # read by the metrics endpoint at scrape time
         self.refusals: Counter[str] = Counter()  # refused updates, by reason
@@ -120,6 +121,8 @@ class Coordinator:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.finished = False  # every round ran: clients hear SHUTDOWN
+        self._disk_full_since: float | None = None  # when parking an upload first failed for want of space
+        self._failure: StateError | None = None     # what stopped the run from outside the round loop
 
     def _restore(self, resume: bool) -> None:
         """Continue from the checkpoint (resume) or insist on a state dir without a run in it."""
@@ -197,11 +200,11 @@ class Coordinator:
             self._task_of(client, round_index, task_id)
             return self._blob
 
-    def _task_of(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
+    def _task_of(self, client: ClientRecord, round_index: int, task_id: str, kind: TaskKind | None = None) -> TaskAssignment:
         book = self._book
         if book is None:
-            raise StaleRoundError(f"round {round_index} is not open (current round {self.completed_round})")
-        return book.task_of(client.client_id, round_index, task_id)
+            raise StaleRoundError(f"round {round_index} is not in progress (no round is; {self.completed_round} completed)")
+        return book.task_of(client.client_id, round_index, task_id, kind)
 
     def task_open(self, client: ClientRecord, round_index: int, task_id: str) -> bool:
         """Whether an update stream in progress may still be accepted (checked per chunk)."""
@@ -226,27 +229,18 @@ class Coordinator:
             if self._book is not None:
                 self._book.reported.add(client.client_id)
 
-    def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> TaskAssignment:
+    def training_task(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
+        """The open training task an update answers (its header was checked at the edge)."""
         with self._cond:
-            task = self._task_of(client, header.round, header.task_id)
-            if task.kind is not TaskKind.TRAIN:
-                raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
-        # a client trains on its labeled examples plus pseudo-labels drawn from its unlabeled pool
-        plausible = client.n_labeled + client.n_unlabeled
-        if header.n_samples > plausible:
-            raise InvalidUpdateError(f"n_samples {header.n_samples} is implausible: the client declared "
-                                     f"{client.n_labeled} labeled and {client.n_unlabeled} unlabeled examples")
-        if header.total_len > self._max_update_bytes:
-            raise InvalidUpdateError(f"update of {header.total_len} bytes exceeds the model-derived limit of {self._max_update_bytes}")
-        return task
+            return self._task_of(client, round_index, task_id, TaskKind.TRAIN)
 
     def incoming_update(self, header: UpdateHeader) -> IncomingUpdate:
-        """Where an update whose header passed `check_update_header` is received and checked."""
+        """Where an update whose header passed the edge's checks is received and checked."""
         fed = self.config.federation
-        measure = DELTA if fed.update_norm_max is not None else None
         # a small update stays in memory: no file to create, write and read back per update
         spill_dir = self.store.incoming_dir if header.total_len > fed.inline_model_max_bytes else None
-        return IncomingUpdate(header.total_len, self._expected_update, spill_dir, measure, header.checksum)
+        return IncomingUpdate(header.total_len, self._expected_update, spill_dir, DELTA, header.checksum,
+                              all_zero=header.empty)
 
     def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
         """Accept a received and checked update; it is folded into the round in the background
@@ -257,20 +251,23 @@ class Coordinator:
         discarded here and an accepted one is discarded by the aggregator once folded in."""
         handed_off = False
         try:
-            fed = self.config.federation
-            scale = delta_scale(update.norm, fed.update_norm_max, fed.update_norm_action)
+            assert update.norm is not None  # the receiver measures every update's delta.* tensors
+            with self._cond:
+                scale = self._norm_bound.scale(update.norm, self._global_weights_norm())
             if scale != 1.0:
                 log.info("update_clipped", round=header.round, client_id=client.client_id, norm=update.norm, scale=scale)
             self.aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
             with self._cond:
                 self._await_durable(header.round - 1)
-                self._task_of(client, header.round, header.task_id)
                 book = self._book
+                if book is None:
+                    self._task_of(client, header.round, header.task_id, TaskKind.TRAIN)  # raises: no round in progress
                 assert book is not None
                 book.accept_update(client.client_id, header, self.config.num_classes)
                 client.participations += 1
                 if not header.empty:  # an empty participation is counted above, never aggregated
                     self.aggregator.add(update, header.n_samples, scale)
+                    self._norm_bound.accepted(update.norm, scale)
                     handed_off = True
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                          n_reported=len(book.reported), n_sampled=len(book.tasks))
@@ -278,6 +275,13 @@ class Coordinator:
         finally:
             if not handed_off:
                 update.discard()
+
+    def _global_weights_norm(self) -> float:
+        """The L2 norm of the global weights (w.*), once per round. Called with the lock held."""
+        if self._model_norm[0] != self.completed_round:
+            squares = sum(float(np.vdot(v, v)) for n, v in self.state.items() if n.startswith(WEIGHT))
+            self._model_norm = (self.completed_round, float(np.sqrt(squares)))
+        return self._model_norm[1]
 
     def _await_durable(self, round_index: int) -> None:
         """An acked client keeps its c_i⁺, so no update is accepted before the round it builds on is
@@ -291,19 +295,17 @@ class Coordinator:
     def _writes_failed(self) -> bool:
         return self._driver is not None and self._driver.writer.failed
 
-    def record_refusal(self, reason: str, client_id: str, round_index: int, message: str, rpc: str = "SubmitUpdate") -> None:
+    def count_refusal(self, rpc: str, reason: str, update: bool) -> None:
         """Count a refused call: updates by reason (`refusals`), other calls by (rpc, reason)
         (`request_refusals`). The next metrics line carries every refusal since the previous one,
         so refusals that arrive after their round closed are still on record."""
         with self._cond:
-            if rpc == "SubmitUpdate":
+            if update:
                 self.refusals[reason] += 1
                 self._unrecorded_refusals[reason] += 1
             else:
                 self.request_refusals[(rpc, reason)] += 1
                 self._unrecorded_request_refusals[f"{rpc}.{reason}"] += 1
-        event = "update_refused" if rpc == "SubmitUpdate" else "request_refused"
-        log.warning(event, rpc=rpc, round=round_index, client_id=client_id[:64], reason=reason, detail=message[:300])
 
     def take_unrecorded_refusals(self, tally: RoundTally) -> None:
         with self._cond:
@@ -329,18 +331,13 @@ class Coordinator:
             self.bytes_received += received
             self.bytes_sent += sent
 
-    def submit_evaluation(self, client: ClientRecord, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
-        classes = self.config.num_classes
-        if confusion.shape != (classes * classes,) or (confusion < 0).any():
-            raise InvalidUpdateError(f"confusion matrix must have {classes}x{classes} non-negative counts")
-        if int(confusion.sum()) > client.n_eval:
-            raise InvalidUpdateError(f"confusion matrix counts {int(confusion.sum())} examples, "
-                                     f"the client declared {client.n_eval} for evaluation")
+    def submit_evaluation(self, client: ClientRecord, evaluation: Evaluation) -> None:
         with self._cond:
-            self._task_of(client, round_index, task_id)
             book = self._book
+            if book is None:
+                self._task_of(client, evaluation.round, evaluation.task_id, TaskKind.EVALUATE)  # raises
             assert book is not None
-            book.accept_evaluation(client.client_id, round_index, task_id, confusion.reshape(classes, classes).astype(np.int64), loss)
+            book.accept_evaluation(client.client_id, evaluation)
             self._cond.notify_all()
 
     # ---------------------------------------------------------------- driver
@@ -371,6 +368,27 @@ class Coordinator:
         """Drive the rounds to the last one (or until stopped) on this thread."""
         self._driver = RoundDriver(self)
         self._driver.run()
+        if self._failure is not None:
+            raise self._failure
+
+    def disk_full(self) -> None:
+        """An upload could not be parked: no disk space. Clients back off and send again; once the
+        disk has stayed full for a whole round deadline the run stops, loudly, as a full disk at
+        checkpoint time stops it: what is on disk stays intact for `--resume`."""
+        with self._cond:
+            now, patience = self.clock(), self.config.federation.round_timeout_s
+            if self._disk_full_since is None:
+                self._disk_full_since = now
+            elif now - self._disk_full_since > patience and self._failure is None:
+                self._failure = StateError(f"no disk space to park uploads in {self.store.incoming_dir} for more "
+                                           f"than {patience:g} s (federation.round_timeout_s): free space, then resume")
+                log.error("disk_full_stopping", directory=str(self.store.incoming_dir), seconds=round(now - self._disk_full_since, 1))
+                self.stop()
+
+    def disk_has_room(self) -> None:
+        """An upload was parked on disk: the disk is not (or no longer) full."""
+        with self._cond:
+            self._disk_full_since = None
 
     def post(self, book: RoundBook) -> None:
         """Make `book` the phase in progress: its tasks go out to the parked polls."""

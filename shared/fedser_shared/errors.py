@@ -115,6 +115,30 @@ class ClientCancelledError(FedserError):
     reason = "cancelled"
 
 
+class TooManyUnauthenticatedError(ServerBusyError):
+    """Too many update streams are open that have not yet sent their (authenticated) header."""
+
+    reason = "unauthenticated_streams"
+
+
+class HeaderTimeoutError(FedserError):
+    """An update stream did not send its header within the server's limit."""
+
+    reason = "header_timeout"
+
+
+class DiskFullError(FedserError):
+    """The server has no disk space left to park an incoming update; the client retries later."""
+
+    reason = "disk_full"
+
+
+class SmallUpdateTooLargeError(InvalidUpdateError):
+    """A SubmitSmallUpdate above the run's inline limit: stream it with SubmitUpdate."""
+
+    reason = "small_update_too_large"
+
+
 # ---- secure aggregation (fedser_shared.secagg; docs/privacy.md)
 
 class SecAggError(FedserError):
@@ -141,8 +165,9 @@ class SecAggStageError(SecAggError):
     reason = "secagg_stage"
 
 
-class UnmaskRefusedError(SecAggError):
-    """A client refuses an unmasking request (e.g. it asks for both secrets of one peer)."""
+class UnmaskRefusedError(FedserError):
+    """A client refuses an unmasking request (e.g. it asks for both secrets of one peer): the
+    client's own check, never a server's refusal."""
 
     reason = "unmask_refused"
 
