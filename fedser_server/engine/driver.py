@@ -187,7 +187,7 @@ class RoundDriver:
             decoded = secure.drive(self._clock, self._clock() + self.config.federation.round_timeout_s,
                                    privacy.secagg_stage_timeout_s, lambda: self.stopping)
         except SecAggError as error:
-            c.record_refusal(error.reason, "", round_index, str(error), rpc="SecureRound")
+            c.count_refusal("SecureRound", error.reason, update=False)
             log.warning("secagg_round_refused", round=round_index, attempt=attempt, reason=error.reason, detail=str(error))
             return 0
         finally:
