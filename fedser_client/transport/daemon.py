@@ -141,7 +141,7 @@ class ClientDaemon:
         self.stop_event = threading.Event()
         options = client_channel_options()
         self.channel = grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
-        self.stub = pb_grpc.CoordinatorStub(self.channel)  # type: ignore[no-untyped-call]  # generated, untyped
+        self.stub = pb_grpc.CoordinatorStub(self.channel)  # type: ignore[no-untyped-call]
         self.bulk = wire.BulkCalls.on(self.channel)
         self.session: pb.Session | None = None
         self.trainer: LocalTrainer | None = None
