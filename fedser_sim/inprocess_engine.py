@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,8 @@ import numpy as np
 import structlog
 
 from fedser_client.core.data import ClientData
-from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask, stable_seed
+from fedser_client.core.state import LocalState
+from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask, stable_seed
 from fedser_server.core.dp import DpFedAvg, PrivacyBudgetReached, dp_rounds
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.round_plan import plan_round
@@ -62,6 +63,7 @@ class RoundResult:
     privacy: dict[str, float] | None = None  # epsilon spent so far, z, C (privacy.dp on)
     secure: SecureRound | None = None  # the secure round's survivors and traffic, under secure aggregation
     sampled: tuple[str, ...] = ()  # who took part (the server knows it in every mode)
+    reports: dict[str, TrainReport] = field(default_factory=dict)  # each sampled client's, by name
 
 
 # What the server receives from one client in one round: (round, client name, update as sent, n_samples)
@@ -108,10 +110,12 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         tally = RoundTally(n_sampled=len(names))
         contributions: dict[str, Contribution] = {}
         norms = []
+        reports: dict[str, TrainReport] = {}
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
+            reports[name] = report
             metrics = TrainMetrics.of_report(report)
             if dp is not None and not metrics.empty:
                 norms.append(update_norm(update))
@@ -121,7 +125,8 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
                     update = clip_update(update, dp.clip_norm)[0]
                     weight = 0 if metrics.empty else privacy.secagg_max_weight
                 contributions[name] = Contribution(update, weight)
-            elif not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
+                continue  # the server sees no client's metrics: only the masked vector leaves
+            if not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
                 if dp is not None:
                     update = dp.release(update, len(names), _client_rng(fed.seed, name, round_index))[0]
                 if observe is not None:
@@ -134,6 +139,8 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             noise = dp.client_noise(len(names), functools.partial(_client_rng, fed.seed, round_index=round_index)) \
                 if dp is not None else None
             secure = aggregate_securely(strategy, state, contributions, privacy, fed.seed, round_index, noise)
+            tally.n_updates = len(secure.result.survivors)  # what the gRPC server records of a secure round
+            tally.n_empty = len(secure.result.survivors) - strategy.n_updates
         if dp is not None and isinstance(strategy, DpFedAvg):
             strategy.noise_std = dp.sum_noise_std
         state = strategy.finish_round()
@@ -142,7 +149,7 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         if dp is not None:
             privacy_record = dp.record(round_index)
             dp.close(norms, np.random.default_rng(stable_seed(fed.seed, round_index, "dp-clip")))
-        yield RoundResult(round_index, state, tally, privacy_record, secure, tuple(names))
+        yield RoundResult(round_index, state, tally, privacy_record, secure, tuple(names), reports)
 
 
 def _client_rng(seed: int, name: str, round_index: int) -> np.random.Generator:
