@@ -377,6 +377,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clip", type=float, default=None,
                         help="clip norm C (default: the median update norm of the undefended federation of seed 0)")
     parser.add_argument("--population-seeds", type=int, default=1, help="seeds of the population sweep")
+    parser.add_argument("--curve-seeds", type=int, default=1,
+                        help="seeds of the epsilon curve's points other than --headline-epsilon (attack and emotion)")
     parser.add_argument("--population", default=None,
                         help="clients per training shard for the population sweep at the headline epsilon, e.g. 2,4,8 "
                              "(default 2,4,8; none with --quick)")
@@ -440,23 +442,30 @@ def main(argv: list[str] | None = None) -> None:
     take(first_run.result())
     clip = args.clip or float(attack[0]["norm_median"])
     print(f"  clip norm C = {clip:.4g}" + ("" if args.clip else " (median norm of the undefended updates, seed 0)"), flush=True)
-    attack_jobs = [(d, seed) for seed in range(seeds) for d in defences if (d.name, seed) != ("none", 0)]
+    def seeds_of(defence: Defence) -> int:  # the epsilon curve away from the headline takes fewer seeds
+        curve = defence.name == "secagg+dp" and defence.epsilon != args.headline_epsilon
+        return min(seeds, args.curve_seeds) if curve else seeds
+
+    attack_jobs = [(d, seed) for d in defences for seed in range(seeds_of(d)) if (d.name, seed) != ("none", 0)]
     attack_futures = [pool.submit(run_attack, base_json, genders, d, seed, attack_rounds, clip, folds) for d, seed in attack_jobs]
 
     # emotion UAR: plain FedAvg (= secagg's) against secagg+dp at each epsilon, same folds and seeds
     emotion_folds = args.emotion_folds or (1 if args.quick else args.folds)
     # secagg through its in-process protocol; secagg+dp as distributed DP without the masking (the same sum up to
     # quantisation: the masking's own cost is the secagg row), to keep the epsilon curve affordable
-    settings: list[tuple[str, dict[str, object], int]] = [("none", {}, 1), ("secagg", privacy_overrides(Defence("secagg"), clip), 1)]
-    settings += [(Defence("secagg+dp", e).key, privacy_overrides(Defence("secagg+dp", e), clip, secure=False), 1)
-                 for e in epsilons]
+    settings: list[tuple[str, dict[str, object], int, int]] = [
+        ("none", {}, 1, seeds), ("secagg", privacy_overrides(Defence("secagg"), clip), 1, seeds)]
+    settings += [(Defence("secagg+dp", e).key, privacy_overrides(Defence("secagg+dp", e), clip, secure=False), 1,
+                  seeds_of(Defence("secagg+dp", e))) for e in epsilons]
     for parts in population:
-        settings.append((f"none x{parts}", {}, parts))
+        population_seeds = min(seeds, args.population_seeds)
+        settings.append((f"none x{parts}", {}, parts, population_seeds))
         settings.append((f"secagg+dp@{_eps(args.headline_epsilon)} x{parts}",
-                         privacy_overrides(Defence("secagg+dp", args.headline_epsilon), clip, secure=False), parts))
-    jobs = [(key, overrides, fold, seed, parts) for key, overrides, parts in settings
-            for fold in range(emotion_folds) for seed in range(seeds if parts == 1 else min(seeds, args.population_seeds))]
-    print(f"emotion: {len(jobs)} runs ({emotion_folds} folds x {seeds} seeds x {len(settings)} settings, {rounds} rounds)",
+                         privacy_overrides(Defence("secagg+dp", args.headline_epsilon), clip, secure=False), parts,
+                         population_seeds))
+    jobs = [(key, overrides, fold, seed, parts) for key, overrides, parts, n_seeds in settings
+            for fold in range(emotion_folds) for seed in range(n_seeds)]
+    print(f"emotion: {len(jobs)} runs ({emotion_folds} folds, {len(settings)} settings, {rounds} rounds)",
           flush=True)
     emotion: dict[str, list[dict[str, object]]] = {}
     with pool:
