@@ -78,7 +78,7 @@ def serve(
 
     def _terminate(signum: int, _frame: object) -> None:
         log.warning("signal_received", signal=signal.Signals(signum).name, completed_round=running.coordinator.completed_round)
-        running.coordinator.stop()
+        running.loop.stop()
 
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -23,6 +23,7 @@ from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, met
 from fedser_server.core.round_plan import plan_round
 from fedser_server.core.schedule import is_trainable
 from fedser_server.core.strategy import State, make_strategy
+from fedser_server.engine.sums import WeightedSums
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
 from fedser_shared.weights import initial_weights
@@ -65,7 +66,7 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         started = time.perf_counter()
         plan = plan_round(config, [c.name for c in trainable], round_index)
         names = plan.sampled
-        strategy.begin_round(state, len(trainable))
+        sums = WeightedSums(strategy, state, len(trainable))
         task = TrainTask(round=round_index, lr=plan.spec.lr, local_epochs=plan.spec.local_epochs,
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
@@ -74,12 +75,12 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
             if report.n_samples:  # an empty participation is counted, not aggregated, as by the server
-                strategy.accumulate(update, report.n_samples)
+                sums.add(update, report.n_samples)
             tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
                              report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes,
                              report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
         tally.seconds = time.perf_counter() - started
-        state = strategy.finish_round()
+        state = sums.new_state()
         yield RoundResult(round_index, state, tally)
 
 

@@ -1,15 +1,12 @@
-"""What clients see of the round engine (DESIGN §3): the phase in progress, the global state.
+"""What clients see of the round engine (DESIGN §3): the published round, the global state it
+builds on, the sessions.
 
-Thread-safe; transport-agnostic. The gRPC servicer calls the client-facing methods (sessions
-are `Sessions`' job; the rules of who may answer which task are `RoundBook`'s); `run()` hands
-the thread to a `RoundDriver`, which changes what clients see only through the driver-facing
-methods. Aggregation is delegated to a `Strategy`, fed by an `Aggregator` thread; updates are
-checked in full while they stream in (`IncomingUpdate`) and reach the strategy only after that,
-so a bad update never touches the global state or the running sums.
-
-The global state lives inside the blob that FetchModel serves (arrays are views into it), and
-each round's new state is computed straight into the next blob: one copy of the model, not two.
-A large model's blob and running sums live in files of the state dir (`ServedState`).
+The client-facing front, thread-safe and transport-agnostic: the gRPC servicer calls it; the
+`RoundLoop` publishes into it (`publish`, `install`, `mark_durable`, `record_round`,
+`end_sessions`, `end_run`), under the loop's lock, which this front shares. Sessions are
+`Sessions`' job; the rules of who may answer which task are the published `Round`'s. Updates are
+checked in full while they stream in (`IncomingUpdate`) and reach the round only after that, so
+a bad update never touches the global state or the running sums.
 """
 
 from __future__ import annotations
@@ -18,23 +15,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
 from fedser_server.core.norm_bound import delta_scale
 from fedser_server.core.records import RoundTally
 from fedser_server.core.reports import UpdateHeader
-from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
-from fedser_server.core.strategy import FedAvg
-from fedser_server.engine.aggregator import Aggregator
-from fedser_server.engine.driver import RoundDriver
+from fedser_server.core.round_book import TaskAssignment, TaskKind
+from fedser_server.core.strategy import State, TensorSpec
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
-from fedser_server.engine.served_state import FileBackedState, InMemoryState, ServedState
+from fedser_server.engine.round import Round
 from fedser_server.engine.sessions import Joined, Sessions
 from fedser_server.engine.stats import RunStats
-from fedser_server.security.tokens import TokenStore
-from fedser_server.state.registry import ClientRecord, Registry
-from fedser_server.state.store import StateStore
+from fedser_server.state.registry import ClientRecord
 from fedser_shared import codec
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import (
@@ -44,7 +38,6 @@ from fedser_shared.errors import (
     ServerStoppingError,
     SessionExpiredError,
     StaleRoundError,
-    StateError,
 )
 from fedser_shared.logging import get_logger
 from fedser_shared.tensor_names import DELTA
@@ -55,61 +48,28 @@ BLOB_SLACK_BYTES = 64 * 1024
 
 
 class Coordinator:
-    def __init__(
-        self,
-        config: RunConfig,
-        strategy: FedAvg,
-        initial_weights: Mapping[str, np.ndarray],
-        store: StateStore,
-        feature_dim: int,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        client_timeout_s: float = 120.0,
-        heartbeat_interval_s: float | None = None,
-        tokens: TokenStore | None = None,
-        resume: bool = False,
-    ) -> None:
+    def __init__(self, config: RunConfig, lock: threading.Condition, sessions: Sessions, state: State, blob: codec.Blob,
+                 completed_round: int, expected_update: Mapping[str, TensorSpec], incoming_dir: Path,
+                 history: list[dict[str, object]] | None = None, heartbeat_interval_s: float | None = None) -> None:
         self.config = config
-        self.strategy = strategy
-        self.store = store
-        self.feature_dim = feature_dim
-        self._clock = self.clock = clock
-        self._wall = self.wall_clock = wall_clock
-        self.client_timeout_s = client_timeout_s
+        self._cond = self.lock = lock
+        self.sessions = sessions
+        self.registry = sessions.registry
+        self.feature_dim = sessions.feature_dim
+        self.client_timeout_s = sessions.client_timeout_s
         # a few heartbeats fit in one timeout, so one lost packet does not kill a client
-        self.heartbeat_interval_s = heartbeat_interval_s or min(10.0, client_timeout_s / 4)
-        self.tokens = tokens
-        lock = threading.RLock()
-        self._cond = self.lock = threading.Condition(lock)
-        # parked GetTask polls wait on their own condition: woken when tasks are posted or the run
-        # ends, not by each of a round's N updates (N wake-ups of N parked polls per round)
-        self._tasks_posted = threading.Condition(lock)
-        self._task_listeners: list[Callable[[], None]] = []  # polls parked elsewhere (an event loop)
+        self.heartbeat_interval_s = heartbeat_interval_s or min(10.0, self.client_timeout_s / 4)
+        self._task_listeners: list[Callable[[tuple[str, ...] | None], None]] = []  # polls parked elsewhere (an event loop)
         self._stop = threading.Event()
+        self._writes_failed = False
         self.done = threading.Event()
-        self._book: RoundBook | None = None
-        self.completed_round = 0
-        self.state = strategy.initial_state(initial_weights)
-        state_bytes = sum(v.nbytes for v in self.state.values())
-        in_memory = state_bytes <= config.federation.state_in_memory_max_bytes
-        # files hold two blobs and the float64 sums of an update as large as the state
-        store.check_free_space(state_bytes, 0 if in_memory else 4 * state_bytes)
-        self._expected_update = strategy.expected_update(self.state)
-        self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
-        self._restore(resume)
-        self._durable_round = self.completed_round  # the last round whose checkpoint is on disk
-        self._driver: RoundDriver | None = None  # run() starts it
-        self.registry = Registry(store.registry_path)
-        self.sessions = Sessions(config, feature_dim, self.registry, tokens, self._cond, clock, wall_clock, client_timeout_s)
-        layout = codec.BlobLayout(self.state)
-        if in_memory:
-            self.served: ServedState = InMemoryState(layout)
-        else:
-            self.served = files = FileBackedState(layout, store.scratch_dir)
-            strategy.new_sum = files.sums()
-        self.state, self._blob = self.served.serve(self.state)
-        self.aggregator = Aggregator(strategy)
-        self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
+        self._round: Round | None = None  # the phase in progress, as published
+        self.state, self._blob, self.completed_round = state, blob, completed_round
+        self._durable_round = completed_round  # the last round whose checkpoint is on disk
+        self._expected_update = dict(expected_update)
+        self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in expected_update.values()) + BLOB_SLACK_BYTES
+        self._incoming_dir = incoming_dir
+        self.history: list[dict[str, object]] = list(history or [])
         # read by the metrics endpoint at scrape time
         self.refusals: Counter[str] = Counter()  # refused updates, by reason
         self.request_refusals: Counter[tuple[str, str]] = Counter()  # other refused calls, by (rpc, reason)
@@ -117,31 +77,15 @@ class Coordinator:
         self._unrecorded_request_refusals: Counter[str] = Counter()
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.waiting_for_clients = False  # published by the loop
         self.finished = False  # every round ran: clients hear SHUTDOWN
 
-    def _restore(self, resume: bool) -> None:
-        """Continue from the checkpoint (resume) or insist on a state dir without a run in it."""
-        checkpoint = self.store.load_checkpoint()
-        if checkpoint is None:
-            if resume:
-                log.warning("resume_without_checkpoint", state_dir=str(self.store.dir))
-            self.store.save_config(self.config.to_json())
-            return
-        state, round_index, train_record = checkpoint
-        if not resume:
-            raise StateError(f"state dir {self.store.dir} already holds a run at round {round_index}: "
-                             "pass --resume to continue it, or use an empty state dir")
-        expected = {n: (tuple(v.shape), v.dtype) for n, v in self.state.items()}
-        found = {n: (tuple(v.shape), v.dtype) for n, v in state.items()}
-        if expected != found:
-            differing = sorted(set(expected) ^ set(found)) or sorted(n for n in expected if expected[n] != found[n])
-            raise StateError(f"the checkpoint in {self.store.dir} does not fit this run's model/algorithm "
-                             f"(tensors differ: {differing[:4]})")
-        self.state, self.completed_round = state, round_index
-        self.store.reconcile_metrics(round_index, train_record)
-        log.info("resumed", round=round_index, state_dir=str(self.store.dir))
+    @property
+    def published(self) -> Round | None:
+        """The phase in progress (None between phases and after the run)."""
+        return self._round
 
-    # ---------------------------------------------------------------- client-facing
+    # ---------------------------------------------------------------- sessions
     def join(self, name: str, feature_name: str, feature_dim: int, label_counts: list[int],
              n_unlabeled: int, n_eval: int, client_id: str = "", token: str = "") -> Joined:
         return self.sessions.join(name, feature_name, feature_dim, label_counts, n_unlabeled, n_eval, client_id, token)
@@ -156,27 +100,25 @@ class Coordinator:
     def leave(self, client: ClientRecord, reason: str) -> None:
         self.sessions.leave(client, reason)
 
-    def next_task(self, client: ClientRecord, timeout_s: float) -> TaskAssignment:
-        """Long-poll: block until this client has a task, the run ends, or the timeout passes."""
-        deadline = self._clock() + timeout_s
+    def alive_clients(self) -> list[ClientRecord]:
+        return self.sessions.alive()
+
+    # ---------------------------------------------------------------- tasks
+    def next_task(self, client: ClientRecord) -> TaskAssignment:
+        """This client's answer to a poll now: SHUTDOWN, the task it owes, or WAIT. A poll is held
+        elsewhere (`transport.long_poll`) until a task listener says the answer may have changed."""
         with self._cond:
-            while True:
-                self.sessions.touch(client.client_id)
-                if self.finished:
-                    client.shutdown_sent = True
-                    self._cond.notify_all()
-                    return TaskAssignment(TaskKind.SHUTDOWN, round=self.completed_round)
-                if self._stop.is_set() or self.done.is_set():
-                    raise ServerStoppingError("the server is stopping before the last round: retry later")
-                if client.session_ended:
-                    raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.session_ended}): join again")
-                owed = self._book.owed(client.client_id) if self._book is not None else None
-                if owed is not None:
-                    return owed
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
-                self._tasks_posted.wait(timeout=min(remaining, 1.0))
+            self.sessions.touch(client.client_id)
+            if self.finished:
+                client.shutdown_sent = True
+                self._cond.notify_all()
+                return TaskAssignment(TaskKind.SHUTDOWN, round=self.completed_round)
+            if self._stop.is_set() or self.done.is_set():
+                raise ServerStoppingError("the server is stopping before the last round: retry later")
+            if client.session_ended:
+                raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.session_ended}): join again")
+            owed = self._round.owed(client.client_id) if self._round is not None else None
+            return owed if owed is not None else TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
 
     def add_task_listener(self, listener: Callable[[tuple[str, ...] | None], None]) -> None:
         """Call `listener` (from the posting thread, lock held: it must not block) whenever tasks
@@ -186,33 +128,33 @@ class Coordinator:
             self._task_listeners.append(listener)
 
     def _announce_tasks(self, client_ids: tuple[str, ...] | None = None) -> None:
-        self._tasks_posted.notify_all()
         for listener in self._task_listeners:
             listener(client_ids)
 
+    def _offer(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
+        current = self._round
+        if current is None:
+            raise StaleRoundError(f"round {round_index} is not open (current round {self.completed_round})")
+        return current.offer(client.client_id, round_index, task_id)
+
     def model_blob(self, client: ClientRecord, round_index: int, task_id: str) -> codec.Blob:
         with self._cond:
-            self._task_of(client, round_index, task_id)
+            self._offer(client, round_index, task_id)
             return self._blob
-
-    def _task_of(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
-        book = self._book
-        if book is None:
-            raise StaleRoundError(f"round {round_index} is not open (current round {self.completed_round})")
-        return book.task_of(client.client_id, round_index, task_id)
 
     def task_open(self, client: ClientRecord, round_index: int, task_id: str) -> bool:
         """Whether an update stream in progress may still be accepted (checked per chunk)."""
         with self._cond:
             try:
-                self._task_of(client, round_index, task_id)
+                self._offer(client, round_index, task_id)
             except FedserError:
                 return False
             return True
 
+    # ---------------------------------------------------------------- answers
     def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> TaskAssignment:
         with self._cond:
-            task = self._task_of(client, header.round, header.task_id)
+            task = self._offer(client, header.round, header.task_id)
             if task.kind is not TaskKind.TRAIN:
                 raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
         # a client trains on its labeled examples plus pseudo-labels drawn from its unlabeled pool
@@ -229,52 +171,64 @@ class Coordinator:
         fed = self.config.federation
         measure = DELTA if fed.update_norm_max is not None else None
         # a small update stays in memory: no file to create, write and read back per update
-        spill_dir = self.store.incoming_dir if header.total_len > fed.inline_model_max_bytes else None
+        spill_dir = self._incoming_dir if header.total_len > fed.inline_model_max_bytes else None
         return IncomingUpdate(header.total_len, self._expected_update, spill_dir, measure, header.checksum)
 
     def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
-        """Accept a received and checked update; it is folded into the round in the background
-        (`Aggregator`) and the round does not close before it is.
+        """Accept a received and checked update into the published round, which folds it in the
+        background; the round does not close before it is.
 
-        Owns the update's file until the hand-off to the aggregator, the last step, which cannot
-        fail: everything that can refuse the update runs before it, so a refused update is
-        discarded here and an accepted one is discarded by the aggregator once folded in."""
-        handed_off = False
+        Owns the update's file until the round takes it, the last step, which cannot fail:
+        everything that can refuse the update runs before it, so a refused update is discarded
+        here and an accepted one by the round once folded in."""
+        taken = False
         try:
             fed = self.config.federation
             scale = delta_scale(update.norm, fed.update_norm_max, fed.update_norm_action)
             if scale != 1.0:
                 log.info("update_clipped", round=header.round, client_id=client.client_id, norm=update.norm, scale=scale)
-            self.aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
+            current = self._round
+            if current is not None:
+                current.make_room()
             with self._cond:
                 self._await_durable(header.round - 1)
-                self._task_of(client, header.round, header.task_id)
-                book = self._book
-                assert book is not None
-                book.accept_update(client.client_id, header, self.config.num_classes)
+                self._offer(client, header.round, header.task_id)
+                current = self._round
+                assert current is not None
+                current.accept(client.client_id, header, None if header.empty else update, scale)
+                taken = not header.empty
                 client.participations += 1
-                if not header.empty:  # an empty participation is counted above, never aggregated
-                    self.aggregator.add(update, header.n_samples, scale)
-                    handed_off = True
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
-                         n_reported=len(book.reported), n_sampled=len(book.tasks))
+                         n_reported=current.n_reported, n_sampled=current.n_asked)
                 self._cond.notify_all()
         finally:
-            if not handed_off:
+            if not taken:
                 update.discard()
 
     def _await_durable(self, round_index: int) -> None:
         """An acked client keeps its c_i⁺, so no update is accepted before the round it builds on is
-        on disk: after a crash a client is at most one round ahead of the checkpoint, as without the
-        background writer. Called with the lock held; the wait is the tail of one checkpoint write."""
+        on disk: after a crash a client is at most one round ahead of the checkpoint. Called with
+        the lock held; the wait is the tail of one checkpoint write."""
         while self._durable_round < round_index:
-            if self._stop.is_set() or self.done.is_set() or self._writes_failed():
+            if self._stop.is_set() or self.done.is_set() or self._writes_failed:
                 raise ServerStoppingError("the server is stopping before the last round: retry later")
             self._cond.wait(timeout=0.5)
 
-    def _writes_failed(self) -> bool:
-        return self._driver is not None and self._driver.writer.failed
+    def submit_evaluation(self, client: ClientRecord, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
+        classes = self.config.num_classes
+        if confusion.shape != (classes * classes,) or (confusion < 0).any():
+            raise InvalidUpdateError(f"confusion matrix must have {classes}x{classes} non-negative counts")
+        if int(confusion.sum()) > client.n_eval:
+            raise InvalidUpdateError(f"confusion matrix counts {int(confusion.sum())} examples, "
+                                     f"the client declared {client.n_eval} for evaluation")
+        with self._cond:
+            self._offer(client, round_index, task_id)
+            current = self._round
+            assert current is not None
+            current.accept_evaluation(client.client_id, round_index, task_id, confusion.reshape(classes, classes).astype(np.int64), loss)
+            self._cond.notify_all()
 
+    # ---------------------------------------------------------------- accounting
     def record_refusal(self, reason: str, client_id: str, round_index: int, message: str, rpc: str = "SubmitUpdate") -> None:
         """Count a refused call: updates by reason (`refusals`), other calls by (rpc, reason)
         (`request_refusals`). The next metrics line carries every refusal since the previous one,
@@ -296,6 +250,11 @@ class Coordinator:
             self._unrecorded_refusals.clear()
             self._unrecorded_request_refusals.clear()
 
+    def record_transfer(self, received: int = 0, sent: int = 0) -> None:
+        with self._cond:
+            self.bytes_received += received
+            self.bytes_sent += sent
+
     def stats(self) -> RunStats:
         """Everything status and Prometheus show, read at one instant under the lock."""
         with self._cond:
@@ -308,65 +267,25 @@ class Coordinator:
                 bytes_sent=self.bytes_sent, bytes_received=self.bytes_received,
                 class_names=tuple(self.config.labels.class_names))
 
-    def record_transfer(self, received: int = 0, sent: int = 0) -> None:
-        with self._cond:
-            self.bytes_received += received
-            self.bytes_sent += sent
+    # ---------------------------------------------------------------- published by the loop
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
-    def submit_evaluation(self, client: ClientRecord, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
-        classes = self.config.num_classes
-        if confusion.shape != (classes * classes,) or (confusion < 0).any():
-            raise InvalidUpdateError(f"confusion matrix must have {classes}x{classes} non-negative counts")
-        if int(confusion.sum()) > client.n_eval:
-            raise InvalidUpdateError(f"confusion matrix counts {int(confusion.sum())} examples, "
-                                     f"the client declared {client.n_eval} for evaluation")
-        with self._cond:
-            self._task_of(client, round_index, task_id)
-            book = self._book
-            assert book is not None
-            book.accept_evaluation(client.client_id, round_index, task_id, confusion.reshape(classes, classes).astype(np.int64), loss)
-            self._cond.notify_all()
-
-    # ---------------------------------------------------------------- driver
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
             self._announce_tasks()
 
-    def alive_clients(self) -> list[ClientRecord]:
-        return self.sessions.alive()
-
-    # ---------------------------------------------------------------- driver-facing (RoundDriver)
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    @property
-    def waiting_for_clients(self) -> bool:
-        return self._driver is not None and self._driver.waiting_for_clients
-
-    @property
-    def rounds_given_up(self) -> int:
-        """Times a round ran out of retries and the server went back to waiting for clients."""
-        return self._driver.rounds_given_up if self._driver is not None else 0
-
-    def run(self) -> None:
-        """Drive the rounds to the last one (or until stopped) on this thread."""
-        self._driver = RoundDriver(self)
-        self._driver.run()
-
-    def post(self, book: RoundBook) -> None:
-        """Make `book` the phase in progress: its tasks go out to the parked polls."""
+    def publish(self, current: Round | None) -> None:
+        """Make `current` the phase in progress: its tasks go out to the parked polls (None: no phase)."""
         with self._cond:
-            self._book = book
-            self._announce_tasks(tuple(book.tasks))
+            self._round = current
+            if current is not None:
+                self._announce_tasks(tuple(current.book.tasks))
 
-    def close_phase(self, book: RoundBook) -> None:
-        with self._cond:
-            book.open = False
-
-    def install(self, state: dict[str, np.ndarray], blob: codec.Blob, round_index: int) -> None:
+    def install(self, state: State, blob: codec.Blob, round_index: int) -> None:
         """The round's new global state (views into `blob`, which FetchModel serves from now on)."""
         with self._cond:
             self.state, self._blob, self.completed_round = state, blob, round_index
@@ -376,9 +295,18 @@ class Coordinator:
             self._durable_round = round_index
             self._cond.notify_all()
 
+    def writes_failed(self) -> None:
+        """A checkpoint could not be written: no update is accepted any more."""
+        with self._cond:
+            self._writes_failed = True
+            self._cond.notify_all()
+
     def record_round(self, record: dict[str, object]) -> None:
         with self._cond:
-            self.history.append(record)
+            if self.history and self.history[-1].get("round") == record.get("round"):
+                self.history[-1] = record  # a resumed round's line, completed
+            else:
+                self.history.append(record)
 
     def end_sessions(self, client_ids: list[str], why: str) -> None:
         with self._cond:
@@ -391,7 +319,7 @@ class Coordinator:
         with self._cond:
             self.finished = finished
             self.done.set()
-            self._book = None
+            self._round = None
             self._cond.notify_all()
             self._announce_tasks()
 
@@ -399,15 +327,10 @@ class Coordinator:
         """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""
         if not self.finished:
             return
-        deadline = self._clock() + timeout_s
+        deadline = time.monotonic() + timeout_s  # a grace period of the process: real time
         with self._cond:
-            while self._clock() < deadline:
+            while time.monotonic() < deadline:
                 pending = [c for c in self.alive_clients() if not c.shutdown_sent]
                 if not pending:
                     return
                 self._cond.wait(timeout=0.2)
-
-    def close(self) -> None:
-        self.aggregator.close()
-        self.registry.close()
-

@@ -43,7 +43,7 @@ class Sessions:
     def __init__(self, config: RunConfig, feature_dim: int, registry: Registry, tokens: TokenStore | None,
                  cond: threading.Condition, clock: Callable[[], float], wall_clock: Callable[[], float],
                  client_timeout_s: float) -> None:
-        self._config, self._feature_dim, self.registry, self._tokens = config, feature_dim, registry, tokens
+        self._config, self.feature_dim, self.registry, self._tokens = config, feature_dim, registry, tokens
         self._cond, self._clock, self._wall = cond, clock, wall_clock
         self.client_timeout_s = client_timeout_s
         self._last_seen: dict[str, float] = {}  # client_id -> monotonic time of its last call
@@ -51,10 +51,10 @@ class Sessions:
     def join(self, name: str, feature_name: str, feature_dim: int, label_counts: list[int],
              n_unlabeled: int, n_eval: int, client_id: str = "", token: str = "") -> Joined:
         name = self._identity(name, token)
-        if feature_name != self._config.features.name or feature_dim != self._feature_dim:
+        if feature_name != self._config.features.name or feature_dim != self.feature_dim:
             raise ConfigError(
                 f"client features {feature_name}/{feature_dim} do not match the run's "
-                f"{self._config.features.name}/{self._feature_dim}")
+                f"{self._config.features.name}/{self.feature_dim}")
         if len(label_counts) != self._config.num_classes:
             raise ConfigError(f"client reports {len(label_counts)} label counts, the run has {self._config.num_classes} classes")
         for what, count in (("label count", max(label_counts, default=0)), ("n_unlabeled", n_unlabeled), ("n_eval", n_eval)):

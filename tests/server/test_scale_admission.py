@@ -123,7 +123,7 @@ def test_uploads_beyond_the_waiting_cap_are_refused_as_busy() -> None:
 @pytest.mark.timeout(120)
 def test_a_client_that_stalls_mid_upload_loses_its_slot_at_the_deadline(tmp_path: Path) -> None:
     limits = Limits(max_workers=8, uploads=1)
-    config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": 2, "federation.round_timeout_s": 4.0,
+    config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": 2, "federation.round_timeout_s": 6.0,
                                  "federation.min_updates": 1, "federation.poll_timeout_s": 1.0})
     server = server_app.start(config, "127.0.0.1:0", tmp_path / "state", limits=limits)
     stall = threading.Event()
