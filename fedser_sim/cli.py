@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -136,7 +136,7 @@ def run(
                               np.array([u.label for u in readable if u.speaker == s], np.int64)) for s in held_out}
             scorer = HeldOutScorer(run_config, held_out_set(by_speaker, run_config), out / "server")
 
-        def show(metrics: list[dict]) -> None:
+        def show(metrics: list[dict[str, Any]]) -> None:
             if scorer is not None:
                 scorer.follow(metrics)
             last_uar = next((m["uar"] for m in reversed(metrics) if m.get("uar") is not None), None)
@@ -155,9 +155,14 @@ def run(
         else:
             prepared = {folder.name: prepare_client_data(folder, run_config, LocalStore(folder).feature_cache_dir, folder.name)
                         for folder in client_dirs}
-            history: list[dict] = []
+            history: list[dict[str, Any]] = []
             progress.update(rounds_bar, status="")
-            run_inprocess(run_config, prepared, out / "server", lambda record: (history.append(record), show(history)))
+
+            def on_round(record: dict[str, Any]) -> None:
+                history.append(record)
+                show(history)
+
+            run_inprocess(run_config, prepared, out / "server", on_round)
             metrics = history
     wall_s = time.perf_counter() - started
     final = scorer.final() if scorer is not None else None
@@ -171,7 +176,7 @@ def run(
         console.print(f"report: {report}")
 
 
-def hidden_paths(part: list, label_rate: float | None, seed: int, index: int) -> set[str]:
+def hidden_paths(part: list[Any], label_rate: float | None, seed: int, index: int) -> set[str]:
     """The files of one client whose label is hidden (the same rule as benchmarks/accuracy.py)."""
     import numpy as np
 

@@ -36,7 +36,8 @@ def read_manifest(corpus: Path, labels: LabelsConfig) -> tuple[list[Utterance], 
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read {manifest}: {exc}") from None
-    utterances, ignored = [], defaultdict(int)
+    utterances: list[Utterance] = []
+    ignored: defaultdict[str, int] = defaultdict(int)
     for row in rows:
         label = labels.class_of(row["emotion"] or "")
         if label is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
@@ -12,7 +14,7 @@ def _fmt(value: object, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def results_table(config: RunConfig, metrics: list[dict], title: str, held_out: dict[int, float] | None = None,
+def results_table(config: RunConfig, metrics: list[dict[str, Any]], title: str, held_out: dict[int, float] | None = None,
                   recalls: bool = True) -> Table:
     """One row per evaluated round: local-eval UAR, held-out-speaker UAR, pseudo-labels taken so far
     (and the share that was right), and, where there is room, the local recall of each class."""
@@ -47,7 +49,7 @@ def results_table(config: RunConfig, metrics: list[dict], title: str, held_out: 
     return table
 
 
-def print_summary(console: Console, config: RunConfig, metrics: list[dict], wall_s: float, engine: str,
+def print_summary(console: Console, config: RunConfig, metrics: list[dict[str, Any]], wall_s: float, engine: str,
                   held_out: dict[int, float] | None = None, final: tuple[int, float] | None = None) -> None:
     method = f" + {config.semi.method}" if config.semi.enabled else ""
     title = f"fedser · {config.federation.algorithm}{method} · {engine} engine"

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedser_server.state import layout
 from fedser_shared.errors import FedserError
@@ -21,13 +22,13 @@ class SimulationFailed(FedserError):
 
 @dataclass
 class Federation:
-    server: subprocess.Popen
-    clients: list[subprocess.Popen]
+    server: subprocess.Popen[bytes]
+    clients: list[subprocess.Popen[bytes]]
     client_logs: list[Path]
     state_dir: Path
     log_dir: Path
 
-    def all(self) -> list[subprocess.Popen]:
+    def all(self) -> list[subprocess.Popen[bytes]]:
         return [self.server, *self.clients]
 
     def terminate(self, grace_s: float = 10.0) -> None:
@@ -59,7 +60,7 @@ def _env() -> dict[str, str]:
 
 
 def start_server(config_path: Path, run_dir: Path, log_level: str = "info",
-                 bind: str = "127.0.0.1:0") -> tuple[subprocess.Popen, str]:
+                 bind: str = "127.0.0.1:0") -> tuple[subprocess.Popen[bytes], str]:
     """Start the server process on `bind`; returns it and the address it listens on (from its state dir)."""
     state_dir, log_dir = run_dir / "server", run_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -95,11 +96,11 @@ def launch(config_path: Path, client_dirs: list[Path], run_dir: Path, log_level:
     return Federation(server, clients, client_logs, state_dir, log_dir)
 
 
-def read_metrics(state_dir: Path) -> list[dict]:
+def read_metrics(state_dir: Path) -> list[dict[str, Any]]:
     return layout.read_metrics(state_dir / layout.METRICS_FILE)  # a line being written is left out
 
 
-def watch(federation: Federation, rounds: int, on_progress: Callable[[list[dict]], None], timeout_s: float) -> list[dict]:
+def watch(federation: Federation, rounds: int, on_progress: Callable[[list[dict[str, Any]]], None], timeout_s: float) -> list[dict[str, Any]]:
     """Follow metrics.jsonl until the server exits; fail fast if any process dies early."""
     deadline = time.monotonic() + timeout_s
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class HeldOutScorer:
             return None
         return None if loaded is None else (loaded[0], loaded[1])
 
-    def follow(self, metrics: list[dict]) -> None:
+    def follow(self, metrics: list[dict[str, Any]]) -> None:
         """Score the newest evaluated round if the checkpoint still holds it."""
         evaluated = [m["round"] for m in metrics if m.get("uar") is not None]
         if not evaluated or evaluated[-1] in self.scores:

@@ -75,9 +75,9 @@ def prepare_all(config: RunConfig, client_dirs: list[Path]) -> dict[str, Prepare
             for folder in client_dirs}
 
 
-def run_ray(config_path: Path, client_dirs: list[Path], run_dir: Path, rounds: int, on_progress: Callable[[list[dict]], None],
+def run_ray(config_path: Path, client_dirs: list[Path], run_dir: Path, rounds: int, on_progress: Callable[[list[dict[str, Any]]], None],
             timeout_s: float, ray_address: str | None = None, log_level: str = "warning",
-            actor_resources: Mapping[str, float] | None = None) -> list[dict]:
+            actor_resources: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """Run the federation to its last round; returns the server's metrics records.
 
     `actor_resources`: custom Ray resources each client actor asks for, to place the clients on the

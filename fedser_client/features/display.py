@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from types import TracebackType
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -30,7 +32,7 @@ class ExtractionBar:
             TextColumn("{task.fields[audio]}"), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
             TimeRemainingColumn(), console=console, transient=False)
         self._description = description
-        self._task: int | None = None
+        self._task: TaskID | None = None
         self._started = time.perf_counter()
 
     def __enter__(self) -> ExtractionBar:
@@ -38,8 +40,9 @@ class ExtractionBar:
         self._started = time.perf_counter()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(*exc)
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._progress.__exit__(kind, error, trace)
 
     def __call__(self, state: ExtractionProgress) -> None:
         if self._task is None:

@@ -24,4 +24,5 @@ class EmobaseExtractor:
         if len(signal) < MIN_SAMPLES:
             signal = np.pad(signal, (0, MIN_SAMPLES - len(signal)))
         values = self._smile.process_signal(signal, 16_000).to_numpy(dtype=np.float32).reshape(-1)
-        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        finite: np.ndarray = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        return finite

@@ -15,6 +15,7 @@ import math
 import sys
 import types
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +105,8 @@ def fbank(
         energies = torch.clamp(energies, min=_EPS).log()
     if subtract_mean:
         energies = energies - energies.mean(dim=0, keepdim=True)
-    return energies
+    result: Tensor = energies
+    return result
 
 
 # -- torchaudio.functional -----------------------------------------------------------------------
@@ -167,6 +169,8 @@ class ComputeDeltas(nn.Module):
 
 
 class Spectrogram(nn.Module):
+    window: Tensor
+
     def __init__(self, n_fft: int = 400, win_length: int | None = None, hop_length: int | None = None, pad: int = 0,
                  window_fn: Callable[..., Tensor] = torch.hann_window, power: float | None = 2.0,
                  normalized: bool = False, center: bool = True, pad_mode: str = "reflect", onesided: bool = True) -> None:
@@ -189,6 +193,8 @@ class Spectrogram(nn.Module):
 
 
 class MelScale(nn.Module):
+    fb: Tensor
+
     def __init__(self, n_mels: int = 128, sample_rate: int = 16000, f_min: float = 0.0, f_max: float | None = None,
                  n_stft: int = 201, norm: str | None = None, mel_scale: str = "htk") -> None:
         super().__init__()
@@ -209,17 +215,20 @@ class MelSpectrogram(nn.Module):
         self.mel_scale = MelScale(n_mels, sample_rate, f_min, f_max, n_fft // 2 + 1)
 
     def forward(self, waveform: Tensor) -> Tensor:
-        return self.mel_scale(self.spectrogram(waveform))
+        mel: Tensor = self.mel_scale(self.spectrogram(waveform))
+        return mel
 
 
 class MFCC(nn.Module):
+    dct_mat: Tensor
+
     def __init__(self, sample_rate: int = 16000, n_mfcc: int = 40, dct_type: int = 2, norm: str = "ortho",
-                 log_mels: bool = False, melkwargs: dict | None = None) -> None:
+                 log_mels: bool = False, melkwargs: dict[str, Any] | None = None) -> None:
         super().__init__()
         if dct_type != 2:
             raise NotImplementedError("only DCT type 2 is supported")
         self.mel_spectrogram = MelSpectrogram(sample_rate=sample_rate, **(melkwargs or {}))
-        n_mels = self.mel_spectrogram.mel_scale.fb.shape[1]
+        n_mels = int(self.mel_spectrogram.mel_scale.fb.shape[1])
         if n_mfcc > n_mels:
             raise ValueError("cannot select more MFCC coefficients than mel bins")
         self.register_buffer("dct_mat", create_dct(n_mfcc, n_mels, norm))
@@ -254,7 +263,7 @@ def _build_modules() -> dict[str, types.ModuleType]:
         setattr(transforms, cls.__name__, cls)
     compliance.kaldi = kaldi  # type: ignore[attr-defined]
     root.__version__ = "0.0.0+fedser-stand-in"  # type: ignore[attr-defined]
-    root.__path__ = []  # type: ignore[attr-defined]  # a package, so `from torchaudio.x import y` resolves
+    root.__path__ = []  # a package, so `from torchaudio.x import y` resolves
     root.compliance, root.functional, root.transforms = compliance, functional, transforms  # type: ignore[attr-defined]
     root.set_audio_backend = lambda *_: None  # type: ignore[attr-defined]
     root.load = root.load_wav = _unavailable  # type: ignore[attr-defined]
@@ -266,7 +275,7 @@ def install() -> bool:
     """Use the real torchaudio when it imports; otherwise register the stand-in. True when the stand-in is used."""
     existing = sys.modules.get("torchaudio")
     if existing is not None:
-        return existing.__version__.endswith("fedser-stand-in")  # type: ignore[attr-defined]
+        return str(existing.__version__).endswith("fedser-stand-in")
     try:
         import torchaudio  # noqa: F401
         from torchaudio.compliance import kaldi  # noqa: F401

@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def _run_pool(jobs: Iterator[tuple[object, Path]], spec: ExtractorSpec, workers:
     while True:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(spec, threads))
-        in_flight: dict[Future, object] = {}
+        in_flight: dict[Future[Any], object] = {}
         try:
             while True:
                 for job in itertools.islice(jobs, window - len(in_flight)):

@@ -32,7 +32,7 @@ class Observable(Protocol):
     """What the collector reads; `fedser_server.engine.coordinator.Coordinator` provides it."""
 
     completed_round: int
-    history: list[dict[str, object]]
+    history: list[dict[str, Any]]
 
     @property
     def config(self) -> Any: ...
@@ -79,7 +79,7 @@ class CoordinatorCollector(Collector):
             yield GaugeMetricFamily("fedser_run_finished", "1 once the last round has finished.", value=int(stats.run_finished))
 
         yield CounterMetricFamily("fedser_updates_accepted", "Model updates folded into the global model.",
-                                  value=sum(int(r.get("n_updates", 0)) for r in history))  # type: ignore[call-overload]
+                                  value=sum(int(r.get("n_updates", 0)) for r in history))
         yield self._refusals(stats.refusals, history)
         yield self._request_refusals(stats.request_refusals, history)
         yield CounterMetricFamily("fedser_evaluations", "Evaluation rounds completed.",
@@ -107,8 +107,8 @@ class CoordinatorCollector(Collector):
         evaluated = [r for r in history if _finite(r.get("uar")) is not None]
         if evaluated:
             yield GaugeMetricFamily("fedser_last_uar", "UAR of the last evaluation, pooled over the clients' evaluation splits.",
-                                    value=float(evaluated[-1]["uar"]))  # type: ignore[arg-type]
-            yield GaugeMetricFamily("fedser_last_uar_round", "Round of the last evaluation.", value=int(evaluated[-1]["round"]))  # type: ignore[call-overload]
+                                    value=float(evaluated[-1]["uar"]))
+            yield GaugeMetricFamily("fedser_last_uar_round", "Round of the last evaluation.", value=int(evaluated[-1]["round"]))
         pseudo = [r["pseudo_taken"] for r in history if isinstance(r.get("pseudo_taken"), list)]
         if pseudo:
             taken = CounterMetricFamily("fedser_pseudo_labels_taken", "Pseudo-labels taken by clients, by class.", labels=["class_name"])
@@ -117,21 +117,21 @@ class CoordinatorCollector(Collector):
             yield taken
 
     @staticmethod
-    def _refusals(live: dict[str, int] | None, history: list[dict[str, object]]) -> Metric:
+    def _refusals(live: dict[str, int] | None, history: list[dict[str, Any]]) -> Metric:
         refused = CounterMetricFamily("fedser_updates_refused", "Updates refused, by reason.", labels=["reason"])
         if live is not None:  # counted as they happen
             counts = dict(live)
         else:  # counted per round, when the round is recorded
             counts = {}
             for record in history:
-                for reason, n in (record.get("refused") or {}).items():  # type: ignore[union-attr]
+                for reason, n in (record.get("refused") or {}).items():
                     counts[reason] = counts.get(reason, 0) + int(n)
         for reason, n in sorted(counts.items()):
             refused.add_metric([reason], n)
         return refused
 
     @staticmethod
-    def _request_refusals(live: dict[tuple[str, str], int] | None, history: list[dict[str, object]]) -> Metric:
+    def _request_refusals(live: dict[tuple[str, str], int] | None, history: list[dict[str, Any]]) -> Metric:
         refused = CounterMetricFamily("fedser_requests_refused", "Calls other than SubmitUpdate refused, by method and reason.",
                                       labels=["rpc", "reason"])
         if live is not None:
@@ -139,7 +139,7 @@ class CoordinatorCollector(Collector):
         else:
             counts = {}
             for record in history:
-                for key, n in (record.get("refused_requests") or {}).items():  # type: ignore[union-attr]
+                for key, n in (record.get("refused_requests") or {}).items():
                     rpc, _, reason = str(key).partition(".")
                     counts[(rpc, reason)] = counts.get((rpc, reason), 0) + int(n)
         for (rpc, reason), n in sorted(counts.items()):

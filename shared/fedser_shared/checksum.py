@@ -13,10 +13,16 @@ import queue
 import threading
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 import xxhash
 
 from fedser_shared.errors import CorruptBlobError
+
+
+class _Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+    def digest(self) -> bytes: ...
 
 
 class Checksum(Enum):
@@ -27,13 +33,13 @@ class Checksum(Enum):
     def digest_size(self) -> int:
         return 32 if self is Checksum.SHA256 else 16
 
-    def new(self):  # type: ignore[no-untyped-def]
+    def new(self) -> _Hasher:
         return hashlib.sha256() if self is Checksum.SHA256 else xxhash.xxh3_128()
 
     def of(self, data: bytes | memoryview) -> bytes:
         hasher = self.new()
         hasher.update(data)
-        return hasher.digest()
+        return bytes(hasher.digest())
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class StreamHash:
 
     def digest(self) -> bytes:
         self.close()
-        return self._hasher.digest()
+        return bytes(self._hasher.digest())
 
     def matches(self, expected: Digest) -> bool:
         return expected.kind is self.kind and self.digest() == expected.value

@@ -106,7 +106,7 @@ def encode_parts(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] 
     arrays = {name: _little_endian(value) for name, value in tensors.items()}
     prefix, order = _layout({name: (array.shape, array.dtype) for name, array in arrays.items()}, metadata)
     parts: list[bytes | memoryview] = [prefix]
-    parts += [memoryview(arrays[name].reshape(-1).view(np.uint8)) for name in order if arrays[name].nbytes]
+    parts += [arrays[name].reshape(-1).view(np.uint8).data for name in order if arrays[name].nbytes]
     return parts
 
 
@@ -153,7 +153,7 @@ class BlobLayout:
         """An uninitialised blob with its header written, and writable views of its tensors."""
         buffer = np.empty(self.total_len, np.uint8)  # not zero-filled: every byte is written next
         buffer[: len(self._prefix)] = np.frombuffer(self._prefix, np.uint8)
-        view = memoryview(buffer)
+        view = buffer.data
         return view, decode(view)
 
     def write(self, tensors: Mapping[str, np.ndarray]) -> tuple[memoryview, dict[str, np.ndarray]]:
@@ -193,7 +193,7 @@ def prefix_length(view: memoryview, total_len: int, max_header: int = MAX_HEADER
         raise CorruptBlobError(f"cannot parse tensor blob: header length {header_len} exceeds the blob")
     if header_len > max_header:
         raise CorruptBlobError(f"cannot parse tensor blob: header length {header_len} exceeds the limit of {max_header} bytes")
-    return 8 + header_len
+    return 8 + int(header_len)
 
 
 def read_layout(prefix: memoryview, total_len: int) -> list[TensorEntry]:
@@ -264,7 +264,7 @@ class BlobAssembler:
             raise CorruptBlobError(f"announced blob length {total_len} must be positive")
         self._expected = expected if isinstance(expected, Digest) else Digest(Checksum.SHA256, expected)
         # np.empty, not bytearray(n): no zero-fill pass over memory that the chunks overwrite anyway
-        self._view = memoryview(np.empty(total_len, np.uint8))
+        self._view = np.empty(total_len, np.uint8).data
         self._hasher = StreamHash(self._expected.kind)
         self._received = 0
 

@@ -193,6 +193,38 @@ class FederationConfig(_Section):
         return max(self.min_clients, self.start_clients or 0)
 
 
+class PrivacyConfig(_Section):
+    """What the server may learn from the clients' updates (docs/privacy.md)."""
+
+    secure_aggregation: Literal["off", "secagg+"] = "off"
+    """secagg+: the server learns only the sum of each round's updates (SecAgg+, Bell et al. 2020): clients clip,
+    quantise and mask their updates; FedAvg weights and SCAFFOLD's dc.* are summed inside the masked vector."""
+    secagg_neighbours: int | None = Field(None, ge=2)
+    """SecAgg+: how many neighbours each client shares its secrets with (even; a random regular graph per round);
+    default: every other sampled client (Bonawitz et al. 2017)."""
+    secagg_threshold: float = Field(0.6, gt=0.5, le=1.0)
+    """Share of a client's share holders (its neighbours and itself) needed to unmask; a round that loses more
+    clients than that allows is retried, never unmasked."""
+    secagg_clip_norm: float = Field(10.0, gt=0.0)
+    """Clients clip their model change (delta.* together) to this L2 norm before quantising."""
+    secagg_control_clip_norm: float = Field(100.0, gt=0.0)
+    """Clients clip their control-variate change (dc.* together, SCAFFOLD) to this L2 norm before quantising."""
+    secagg_max_weight: int = Field(10_000, ge=1, le=2**24)
+    """Largest FedAvg weight (n_samples) one update carries; a client with more samples counts this many."""
+    secagg_stage_timeout_s: float = Field(60.0, gt=0.0)
+    """Seconds the server waits for clients at each key, share and unmasking stage; whoever is late has dropped."""
+
+    @model_validator(mode="after")
+    def _even_degree(self) -> PrivacyConfig:
+        if self.secagg_neighbours is not None and self.secagg_neighbours % 2:
+            raise ValueError(f"secagg_neighbours must be even, got {self.secagg_neighbours}")
+        return self
+
+    @property
+    def secure(self) -> bool:
+        return self.secure_aggregation != "off"
+
+
 class RunConfig(_Section):
     federation: FederationConfig = Field(default_factory=FederationConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
@@ -200,6 +232,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     semi: SemiConfig = Field(default_factory=SemiConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @property
     def num_classes(self) -> int:

@@ -107,3 +107,47 @@ class ClientCancelledError(FedserError):
     """The client went away (cancelled, died, cut off) in the middle of an upload."""
 
     reason = "cancelled"
+
+
+# ---- secure aggregation (fedser_shared.secagg; docs/privacy.md)
+
+class SecAggError(FedserError):
+    """A secure-aggregation message or round cannot be used."""
+
+    reason = "secagg"
+
+
+class MalformedShareError(SecAggError):
+    """A key advertisement, an encrypted share or an unmasking reply is malformed or does not check out."""
+
+    reason = "invalid_share"
+
+
+class MaskedInputError(SecAggError):
+    """A masked input has the wrong length or type."""
+
+    reason = "invalid_masked_input"
+
+
+class SecAggStageError(SecAggError):
+    """A secure-aggregation message came in the wrong stage, twice, or from a client not expected in it."""
+
+    reason = "secagg_stage"
+
+
+class UnmaskRefusedError(SecAggError):
+    """A client refuses an unmasking request (e.g. it asks for both secrets of one peer)."""
+
+    reason = "unmask_refused"
+
+
+class BelowThresholdError(SecAggError):
+    """Too few clients are left to unmask the round: it is retried, never partly unmasked."""
+
+    reason = "below_threshold"
+
+
+class SumOutOfBoundsError(SecAggError):
+    """The unmasked sum is not what the clients' bounds allow: the round is refused."""
+
+    reason = "secagg_sum"

@@ -33,7 +33,8 @@ class EmotionMLP(nn.Module):
                 keep = 1.0 - self.dropout
                 mask = torch.empty_like(x).bernoulli_(keep, generator=generator)
                 x = x * mask / keep
-        return self.head(x)
+        logits: torch.Tensor = self.head(x)
+        return logits
 
 
 def build_model(input_dim: int, num_classes: int, hidden: Sequence[int], dropout: float, seed: int) -> EmotionMLP:

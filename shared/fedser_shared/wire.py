@@ -14,7 +14,7 @@ of the fields a sender wrote.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -180,7 +180,7 @@ def _data_view(raw: bytes) -> memoryview | None:
     return memoryview(raw)[start:] if start + size == len(raw) else None
 
 
-def _reader(message_type: type[Message]):
+def _reader(message_type: type[Message]) -> Callable[[bytes], Message | memoryview]:
     def read(raw: bytes) -> Message | memoryview:
         view = _data_view(raw)
         if view is not None:
