@@ -18,7 +18,6 @@ from fedser_server.engine.loop import Clock, RoundLoop
 from fedser_server.engine.served_state import give_back_free_heap
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.store import StateStore
-from fedser_server.transport.admission import Limits
 from fedser_server.transport.server import BoundServer, start_server
 from fedser_server.transport.servicer import CoordinatorServicer
 from fedser_shared.config import RunConfig, format_validation_error, load_run_config
@@ -89,14 +88,12 @@ def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[st
         raise ConfigError(format_validation_error(exc, f"saved config in {state_dir}")) from None
 
 
-def build_loop(config: RunConfig, state_dir: Path, client_timeout_s: float = 120.0,
-               tokens: TokenStore | None = None, resume: bool = False,
-               heartbeat_interval_s: float | None = None, clock: Clock = time.monotonic) -> RoundLoop:
+def build_loop(config: RunConfig, state_dir: Path, tokens: TokenStore | None = None, resume: bool = False,
+               clock: Clock = time.monotonic) -> RoundLoop:
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
-    loop = RoundLoop.open(config, strategy, weights, StateStore(state_dir), config.feature_dim, clock=clock,
-                          client_timeout_s=client_timeout_s, heartbeat_interval_s=heartbeat_interval_s, tokens=tokens,
+    loop = RoundLoop.open(config, strategy, weights, StateStore(state_dir), config.feature_dim, clock=clock, tokens=tokens,
                           resume=resume)
     del weights  # the served state holds its own copy (in memory, or in files for a large model)
     give_back_free_heap()
@@ -104,14 +101,12 @@ def build_loop(config: RunConfig, state_dir: Path, client_timeout_s: float = 120
 
 
 def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.ServerCredentials | None = None,
-          client_timeout_s: float = 120.0, tokens: TokenStore | None = None, resume: bool = False,
-          limits: Limits | None = None, heartbeat_interval_s: float | None = None,
-          clock: Clock = time.monotonic) -> RunningServer:
+          tokens: TokenStore | None = None, resume: bool = False, clock: Clock = time.monotonic) -> RunningServer:
     """Start serving. `tokens=None` is open enrolment (any client may join); the CLI decides.
     `clock` is the run's time (deadlines, client expiry): tests pass one they move by hand."""
-    loop = build_loop(config, state_dir, client_timeout_s, tokens, resume, heartbeat_interval_s, clock)
+    loop = build_loop(config, state_dir, tokens, resume, clock)
     coordinator = loop.front
-    servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s, limits or Limits())
+    servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s, config.admission)
     try:
         bound = start_server(servicer, address, credentials=credentials)
     except BaseException:

@@ -26,7 +26,7 @@ from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.core.strategy import State, TensorSpec
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
 from fedser_server.engine.round import Round
-from fedser_server.engine.sessions import Joined, Sessions
+from fedser_server.engine.sessions import Joined, Session, Sessions
 from fedser_server.engine.stats import RunStats
 from fedser_server.state.registry import ClientRecord
 from fedser_shared import codec
@@ -50,15 +50,14 @@ BLOB_SLACK_BYTES = 64 * 1024
 class Coordinator:
     def __init__(self, config: RunConfig, lock: threading.Condition, sessions: Sessions, state: State, blob: codec.Blob,
                  completed_round: int, expected_update: Mapping[str, TensorSpec], incoming_dir: Path,
-                 history: list[dict[str, object]] | None = None, heartbeat_interval_s: float | None = None) -> None:
+                 history: list[dict[str, object]] | None = None) -> None:
         self.config = config
         self._cond = self.lock = lock
         self.sessions = sessions
         self.registry = sessions.registry
         self.feature_dim = sessions.feature_dim
-        self.client_timeout_s = sessions.client_timeout_s
-        # a few heartbeats fit in one timeout, so one lost packet does not kill a client
-        self.heartbeat_interval_s = heartbeat_interval_s or min(10.0, self.client_timeout_s / 4)
+        self.client_timeout_s = config.server.client_timeout_s
+        self.heartbeat_interval_s = config.server.heartbeat_s
         self._task_listeners: list[Callable[[tuple[str, ...] | None], None]] = []  # polls parked elsewhere (an event loop)
         self._stop = threading.Event()
         self._writes_failed = False
@@ -90,33 +89,33 @@ class Coordinator:
              n_unlabeled: int, n_eval: int, client_id: str = "", token: str = "") -> Joined:
         return self.sessions.join(name, feature_name, feature_dim, label_counts, n_unlabeled, n_eval, client_id, token)
 
-    def authenticate(self, client_id: str, session_token: str) -> ClientRecord:
+    def authenticate(self, client_id: str, session_token: str) -> Session:
         return self.sessions.authenticate(client_id, session_token)
 
-    def heartbeat(self, client: ClientRecord) -> int:
-        self.sessions.touch(client.client_id)
+    def heartbeat(self, client: Session) -> int:
+        self.sessions.touch(client)
         return self.completed_round
 
-    def leave(self, client: ClientRecord, reason: str) -> None:
+    def leave(self, client: Session, reason: str) -> None:
         self.sessions.leave(client, reason)
 
     def alive_clients(self) -> list[ClientRecord]:
         return self.sessions.alive()
 
     # ---------------------------------------------------------------- tasks
-    def next_task(self, client: ClientRecord) -> TaskAssignment:
+    def next_task(self, client: Session) -> TaskAssignment:
         """This client's answer to a poll now: SHUTDOWN, the task it owes, or WAIT. A poll is held
         elsewhere (`transport.long_poll`) until a task listener says the answer may have changed."""
         with self._cond:
-            self.sessions.touch(client.client_id)
+            self.sessions.touch(client)
             if self.finished:
                 client.shutdown_sent = True
                 self._cond.notify_all()
                 return TaskAssignment(TaskKind.SHUTDOWN, round=self.completed_round)
             if self._stop.is_set() or self.done.is_set():
                 raise ServerStoppingError("the server is stopping before the last round: retry later")
-            if client.session_ended:
-                raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.session_ended}): join again")
+            if client.ended:
+                raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.ended}): join again")
             owed = self._round.owed(client.client_id) if self._round is not None else None
             return owed if owed is not None else TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
 
@@ -131,18 +130,18 @@ class Coordinator:
         for listener in self._task_listeners:
             listener(client_ids)
 
-    def _offer(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
+    def _offer(self, client: Session, round_index: int, task_id: str) -> TaskAssignment:
         current = self._round
         if current is None:
             raise StaleRoundError(f"round {round_index} is not open (current round {self.completed_round})")
         return current.offer(client.client_id, round_index, task_id)
 
-    def model_blob(self, client: ClientRecord, round_index: int, task_id: str) -> codec.Blob:
+    def model_blob(self, client: Session, round_index: int, task_id: str) -> codec.Blob:
         with self._cond:
             self._offer(client, round_index, task_id)
             return self._blob
 
-    def task_open(self, client: ClientRecord, round_index: int, task_id: str) -> bool:
+    def task_open(self, client: Session, round_index: int, task_id: str) -> bool:
         """Whether an update stream in progress may still be accepted (checked per chunk)."""
         with self._cond:
             try:
@@ -152,7 +151,7 @@ class Coordinator:
             return True
 
     # ---------------------------------------------------------------- answers
-    def check_update_header(self, client: ClientRecord, header: UpdateHeader) -> TaskAssignment:
+    def check_update_header(self, client: Session, header: UpdateHeader) -> TaskAssignment:
         with self._cond:
             task = self._offer(client, header.round, header.task_id)
             if task.kind is not TaskKind.TRAIN:
@@ -174,7 +173,7 @@ class Coordinator:
         spill_dir = self._incoming_dir if header.total_len > fed.inline_model_max_bytes else None
         return IncomingUpdate(header.total_len, self._expected_update, spill_dir, measure, header.checksum)
 
-    def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
+    def submit_update(self, client: Session, header: UpdateHeader, update: CheckedUpdate) -> None:
         """Accept a received and checked update into the published round, which folds it in the
         background; the round does not close before it is.
 
@@ -197,7 +196,7 @@ class Coordinator:
                 assert current is not None
                 current.accept(client.client_id, header, None if header.empty else update, scale)
                 taken = not header.empty
-                client.participations += 1
+                client.record.participations += 1
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                          n_reported=current.n_reported, n_sampled=current.n_asked)
                 self._cond.notify_all()
@@ -214,7 +213,7 @@ class Coordinator:
                 raise ServerStoppingError("the server is stopping before the last round: retry later")
             self._cond.wait(timeout=0.5)
 
-    def submit_evaluation(self, client: ClientRecord, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
+    def submit_evaluation(self, client: Session, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
         classes = self.config.num_classes
         if confusion.shape != (classes * classes,) or (confusion < 0).any():
             raise InvalidUpdateError(f"confusion matrix must have {classes}x{classes} non-negative counts")
@@ -329,8 +328,5 @@ class Coordinator:
             return
         deadline = time.monotonic() + timeout_s  # a grace period of the process: real time
         with self._cond:
-            while time.monotonic() < deadline:
-                pending = [c for c in self.alive_clients() if not c.shutdown_sent]
-                if not pending:
-                    return
+            while time.monotonic() < deadline and self.sessions.awaiting_shutdown():
                 self._cond.wait(timeout=0.2)

@@ -60,8 +60,7 @@ class RoundLoop:
     @classmethod
     def open(cls, config: RunConfig, strategy: Strategy, initial_weights: Mapping[str, np.ndarray], store: StateStore,
              feature_dim: int, *, clock: Clock = time.monotonic, wall_clock: Clock = time.time,
-             client_timeout_s: float = 120.0, heartbeat_interval_s: float | None = None, tokens: TokenStore | None = None,
-             resume: bool = False) -> RoundLoop:
+             tokens: TokenStore | None = None, resume: bool = False) -> RoundLoop:
         """Start from the state dir: a new run, or the checkpoint of one (`resume`)."""
         state = strategy.initial_state(initial_weights)
         state_bytes = sum(v.nbytes for v in state.values())
@@ -74,9 +73,9 @@ class RoundLoop:
         state, blob = served.serve(state)
         registry = Registry(store.registry_path)
         lock = threading.Condition(threading.RLock())
-        sessions = Sessions(config, feature_dim, registry, tokens, lock, clock, wall_clock, client_timeout_s)
+        sessions = Sessions(config, feature_dim, registry, tokens, lock, clock, wall_clock)
         front = Coordinator(config, lock, sessions, state, blob, completed_round, strategy.expected_update(state),
-                            store.incoming_dir, store.read_metrics() if resume else [], heartbeat_interval_s)
+                            store.incoming_dir, store.read_metrics() if resume else [])
         return cls(config, strategy, store, registry, served, front, clock, wall_clock)
 
     # ---------------------------------------------------------------- the run

@@ -13,7 +13,7 @@ import asyncio
 
 from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.engine.coordinator import Coordinator
-from fedser_server.state.registry import ClientRecord
+from fedser_server.engine.sessions import Session
 
 
 class TaskPolls:
@@ -42,7 +42,7 @@ class TaskPolls:
             if mine is not None and not mine.done():
                 mine.set_result(None)
 
-    async def next_task(self, client: ClientRecord, timeout_s: float) -> TaskAssignment:
+    async def next_task(self, client: Session, timeout_s: float) -> TaskAssignment:
         """This client's task, once it has one; WAIT when `timeout_s` passes first."""
         deadline = self._loop.time() + timeout_s
         mine: asyncio.Future[None] | None = None

@@ -21,7 +21,7 @@ import numpy as np
 from fedser_server.core.reports import MAX_COUNT, UpdateHeader, check_loss
 from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.engine.coordinator import Coordinator
-from fedser_server.state.registry import ClientRecord
+from fedser_server.engine.sessions import Session
 from fedser_server.transport.admission import Limits, PollGate, UploadGate
 from fedser_server.transport.long_poll import TaskPolls
 from fedser_shared import PROTOCOL_VERSION, codec, wire
@@ -267,7 +267,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         await context.abort(status_code_for(error), str(error))
         raise AssertionError("abort returns only by raising")
 
-    def _client(self, version: int, session: pb.Session) -> ClientRecord:
+    def _client(self, version: int, session: pb.Session) -> Session:
         check_protocol(version)
         return self.coordinator.authenticate(session.client_id, session.session_token)
 
@@ -307,7 +307,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._polls_on_loop = TaskPolls(self.coordinator, asyncio.get_running_loop())
         return self._polls_on_loop
 
-    def _inline_model_field(self, client: ClientRecord, task: TaskAssignment, sha256_too: bool) -> bytes:
+    def _inline_model_field(self, client: Session, task: TaskAssignment, sha256_too: bool) -> bytes:
         """A small global state to put into the task itself, so the client needs no FetchModel; b"" otherwise."""
         try:
             blob = self.coordinator.model_blob(client, task.round, task.task_id)
@@ -361,7 +361,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             raise
         return pb.UpdateAck(accepted=True, message="update accepted")
 
-    def _receive_update(self, client: ClientRecord, header: UpdateHeader,
+    def _receive_update(self, client: Session, header: UpdateHeader,
                         messages: Iterator[pb.UpdateChunk | memoryview]) -> None:
         with self.coordinator.incoming_update(header) as incoming:
             for message in messages:

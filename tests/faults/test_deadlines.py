@@ -78,9 +78,8 @@ def test_a_third_of_the_clients_killed_mid_upload_the_round_closes_with_the_rest
 
 def test_too_few_updates_retries_a_bounded_number_of_times_then_waits_for_clients(tmp_path: Path) -> None:
     clock = ManualClock()
-    server = raw.start(tmp_path, clock=clock, client_timeout_s=10 * ROUND_TIMEOUT_S,
-                       **{"federation.min_clients": 2, "federation.round_timeout_s": ROUND_TIMEOUT_S,
-                          "federation.max_round_retries": 1})
+    server = raw.start(tmp_path, clock=clock, **{"server.client_timeout_s": 10 * ROUND_TIMEOUT_S, "federation.min_clients": 2,
+                                                 "federation.round_timeout_s": ROUND_TIMEOUT_S, "federation.max_round_retries": 1})
     channel, stub = raw.stub_for(server.port)
     try:
         silent = [raw.join(stub, name).session for name in ("mute1", "mute2")]

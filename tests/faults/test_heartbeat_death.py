@@ -28,7 +28,7 @@ def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_
     # the server's clock moves by hand: the sleeper is dead once the test moves it past the client
     # timeout (and not past the round's deadline, so round 2 waits for the sleeper to come back)
     clock, client_timeout_s = ManualClock(), 30.0
-    server = raw.start(tmp_path, client_timeout_s=client_timeout_s, clock=clock, **overrides)
+    server = raw.start(tmp_path, clock=clock, **{**overrides, "server.client_timeout_s": client_timeout_s})
     awake = build_daemon(f"127.0.0.1:{server.port}", client_dirs[0], config, "awake", connect_timeout_s=60)
     thread = threading.Thread(target=awake.run, daemon=True)
     thread.start()

@@ -108,7 +108,7 @@ def test_a_session_works_only_for_its_own_client(token_server) -> None:
 
 def test_an_expired_session_is_unauthenticated_and_rejoining_keeps_the_id(tmp_path: Path) -> None:
     clock = ManualClock()
-    server = raw.start(tmp_path, client_timeout_s=60.0, clock=clock)
+    server = raw.start(tmp_path, clock=clock, **{"server.client_timeout_s": 60.0})
     channel, stub = raw.stub_for(server.port)
     try:
         first = raw.join(stub, "sleepy").session
