@@ -119,12 +119,14 @@ class RoundLoop:
             if not self._wait_for_clients(needed):
                 return None
             current = self._plan(round_index, attempt)
+            started = self._clock()
             self.front.publish(current)
             self._await(current, fed.round_timeout_s)
             if self.stopping:
                 return None
             if current.n_reported == current.n_asked or current.n_reported >= fed.updates_needed:
                 self._close(current)
+                current.tally.seconds = self._clock() - started
                 return current
             attempt = self._retry(current, attempt)
         return None
@@ -136,7 +138,7 @@ class RoundLoop:
             by_name = {x.name: x for x in candidates}
             plan = plan_round(self.config, list(by_name), round_index, attempt)
             n_registered = len(self._trainable(self.registry.clients.values()))
-            sums = WeightedSums(self.strategy, self.front.state, n_registered, self.served.sums())
+        sums = WeightedSums(self.strategy, self.front.state, n_registered, self.served.sums())
         sampled = [by_name[n] for n in plan.sampled]
         log.info("round_started", round=round_index, attempt=attempt, n_sampled=len(sampled), n_alive=len(candidates))
         book = self._book(TaskKind.TRAIN, round_index, sampled, self.config.federation.round_timeout_s)
@@ -144,8 +146,7 @@ class RoundLoop:
 
     def _await(self, current: Round, timeout_s: float) -> None:
         """Until every asked client answered, the deadline passed or the run stops; then answers stop."""
-        started = self._clock()
-        deadline = started + timeout_s
+        deadline = self._clock() + timeout_s
         with self.lock:
             while not self.stopping and not current.complete:
                 remaining = deadline - self._clock()
@@ -155,7 +156,6 @@ class RoundLoop:
                     break
                 self.lock.wait(timeout=min(remaining, WAKE_S))
             current.stop_answers()
-        current.tally.seconds = self._clock() - started
 
     def _close(self, current: Round) -> None:
         """The round's new state, made without the lock (clients keep authenticating), swapped in in O(1)."""

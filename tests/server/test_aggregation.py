@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedser_server.core.strategy import FedAvg
+from fedser_server.core.strategy import FedAvg, Strategy
 from fedser_server.engine.aggregator import Aggregator
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
 from fedser_server.engine.sums import WeightedSums
@@ -18,10 +18,10 @@ from fedser_shared.errors import StateError
 W = {"w.a": np.zeros((300, 200), np.float32), "w.b": np.ones(5, np.float32)}
 
 
-def _checked(tmp_path: Path, strategy: FedAvg, value: float) -> CheckedUpdate:
-    update = {name: np.full(spec.shape, value, spec.dtype) for name, spec in strategy.expected_update(W).items()}
+def _checked(tmp_path: Path, strategy: Strategy, value: float, state: dict[str, np.ndarray] = W) -> CheckedUpdate:
+    update = {name: np.full(spec.shape, value, spec.dtype) for name, spec in strategy.expected_update(state).items()}
     data = codec.encode(update)
-    with IncomingUpdate(len(data), strategy.expected_update(W), tmp_path) as incoming:
+    with IncomingUpdate(len(data), strategy.expected_update(state), tmp_path) as incoming:
         for chunk in codec.iter_chunks(data, 65536):
             incoming.feed(chunk)
         return incoming.finish(hashlib.sha256(data).digest())
