@@ -383,7 +383,7 @@ def plot_curves(records: list[dict[str, object]], cells: list[Cell], path: Path)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "data" / "nemo4")
-    parser.add_argument("--feature", default="emobase")
+    parser.add_argument("--feature", default="emobase", help="emobase | egemaps | compare | apc | tera | decoar2 | distilhubert")
     parser.add_argument("--quick", action="store_true", help="1 fold, 1 seed, 30 rounds: a smoke test")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--rounds", type=int, default=None, help=f"default {DEFAULT_ROUNDS} (30 with --quick)")

@@ -1,6 +1,6 @@
 """Feature extraction speed on a real corpus: real-time factor per extractor and worker count, cold vs warm cache.
 
-    python benchmarks/features.py [--corpus ../shared/data/nemo4] [--subset N] [--features emobase,distilhubert]
+    python benchmarks/features.py [--corpus ../shared/data/nemo4] [--subset N] [--features emobase,egemaps,compare]
                                   [--workers 1,2] [--ssl-subset 40] [--ssl-workers 1] [--upstream-ckpt NAME=PATH ...]
 
 For each extractor and worker count, a cold run extracts the files into a fresh cache (the
@@ -10,7 +10,9 @@ process to check it), shown apart as "model load s". Real-time factor = audio se
 number of workers; "per core" divides audio seconds by the CPU seconds spent (this process
 and its workers), which stays meaningful on a machine shared with other work. s3prl extractors run on --ssl-subset files; without --upstream-ckpt they
 use a random-weight checkpoint of the published architecture (same compute, meaningless
-vectors), built in a temp dir, since nothing can be downloaded here.
+vectors), built in a temp dir, since nothing can be downloaded here. The openSMILE sets
+(emobase, egemaps, compare) run on the same files with the same worker counts, and each
+one's per-core speed is also given as a ratio to emobase's in the same run.
 Targets (issue 4): emobase >= 30x real time per core; warm >= 100x faster than cold.
 """
 
@@ -29,7 +31,7 @@ from _common import command_line, headline, machine_facts, markdown_table, write
 from fedser_client.data.labels import DataListing, scan_data_dir  # noqa: E402
 from fedser_client.features.base import ExtractorSpec  # noqa: E402
 from fedser_client.features.pipeline import FeatureTable, extract_features  # noqa: E402
-from fedser_shared.config import FEATURE_DIMS, LabelsConfig  # noqa: E402
+from fedser_shared.config import FEATURE_DIMS, OPENSMILE_NAMES, LabelsConfig  # noqa: E402
 from fedser_shared.errors import FedserError  # noqa: E402
 
 EMOBASE_TARGET = 30.0
@@ -119,10 +121,11 @@ def timed(corpus: Path, listing: DataListing, spec: ExtractorSpec, cache: Path, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=Path("../shared/data/nemo4"))
-    parser.add_argument("--subset", type=int, default=0, help="files to use for emobase (0 = all)")
+    parser.add_argument("--subset", type=int, default=0, help="files to use for the openSMILE sets (0 = all)")
     parser.add_argument("--ssl-subset", type=int, default=40, help="files to use for each s3prl extractor")
-    parser.add_argument("--features", default="emobase", help="comma-separated: emobase,apc,tera,decoar2,distilhubert")
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts for emobase")
+    parser.add_argument("--features", default="emobase,egemaps,compare",
+                        help=f"comma-separated, from: {','.join(FEATURE_DIMS)}")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts for the openSMILE sets")
     parser.add_argument("--ssl-workers", default="1", help="comma-separated worker counts for s3prl extractors")
     parser.add_argument("--upstream-ckpt", action="append", default=[], metavar="NAME=PATH",
                         help="a real s3prl checkpoint for NAME (default: random weights, same architecture)")
@@ -130,7 +133,7 @@ def main() -> int:
     args = parser.parse_args()
 
     features = [f.strip() for f in args.features.split(",") if f.strip()]
-    worker_counts = {"emobase": [int(w) for w in args.workers.split(",")],
+    worker_counts = {"opensmile": [int(w) for w in args.workers.split(",")],
                      "ssl": [int(w) for w in args.ssl_workers.split(",")]}
     unknown = [f for f in features if f not in FEATURE_DIMS]
     if unknown:
@@ -143,17 +146,19 @@ def main() -> int:
     facts = machine_facts()
     rows, notes = [], []
     worst_emobase, worst_warm = float("inf"), float("inf")
+    per_core_of: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="fedser-bench-features-") as tmp:
         for name in features:
-            listing = subset(full, args.subset if name == "emobase" else args.ssl_subset)
+            opensmile = name in OPENSMILE_NAMES
+            listing = subset(full, args.subset if opensmile else args.ssl_subset)
             ckpt = None
-            if name != "emobase":
+            if not opensmile:
                 ckpt = Path(ckpts[name]) if name in ckpts else random_checkpoint(name, Path(tmp))
                 if name not in ckpts:
                     notes.append(f"{name}: random weights, published architecture")
             spec = ExtractorSpec(name, ckpt)
             load_s = model_load_seconds(spec)
-            for workers in worker_counts["emobase" if name == "emobase" else "ssl"]:
+            for workers in worker_counts["opensmile" if opensmile else "ssl"]:
                 cache = Path(tmp) / f"cache-{name}-{workers}"
                 cold, cold_s, cold_cpu = timed(args.corpus, listing, spec, cache, workers)
                 warm, warm_s, _ = timed(args.corpus, listing, spec, cache, workers)
@@ -161,27 +166,36 @@ def main() -> int:
                 rtf = cold.audio_seconds / cold_s
                 per_core = cold.audio_seconds / cold_cpu
                 ratio = cold_s / warm_s
-                rows.append([name, workers, len(listing.files), f"{cold.audio_seconds:,.0f}", f"{load_s:.1f}", f"{cold_s:.1f}",
-                             f"{rtf:.1f}×", f"{rtf / workers:.1f}×", f"{per_core:.1f}×", f"{warm_s:.2f}",
-                             f"{ratio:,.0f}×", len(cold.failed)])
+                per_core_of[name, workers] = per_core
+                baseline = per_core_of.get(("emobase", workers))
+                rows.append([name, FEATURE_DIMS[name], workers, len(listing.files), f"{cold.audio_seconds:,.0f}", f"{load_s:.1f}",
+                             f"{cold_s:.1f}", f"{rtf:.1f}×", f"{rtf / workers:.1f}×", f"{per_core:.1f}×",
+                             f"{per_core / baseline:.2f}" if baseline and opensmile else "",
+                             f"{warm_s:.2f}", f"{ratio:,.0f}×", len(cold.failed)])
                 print(" | ".join(str(c) for c in rows[-1]), flush=True)
-                if name == "emobase" or "emobase" not in features:  # the cache target: the full-corpus rows
+                if opensmile or not any(f in OPENSMILE_NAMES for f in features):  # the cache target: the full-corpus rows
                     worst_warm = min(worst_warm, ratio)
                 if name == "emobase":
                     worst_emobase = min(worst_emobase, per_core)
 
-    header = ["extractor", "workers", "files", "audio s", "model load s", "cold wall s", "real time (wall)", "per worker (wall)",
-              "per core (CPU time)", "warm wall s", "cold / warm", "skipped"]
+    header = ["extractor", "dim", "workers", "files", "audio s", "model load s", "cold wall s", "real time (wall)",
+              "per worker (wall)", "per core (CPU time)", "per core / emobase's", "warm wall s", "cold / warm", "skipped"]
     table = markdown_table(header, rows)
     print(table)
     verdict = []
     if worst_emobase != float("inf"):
         verdict.append(f"emobase per core (audio s / CPU s): {worst_emobase:.1f}× real time (target >= {EMOBASE_TARGET:.0f}×): "
                        + ("met" if worst_emobase >= EMOBASE_TARGET else "NOT met"))
-    verdict.append(f"warm cache ({'emobase' if 'emobase' in features else 'all'} rows): {worst_warm:,.0f}× faster "
+    for (name, workers), per_core in per_core_of.items():
+        baseline = per_core_of.get(("emobase", workers))
+        if name in OPENSMILE_NAMES and name != "emobase" and baseline:
+            verdict.append(f"{name} with {workers} worker(s): {per_core:.1f}× real time per core, "
+                           f"{per_core / baseline:.2f} of emobase's {baseline:.1f}× on the same files in this run")
+    opensmile_rows = any(f in OPENSMILE_NAMES for f in features)
+    verdict.append(f"warm cache ({'openSMILE' if opensmile_rows else 'all'} rows): {worst_warm:,.0f}× faster "
                    f"than cold (target >= {WARM_TARGET:.0f}×): "
                    + ("met" if worst_warm >= WARM_TARGET else "NOT met"))
-    if any(name != "emobase" for name in features):
+    if any(name not in OPENSMILE_NAMES for name in features):
         verdict.append("s3prl rows: a small subset on CPU; cold time includes loading the model and the warm time is mostly hashing "
                        "the checkpoint; their real-time factors are CPU figures, not GPU ones")
     body = table + "\n\n" + "\n".join(f"- {line}" for line in verdict + notes) + "\n"

@@ -91,7 +91,7 @@ def join(
 @app.command()
 def extract(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="audio files plus labels.csv (path,emotion)")],
-    feature: Annotated[str | None, typer.Option("--feature", help="emobase | apc | tera | decoar2 | distilhubert (default: the config's)")] = None,
+    feature: Annotated[str | None, typer.Option("--feature", help="emobase | egemaps | compare | apc | tera | decoar2 | distilhubert (default: the config's)")] = None,
     upstream_ckpt: Annotated[Path | None, typer.Option("--upstream-ckpt", help="local s3prl upstream checkpoint")] = None,
     workers: Annotated[int, typer.Option("--workers", help="extraction processes (0 = one per CPU core)")] = 0,
     config: Annotated[Path | None, typer.Option("--config", help="client-side features/labels config (TOML)")] = None,

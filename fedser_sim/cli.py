@@ -41,6 +41,7 @@ def run(
     algorithm: Annotated[str | None, typer.Option("--algorithm", help="fedavg | scaffold")] = None,
     semi: Annotated[bool | None, typer.Option("--semi/--no-semi", help="semi-supervised local training on the unlabeled audio (Semi-FedSER)")] = None,
     semi_method: Annotated[str | None, typer.Option("--semi-method", help="with --semi: mvpl (the paper's multiview pseudo-labels) | fixmatch")] = None,
+    feature: Annotated[str | None, typer.Option("--feature", help="emobase | egemaps | compare | apc | tera | decoar2 | distilhubert (default: the config's)")] = None,
     label_rate: Annotated[float | None, typer.Option("--label-rate", help="share of each client's files that keep their label, in (0, 1]; the others become unlabeled (seeded)")] = None,
     test_speakers: Annotated[int, typer.Option("--test-speakers", help="speakers who never join: the global model is scored on them, each normalised with its own statistics")] = 0,
     fraction: Annotated[float | None, typer.Option("--fraction")] = None,
@@ -77,7 +78,7 @@ def run(
     run_config = load_run_config(config, {
         "federation.rounds": rounds, "federation.algorithm": algorithm, "federation.fraction": fraction,
         "federation.min_clients": min_clients, "federation.eval_every": eval_every, "federation.seed": seed,
-        "semi.enabled": semi, "semi.method": semi_method,
+        "semi.enabled": semi, "semi.method": semi_method, "features.name": feature,
     })
     fed = run_config.federation
     if fed.min_clients > clients:

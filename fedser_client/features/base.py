@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedser_shared.config import FEATURE_DIMS
+from fedser_shared.config import FEATURE_DIMS, OPENSMILE_NAMES
 from fedser_shared.errors import ConfigError
 
 
@@ -24,10 +24,10 @@ class FeatureExtractor(Protocol):
 
 
 def make_extractor(name: str, upstream_ckpt: Path | None = None, device: str = "cpu") -> FeatureExtractor:
-    if name == "emobase":
-        from fedser_client.features.emobase import EmobaseExtractor
+    if name in OPENSMILE_NAMES:
+        from fedser_client.features.opensmile_functionals import OpenSmileExtractor
 
-        return EmobaseExtractor()
+        return OpenSmileExtractor(name)
     if name in FEATURE_DIMS:
         try:
             from fedser_client.features.ssl import make_ssl_extractor
@@ -60,10 +60,10 @@ class ExtractorSpec:
 
     def identity(self) -> ExtractorIdentity:
         """Cheap: a warm run needs only this; it checks that a named checkpoint exists."""
-        if self.name == "emobase":
-            from fedser_client.features.emobase import EmobaseExtractor as emobase
+        if self.name in OPENSMILE_NAMES:
+            from fedser_client.features.opensmile_functionals import opensmile_version
 
-            return ExtractorIdentity(emobase.name, emobase.dim, emobase.version, emobase.settings)
+            return ExtractorIdentity(self.name, FEATURE_DIMS[self.name], opensmile_version(self.name), "")
         if self.name not in FEATURE_DIMS:
             raise ConfigError(f"unknown feature extractor '{self.name}'; known: {', '.join(FEATURE_DIMS)}")
         from fedser_client.features.ssl import ssl_identity

@@ -22,7 +22,8 @@ DEFAULT_EMOTION_MAP: dict[str, int] = {
     "angry": 3, "anger": 3, "ang": 3,
 }
 DEFAULT_CLASS_NAMES = ["neutral", "happy", "sad", "angry"]
-FEATURE_DIMS = {"emobase": 988, "apc": 512, "tera": 768, "decoar2": 768, "distilhubert": 768}
+FEATURE_DIMS = {"emobase": 988, "egemaps": 88, "compare": 6373, "apc": 512, "tera": 768, "decoar2": 768, "distilhubert": 768}
+OPENSMILE_NAMES = ("emobase", "egemaps", "compare")  # openSMILE functionals; the other features are s3prl upstreams
 
 
 class _Section(BaseModel):
@@ -55,8 +56,8 @@ class LabelsConfig(_Section):
 class FeaturesConfig(_Section):
     """What each client extracts from its audio; server and clients must agree."""
 
-    name: Literal["emobase", "apc", "tera", "decoar2", "distilhubert"] = "emobase"
-    """Utterance features: openSMILE emobase functionals (988) or an s3prl upstream's last hidden layer averaged over time (apc 512; tera, decoar2, distilhubert 768)."""
+    name: Literal["emobase", "egemaps", "compare", "apc", "tera", "decoar2", "distilhubert"] = "emobase"
+    """Utterance features: openSMILE functionals (emobase 988; egemaps = eGeMAPSv02, 88; compare = ComParE_2016, 6,373) or an s3prl upstream's last hidden layer averaged over time (apc 512; tera, decoar2, distilhubert 768)."""
     normalisation: Literal["client", "none"] = "client"
     """Feature z-scoring: each client with its own statistics (client), or none. DESIGN §5's federated 'global' statistics are not implemented and refused."""
 

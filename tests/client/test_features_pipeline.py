@@ -11,7 +11,7 @@ import soundfile as sf
 
 from fedser_client.data.labels import scan_data_dir
 from fedser_client.features.base import ExtractorSpec
-from fedser_client.features.emobase import EmobaseExtractor
+from fedser_client.features.opensmile_functionals import OpenSmileExtractor
 from fedser_client.features.pipeline import ExtractionProgress, FeatureTable, extract_features
 from fedser_shared.config import LabelsConfig
 from fedser_shared.errors import DataError
@@ -23,7 +23,7 @@ SPEC = ExtractorSpec("emobase")
 class CountingExtractor:
     """emobase, counting the files it really extracts."""
 
-    def __init__(self, inner: EmobaseExtractor) -> None:
+    def __init__(self, inner: OpenSmileExtractor) -> None:
         self.inner, self.calls = inner, 0
         self.name, self.dim, self.version, self.settings = inner.name, inner.dim, inner.version, inner.settings
 
@@ -33,8 +33,8 @@ class CountingExtractor:
 
 
 @pytest.fixture(scope="module")
-def emobase() -> EmobaseExtractor:
-    return EmobaseExtractor()
+def emobase() -> OpenSmileExtractor:
+    return OpenSmileExtractor("emobase")
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def _assert_skipped_with_reason(table: FeatureTable, rel: str, needle: str) -> N
 
 # -- the bad inputs of the issue, one test each ------------------------------------------------
 
-def test_corrupt_file_is_skipped(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_corrupt_file_is_skipped(folder: Path, emobase: OpenSmileExtractor) -> None:
     sf.write(folder / "audio/corrupt.flac", synth_clip(1, np.random.default_rng(0)), 16_000)
     data = bytearray((folder / "audio/corrupt.flac").read_bytes())
     data[len(data) // 3:len(data) // 3 + 500] = bytes(range(250)) * 2
@@ -70,7 +70,7 @@ def test_corrupt_file_is_skipped(folder: Path, emobase: EmobaseExtractor) -> Non
     _assert_skipped_with_reason(_run(folder, emobase), "audio/corrupt.flac", "cannot decode audio")
 
 
-def test_truncated_file_is_skipped(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_truncated_file_is_skipped(folder: Path, emobase: OpenSmileExtractor) -> None:
     sf.write(folder / "audio/cut.ogg", synth_clip(1, np.random.default_rng(0)), 16_000)
     data = (folder / "audio/cut.ogg").read_bytes()
     (folder / "audio/cut.ogg").write_bytes(data[: len(data) // 2])
@@ -78,7 +78,7 @@ def test_truncated_file_is_skipped(folder: Path, emobase: EmobaseExtractor) -> N
     _assert_skipped_with_reason(_run(folder, emobase), "audio/cut.ogg", "cannot decode audio")
 
 
-def test_truncated_wav_keeps_the_audio_that_is_there(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_truncated_wav_keeps_the_audio_that_is_there(folder: Path, emobase: OpenSmileExtractor) -> None:
     sf.write(folder / "audio/cut.wav", synth_clip(1, np.random.default_rng(0), seconds=1.0), 16_000)
     data = (folder / "audio/cut.wav").read_bytes()
     (folder / "audio/cut.wav").write_bytes(data[: len(data) // 2])
@@ -88,31 +88,31 @@ def test_truncated_wav_keeps_the_audio_that_is_there(folder: Path, emobase: Emob
     assert table.audio_seconds == pytest.approx(8 * 0.5 + 0.5, abs=0.01)
 
 
-def test_zero_length_file_is_skipped(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_zero_length_file_is_skipped(folder: Path, emobase: OpenSmileExtractor) -> None:
     (folder / "audio/empty.wav").write_bytes(b"")
     _add(folder, "audio/empty.wav")
     _assert_skipped_with_reason(_run(folder, emobase), "audio/empty.wav", "cannot decode audio")
 
 
-def test_pure_silence_is_skipped(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_pure_silence_is_skipped(folder: Path, emobase: OpenSmileExtractor) -> None:
     sf.write(folder / "audio/silence.wav", np.zeros(16_000, np.float32), 16_000)
     _add(folder, "audio/silence.wav")
     _assert_skipped_with_reason(_run(folder, emobase), "audio/silence.wav", "silent")
 
 
-def test_clip_shorter_than_100_ms_is_skipped(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_clip_shorter_than_100_ms_is_skipped(folder: Path, emobase: OpenSmileExtractor) -> None:
     sf.write(folder / "audio/blip.wav", synth_clip(1, np.random.default_rng(0), seconds=0.05), 16_000)
     _add(folder, "audio/blip.wav")
     _assert_skipped_with_reason(_run(folder, emobase), "audio/blip.wav", "shorter than 100 ms")
 
 
-def test_nan_filled_float_wav_is_skipped(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_nan_filled_float_wav_is_skipped(folder: Path, emobase: OpenSmileExtractor) -> None:
     sf.write(folder / "audio/nan.wav", np.full(8_000, np.nan, np.float32), 16_000, subtype="FLOAT")
     _add(folder, "audio/nan.wav")
     _assert_skipped_with_reason(_run(folder, emobase), "audio/nan.wav", "NaN")
 
 
-def test_six_channel_48k_file_is_extracted_like_its_mono_16k_version(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_six_channel_48k_file_is_extracted_like_its_mono_16k_version(folder: Path, emobase: OpenSmileExtractor) -> None:
     rng = np.random.default_rng(3)
     mono48 = synth_clip(2, rng, rate=48_000, seconds=1.0)
     sf.write(folder / "audio/six.wav", np.repeat(mono48[:, None], 6, axis=1), 48_000, subtype="FLOAT")
@@ -126,13 +126,13 @@ def test_six_channel_48k_file_is_extracted_like_its_mono_16k_version(folder: Pat
     np.testing.assert_allclose(six, emobase.extract(load_audio(folder / "mono.wav")), rtol=1e-3, atol=1e-3)
 
 
-def test_non_audio_file_with_audio_extension_is_skipped(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_non_audio_file_with_audio_extension_is_skipped(folder: Path, emobase: OpenSmileExtractor) -> None:
     (folder / "audio/notes.wav").write_text("shopping list: milk, eggs\n" * 50)
     _add(folder, "audio/notes.wav")
     _assert_skipped_with_reason(_run(folder, emobase), "audio/notes.wav", "cannot decode audio")
 
 
-def test_labels_row_pointing_to_a_missing_file_does_not_stop_extraction(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_labels_row_pointing_to_a_missing_file_does_not_stop_extraction(folder: Path, emobase: OpenSmileExtractor) -> None:
     _add(folder, "audio/gone.wav")
     listing = scan_data_dir(folder, LabelsConfig())
     table = _run(folder, emobase)
@@ -140,7 +140,7 @@ def test_labels_row_pointing_to_a_missing_file_does_not_stop_extraction(folder: 
     assert len(table.paths) == 8 and not table.failed
 
 
-def test_unknown_emotion_is_ignored_and_the_rest_extracted(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_unknown_emotion_is_ignored_and_the_rest_extracted(folder: Path, emobase: OpenSmileExtractor) -> None:
     shutil.copy(folder / "audio/sad_0.wav", folder / "audio/odd.wav")
     _add(folder, "audio/odd.wav", "contempt")
     listing = scan_data_dir(folder, LabelsConfig())
@@ -149,7 +149,7 @@ def test_unknown_emotion_is_ignored_and_the_rest_extracted(folder: Path, emobase
     assert "audio/odd.wav" not in table.paths and len(table.paths) == 8
 
 
-def test_data_dir_with_no_usable_audio_is_a_data_error(tmp_path: Path, emobase: EmobaseExtractor) -> None:
+def test_data_dir_with_no_usable_audio_is_a_data_error(tmp_path: Path, emobase: OpenSmileExtractor) -> None:
     (tmp_path / "a.wav").write_bytes(b"")
     (tmp_path / "b.ogg").write_text("text")
     with pytest.raises(DataError, match="none of the 2 audio files"):
@@ -158,7 +158,7 @@ def test_data_dir_with_no_usable_audio_is_a_data_error(tmp_path: Path, emobase: 
 
 # -- the cache ---------------------------------------------------------------------------------
 
-def test_second_run_extracts_nothing_and_gives_the_same_vectors(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_second_run_extracts_nothing_and_gives_the_same_vectors(folder: Path, emobase: OpenSmileExtractor) -> None:
     first = _run(folder, counting := CountingExtractor(emobase))
     assert counting.calls == 8 and first.extracted == 8 and first.from_cache == 0
     second = _run(folder, counting := CountingExtractor(emobase))
@@ -167,7 +167,7 @@ def test_second_run_extracts_nothing_and_gives_the_same_vectors(folder: Path, em
     assert second.paths == first.paths and (second.labels == first.labels).all()
 
 
-def test_changed_file_is_extracted_again(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_changed_file_is_extracted_again(folder: Path, emobase: OpenSmileExtractor) -> None:
     before = _run(folder, emobase)
     sf.write(folder / "audio/happy_1.wav", synth_clip(3, np.random.default_rng(9)), 16_000)
     after = _run(folder, counting := CountingExtractor(emobase))
@@ -176,7 +176,7 @@ def test_changed_file_is_extracted_again(folder: Path, emobase: EmobaseExtractor
     assert not np.allclose(after.features[changed], before.features[changed])
 
 
-def test_renamed_or_duplicated_file_is_found_by_content(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_renamed_or_duplicated_file_is_found_by_content(folder: Path, emobase: OpenSmileExtractor) -> None:
     _run(folder, emobase)
     (folder / "audio/sad_0.wav").rename(folder / "audio/moved.wav")
     shutil.copy(folder / "audio/angry_0.wav", folder / "audio/copy.wav")
@@ -184,7 +184,7 @@ def test_renamed_or_duplicated_file_is_found_by_content(folder: Path, emobase: E
     assert counting.calls == 0 and len(table.paths) == 9
 
 
-def test_interrupted_run_resumes_where_it_stopped(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_interrupted_run_resumes_where_it_stopped(folder: Path, emobase: OpenSmileExtractor) -> None:
     def stop_after_three(state: ExtractionProgress) -> None:
         if state.extracted == 3:
             raise KeyboardInterrupt
@@ -195,7 +195,7 @@ def test_interrupted_run_resumes_where_it_stopped(folder: Path, emobase: Emobase
     assert resumed.from_cache == 3 and counting.calls == 5 and len(resumed.paths) == 8
 
 
-def test_worker_processes_give_the_same_vectors_as_one_process(folder: Path, emobase: EmobaseExtractor) -> None:
+def test_worker_processes_give_the_same_vectors_as_one_process(folder: Path, emobase: OpenSmileExtractor) -> None:
     (folder / "audio/bad.wav").write_text("not audio")
     _add(folder, "audio/bad.wav")
     seen: list[int] = []
@@ -208,7 +208,7 @@ def test_worker_processes_give_the_same_vectors_as_one_process(folder: Path, emo
     assert seen[-1] == 9
 
 
-def test_a_warm_run_builds_no_extractor(folder: Path, emobase: EmobaseExtractor, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_warm_run_builds_no_extractor(folder: Path, emobase: OpenSmileExtractor, monkeypatch: pytest.MonkeyPatch) -> None:
     _run(folder, emobase)
     monkeypatch.setattr(ExtractorSpec, "build", lambda self: pytest.fail("a warm run loaded the extractor"))
     table = extract_features(folder, scan_data_dir(folder, LabelsConfig()), SPEC, folder / ".fedser" / "features")
