@@ -32,11 +32,11 @@ log = get_logger(__name__)
 class RunningServer:
     loop: RoundLoop
     bound: BoundServer
-    driver: threading.Thread = field(init=False)
+    rounds: threading.Thread = field(init=False)
     failure: Exception | None = None  # what stopped the rounds early, if anything did
 
     def __post_init__(self) -> None:
-        self.driver = threading.Thread(target=self._drive, name="fedser-rounds", daemon=True)
+        self.rounds = threading.Thread(target=self._drive, name="fedser-rounds", daemon=True)
 
     @property
     def coordinator(self) -> Coordinator:
@@ -58,12 +58,12 @@ class RunningServer:
         return self.bound.port
 
     def wait(self, timeout: float | None = None) -> bool:
-        self.driver.join(timeout)
-        return not self.driver.is_alive()
+        self.rounds.join(timeout)
+        return not self.rounds.is_alive()
 
     def shutdown(self, grace_s: float = 2.0) -> None:
         self.loop.stop()
-        self.driver.join(timeout=10)
+        self.rounds.join(timeout=10)
         self.bound.stop(grace_s)
         self.loop.close()
 
@@ -119,7 +119,7 @@ def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.Se
              tls=credentials is not None, enrolment="tokens" if tokens is not None else "open",
              resumed_from_round=coordinator.completed_round)
     running = RunningServer(loop, bound)
-    running.driver.start()
+    running.rounds.start()
     return running
 
 
