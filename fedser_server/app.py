@@ -90,6 +90,9 @@ def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[st
 
 def build_loop(config: RunConfig, state_dir: Path, tokens: TokenStore | None = None, resume: bool = False,
                clock: Clock = time.monotonic) -> RoundLoop:
+    if config.privacy.secure:
+        raise ConfigError("privacy.secure_aggregation = 'secagg+' is not served over gRPC yet; run it with "
+                          "fedser-sim --engine inprocess")
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)

@@ -48,6 +48,7 @@ def run(
     min_clients: Annotated[int | None, typer.Option("--min-clients")] = None,
     eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
+    secure_aggregation: Annotated[str | None, typer.Option("--secure-aggregation", help="off | secagg+ (the server learns only each round's sum; docs/privacy.md)")] = None,
     workers: Annotated[int, typer.Option("--workers", help="processes for feature extraction (0 = all cores)")] = 0,
     feature_cache: Annotated[Path | None, typer.Option("--feature-cache", help="corpus feature cache (default ~/.cache/fedser)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up after this many seconds")] = 3600.0,
@@ -79,12 +80,15 @@ def run(
         "federation.rounds": rounds, "federation.algorithm": algorithm, "federation.fraction": fraction,
         "federation.min_clients": min_clients, "federation.eval_every": eval_every, "federation.seed": seed,
         "semi.enabled": semi, "semi.method": semi_method, "features.name": feature,
+        "privacy.secure_aggregation": secure_aggregation,
     })
     fed = run_config.federation
     if fed.min_clients > clients:
         raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
     if engine not in ("grpc", "inprocess", "ray"):
         raise ConfigError(f"--engine must be grpc, inprocess or ray, not '{engine}'")
+    if run_config.privacy.secure and engine != "inprocess":
+        raise ConfigError(f"secure aggregation runs with --engine inprocess; engine '{engine}' does not support it yet")
     # every client joins before round 1, so the sample (and the result) does not depend on start-up order
     run_config = run_config.model_copy(update={"federation": fed.model_copy(update={"start_clients": clients})})
 

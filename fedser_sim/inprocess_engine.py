@@ -26,7 +26,9 @@ from fedser_server.core.strategy import State, make_strategy
 from fedser_server.engine.sums import WeightedSums
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
+from fedser_shared.secagg import SecureRound
 from fedser_shared.weights import initial_weights
+from fedser_sim.secure_round import Contribution, aggregate_securely
 
 if TYPE_CHECKING:  # the feature pipeline is not needed to run rounds on ready features
     from fedser_client.prepare import PreparedData
@@ -49,6 +51,7 @@ class RoundResult:
     round: int
     state: State
     tally: RoundTally
+    secure: SecureRound | None = None  # the secure round's survivors and traffic, under secure aggregation
 
 
 def make_clients(config: RunConfig, datas: Mapping[str, ClientData], device: str = "cpu") -> dict[str, SimClient]:
@@ -70,18 +73,23 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         task = TrainTask(round=round_index, lr=plan.spec.lr, local_epochs=plan.spec.local_epochs,
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
+        contributions: dict[str, Contribution] = {}
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
-            if report.n_samples:  # an empty participation is counted, not aggregated, as by the server
+            if config.privacy.secure:  # every sampled client takes part; an empty one adds zero weight
+                contributions[name] = Contribution(update, report.n_samples)
+            elif report.n_samples:  # an empty participation is counted, not aggregated, as by the server
                 sums.add(update, report.n_samples)
             tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
                              report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes,
                              report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
+        secure = (aggregate_securely(strategy, sums, state, contributions, config.privacy, fed.seed, round_index)
+                  if config.privacy.secure else None)
         tally.seconds = time.perf_counter() - started
         state = sums.new_state()
-        yield RoundResult(round_index, state, tally)
+        yield RoundResult(round_index, state, tally, secure)
 
 
 def run_inprocess(

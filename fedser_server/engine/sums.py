@@ -20,6 +20,7 @@ import numpy as np
 
 from fedser_server.core.strategy import BLOCK, RoundTotals, State, Strategy, add_scaled, stepped
 from fedser_server.state.mapped_file import MappedFile
+from fedser_shared.errors import InvalidUpdateError
 
 Run = tuple[str, int, np.ndarray]  # (tensor name, first flat element, flat values)
 
@@ -105,6 +106,16 @@ class WeightedSums:
             running.settle(start, start + values.size)
         self._weight_total += n_samples
         self.n_updates += 1
+
+    def add_sum(self, sums: Mapping[str, np.ndarray], weight_total: int, n_updates: int) -> None:
+        """Fold `n_updates` updates at once, given only as their weighted sums (secure aggregation):
+        sums[name] = sum_i sum_weight(name, n_i) * update_i[name], weight_total = sum_i n_i."""
+        if n_updates <= 0 or weight_total <= 0:
+            raise InvalidUpdateError(f"a sum of {n_updates} updates with total weight {weight_total} cannot be folded")
+        for name, running in self._sums.items():
+            add_scaled(running.flat, sums[name], 1.0)
+        self._weight_total += weight_total
+        self.n_updates += n_updates
 
     def new_state_runs(self) -> Iterator[Run]:
         """The new global state as runs, each valid until the next is produced. The sums are
