@@ -60,7 +60,7 @@ def join(
     upstream_ckpt: Annotated[Path | None, typer.Option("--upstream-ckpt", help="s3prl upstream checkpoint")] = None,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch default)")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="feature extraction processes (0 = one per CPU core)")] = 0,
-    connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="seconds to keep retrying the server")] = 600.0,
+    connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="seconds to keep retrying a server that does not answer (at start, or after it went away), then exit 2")] = 600.0,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
     """Extract features (from cache when warm), then join the federation and serve tasks until SHUTDOWN."""

@@ -1,23 +1,34 @@
 """What a client keeps in `<data dir>/.fedser/`: its id, and its local state: control variate
 c_i, pseudo-label pool (by file path) and participation count. Every write is atomic; the
-local state is one file, so c_i and the count that goes with it never disagree after a crash."""
+local state is one file, so c_i and the count that goes with it never disagree after a crash.
+
+The local state file carries its own digest (`fedser_shared.sealed`). A state file that fails its
+check (a flipped bit, a NaN, a torn or truncated file) is set aside as `<name>.corrupt` with a
+warning that names it, and the client goes on as a newly joined one would: c_i at zero, an empty
+pool. An unattended device keeps contributing, and SCAFFOLD tolerates a c_i restarted at zero
+(docs/operations.md); a corrupt c_i used as is would get every update of this client refused.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save
 
 from fedser_client.core.trainer import LocalState
-from fedser_shared.errors import StateError
+from fedser_shared.errors import CorruptStateError, StateError
 from fedser_shared.fsutil import atomic_write_bytes, atomic_write_text
+from fedser_shared.logging import get_logger
+from fedser_shared.sealed import read_sealed, seal
+
+log = get_logger(__name__)
 
 STATE_FILE = "local_state.safetensors"  # c_i tensors; participations and pool in its metadata
 # what versions before the single file wrote, as two atomic writes; read when STATE_FILE is absent
 LEGACY_CONTROL, LEGACY_META = "control.safetensors", "local_state.json"
+CORRUPT_SUFFIX = ".corrupt"
 
 
 class LocalStore:
@@ -56,40 +67,69 @@ class LocalStore:
         atomic_write_text(self.dir / "client.json", json.dumps({"server": server_key, "client_id": client_id}))
 
     def load_state(self, train_paths: list[str]) -> LocalState:
-        control, meta = self._read_state() if self.state_path.exists() else self._read_legacy()
+        try:
+            control, meta = self._read_state() if self.state_path.exists() else self._read_legacy()
+        except CorruptStateError as exc:
+            kept = self._set_aside()
+            log.warning("local_state_corrupt_restarting_at_zero", problem=str(exc), kept_as=[str(p) for p in kept],
+                        action="c_i restarts at zero and the pseudo-label pool empty; delete the .corrupt files once seen")
+            control, meta = {}, {}
         participations, pool = int(meta.get("participations", 0)), dict(meta.get("pseudo_labels", {}))
         row_of = {p: i for i, p in enumerate(train_paths)}
-        kept = [(row_of[p], int(label)) for p, label in pool.items() if p in row_of]
-        index = np.array([r for r, _ in kept], np.int64)
-        labels = np.array([lab for _, lab in kept], np.int64)
+        kept_rows = [(row_of[p], int(label)) for p, label in pool.items() if p in row_of]
+        index = np.array([r for r, _ in kept_rows], np.int64)
+        labels = np.array([lab for _, lab in kept_rows], np.int64)
         return LocalState(control=control, pseudo_index=index, pseudo_label=labels, participations=participations)
 
     def save_state(self, state: LocalState, train_paths: list[str]) -> None:
         pool = {train_paths[int(i)]: int(label) for i, label in zip(state.pseudo_index, state.pseudo_label)}
         meta = json.dumps({"participations": state.participations, "pseudo_labels": pool})
         control = {k: np.ascontiguousarray(v) for k, v in state.control.items()}
-        atomic_write_bytes(self.state_path, save(control, metadata={"meta": meta}))
+        atomic_write_bytes(self.state_path, seal(control, {"meta": meta}))
         for name in (LEGACY_CONTROL, LEGACY_META):
             (self.dir / name).unlink(missing_ok=True)
 
-    def _read_state(self) -> tuple[dict[str, np.ndarray], dict]:
-        try:
-            with safe_open(str(self.state_path), framework="numpy") as handle:
-                meta = json.loads((handle.metadata() or {})["meta"])
-                names = handle.keys()  # a safetensors file handle, not a dict
-                control = {name: handle.get_tensor(name) for name in names}
-        except (OSError, ValueError, KeyError, SafetensorError) as exc:
-            raise StateError(f"cannot read {self.state_path}: {exc}") from None
+    def _read_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        sealed = read_sealed(self.state_path, "local state")
+        return sealed.tensors, _checked_meta(sealed.metadata.get("meta"), self.state_path)
+
+    def _read_legacy(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        control: dict[str, np.ndarray] = {}
+        meta: dict[str, Any] = {}
+        if (self.dir / LEGACY_CONTROL).exists():
+            control = read_sealed(self.dir / LEGACY_CONTROL, "local state").tensors
+        if (self.dir / LEGACY_META).exists():
+            try:
+                text = (self.dir / LEGACY_META).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CorruptStateError(f"the local state {self.dir / LEGACY_META} cannot be read: {exc}") from None
+            meta = _checked_meta(text, self.dir / LEGACY_META)
         return control, meta
 
-    def _read_legacy(self) -> tuple[dict[str, np.ndarray], dict]:
-        control: dict[str, np.ndarray] = {}
-        meta: dict = {}
-        try:
-            if (self.dir / LEGACY_CONTROL).exists():
-                control = dict(load_file(str(self.dir / LEGACY_CONTROL)))
-            if (self.dir / LEGACY_META).exists():
-                meta = json.loads((self.dir / LEGACY_META).read_text())
-        except (OSError, ValueError, SafetensorError) as exc:
-            raise StateError(f"cannot read the local state in {self.dir}: {exc}") from None
-        return control, meta
+    def _set_aside(self) -> list[Path]:
+        """Rename the state files to `<name>.corrupt` (replacing an older one): kept for a look, never read."""
+        kept = []
+        for name in (STATE_FILE, LEGACY_CONTROL, LEGACY_META):
+            path = self.dir / name
+            if path.exists():
+                target = path.with_name(name + CORRUPT_SUFFIX)
+                try:
+                    path.replace(target)
+                except OSError as exc:
+                    raise StateError(f"the local state {path} is corrupt and cannot be set aside: {exc.strerror}; "
+                                     "delete it to restart c_i at zero") from None
+                kept.append(target)
+        return kept
+
+
+def _checked_meta(text: str | None, path: Path) -> dict[str, Any]:
+    """Participations and pool from the state's JSON, refused unless well-formed."""
+    try:
+        meta = json.loads(text) if text is not None else None
+    except ValueError:
+        meta = None
+    pool = meta.get("pseudo_labels", {}) if isinstance(meta, dict) else None
+    if (not isinstance(meta, dict) or type(meta.get("participations", 0)) is not int or not isinstance(pool, dict)
+            or not all(isinstance(k, str) and type(v) is int for k, v in pool.items())):
+        raise CorruptStateError(f"the local state {path} is corrupt: its participation count or pseudo-label pool is malformed")
+    return meta

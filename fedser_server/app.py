@@ -17,6 +17,7 @@ from fedser_server.engine.coordinator import Coordinator
 from fedser_server.engine.loop import Clock, RoundLoop
 from fedser_server.engine.served_state import give_back_free_heap
 from fedser_server.security.tokens import TokenStore
+from fedser_server.state.startup import prepare_state_dir
 from fedser_server.state.store import StateStore
 from fedser_server.transport.server import BoundServer, start_server
 from fedser_server.transport.servicer import CoordinatorServicer
@@ -93,6 +94,7 @@ def build_loop(config: RunConfig, state_dir: Path, tokens: TokenStore | None = N
     if config.privacy.secure:
         raise ConfigError("privacy.secure_aggregation = 'secagg+' is not served over gRPC yet; run it with "
                           "fedser-sim --engine inprocess")
+    prepare_state_dir(state_dir)  # interrupted writes removed, registry and history checked: before any use
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)

@@ -27,6 +27,7 @@ from fedser_server.engine.sums import WeightedSums
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
 from fedser_shared.secagg import SecureRound
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
 from fedser_sim.secure_round import Contribution, aggregate_securely
 
@@ -78,13 +79,12 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
+            metrics = TrainMetrics.of_report(report)
             if config.privacy.secure:  # every sampled client takes part; an empty one adds zero weight
-                contributions[name] = Contribution(update, report.n_samples)
-            elif report.n_samples:  # an empty participation is counted, not aggregated, as by the server
-                sums.add(update, report.n_samples)
-            tally.add_update(report.n_samples, report.loss, report.pseudo_taken_per_class,
-                             report.pseudo_correct_per_class, report.pseudo_with_truth, config.num_classes,
-                             report.pseudo_candidates, report.pseudo_pass_tau, report.pseudo_pass_kappa)
+                contributions[name] = Contribution(update, metrics.n_samples)
+            elif not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
+                sums.add(update, metrics.n_samples)
+            tally.add_update(metrics, config.num_classes)
         secure = (aggregate_securely(strategy, sums, state, contributions, config.privacy, fed.seed, round_index)
                   if config.privacy.secure else None)
         tally.seconds = time.perf_counter() - started

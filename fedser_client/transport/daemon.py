@@ -1,7 +1,9 @@
 """The client daemon's loop: join, long-poll for tasks, train or evaluate, stream results.
 
 Transient failures (server not up yet, restarting, network) are retried with jittered
-exponential backoff; a lost session (server restarted) leads to a fresh Join.
+exponential backoff; a lost session (server restarted) leads to a fresh Join. Retrying is
+bounded: a server that has not answered for `connect_timeout_s` (at start, or after it went
+away: finished, crashed and not resumed) ends the daemon with `ServerUnreachable`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from fedser_shared.errors import CorruptBlobError, FedserError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
-from fedser_shared.refusal import REPORT_REFUSED, SESSION_LOST, TASK_GONE, refusal_of
+from fedser_shared.refusal import REPORT_REFUSED, SERVER_FULL, SESSION_LOST, TASK_GONE, refusal_of
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.transport import client_channel_options
 
 log = get_logger(__name__)
@@ -39,6 +42,12 @@ CHECKSUMS_CHECKED = (pb.CHECKSUM_XXH3_128, pb.CHECKSUM_SHA256)
 
 class ServerRefused(FedserError):
     """The server answered with a non-retryable status."""
+
+
+class ServerUnreachable(FedserError):
+    """The server has not answered for longer than the client keeps retrying."""
+
+    reason = "server_unreachable"
 
 
 def _session_lost(exc: grpc.RpcError) -> bool:
@@ -62,7 +71,7 @@ def _report_refused(exc: grpc.RpcError) -> bool:
     reason = refusal_of(exc)
     if reason is not None:
         return reason in REPORT_REFUSED
-    return exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return bool(exc.code() == grpc.StatusCode.INVALID_ARGUMENT)
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,11 @@ class Backoff:
         self._next = min(self.maximum_s, self._next * 2)
         stop.wait(delay)
 
+    def sleep_longest(self, stop: threading.Event) -> None:
+        """Wait the longest backoff at once: the server said that retrying soon is pointless."""
+        self._next = self.maximum_s
+        self.sleep(stop)
+
 
 class ClientDaemon:
     def __init__(
@@ -112,18 +126,21 @@ class ClientDaemon:
         credentials: grpc.ChannelCredentials | None = None,
         connect_timeout_s: float = 600.0,
         observer: TrainObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target = target
         self.identity = identity
         self.make_trainer = make_trainer
         self.store = store
         self.train_paths = train_paths
-        self.connect_timeout_s = connect_timeout_s
+        self.connect_timeout_s = connect_timeout_s  # how long an unanswering server is retried
         self.observer = observer
+        self.clock = clock
+        self._unanswered_since: float | None = None  # start of the current run of calls the server did not answer
         self.stop_event = threading.Event()
         options = client_channel_options()
         self.channel = grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
-        self.stub = pb_grpc.CoordinatorStub(self.channel)
+        self.stub = pb_grpc.CoordinatorStub(self.channel)  # type: ignore[no-untyped-call]  # generated, untyped
         self.bulk = wire.BulkCalls.on(self.channel)
         self.session: pb.Session | None = None
         self.trainer: LocalTrainer | None = None
@@ -136,7 +153,6 @@ class ClientDaemon:
     # ---------------------------------------------------------------- calls
     def _join(self) -> None:
         backoff = Backoff()
-        deadline = time.monotonic() + self.connect_timeout_s
         server_key = self.target
         while not self.stop_event.is_set():
             try:
@@ -148,10 +164,10 @@ class ClientDaemon:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise ServerRefused(f"server refused to join: {exc.code().name}: {exc.details()}") from None
-                if time.monotonic() > deadline:
-                    raise ServerRefused(f"cannot reach the server at {self.target} after {self.connect_timeout_s:.0f} s: {exc.details()}") from None
+                self._note_retryable(exc)
                 backoff.sleep(self.stop_event)
                 continue
+            self._unanswered_since = None
             self.session = reply.session
             self.heartbeat_interval_s = reply.heartbeat_interval_s or 10.0
             self.store.save_client_id(server_key, reply.session.client_id)
@@ -189,15 +205,10 @@ class ClientDaemon:
         return Digest.preferred(header.sha256, header.xxh3_128)
 
     def _update_header(self, task: pb.Task, report: TrainReport, total_len: int, checksum: Checksum) -> pb.UpdateHeader:
-        metrics = pb.TrainMetrics(
-            loss=report.loss, n_labeled=report.n_labeled, n_pseudo=report.n_pseudo, local_steps=report.local_steps,
-            pseudo_taken_per_class=report.pseudo_taken_per_class, pseudo_correct_per_class=report.pseudo_correct_per_class,
-            pseudo_with_truth=report.pseudo_with_truth, train_seconds=report.seconds,
-            pseudo_candidates=report.pseudo_candidates, pseudo_pass_tau=report.pseudo_pass_tau,
-            pseudo_pass_kappa=report.pseudo_pass_kappa)
+        metrics = TrainMetrics.of_report(report)
         return pb.UpdateHeader(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
-            n_samples=report.n_samples, metrics=metrics,
+            n_samples=metrics.n_samples, metrics=metrics.to_pb(),
             blob=pb.BlobHeader(total_len=total_len,
                                checksum=pb.CHECKSUM_XXH3_128 if checksum is Checksum.XXH3_128 else pb.CHECKSUM_SHA256))
 
@@ -270,6 +281,19 @@ class ClientDaemon:
             num_classes=matrix.shape[0], confusion=matrix.reshape(-1).tolist(), loss=loss), timeout=60)
         result.rounds_evaluated.append(task.round)
 
+    def _note_retryable(self, exc: grpc.RpcError) -> None:
+        """A retryable failure. A refusal is an answer (the server is there); calls that get no answer
+        at all are retried for `connect_timeout_s`, then the daemon gives up."""
+        now = self.clock()
+        if refusal_of(exc) is not None:
+            self._unanswered_since = None
+        elif self._unanswered_since is None:
+            self._unanswered_since = now
+        elif now - self._unanswered_since > self.connect_timeout_s:
+            raise ServerUnreachable(
+                f"gave up on the server at {self.target}: no answer for {now - self._unanswered_since:.0f} s "
+                f"(--connect-timeout {self.connect_timeout_s:.0f}); last error {exc.code().name}: {exc.details()}")
+
     def _heartbeats(self) -> None:
         while not self.stop_event.wait(self.heartbeat_interval_s):
             if self.session is None:
@@ -283,6 +307,7 @@ class ClientDaemon:
     def run(self) -> DaemonResult:
         result = DaemonResult()
         heartbeat = threading.Thread(target=self._heartbeats, name="fedser-heartbeat", daemon=True)
+        self.store.load_state(self.train_paths)  # a corrupt c_i is set aside (and named) now, not at the first task
         self._join()
         heartbeat.start()
         backoff = Backoff()
@@ -292,6 +317,7 @@ class ClientDaemon:
                     received = self.bulk.get_task(
                         pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=self.session, checksums=CHECKSUMS_CHECKED),
                         timeout=(self.config.federation.poll_timeout_s if self.config else 20.0) + 15)
+                    self._unanswered_since = None
                     task = received.task
                     if task.kind == pb.TASK_KIND_SHUTDOWN:
                         result.shutdown = True
@@ -312,7 +338,13 @@ class ClientDaemon:
                         self._join()
                     elif _task_gone(exc):
                         self.bound_log.warning("task_no_longer_valid", code=code.name, detail=exc.details())
+                    elif refusal_of(exc) in SERVER_FULL:
+                        # the update is trained again for the next try: not before the server has room
+                        self.bound_log.warning("server_full_waiting", code=code.name, reason=refusal_of(exc),
+                                               detail=exc.details())
+                        backoff.sleep_longest(self.stop_event)
                     elif code in RETRYABLE:
+                        self._note_retryable(exc)
                         self.bound_log.info("server_unreachable_retrying", code=code.name)
                         backoff.sleep(self.stop_event)
                     elif _report_refused(exc):

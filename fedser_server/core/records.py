@@ -10,6 +10,7 @@ import numpy as np
 from fedser_server.core.schedule import local_lr, pseudo_label_threshold
 from fedser_shared.config import RunConfig
 from fedser_shared.metrics import per_class_recall, uar
+from fedser_shared.train_metrics import TrainMetrics
 
 
 @dataclass
@@ -32,21 +33,20 @@ class RoundTally:
     seconds: float = 0.0
     wait_seconds: float = 0.0  # waiting for enough clients before the round could start
 
-    def add_update(self, n_samples: int, loss: float, taken: list[int] | tuple[int, ...], correct: list[int] | tuple[int, ...],
-                   with_truth: int, num_classes: int, candidates: int = 0, pass_tau: int = 0, pass_kappa: int = 0) -> None:
+    def add_update(self, metrics: TrainMetrics, num_classes: int) -> None:
         self.n_updates += 1
-        self.n_empty += n_samples == 0
-        self.pseudo_candidates += candidates
-        self.pseudo_pass_tau += pass_tau
-        self.pseudo_pass_kappa += pass_kappa
-        if math.isfinite(loss) and n_samples > 0:
-            self.losses.append((loss, n_samples))
-        taken_arr, correct_arr = np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
-        taken_arr[: min(len(taken), num_classes)] = list(taken)[:num_classes]
-        correct_arr[: min(len(correct), num_classes)] = list(correct)[:num_classes]
-        self.pseudo_taken = taken_arr if self.pseudo_taken is None else self.pseudo_taken + taken_arr
-        self.pseudo_correct = correct_arr if self.pseudo_correct is None else self.pseudo_correct + correct_arr
-        self.pseudo_with_truth += with_truth
+        self.n_empty += metrics.empty
+        self.pseudo_candidates += metrics.pseudo_candidates
+        self.pseudo_pass_tau += metrics.pseudo_pass_tau
+        self.pseudo_pass_kappa += metrics.pseudo_pass_kappa
+        if not metrics.empty:
+            self.losses.append((metrics.loss, metrics.n_samples))
+        taken, correct = np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
+        taken[: len(metrics.pseudo_taken_per_class)] = metrics.pseudo_taken_per_class
+        correct[: len(metrics.pseudo_correct_per_class)] = metrics.pseudo_correct_per_class
+        self.pseudo_taken = taken if self.pseudo_taken is None else self.pseudo_taken + taken
+        self.pseudo_correct = correct if self.pseudo_correct is None else self.pseudo_correct + correct
+        self.pseudo_with_truth += metrics.pseudo_with_truth
 
 
 @dataclass

@@ -12,10 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
-import numpy as np
-
 from fedser_server.core.records import EvalTally, RoundTally
-from fedser_server.core.reports import UpdateHeader
+from fedser_server.core.reports import Evaluation, UpdateHeader
 from fedser_server.core.round_plan import TaskSpec
 from fedser_shared.errors import NotParticipatingError, StaleRoundError
 
@@ -72,37 +70,45 @@ class RoundBook:
             return self.tasks[client_id]
         return None
 
-    def task_of(self, client_id: str, round_index: int, task_id: str) -> TaskAssignment:
-        """The open task this call answers, or the refusal that says why there is none."""
-        if not self.open or round_index != self.round:
-            raise StaleRoundError(f"round {round_index} is not open (current round {self.round})")
+    def task_of(self, client_id: str, round_index: int, task_id: str, kind: TaskKind | None = None) -> TaskAssignment:
+        """The open task (of `kind`, if given) this call answers, or the refusal that says why there
+        is none. The one question the round asks of a report: "is this task open"; its sender and
+        fields were checked at the edge."""
+        if round_index != self.round:
+            raise StaleRoundError(self._not_in_progress(round_index))
         task = self.tasks.get(client_id)
-        if task is None:
-            raise NotParticipatingError(f"client '{client_id}' is not sampled in round {round_index}")
-        if not secrets.compare_digest(task.task_id.encode(), task_id.encode()):
+        other_phase = kind is not None and kind is not self.kind
+        if task is None or not secrets.compare_digest(task.task_id.encode(), task_id.encode()):
+            if other_phase:
+                raise StaleRoundError(self._not_in_progress(round_index, kind))
+            if task is None:
+                raise NotParticipatingError(f"client '{client_id}' is not sampled in round {round_index}")
             raise StaleRoundError(f"task '{task_id[:64]}' is not the client's current task")
+        if kind is not None and task.kind is not kind:
+            raise NotParticipatingError(f"task '{task_id[:64]}' is a {task.kind.value} task, not a {kind.value} task")
         if client_id in self.reported:
-            raise StaleRoundError(f"client '{client_id}' already reported for round {round_index}")
+            raise StaleRoundError(f"task '{task_id[:64]}' of round {round_index} was already answered: "
+                                  "a task takes one answer")
+        if not self.open:
+            raise StaleRoundError(f"round {round_index} closed before this answer was accepted")
         return task
 
-    def training_task(self, client_id: str, round_index: int, task_id: str) -> TaskAssignment:
-        task = self.task_of(client_id, round_index, task_id)
-        if task.kind is not TaskKind.TRAIN:
-            raise NotParticipatingError(f"task '{task_id}' is not a training task")
-        return task
+    def _not_in_progress(self, round_index: int, kind: TaskKind | None = None) -> str:
+        now = f"{'training' if self.kind is TaskKind.TRAIN else 'evaluation'} of round {self.round} is in progress"
+        if round_index > self.round:
+            return f"round {round_index} has not started ({now})"
+        if round_index == self.round:
+            return f"the {'training' if kind is TaskKind.TRAIN else 'evaluation'} of round {round_index} is over ({now})"
+        return f"round {round_index} is over ({now})"
 
     def accept_update(self, client_id: str, header: UpdateHeader, num_classes: int) -> None:
-        self.training_task(client_id, header.round, header.task_id)
-        self.tally.add_update(header.n_samples, header.loss, header.pseudo_taken_per_class,
-                              header.pseudo_correct_per_class, header.pseudo_with_truth, num_classes,
-                              header.pseudo_candidates, header.pseudo_pass_tau, header.pseudo_pass_kappa)
+        self.task_of(client_id, header.round, header.task_id, TaskKind.TRAIN)
+        self.tally.add_update(header.metrics, num_classes)
         self.reported.add(client_id)
 
-    def accept_evaluation(self, client_id: str, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
-        task = self.task_of(client_id, round_index, task_id)
-        if task.kind is not TaskKind.EVALUATE:
-            raise NotParticipatingError(f"task '{task_id}' is not an evaluation task")
-        self.evaluation.add(confusion, loss)
+    def accept_evaluation(self, client_id: str, evaluation: Evaluation) -> None:
+        self.task_of(client_id, evaluation.round, evaluation.task_id, TaskKind.EVALUATE)
+        self.evaluation.add(evaluation.confusion, evaluation.loss)
         self.reported.add(client_id)
 
     @property

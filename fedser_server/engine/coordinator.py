@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fedser_server.core.norm_bound import delta_scale
+from fedser_server.core.norm_bound import NormBound
 from fedser_server.core.records import RoundTally
-from fedser_server.core.reports import UpdateHeader
+from fedser_server.core.reports import Evaluation, UpdateHeader
 from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.core.strategy import State, TensorSpec
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
@@ -33,14 +33,13 @@ from fedser_shared import codec
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import (
     FedserError,
-    InvalidUpdateError,
-    NotParticipatingError,
     ServerStoppingError,
     SessionExpiredError,
     StaleRoundError,
+    StateError,
 )
 from fedser_shared.logging import get_logger
-from fedser_shared.tensor_names import DELTA
+from fedser_shared.tensor_names import DELTA, WEIGHT
 
 log = get_logger(__name__)
 
@@ -50,11 +49,13 @@ BLOB_SLACK_BYTES = 64 * 1024
 class Coordinator:
     def __init__(self, config: RunConfig, lock: threading.Condition, sessions: Sessions, state: State, blob: codec.Blob,
                  completed_round: int, expected_update: Mapping[str, TensorSpec], incoming_dir: Path,
-                 history: list[dict[str, object]] | None = None) -> None:
+                 history: list[dict[str, object]] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._cond = self.lock = lock
+        self.clock = clock  # the run's clock: how long the disk has been full
         self.sessions = sessions
         self.registry = sessions.registry
+        self.tokens = sessions.tokens  # None: open enrolment
         self.feature_dim = sessions.feature_dim
         self.client_timeout_s = config.server.client_timeout_s
         self.heartbeat_interval_s = config.server.heartbeat_s
@@ -66,8 +67,11 @@ class Coordinator:
         self.state, self._blob, self.completed_round = state, blob, completed_round
         self._durable_round = completed_round  # the last round whose checkpoint is on disk
         self._expected_update = dict(expected_update)
-        self._max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in expected_update.values()) + BLOB_SLACK_BYTES
+        self.max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in expected_update.values()) + BLOB_SLACK_BYTES
         self._incoming_dir = incoming_dir
+        fed = config.federation
+        self._norm_bound = NormBound(fed.update_norm_max, fed.update_norm_relative or None, fed.update_norm_action)
+        self._model_norm: tuple[int, float] = (-1, 0.0)  # (round, L2 norm of the global weights then)
         self.history: list[dict[str, object]] = list(history or [])
         # read by the metrics endpoint at scrape time
         self.refusals: Counter[str] = Counter()  # refused updates, by reason
@@ -78,6 +82,8 @@ class Coordinator:
         self.bytes_sent = 0
         self.waiting_for_clients = False  # published by the loop
         self.finished = False  # every round ran: clients hear SHUTDOWN
+        self._disk_full_since: float | None = None  # when parking an upload first failed for want of space
+        self.failure: StateError | None = None      # what stopped the run from the clients' side (the loop raises it)
 
     @property
     def published(self) -> Round | None:
@@ -130,11 +136,11 @@ class Coordinator:
         for listener in self._task_listeners:
             listener(client_ids)
 
-    def _offer(self, client: Session, round_index: int, task_id: str) -> TaskAssignment:
+    def _offer(self, client: Session, round_index: int, task_id: str, kind: TaskKind | None = None) -> TaskAssignment:
         current = self._round
         if current is None:
-            raise StaleRoundError(f"round {round_index} is not open (current round {self.completed_round})")
-        return current.offer(client.client_id, round_index, task_id)
+            raise StaleRoundError(f"round {round_index} is not in progress (no round is; {self.completed_round} completed)")
+        return current.offer(client.client_id, round_index, task_id, kind)
 
     def model_blob(self, client: Session, round_index: int, task_id: str) -> codec.Blob:
         with self._cond:
@@ -151,27 +157,18 @@ class Coordinator:
             return True
 
     # ---------------------------------------------------------------- answers
-    def check_update_header(self, client: Session, header: UpdateHeader) -> TaskAssignment:
+    def training_task(self, client: Session, round_index: int, task_id: str) -> TaskAssignment:
+        """The open training task an update answers (its header was checked at the edge)."""
         with self._cond:
-            task = self._offer(client, header.round, header.task_id)
-            if task.kind is not TaskKind.TRAIN:
-                raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
-        # a client trains on its labeled examples plus pseudo-labels drawn from its unlabeled pool
-        plausible = client.n_labeled + client.n_unlabeled
-        if header.n_samples > plausible:
-            raise InvalidUpdateError(f"n_samples {header.n_samples} is implausible: the client declared "
-                                     f"{client.n_labeled} labeled and {client.n_unlabeled} unlabeled examples")
-        if header.total_len > self._max_update_bytes:
-            raise InvalidUpdateError(f"update of {header.total_len} bytes exceeds the model-derived limit of {self._max_update_bytes}")
-        return task
+            return self._offer(client, round_index, task_id, TaskKind.TRAIN)
 
     def incoming_update(self, header: UpdateHeader) -> IncomingUpdate:
-        """Where an update whose header passed `check_update_header` is received and checked."""
+        """Where an update whose header passed the edge's checks is received and checked."""
         fed = self.config.federation
-        measure = DELTA if fed.update_norm_max is not None else None
         # a small update stays in memory: no file to create, write and read back per update
         spill_dir = self._incoming_dir if header.total_len > fed.inline_model_max_bytes else None
-        return IncomingUpdate(header.total_len, self._expected_update, spill_dir, measure, header.checksum)
+        return IncomingUpdate(header.total_len, self._expected_update, spill_dir, DELTA, header.checksum,
+                              all_zero=header.empty)
 
     def submit_update(self, client: Session, header: UpdateHeader, update: CheckedUpdate) -> None:
         """Accept a received and checked update into the published round, which folds it in the
@@ -182,8 +179,9 @@ class Coordinator:
         here and an accepted one by the round once folded in."""
         taken = False
         try:
-            fed = self.config.federation
-            scale = delta_scale(update.norm, fed.update_norm_max, fed.update_norm_action)
+            assert update.norm is not None  # the receiver measures every update's delta.* tensors
+            with self._cond:
+                scale = self._norm_bound.scale(update.norm, self._global_weights_norm())
             if scale != 1.0:
                 log.info("update_clipped", round=header.round, client_id=client.client_id, norm=update.norm, scale=scale)
             current = self._round
@@ -191,11 +189,14 @@ class Coordinator:
                 current.make_room()
             with self._cond:
                 self._await_durable(header.round - 1)
-                self._offer(client, header.round, header.task_id)
                 current = self._round
+                if current is None:
+                    self._offer(client, header.round, header.task_id, TaskKind.TRAIN)  # raises: no round in progress
                 assert current is not None
                 current.accept(client.client_id, header, None if header.empty else update, scale)
-                taken = not header.empty
+                if not header.empty:
+                    taken = True
+                    self._norm_bound.accepted(update.norm, scale)
                 client.record.participations += 1
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
                          n_reported=current.n_reported, n_sampled=current.n_asked)
@@ -203,6 +204,13 @@ class Coordinator:
         finally:
             if not taken:
                 update.discard()
+
+    def _global_weights_norm(self) -> float:
+        """The L2 norm of the global weights (w.*), once per round. Called with the lock held."""
+        if self._model_norm[0] != self.completed_round:
+            squares = sum(float(np.vdot(v, v)) for n, v in self.state.items() if n.startswith(WEIGHT))
+            self._model_norm = (self.completed_round, float(np.sqrt(squares)))
+        return self._model_norm[1]
 
     def _await_durable(self, round_index: int) -> None:
         """An acked client keeps its c_i⁺, so no update is accepted before the round it builds on is
@@ -213,34 +221,46 @@ class Coordinator:
                 raise ServerStoppingError("the server is stopping before the last round: retry later")
             self._cond.wait(timeout=0.5)
 
-    def submit_evaluation(self, client: Session, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
-        classes = self.config.num_classes
-        if confusion.shape != (classes * classes,) or (confusion < 0).any():
-            raise InvalidUpdateError(f"confusion matrix must have {classes}x{classes} non-negative counts")
-        if int(confusion.sum()) > client.n_eval:
-            raise InvalidUpdateError(f"confusion matrix counts {int(confusion.sum())} examples, "
-                                     f"the client declared {client.n_eval} for evaluation")
+    def submit_evaluation(self, client: Session, evaluation: Evaluation) -> None:
         with self._cond:
-            self._offer(client, round_index, task_id)
             current = self._round
+            if current is None:
+                self._offer(client, evaluation.round, evaluation.task_id, TaskKind.EVALUATE)  # raises
             assert current is not None
-            current.accept_evaluation(client.client_id, round_index, task_id, confusion.reshape(classes, classes).astype(np.int64), loss)
+            current.accept_evaluation(client.client_id, evaluation)
             self._cond.notify_all()
 
+    def disk_full(self) -> None:
+        """An upload could not be parked: no disk space. Clients back off and send again; once the
+        disk has stayed full for a whole round deadline the run stops, loudly, as a full disk at
+        checkpoint time stops it: what is on disk stays intact for `--resume`."""
+        with self._cond:
+            now, patience = self.clock(), self.config.federation.round_timeout_s
+            if self._disk_full_since is None:
+                self._disk_full_since = now
+            elif now - self._disk_full_since > patience and self.failure is None:
+                self.failure = StateError(f"no disk space to park uploads in {self._incoming_dir} for more "
+                                          f"than {patience:g} s (federation.round_timeout_s): free space, then resume")
+                log.error("disk_full_stopping", directory=str(self._incoming_dir), seconds=round(now - self._disk_full_since, 1))
+                self.stop()
+
+    def disk_has_room(self) -> None:
+        """An upload was parked on disk: the disk is not (or no longer) full."""
+        with self._cond:
+            self._disk_full_since = None
+
     # ---------------------------------------------------------------- accounting
-    def record_refusal(self, reason: str, client_id: str, round_index: int, message: str, rpc: str = "SubmitUpdate") -> None:
+    def count_refusal(self, rpc: str, reason: str, update: bool) -> None:
         """Count a refused call: updates by reason (`refusals`), other calls by (rpc, reason)
         (`request_refusals`). The next metrics line carries every refusal since the previous one,
         so refusals that arrive after their round closed are still on record."""
         with self._cond:
-            if rpc == "SubmitUpdate":
+            if update:
                 self.refusals[reason] += 1
                 self._unrecorded_refusals[reason] += 1
             else:
                 self.request_refusals[(rpc, reason)] += 1
                 self._unrecorded_request_refusals[f"{rpc}.{reason}"] += 1
-        event = "update_refused" if rpc == "SubmitUpdate" else "request_refused"
-        log.warning(event, rpc=rpc, round=round_index, client_id=client_id[:64], reason=reason, detail=message[:300])
 
     def take_unrecorded_refusals(self, tally: RoundTally) -> None:
         with self._cond:

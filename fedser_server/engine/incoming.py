@@ -20,7 +20,7 @@ from fedser_server.state.spill import SpillFile
 from fedser_shared import codec
 from fedser_shared.checksum import Checksum, Digest, StreamHash
 from fedser_shared.codec import TensorEntry
-from fedser_shared.errors import CorruptBlobError, FedserError
+from fedser_shared.errors import CorruptBlobError, FedserError, InvalidUpdateError
 
 MAX_HEADER_BYTES = 1 << 20  # an update's JSON header names a few tensors: far below this
 READ_BLOCK_BYTES = 1 << 21
@@ -41,7 +41,7 @@ class CheckedUpdate:
             step = block_bytes // entry.dtype.itemsize * entry.dtype.itemsize
             for offset in range(entry.begin, entry.end, step):
                 size = min(step, entry.end - offset)
-                self._spill.read_at(offset, memoryview(buffer)[:size])
+                self._spill.read_at(offset, buffer.data[:size])
                 yield entry.name, (offset - entry.begin) // entry.dtype.itemsize, buffer[:size].view(entry.dtype)
 
     def discard(self) -> None:
@@ -77,11 +77,12 @@ class MemoryPark:
 
 class IncomingUpdate:
     def __init__(self, total_len: int, expected: Mapping[str, TensorSpec], spill_dir: Path | None,
-                 measure_prefix: str | None = None, checksum: Checksum = Checksum.SHA256) -> None:
-        """`spill_dir` None parks the update in memory (a small one: no file to create, write and read back)."""
-        if total_len <= 0:
-            raise CorruptBlobError(f"announced blob length {total_len} must be positive")
+                 measure_prefix: str | None = None, checksum: Checksum = Checksum.SHA256, all_zero: bool = False) -> None:
+        """`total_len` is positive (checked at the edge). `spill_dir` None parks the update in memory
+        (a small one: no file to create, write and read back). `all_zero`: every value must be 0
+        (an empty participation, n_samples = 0, carries zero tensors)."""
         self.total_len = total_len
+        self._all_zero = all_zero
         self._expected = expected
         self._hasher = StreamHash(checksum)
         self._received = 0
@@ -168,6 +169,9 @@ class IncomingUpdate:
 
     def _check_run(self, entry: TensorEntry, values: np.ndarray) -> None:
         check_finite(entry.name, values)
+        if self._all_zero and values.any():
+            raise InvalidUpdateError(f"an empty participation (n_samples = 0) must carry zero tensors; "
+                                     f"{entry.name} holds non-zero values")
         if self._measure is not None and entry.name.startswith(self._measure):
             self._squares += float(np.vdot(values, values).real)
 

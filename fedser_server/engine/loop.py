@@ -75,12 +75,18 @@ class RoundLoop:
         lock = threading.Condition(threading.RLock())
         sessions = Sessions(config, feature_dim, registry, tokens, lock, clock, wall_clock)
         front = Coordinator(config, lock, sessions, state, blob, completed_round, strategy.expected_update(state),
-                            store.incoming_dir, store.read_metrics() if resume else [])
+                            store.incoming_dir, store.read_metrics() if resume else [], clock)
         return cls(config, strategy, store, registry, served, front, clock, wall_clock)
 
     # ---------------------------------------------------------------- the run
     def run(self) -> None:
-        """Drive the rounds to the last one (or until stopped) on this thread."""
+        """Drive the rounds to the last one (or until stopped) on this thread; raises what stopped the
+        run early (a checkpoint that could not be written, a disk too full to take uploads)."""
+        self._rounds()
+        if self.front.failure is not None:
+            raise self.front.failure
+
+    def _rounds(self) -> None:
         fed, front = self.config.federation, self.front
         finished = False
         try:

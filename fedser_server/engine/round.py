@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import numpy as np
-
 from fedser_server.core.records import EvalTally, RoundTally
-from fedser_server.core.reports import UpdateHeader
+from fedser_server.core.reports import Evaluation, UpdateHeader
 from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
 from fedser_server.core.strategy import State
 from fedser_server.engine.aggregator import Aggregator
@@ -103,9 +101,9 @@ class Round:
         """The task this client still has to answer, if any."""
         return self.book.owed(client_id)
 
-    def offer(self, client_id: str, round_index: int, task_id: str) -> TaskAssignment:
-        """The open task an answer (or a model fetch) is for; a refusal saying why there is none."""
-        return self.book.task_of(client_id, round_index, task_id)
+    def offer(self, client_id: str, round_index: int, task_id: str, kind: TaskKind | None = None) -> TaskAssignment:
+        """The open task (of `kind`, if given) an answer or a model fetch is for; a refusal saying why there is none."""
+        return self.book.task_of(client_id, round_index, task_id, kind)
 
     def make_room(self) -> None:
         if self.collection is not None:
@@ -120,8 +118,8 @@ class Round:
                 raise NotParticipatingError(f"task '{header.task_id}' is not a training task")
             self.collection.add(update, header.n_samples, delta_scale)
 
-    def accept_evaluation(self, client_id: str, round_index: int, task_id: str, confusion: np.ndarray, loss: float) -> None:
-        self.book.accept_evaluation(client_id, round_index, task_id, confusion, loss)
+    def accept_evaluation(self, client_id: str, evaluation: Evaluation) -> None:
+        self.book.accept_evaluation(client_id, evaluation)
 
     def stop_answers(self) -> None:
         """Answers from now on are refused as late."""

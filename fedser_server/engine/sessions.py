@@ -75,7 +75,7 @@ class Joined:
 class Sessions:
     def __init__(self, config: RunConfig, feature_dim: int, registry: Registry, tokens: TokenStore | None,
                  cond: threading.Condition, clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
-        self._config, self.feature_dim, self.registry, self._tokens = config, feature_dim, registry, tokens
+        self._config, self.feature_dim, self.registry, self.tokens = config, feature_dim, registry, tokens
         self._cond, self._clock, self._wall = cond, clock, wall_clock
         self.client_timeout_s = config.server.client_timeout_s
         self._live: dict[str, Session] = {}  # client_id -> its current session
@@ -95,7 +95,10 @@ class Sessions:
         with self._cond:
             record = self.registry.clients.get(client_id) if client_id else None
             if record is not None and record.name != name:
-                raise UnknownClientError(f"client id '{client_id}' is registered to another client")
+                # the id is only a hint: the client is who its token (or name) says, never another
+                # client; it joins as itself and learns its own id from the reply
+                log.warning("join_with_another_clients_id", client_id=client_id[:64], name=name)
+                record = None
             if record is None:
                 record = self.registry.by_name(name)
             now = self._wall()
@@ -118,8 +121,8 @@ class Sessions:
 
     def _identity(self, name: str, token: str) -> str:
         """With enrolment tokens the token names the client; without, the client names itself."""
-        if self._tokens is not None:
-            enrolled = self._tokens.verify(token) if token else None
+        if self.tokens is not None:
+            enrolled = self.tokens.verify(token) if token else None
             if enrolled is None:
                 raise AuthenticationError("join refused: missing, unknown or revoked enrolment token")
             return enrolled

@@ -6,27 +6,36 @@ uploads in flight cost disk space, not RAM, and a crash leaves nothing behind.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
-from fedser_shared.errors import StateError
+from fedser_shared.errors import DiskFullError, StateError
 
 
 class SpillFile:
     def __init__(self, directory: Path) -> None:
+        self._directory = directory
         try:
             directory.mkdir(parents=True, exist_ok=True)
             self._file = tempfile.TemporaryFile(dir=directory, buffering=0)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no disk space left to park the update in {directory}: retry later") from None
             raise StateError(f"cannot park an update in {directory}: {exc.strerror or exc}") from None
 
     def write(self, data: memoryview) -> None:
         try:
-            while len(data):
-                data = data[self._file.write(data):]
+            self._write_all(data)
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no disk space left to park the update in {self._directory}: retry later") from None
             raise StateError(f"cannot park an update on disk: {exc.strerror or exc}") from None
+
+    def _write_all(self, data: memoryview) -> None:
+        while len(data):
+            data = data[self._file.write(data):]
 
     def read_at(self, offset: int, into: memoryview) -> None:
         """Fill `into` with the bytes written at `offset`."""

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import safe_open
 
 from fedser_server.state import layout
 from fedser_server.state.file_state import BlobFile
-from fedser_shared import codec
-from fedser_shared.errors import StateError
+from fedser_shared.errors import CorruptStateError, StateError
 from fedser_shared.fsutil import append_line, atomic_write_bytes, atomic_write_text
+from fedser_shared.logging import get_logger
+from fedser_shared.sealed import read_sealed, seal, sealed_header
+
+log = get_logger(__name__)
 
 # headroom a run needs on the state dir's disk beyond a few checkpoints (registry, metrics)
 MIN_FREE_BYTES = 16 * 1024 * 1024
@@ -31,18 +33,23 @@ MIN_FREE_BYTES = 16 * 1024 * 1024
 
 def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], int, dict[str, Any] | None] | None:
     """(state, completed round, that round's training record) from a checkpoint, or None without one.
-    Tensors and metadata come from one open, so a checkpoint replaced meanwhile (by rename) cannot
-    pair one round's weights with another round's number. Reads only: safe while a server runs."""
-    if not path.exists():
-        return None
+    Tensors and metadata come from one read, so a checkpoint replaced meanwhile (by rename) cannot
+    pair one round's weights with another round's number; its digest and finiteness are checked
+    (`sealed`). Reads only: safe while a server runs."""
     try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            state = {name: handle.get_tensor(name) for name in handle.keys()}
-        record = json.loads(metadata["train_record"]) if "train_record" in metadata else None
-        return state, int(metadata["round"]), record
-    except (OSError, ValueError, KeyError) as exc:
-        raise StateError(f"cannot read the checkpoint {path}: {exc}") from None
+        sealed = read_sealed(path, "checkpoint")
+    except FileNotFoundError:
+        return None
+    except CorruptStateError as exc:
+        raise CorruptStateError(f"{exc}; it was left as it is: restore it from a backup, or start a new run "
+                                "in an empty state dir") from None
+    if not sealed.digest_checked:
+        log.warning("checkpoint_without_digest", path=str(path))
+    try:
+        record = json.loads(sealed.metadata["train_record"]) if "train_record" in sealed.metadata else None
+        return sealed.tensors, int(sealed.metadata["round"]), record
+    except (ValueError, KeyError) as exc:
+        raise CorruptStateError(f"the checkpoint {path} is corrupt: its round metadata cannot be read ({exc!r})") from None
 
 
 class StateStore:
@@ -97,12 +104,13 @@ class StateStore:
 
     def save_global(self, state: Mapping[str, np.ndarray], round_index: int, train_record: Mapping[str, Any] | None = None) -> None:
         # written from the state's own memory: safetensors' save made two full copies first
-        self._save_checkpoint(codec.encode_parts(state, _checkpoint_metadata(round_index, train_record)), round_index)
+        self._save_checkpoint(seal(state, _checkpoint_metadata(round_index, train_record)), round_index)
 
     def save_global_from(self, blob: BlobFile, round_index: int, train_record: Mapping[str, Any] | None = None) -> None:
         """The checkpoint of a state held in a `BlobFile`, its bytes read through the file: the
-        server does not map them in. The checkpoint's tensors come in the blob's own order."""
-        header = codec.encode_parts(blob.tensors, _checkpoint_metadata(round_index, train_record))[0]
+        server does not map them in (twice: for the digest, then to write). The checkpoint's tensors
+        come in the blob's own order."""
+        header = sealed_header(blob.tensors, _checkpoint_metadata(round_index, train_record), blob.data_blocks())
         self._save_checkpoint(itertools.chain([header], blob.data_blocks()), round_index)
 
     def _save_checkpoint(self, parts: Iterable[bytes | memoryview], round_index: int) -> None:

@@ -11,19 +11,27 @@ uploads hold N full-size receive buffers. So:
   peak memory does not grow with the number of clients; up to `waiting_uploads` more wait for
   a slot before reading their first chunk (flow control keeps their bytes on the clients);
   beyond that an upload is refused as busy and the client retries.
+- `HeaderGate`: an update stream holds no thread until its header (which authenticates it) is
+  in; at most `unauthenticated_streams` streams wait for theirs at once, each at most
+  `header_timeout_s`. Beyond the bound a stream is refused at once (`unauthenticated_streams`),
+  past the limit it is cut off (`header_timeout`): streams that never send a header cannot tie
+  up the workers that joins, evaluations and real uploads need.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from fedser_shared.config import AdmissionConfig
-from fedser_shared.errors import ServerBusyError
+from fedser_shared.errors import HeaderTimeoutError, ServerBusyError, TooManyUnauthenticatedError
 
-__all__ = ["Limits", "PollGate", "ServerBusyError", "UploadGate"]
+__all__ = ["HeaderGate", "Limits", "PollGate", "ServerBusyError", "UploadGate"]
+T = TypeVar("T")
 SLOT_POLL_S = 0.5
 
 # the limits are settings of the run's configuration (`[admission]`), validated with it
@@ -81,3 +89,23 @@ class UploadGate:
             yield
         finally:
             self._slots.release()
+
+
+class HeaderGate:
+    """Update streams waiting on the event loop for their first message (the header)."""
+
+    def __init__(self, capacity: int, timeout_s: float) -> None:
+        self.capacity, self.timeout_s = capacity, timeout_s
+        self.waiting = 0  # touched only on the event loop
+
+    async def first_message(self, requests: AsyncIterator[T]) -> T | None:
+        """The stream's first message (None if it ended without one), or the refusal that says why not."""
+        if self.waiting >= self.capacity:
+            raise TooManyUnauthenticatedError(f"{self.waiting} update streams already wait for their header: retry later")
+        self.waiting += 1
+        try:
+            return await asyncio.wait_for(anext(requests, None), self.timeout_s)
+        except TimeoutError:
+            raise HeaderTimeoutError(f"no update header within {self.timeout_s:g} s of opening the stream") from None
+        finally:
+            self.waiting -= 1

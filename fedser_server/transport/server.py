@@ -54,12 +54,14 @@ def coordinator_handlers(servicer: CoordinatorServicer, threaded: ThreadedHandle
         return grpc.unary_unary_rpc_method_handler(method, read, reply.SerializeToString)
 
     return {
+        "Describe": unary(servicer.Describe, pb.DescribeRequest, pb.ServerInfo),
         "Join": unary(threaded.unary_unary(servicer.Join), pb.JoinRequest, pb.JoinReply),
         "GetTask": grpc.unary_unary_rpc_method_handler(servicer.GetTask, pb.GetTaskRequest.FromString, wire.serialize),
         "FetchModel": grpc.unary_stream_rpc_method_handler(threaded.unary_stream(servicer.FetchModel),
                                                            pb.FetchModelRequest.FromString, wire.serialize),
-        "SubmitUpdate": grpc.stream_unary_rpc_method_handler(threaded.stream_unary(servicer.SubmitUpdate), wire.read_update_chunk,
-                                                             pb.UpdateAck.SerializeToString),
+        "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
+            threaded.stream_unary_opened(servicer.open_update, servicer.receive_update), wire.read_update_chunk,
+            pb.UpdateAck.SerializeToString),
         "SubmitSmallUpdate": unary(threaded.unary_unary(servicer.SubmitSmallUpdate), wire.read_small_update, pb.UpdateAck),
         "SubmitEvaluation": unary(threaded.unary_unary(servicer.SubmitEvaluation), pb.EvaluationReport, pb.Ack),
         "Heartbeat": unary(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatReply),
@@ -70,8 +72,9 @@ def coordinator_handlers(servicer: CoordinatorServicer, threaded: ThreadedHandle
 class BoundServer:
     """The running server: its port, its event loop thread and its worker pool."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread, pool: futures.ThreadPoolExecutor) -> None:
-        self.loop, self._loop_thread, self._pool = loop, loop_thread, pool
+    def __init__(self, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread, pool: futures.ThreadPoolExecutor,
+                 servicer: CoordinatorServicer) -> None:
+        self.loop, self._loop_thread, self._pool, self.servicer = loop, loop_thread, pool, servicer
         self.server: grpc.aio.Server | None = None
         self.health: HealthServicer | None = None
         self.port = 0
@@ -128,7 +131,7 @@ def start_server(servicer: CoordinatorServicer, address: str,
     thread.start()
     ready.wait()
     pool = futures.ThreadPoolExecutor(max_workers=servicer.limits.max_workers, thread_name_prefix="fedser-rpc")
-    bound = BoundServer(loop, thread, pool)
+    bound = BoundServer(loop, thread, pool, servicer)
     try:
         bound.on_loop(bound._start(servicer, address, credentials))
     except BaseException:

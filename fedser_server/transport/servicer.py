@@ -1,68 +1,44 @@
-"""The Coordinator gRPC servicer: unpack messages, call the round engine, map errors to codes.
+"""The Coordinator gRPC servicer: unpack messages, check them at the edge, call the round engine.
 
-GetTask and Heartbeat are coroutines and run on the server's event loop (a parked long-poll
-holds no thread); the others block (disk, hashing, streaming) and run on worker threads
-(`threaded.ThreadContext` stands in for the sync API's context there)."""
+GetTask, Heartbeat and the opening of an update stream (its header) are coroutines on the
+server's event loop (a parked long-poll or a stream still waiting for its header holds no
+thread); the rest blocks (disk, hashing, streaming) and runs on worker threads
+(`threaded.ThreadContext` stands in for the sync API's context there). Every refusal goes
+through `refusals.RefusalPath`; every check of a message is in `edge`."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
 
 import grpc
-import numpy as np
 
-from fedser_server.core.reports import MAX_COUNT, UpdateHeader, check_loss
+from fedser_server.core.reports import UpdateHeader
 from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.engine.coordinator import Coordinator
 from fedser_server.engine.sessions import Session
-from fedser_server.transport.admission import Limits, PollGate, UploadGate
+from fedser_server.transport import edge
+from fedser_server.transport.admission import HeaderGate, Limits, PollGate, UploadGate
 from fedser_server.transport.long_poll import TaskPolls
+from fedser_server.transport.refusals import Caller, RefusalPath, refusing, refusing_on_loop
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.checksum import Checksum, Digest
 from fedser_shared.errors import (
-    AuthenticationError,
     ClientCancelledError,
-    ConfigError,
     CorruptBlobError,
+    DiskFullError,
     FedserError,
-    InvalidRequestError,
     InvalidUpdateError,
-    NotParticipatingError,
-    ProtocolMismatchError,
-    ServerBusyError,
-    ServerStoppingError,
-    SessionExpiredError,
+    SmallUpdateTooLargeError,
     StaleRoundError,
-    UnknownClientError,
 )
-from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
-from fedser_shared.refusal import REFUSAL_METADATA_KEY
 
-log = get_logger(__name__)
-
-STATUS_OF: dict[type[FedserError], grpc.StatusCode] = {
-    AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
-    SessionExpiredError: grpc.StatusCode.UNAUTHENTICATED,
-    ServerStoppingError: grpc.StatusCode.UNAVAILABLE,
-    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
-    ProtocolMismatchError: grpc.StatusCode.FAILED_PRECONDITION,
-    UnknownClientError: grpc.StatusCode.PERMISSION_DENIED,
-    NotParticipatingError: grpc.StatusCode.PERMISSION_DENIED,
-    StaleRoundError: grpc.StatusCode.FAILED_PRECONDITION,
-    InvalidUpdateError: grpc.StatusCode.INVALID_ARGUMENT,
-    CorruptBlobError: grpc.StatusCode.INVALID_ARGUMENT,
-    ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
-    ServerBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
 _TASK_KIND = {
     TaskKind.WAIT: pb.TASK_KIND_WAIT,
     TaskKind.TRAIN: pb.TASK_KIND_TRAIN,
@@ -70,56 +46,9 @@ _TASK_KIND = {
     TaskKind.SHUTDOWN: pb.TASK_KIND_SHUTDOWN,
 }
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 # past its task's deadline an upload is refused anyway; a client that stalls mid-stream
 # (suspended, wedged link) is cut off then, so it cannot keep an upload slot
 STALL_GRACE_S = 2.0
-
-
-def refusal_reason(error: FedserError) -> str:
-    """The key of the refusal counters, logs and trailing metadata (e.g. 'stale_round')."""
-    return error.reason
-
-
-def status_code_for(error: FedserError) -> grpc.StatusCode:
-    for kind, code in STATUS_OF.items():
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
-
-
-def _mapped(method: F) -> F:
-    """A unary handler whose FedserErrors become counted, logged refusals with a status code."""
-    @functools.wraps(method)
-    def wrapper(self: CoordinatorServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except FedserError as exc:
-            session = getattr(request, "session", None)
-            self._refuse(context, method.__name__, exc, session.client_id if session is not None else "",
-                         getattr(request, "round", 0))
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _mapped_on_loop(method: F) -> F:
-    """`_mapped` for a coroutine handler (one that runs on the server's event loop)."""
-    @functools.wraps(method)
-    async def wrapper(self: CoordinatorServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await method(self, request, context)
-        except FedserError as exc:
-            session = getattr(request, "session", None)
-            await self._refuse_on_loop(context, method.__name__, exc, session.client_id if session is not None else "",
-                                       getattr(request, "round", 0))
-
-    return wrapper  # type: ignore[return-value]
-
-
-def check_protocol(version: int) -> None:
-    if version != PROTOCOL_VERSION:
-        raise ProtocolMismatchError(f"protocol version mismatch: client speaks {version}, server speaks {PROTOCOL_VERSION}")
 
 
 def task_message(task: TaskAssignment) -> pb.Task:
@@ -128,9 +57,6 @@ def task_message(task: TaskAssignment) -> pb.Task:
         train=pb.TrainSpec(lr=task.lr, local_epochs=task.local_epochs,
                            pseudo_label_threshold=task.pseudo_threshold, participation=task.participation),
         deadline_unix_s=task.deadline_unix_s, retry_after_s=task.retry_after_s)
-
-
-_CHECKSUM_OF = {pb.CHECKSUM_SHA256: Checksum.SHA256, pb.CHECKSUM_XXH3_128: Checksum.XXH3_128}
 
 
 def model_header(blob: codec.Blob, sha256_too: bool = True) -> pb.BlobHeader:
@@ -145,22 +71,6 @@ def model_header(blob: codec.Blob, sha256_too: bool = True) -> pb.BlobHeader:
 def wants_sha256(checksums: Iterable[int]) -> bool:
     """Whether a request's client needs the SHA-256 digest of a model (it did not list XXH3)."""
     return pb.CHECKSUM_XXH3_128 not in checksums
-
-
-def checked_header(head: pb.UpdateHeader, num_classes: int) -> UpdateHeader:
-    """An update's header message checked into a typed value (InvalidUpdateError otherwise)."""
-    checksum = _CHECKSUM_OF.get(head.blob.checksum)
-    if checksum is None:
-        raise InvalidUpdateError(f"unknown checksum {head.blob.checksum}")
-    metrics = head.metrics
-    return UpdateHeader.checked(
-        round=head.round, task_id=head.task_id, n_samples=head.n_samples,
-        total_len=head.blob.total_len, loss=metrics.loss,
-        pseudo_taken_per_class=metrics.pseudo_taken_per_class,
-        pseudo_correct_per_class=metrics.pseudo_correct_per_class,
-        pseudo_with_truth=metrics.pseudo_with_truth, num_classes=num_classes,
-        pseudo_candidates=metrics.pseudo_candidates, pseudo_pass_tau=metrics.pseudo_pass_tau,
-        pseudo_pass_kappa=metrics.pseudo_pass_kappa, checksum=checksum)
 
 
 def trailer_digest(header: UpdateHeader, trailer: pb.BlobTrailer) -> Digest:
@@ -239,41 +149,51 @@ def _cancel_at(context: grpc.ServicerContext, deadline_unix_s: float) -> Iterato
         timer.cancel()
 
 
+@dataclasses.dataclass(frozen=True)
+class OpenedUpdate:
+    """An update stream whose header passed the edge: who sends it, for which open task."""
+
+    caller: Caller
+    client: Session
+    header: UpdateHeader
+    task: TaskAssignment
+
+
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     def __init__(self, coordinator: Coordinator, poll_timeout_s: float, limits: Limits | None = None) -> None:
         limits = limits or Limits()
         self.coordinator = coordinator
         self.poll_timeout_s = poll_timeout_s
         self.limits = limits
+        self.refusals = RefusalPath(coordinator.count_refusal)
         self._inline_model = _InlineModel()
         self._polls = PollGate(limits.parked_polls_cap)
         self._uploads = UploadGate(limits.uploads, limits.waiting_uploads_cap)
+        self._headers = HeaderGate(limits.unauthenticated_streams, limits.header_timeout_s)
         self._polls_on_loop: TaskPolls | None = None  # made on the server's event loop, at the first poll
 
-    def _refuse(self, context: grpc.ServicerContext, rpc: str, error: FedserError, client_id: str, round_index: int,
-                code: grpc.StatusCode | None = None) -> NoReturn:
-        """Count and log the refusal, name its reason in the trailing metadata, end the call."""
-        reason = refusal_reason(error)
-        self.coordinator.record_refusal(reason, client_id, round_index, str(error), rpc=rpc)
-        context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason),))
-        context.abort(code or status_code_for(error), str(error))
-
-    async def _refuse_on_loop(self, context: grpc.aio.ServicerContext, rpc: str, error: FedserError, client_id: str,
-                              round_index: int) -> NoReturn:
-        """`_refuse` for the handlers that run on the event loop."""
-        reason = refusal_reason(error)
-        self.coordinator.record_refusal(reason, client_id, round_index, str(error), rpc=rpc)
-        context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason),))
-        await context.abort(status_code_for(error), str(error))
-        raise AssertionError("abort returns only by raising")
+    @property
+    def waiting_for_header(self) -> int:
+        """Update streams open and not yet past their header (they hold no worker thread)."""
+        return self._headers.waiting
 
     def _client(self, version: int, session: pb.Session) -> Session:
-        check_protocol(version)
+        edge.check_protocol(version)
         return self.coordinator.authenticate(session.client_id, session.session_token)
 
-    @_mapped
+    async def Describe(self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext) -> pb.ServerInfo:
+        """On the event loop (nothing here blocks): what a client must know before it joins."""
+        config = self.coordinator.config
+        return pb.ServerInfo(
+            protocol_version=PROTOCOL_VERSION, feature_name=config.features.name, feature_dim=self.coordinator.feature_dim,
+            num_classes=config.num_classes, class_names=config.labels.class_names, total_rounds=config.federation.rounds,
+            algorithm=config.federation.algorithm, update_checksums=sorted(edge.CHECKSUM_OF),
+            inline_model_max_bytes=config.federation.inline_model_max_bytes,
+            enrolment_tokens=self.coordinator.tokens is not None, header_timeout_s=self.limits.header_timeout_s)
+
+    @refusing
     def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:
-        check_protocol(request.protocol_version)
+        edge.check_protocol(request.protocol_version)
         joined = self.coordinator.join(
             request.name, request.feature_name, request.feature_dim, list(request.label_counts),
             request.n_unlabeled, request.n_eval, request.client_id, request.token)
@@ -285,7 +205,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                                     run_config_json=config.to_json()),
             heartbeat_interval_s=self.coordinator.heartbeat_interval_s)
 
-    @_mapped_on_loop
+    @refusing_on_loop
     async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task | bytes:
         """On the event loop: a parked poll is a coroutine waiting for the coordinator to post tasks.
         The task is serialised by hand when it carries the model inline (see `_InlineModel`)."""
@@ -319,46 +239,62 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return self._inline_model.field_of(blob, sha256_too)
 
     def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk | bytes]:
-        try:
+        with self.refusals.guard(context, Caller.of("FetchModel", request)):
             client = self._client(request.protocol_version, request.session)
             blob = self.coordinator.model_blob(client, request.round, request.task_id)
-        except FedserError as exc:
-            self._refuse(context, "FetchModel", exc, request.session.client_id, request.round)
         yield from model_messages(blob, wants_sha256(request.checksums))
         self.coordinator.record_transfer(sent=blob.total_len)
 
-    def SubmitUpdate(self, request_iterator: Iterator[pb.UpdateChunk | memoryview], context: grpc.ServicerContext) -> pb.UpdateAck:
-        """Messages come from `wire.read_update_chunk`: data chunks as memoryviews, the rest as protobuf."""
-        client_id, round_index = "", 0
-        try:
-            first = next(request_iterator, None)
-            if not isinstance(first, pb.UpdateChunk) or first.WhichOneof("payload") != "header":
-                raise InvalidUpdateError("the first message of an update stream must be its header")
-            head = first.header
-            client_id, round_index = head.session.client_id, head.round
-            client = self._client(head.protocol_version, head.session)
-            header = checked_header(head, self.coordinator.config.num_classes)
-            task = self.coordinator.check_update_header(client, header)
+    # ------------------------------------------------------------------ SubmitUpdate
+    async def open_update(self, requests: AsyncIterator[pb.UpdateChunk | memoryview],
+                          context: grpc.aio.ServicerContext) -> OpenedUpdate:
+        """SubmitUpdate's first step, on the event loop: the stream's header, within the header
+        limit and among a bounded number of streams still waiting for theirs, authenticated and
+        checked. A stream holds a worker thread only after this."""
+        caller = Caller("SubmitUpdate")
+        async with self.refusals.guard_on_loop(context, caller):
+            first = await self._headers.first_message(requests)
+            return self._opened(caller, first)
+        raise AssertionError("a refusal ends the call by raising")
 
-            def still_wanted() -> None:
-                if not context.is_active():
-                    raise grpc.RpcError("the client went away while its update waited to be received")
-                if not self.coordinator.task_open(client, header.round, header.task_id):
-                    raise StaleRoundError(f"round {header.round} closed while the update waited to be received")
+    def _opened(self, caller: Caller, first: pb.UpdateChunk | memoryview | None) -> OpenedUpdate:
+        if not isinstance(first, pb.UpdateChunk) or first.WhichOneof("payload") != "header":
+            raise InvalidUpdateError("the first message of an update stream must be its header")
+        head = first.header
+        caller.client_id, caller.round = head.session.client_id[:64], head.round
+        client = self._client(head.protocol_version, head.session)
+        header = self._checked_header(head, client)
+        return OpenedUpdate(caller, client, header, self.coordinator.training_task(client, header.round, header.task_id))
 
-            with self._uploads.slot(still_wanted), _cancel_at(context, task.deadline_unix_s):
-                self._receive_update(client, header, request_iterator)
-        except FedserError as exc:
-            if isinstance(exc, _EndedEarly) and _went_away(context):
-                # a stream cut short because the client cancelled (or died) is not a corrupt blob
-                self._refuse(context, "SubmitUpdate", ClientCancelledError("the client cancelled the upload"), client_id,
-                             round_index, code=grpc.StatusCode.CANCELLED)
-            self._refuse(context, "SubmitUpdate", exc, client_id, round_index)
-        except grpc.RpcError:
-            # the client vanished mid-stream (cancelled, killed, cut off): nothing it sent is kept
-            reason = "stream_broken" if context.is_active() else ClientCancelledError.reason
-            self.coordinator.record_refusal(reason, client_id, round_index, "the update stream ended abnormally")
-            raise
+    def _checked_header(self, head: pb.UpdateHeader, client: Session) -> UpdateHeader:
+        return edge.update_header(head, client.record, self.coordinator.config.num_classes, self.coordinator.max_update_bytes)
+
+    def receive_update(self, opened: OpenedUpdate, messages: Iterator[pb.UpdateChunk | memoryview],
+                       context: grpc.ServicerContext) -> pb.UpdateAck:
+        """SubmitUpdate's second step, on a worker thread: the data and the trailer. Messages come
+        from `wire.read_update_chunk`: data chunks as memoryviews, the rest as protobuf."""
+        client, header = opened.client, opened.header
+
+        def still_wanted() -> None:
+            if not context.is_active():
+                raise grpc.RpcError("the client went away while its update waited to be received")
+            if not self.coordinator.task_open(client, header.round, header.task_id):
+                raise StaleRoundError(f"round {header.round} closed while the update waited to be received")
+
+        with self.refusals.guard(context, opened.caller):
+            with self._uploads.slot(still_wanted), _cancel_at(context, opened.task.deadline_unix_s):
+                try:
+                    self._receive_update(client, header, messages)
+                except _EndedEarly:
+                    if _went_away(context):
+                        # a stream cut short because the client cancelled (or died) is not a corrupt blob
+                        raise ClientCancelledError("the client cancelled the upload") from None
+                    raise
+                except DiskFullError:
+                    self.coordinator.disk_full()
+                    raise
+        if header.total_len > self.coordinator.config.federation.inline_model_max_bytes:  # it was parked on disk
+            self.coordinator.disk_has_room()
         return pb.UpdateAck(accepted=True, message="update accepted")
 
     def _receive_update(self, client: Session, header: UpdateHeader,
@@ -389,47 +325,38 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         """A whole small update in one message (from `wire.read_small_update`: the data is a view of
         what grpc received): the same checks as a stream, parked in memory, no upload slot (it is
         already here)."""
-        client_id, round_index = "", 0
-        try:
+        with self.refusals.guard(context, Caller("SubmitSmallUpdate")) as caller:
             if isinstance(request, wire.Malformed):
                 raise InvalidUpdateError(request.detail)
             head = request.header
-            client_id, round_index = head.session.client_id, head.round
+            caller.client_id, caller.round = head.session.client_id[:64], head.round
             client = self._client(head.protocol_version, head.session)
-            header = checked_header(head, self.coordinator.config.num_classes)
+            header = self._checked_header(head, client)
             limit = self.coordinator.config.federation.inline_model_max_bytes
             if header.total_len > limit:
-                raise InvalidUpdateError(f"an update of {header.total_len} bytes exceeds the {limit} bytes of "
-                                         "SubmitSmallUpdate: stream it with SubmitUpdate")
-            self.coordinator.check_update_header(client, header)
+                raise SmallUpdateTooLargeError(f"an update of {header.total_len} bytes exceeds the {limit} bytes of "
+                                               "SubmitSmallUpdate: stream it with SubmitUpdate")
+            self.coordinator.training_task(client, header.round, header.task_id)
             with self.coordinator.incoming_update(header) as incoming:
                 if len(request.data):
                     incoming.feed(request.data)
                 self.coordinator.record_transfer(received=len(request.data))
                 self.coordinator.submit_update(client, header, incoming.finish(trailer_digest(header, request.trailer)))
-        except FedserError as exc:
-            self._refuse(context, "SubmitUpdate", exc, client_id, round_index)
         return pb.UpdateAck(accepted=True, message="update accepted")
 
-    @_mapped
+    @refusing
     def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.ServicerContext) -> pb.Ack:
         client = self._client(request.protocol_version, request.session)
-        if request.num_classes != self.coordinator.config.num_classes:
-            raise InvalidUpdateError(f"evaluation has {request.num_classes} classes, the run has {self.coordinator.config.num_classes}")
-        if any(count > MAX_COUNT for count in request.confusion):
-            raise InvalidUpdateError(f"confusion matrix holds a count above {MAX_COUNT}")
-        check_loss("evaluation loss", request.loss)
-        confusion = np.asarray(request.confusion, dtype=np.int64)
-        self.coordinator.submit_evaluation(client, request.round, request.task_id, confusion, request.loss)
+        self.coordinator.submit_evaluation(client, edge.evaluation(request, client.record, self.coordinator.config.num_classes))
         return pb.Ack(message="evaluation accepted")
 
-    @_mapped_on_loop
+    @refusing_on_loop
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext) -> pb.HeartbeatReply:
         client = self._client(request.protocol_version, request.session)
         return pb.HeartbeatReply(round=self.coordinator.heartbeat(client),
                                  heartbeat_interval_s=self.coordinator.heartbeat_interval_s)
 
-    @_mapped
+    @refusing
     def Leave(self, request: pb.LeaveRequest, context: grpc.ServicerContext) -> pb.Ack:
         client = self._client(request.protocol_version, request.session)
         self.coordinator.leave(client, request.reason)

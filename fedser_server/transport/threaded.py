@@ -16,12 +16,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import grpc
 
 _END = object()
+T = TypeVar("T")
+
+
+def _drop_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _Aborted(Exception):
@@ -32,7 +38,7 @@ class _Aborted(Exception):
         self.code, self.details = code, details
 
 
-class CallCut(grpc.RpcError):
+class CallCut(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type stubs
     """A read from a call that the server cut (`cancel`) or the client left."""
 
 
@@ -54,7 +60,8 @@ class ThreadContext:
         self._trailing = tuple(metadata)
 
     def time_remaining(self) -> float | None:
-        return self._context.time_remaining()
+        remaining: float | None = self._context.time_remaining()
+        return remaining
 
     def is_active(self) -> bool:
         return not (self._gone.is_set() or self._cut.is_set())
@@ -68,7 +75,8 @@ class ThreadContext:
         return self._context.invocation_metadata()
 
     def peer(self) -> str:
-        return self._context.peer()
+        peer: str = self._context.peer()
+        return peer
 
     def auth_context(self) -> Any:
         return self._context.auth_context()
@@ -131,7 +139,10 @@ class ThreadedHandlers:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            # the thread finishes on its own (a refusal is still counted); nobody hears its answer
+            # the thread finishes on its own (a refusal is still counted); nobody hears its answer,
+            # and its end (an abort, a cut stream) is taken here so that it is not reported as an
+            # exception nobody retrieved
+            future.add_done_callback(_drop_outcome)
             context.client_left()
             raise
         except Exception as exc:  # noqa: BLE001 - the call ends with the status the handler chose
@@ -148,6 +159,18 @@ class ThreadedHandlers:
         async def handler(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             ctx = ThreadContext(context, asyncio.get_running_loop())
             return await self._on_thread(ctx, lambda: method(ctx.messages(requests), ctx))
+
+        return handler
+
+    def stream_unary_opened(self, opening: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Awaitable[T]],
+                            method: Callable[[T, Iterator[Any], Any], Any]) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], Any]:
+        """A stream whose opening (`opening`, a coroutine on the loop: e.g. read and check its first
+        message) holds no thread; only what it opened is handed to `method` on a worker thread,
+        with the rest of the stream."""
+        async def handler(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            opened = await opening(requests, context)
+            ctx = ThreadContext(context, asyncio.get_running_loop())
+            return await self._on_thread(ctx, lambda: method(opened, ctx.messages(requests), ctx))
 
         return handler
 

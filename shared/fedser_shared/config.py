@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fedser_shared.errors import ConfigError
 
@@ -180,10 +180,21 @@ class FederationConfig(_Section):
     that its resident memory holds no model-sized array (the page cache does); 0 always uses files."""
     update_norm_max: float | None = Field(None, gt=0.0, description=(
         "bound on the L2 norm of an update's model change (its delta.* tensors together); default: no bound"))
+    update_norm_relative: float = Field(10.0, ge=0.0, description=(
+        "bound an update's delta.* norm to this many times the median norm of the recent accepted updates (until three "
+        "are on record: times the global model's norm); 0: no relative bound"))
     update_norm_action: Literal["refuse", "clip"] = "refuse"
-    """What happens to an update above update_norm_max: refused (counted as norm_bound), or scaled down to the bound."""
+    """What happens to an update above update_norm_max or the relative bound: refused (counted as norm_bound), or
+    scaled down to the bound."""
     seed: int = 0
     """Seed of client sampling and model initialisation; clients derive their evaluation splits from it."""
+
+    @field_validator("update_norm_relative")
+    @classmethod
+    def _relative_bound_above_the_median(cls, value: float) -> float:
+        if 0.0 < value < 1.0:
+            raise ValueError("must be 0 (off) or at least 1: below 1 it refuses about half of the honest updates")
+        return value
 
     @property
     def updates_needed(self) -> int:
@@ -255,6 +266,11 @@ class AdmissionConfig(_Section):
         "with a jittered retry_after_s; default 50,000"))
     max_calls: int = Field(65_536, ge=1)
     """Calls in progress at once, parked polls included; beyond them gRPC refuses with RESOURCE_EXHAUSTED."""
+    header_timeout_s: float = Field(10.0, gt=0.0)
+    """Seconds an update stream has to send its header (which authenticates it) before it is cut off; until then it
+    holds no worker thread."""
+    unauthenticated_streams: int = Field(1024, ge=1)
+    """Update streams waiting for their header at once; beyond them a stream is refused at once (a coroutine each)."""
 
     @property
     def parked_polls_cap(self) -> int:

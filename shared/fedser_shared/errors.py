@@ -41,6 +41,12 @@ class StateError(FedserError):
     reason = "state"
 
 
+class CorruptStateError(StateError):
+    """A saved state file (checkpoint, registry, a client's c_i) fails its integrity check."""
+
+    reason = "corrupt_state"
+
+
 # ---- refusals of client calls (the servicer maps each to a status code)
 
 class AuthenticationError(FedserError):
@@ -107,6 +113,30 @@ class ClientCancelledError(FedserError):
     """The client went away (cancelled, died, cut off) in the middle of an upload."""
 
     reason = "cancelled"
+
+
+class TooManyUnauthenticatedError(ServerBusyError):
+    """Too many update streams are open that have not yet sent their (authenticated) header."""
+
+    reason = "unauthenticated_streams"
+
+
+class HeaderTimeoutError(FedserError):
+    """An update stream did not send its header within the server's limit."""
+
+    reason = "header_timeout"
+
+
+class DiskFullError(FedserError):
+    """The server has no disk space left to park an incoming update; the client retries later."""
+
+    reason = "disk_full"
+
+
+class SmallUpdateTooLargeError(InvalidUpdateError):
+    """A SubmitSmallUpdate above the run's inline limit: stream it with SubmitUpdate."""
+
+    reason = "small_update_too_large"
 
 
 # ---- secure aggregation (fedser_shared.secagg; docs/privacy.md)

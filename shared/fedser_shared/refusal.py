@@ -13,7 +13,9 @@ REFUSAL_METADATA_KEY = "fedser-refusal"
 SESSION_LOST = frozenset({"session_expired", "unknown_client"})  # join again, keeping the client id
 TASK_GONE = frozenset({"stale_round", "not_participating"})     # drop the task, ask for the next one
 # the update or evaluation sent was refused: drop it (c_i is kept only for accepted updates), stay for the next task
-REPORT_REFUSED = frozenset({"invalid_update", "corrupt_blob", "norm_bound", "invalid_request"})
+REPORT_REFUSED = frozenset({"invalid_update", "corrupt_blob", "norm_bound", "invalid_request", "small_update_too_large"})
+# the server cannot take the update now (no disk space to park it): wait long before sending it again
+SERVER_FULL = frozenset({"disk_full"})
 
 
 def refusal_of(error: grpc.RpcError) -> str | None:

@@ -82,3 +82,34 @@ def test_a_task_without_an_inline_model_is_streamed(tmp_path: Path, monkeypatch:
     server = raw.start(tmp_path, **{"federation.inline_model_max_bytes": 0})
     trainer = _run_one_daemon(server, tmp_path)
     assert len(fetched) == 1 and len(trainer.models) == 1
+
+
+def test_a_server_with_a_full_disk_makes_the_daemon_wait_its_longest_backoff(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from fedser_client.transport import daemon as daemon_module
+    from fedser_server.state.spill import SpillFile
+
+    full_for = [2]  # the first two uploads find the disk full
+    write_all = SpillFile._write_all
+
+    def park(self, data):
+        if full_for[0] > 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_all(self, data)
+
+    def refused_once(self, data):  # one refusal per upload, not per chunk
+        try:
+            park(self, data)
+        except OSError:
+            full_for[0] -= 1
+            raise
+
+    long_waits: list[int] = []
+    monkeypatch.setattr(SpillFile, "_write_all", refused_once)
+    monkeypatch.setattr(daemon_module.Backoff, "sleep_longest", lambda self, stop: long_waits.append(1))
+    server = raw.start(tmp_path, **{"federation.inline_model_max_bytes": 0})
+    trainer = _run_one_daemon(server, tmp_path)
+    assert server.coordinator.refusals["disk_full"] == 2 and len(long_waits) == 2
+    assert len(trainer.models) == 3 and server.coordinator.completed_round == 1

@@ -100,11 +100,59 @@ def test_a_data_dir_of_the_two_file_layout_keeps_its_c_i_and_moves_to_one_file(t
     assert LocalStore(tmp_path).load_state(PATHS).participations == 5
 
 
-def test_an_unreadable_local_state_is_a_one_line_error(tmp_path: Path) -> None:
+def _flip_bit(path: Path, offset_from_end: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) - offset_from_end] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _nan_in_first_tensor(path: Path) -> None:
+    """What the reported fault wrote: c_i with a NaN, in a file whose header is intact."""
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start:start + 4] = np.array([np.nan], np.float32).tobytes()
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda p: _flip_bit(p, 5), id="finite-bit-flip"),
+    pytest.param(_nan_in_first_tensor, id="nan"),
+    pytest.param(lambda p: p.write_bytes(p.read_bytes()[:-9]), id="truncated"),
+    pytest.param(lambda p: p.write_bytes(b"not a safetensors file"), id="garbage"),
+])
+def test_a_corrupt_c_i_is_set_aside_by_name_and_the_client_restarts_it_at_zero(tmp_path: Path, damage, capsys) -> None:
+    """A damaged c_i is never trained on (a NaN would get every update refused, a flipped bit would
+    be used silently): the file is kept as .corrupt, a warning names it, and c_i starts at zero."""
     store = LocalStore(tmp_path)
-    store.state_path.write_bytes(b"not a safetensors file")
-    with pytest.raises(StateError, match="cannot read"):
-        store.load_state(PATHS)
+    store.save_state(a_state(0, participations=3), PATHS)
+    damage(store.state_path)
+    loaded = LocalStore(tmp_path).load_state(PATHS)
+    assert loaded.control == {} and loaded.participations == 0 and len(loaded.pseudo_index) == 0
+    assert not store.state_path.exists()
+    assert (store.dir / "local_state.safetensors.corrupt").exists()
+    out = capsys.readouterr().out
+    assert "local_state_corrupt_restarting_at_zero" in out and str(store.state_path) in out
+    # the next save is clean and read back as is
+    store.save_state(a_state(1, participations=1), PATHS)
+    assert_same(LocalStore(tmp_path).load_state(PATHS), a_state(1, participations=1))
+
+
+def test_a_c_i_written_before_digests_is_still_read_but_a_nan_in_it_is_not(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    saved = a_state(0, participations=2)
+    pool = {PATHS[int(i)]: int(label) for i, label in zip(saved.pseudo_index, saved.pseudo_label)}
+    meta = {"meta": json.dumps({"participations": 2, "pseudo_labels": pool})}
+    fsutil.atomic_write_bytes(store.state_path, save(saved.control, metadata=meta))  # the previous writer: no digest
+    assert_same(store.load_state(PATHS), saved)
+    poisoned = {**saved.control, "c.head.bias": np.array([0.0, np.nan, 0.0, 0.0], np.float32)}
+    fsutil.atomic_write_bytes(store.state_path, save(poisoned, metadata=meta))
+    assert store.load_state(PATHS).control == {}
+
+
+def test_an_unreadable_state_dir_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / ".fedser").write_text("a file where the folder should be")
+    with pytest.raises(StateError, match="cannot create"):
+        LocalStore(tmp_path)
 
 
 def test_training_resumes_after_a_restart_with_the_stored_c_i(tmp_path: Path) -> None:

@@ -71,8 +71,11 @@ def main(proto_root: str, out: str, target: str) -> dict[str, object]:
 
     channel = grpc.insecure_channel(target)  # default options: a 4 MiB receive limit
     stub = pb_grpc.CoordinatorStub(channel)
-    reply = stub.Join(pb.JoinRequest(protocol_version=PROTOCOL_VERSION, name="conformance", feature_name="emobase",
-                                     feature_dim=988, label_counts=[5, 5, 5, 5], n_eval=4), timeout=10)
+    # what Join must say is learned first, from Describe (no token, no session)
+    info = stub.Describe(pb.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=10)
+    assert info.protocol_version == PROTOCOL_VERSION
+    reply = stub.Join(pb.JoinRequest(protocol_version=PROTOCOL_VERSION, name="conformance", feature_name=info.feature_name,
+                                     feature_dim=info.feature_dim, label_counts=[5] * info.num_classes, n_eval=4), timeout=10)
     session, result = reply.session, {"kinds": [], "inline": None}
     assert reply.settings.num_classes == 4 and reply.heartbeat_interval_s > 0
     assert stub.Heartbeat(pb.HeartbeatRequest(protocol_version=PROTOCOL_VERSION, session=session), timeout=10).round == 0

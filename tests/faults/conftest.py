@@ -33,3 +33,39 @@ def spawn() -> Iterator:
             except ProcessLookupError:
                 pass
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def fault_clients(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three client data dirs shared by the fault tests: their features are extracted once."""
+    from tests.conftest import make_client_dir
+
+    root = tmp_path_factory.mktemp("fault-clients")
+    return [make_client_dir(root, f"client{i}", per_class=6, seed=i) for i in range(3)]
+
+
+@pytest.fixture(scope="session")
+def reference_model(tmp_path_factory: pytest.TempPathFactory, fault_clients: list[Path]) -> dict:
+    """The final model of an uninterrupted run of `federation.SETTINGS` over `fault_clients`."""
+    from tests.conftest import free_port
+    from tests.faults import federation
+
+    tmp = tmp_path_factory.mktemp("reference-run")
+    config = federation.config()
+    port = free_port()
+    log = tmp / "server.log"
+    server = subprocess.Popen([sys.executable, *federation.serve_command(port, tmp / "state", federation.write_config(tmp, config))],
+                              cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    clients = federation.Clients(f"127.0.0.1:{port}", fault_clients, config)
+    try:
+        clients.start()
+        assert server.wait(timeout=180) == 0, federation.log_tail(log)
+        clients.join()
+    finally:
+        clients.stop()
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+    assert federation.rounds_of(tmp / "state") == [1, 2, 3, 4] and clients.all_shut_down()
+    return federation.final_model(tmp / "state")

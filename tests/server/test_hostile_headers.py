@@ -27,6 +27,15 @@ HOSTILE = {
     "candidates_overflow": pb.TrainMetrics(loss=0.5, pseudo_candidates=2**63),
     "more_pass_tau_than_candidates": pb.TrainMetrics(loss=0.5, pseudo_candidates=3, pseudo_pass_tau=4),
     "more_pass_kappa_than_pass_tau": pb.TrainMetrics(loss=0.5, pseudo_candidates=9, pseudo_pass_tau=2, pseudo_pass_kappa=3),
+    "train_seconds_nan": pb.TrainMetrics(loss=0.5, train_seconds=float("nan")),
+    "train_seconds_inf": pb.TrainMetrics(loss=0.5, train_seconds=float("inf")),
+    "train_seconds_minus_inf": pb.TrainMetrics(loss=0.5, train_seconds=float("-inf")),
+    "train_seconds_negative": pb.TrainMetrics(loss=0.5, train_seconds=-1.0),
+    "n_labeled_2_63": pb.TrainMetrics(loss=0.5, n_labeled=2**63),
+    "n_labeled_2_64_minus_1": pb.TrainMetrics(loss=0.5, n_labeled=2**64 - 1),
+    "n_pseudo_2_63": pb.TrainMetrics(loss=0.5, n_pseudo=2**63),
+    "n_pseudo_2_64_minus_1": pb.TrainMetrics(loss=0.5, n_pseudo=2**64 - 1),
+    "local_steps_2_32_minus_1": pb.TrainMetrics(loss=0.5, local_steps=2**32 - 1),
 }
 
 

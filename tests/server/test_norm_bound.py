@@ -56,8 +56,23 @@ def test_clipping_moves_the_model_by_at_most_the_bound(tmp_path: Path) -> None:
         server.shutdown(grace_s=0.2)
 
 
-def test_without_a_bound_a_large_update_counts_in_full(tmp_path: Path) -> None:
+def test_by_default_a_1e6_valued_update_is_refused_and_leaves_the_model_as_it_was(tmp_path: Path) -> None:
     server, channel, stub, session, task, state = _run(tmp_path)
+    try:
+        before = raw.snapshot(server)
+        code, details = raw.code_of(lambda: raw.submit(stub, raw.update_messages(session, task, raw.update_for(state, 1e6))))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "update_norm_relative" in details
+        assert raw.snapshot(server) == before and server.coordinator.refusals["norm_bound"] == 1
+        assert raw.submit(stub, raw.update_messages(session, task, raw.update_for(state))).accepted
+        assert server.wait(timeout=30)
+        assert _moved(server, state) < 10.0
+    finally:
+        channel.close()
+        server.shutdown(grace_s=0.2)
+
+
+def test_without_a_bound_a_large_update_counts_in_full(tmp_path: Path) -> None:
+    server, channel, stub, session, task, state = _run(tmp_path, **{"federation.update_norm_relative": 0})
     try:
         assert raw.submit(stub, raw.update_messages(session, task, raw.update_for(state, value=1e3))).accepted
         assert server.wait(timeout=30)

@@ -70,7 +70,7 @@ def test_bad_tensors_are_invalid_argument_and_leave_the_model_unchanged(one_clie
     np.testing.assert_allclose(after["w.head.bias"], np.frombuffer(before["w.head.bias"], np.float32) + 0.01, rtol=1e-6)
 
 
-def test_a_corrupted_chunk_is_refused_and_an_empty_update_adds_nothing(one_client_round) -> None:
+def test_a_corrupted_chunk_is_refused_and_an_empty_update_carries_zero_tensors_and_adds_nothing(one_client_round) -> None:
     server, stub, session, task = one_client_round
     before = _snapshot(server)
 
@@ -82,8 +82,15 @@ def test_a_corrupted_chunk_is_refused_and_an_empty_update_adds_nothing(one_clien
         _submit(stub, session, task, _good_update(server), tamper=flip)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "checksum" in info.value.details()
     assert _snapshot(server) == before
-    # n_samples 0: a client with nothing to train on yet took part; acked, counted, never aggregated
-    assert _submit(stub, session, task, _good_update(server), n_samples=0).accepted
+    # n_samples 0 with deltas of 1e6: not an empty participation, and it does not use up the task
+    huge = {n: np.full(v.shape, 1e6, v.dtype) for n, v in _good_update(server).items()}
+    with pytest.raises(grpc.RpcError) as info:
+        _submit(stub, session, task, huge, n_samples=0)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "zero tensors" in info.value.details()
+    assert server.coordinator.refusals["invalid_update"] == 1
+    # n_samples 0 with zero tensors: a client with nothing to train on yet took part; acked, counted, never aggregated
+    zeros = {n: np.zeros_like(v) for n, v in _good_update(server).items()}
+    assert _submit(stub, session, task, zeros, n_samples=0).accepted
     assert server.wait(timeout=30)
     assert _snapshot(server) == before
 

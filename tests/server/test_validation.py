@@ -46,8 +46,8 @@ def _cases(session, task, state):
         "empty_chunk": (raw.update_messages(session, task, good, tamper=_with_empty), INVALID, "non-empty"),
         "two_headers": ([header, header], INVALID, "only non-empty data"),
         "no_header": (raw.update_messages(session, task, good)[1:], INVALID, "header"),
-        "stale_round": (raw.update_messages(session, task, good, round_index=task.round + 1), STALE, "not open"),
-        "old_round": (raw.update_messages(session, task, good, round_index=task.round - 1), STALE, "not open"),
+        "stale_round": (raw.update_messages(session, task, good, round_index=task.round + 1), STALE, "has not started"),
+        "old_round": (raw.update_messages(session, task, good, round_index=task.round - 1), STALE, "is over"),
         "inf": (raw.update_messages(session, task, {**good, "delta.head.bias": np.full_like(good["delta.head.bias"], np.inf)}),
                 INVALID, "infinite"),
     }

@@ -27,6 +27,38 @@ TASK_KIND_SHUTDOWN: TaskKind
 CHECKSUM_SHA256: Checksum
 CHECKSUM_XXH3_128: Checksum
 
+class DescribeRequest(_message.Message):
+    __slots__ = ("protocol_version",)
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("protocol_version", "feature_name", "feature_dim", "num_classes", "class_names", "total_rounds", "algorithm", "update_checksums", "inline_model_max_bytes", "enrolment_tokens", "header_timeout_s")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAME_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_DIM_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_CHECKSUMS_FIELD_NUMBER: _ClassVar[int]
+    INLINE_MODEL_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ENROLMENT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    HEADER_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    feature_name: str
+    feature_dim: int
+    num_classes: int
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    total_rounds: int
+    algorithm: str
+    update_checksums: _containers.RepeatedScalarFieldContainer[Checksum]
+    inline_model_max_bytes: int
+    enrolment_tokens: bool
+    header_timeout_s: float
+    def __init__(self, protocol_version: _Optional[int] = ..., feature_name: _Optional[str] = ..., feature_dim: _Optional[int] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., total_rounds: _Optional[int] = ..., algorithm: _Optional[str] = ..., update_checksums: _Optional[_Iterable[_Union[Checksum, str]]] = ..., inline_model_max_bytes: _Optional[int] = ..., enrolment_tokens: _Optional[bool] = ..., header_timeout_s: _Optional[float] = ...) -> None: ...
+
 class Session(_message.Message):
     __slots__ = ("client_id", "session_token")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -34,6 +34,11 @@ class CoordinatorStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Describe = channel.unary_unary(
+                '/fedser.v1.Coordinator/Describe',
+                request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.ServerInfo.FromString,
+                _registered_method=True)
         self.Join = channel.unary_unary(
                 '/fedser.v1.Coordinator/Join',
                 request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.JoinRequest.SerializeToString,
@@ -78,6 +83,14 @@ class CoordinatorStub:
 
 class CoordinatorServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def Describe(self, request, context):
+        """What a client needs before it joins: the run's features, classes and limits. Needs no token
+        or session and answers whatever protocol_version the request carries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Join(self, request, context):
         """Register (or re-register) a client; returns its id, a session credential and the run settings.
@@ -137,6 +150,11 @@ class CoordinatorServicer:
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.DescribeRequest.FromString,
+                    response_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.ServerInfo.SerializeToString,
+            ),
             'Join': grpc.unary_unary_rpc_method_handler(
                     servicer.Join,
                     request_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.JoinRequest.FromString,
@@ -187,6 +205,33 @@ def add_CoordinatorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Coordinator:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedser.v1.Coordinator/Describe',
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.DescribeRequest.SerializeToString,
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Join(request,
