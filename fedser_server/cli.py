@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -69,18 +70,27 @@ def serve(
     }, resume)
     credentials = server_credentials(tls_cert, tls_key, client_ca, insecure)
     tokens = enrolment_policy(token_store(state_dir, tokens_file), open_enrolment, insecure)
+    terminated = threading.Event()
+    running: server_app.RunningServer | None = None
+
+    def _terminate(signum: int, _frame: object) -> None:
+        # installed before the server starts: a SIGTERM that arrives while it starts is heard too
+        log.warning("signal_received", signal=signal.Signals(signum).name,
+                    completed_round=running.coordinator.completed_round if running is not None else None)
+        terminated.set()
+        if running is not None:
+            running.loop.stop()
+
+    signal.signal(signal.SIGTERM, _terminate)
     running = server_app.start(run_config, address, state_dir, credentials, tokens, resume)
+    if terminated.is_set():
+        running.loop.stop()
     try:
         metrics = ops.start_metrics(running.coordinator, address, metrics_port)
     except BaseException:
         running.shutdown()
         raise
 
-    def _terminate(signum: int, _frame: object) -> None:
-        log.warning("signal_received", signal=signal.Signals(signum).name, completed_round=running.coordinator.completed_round)
-        running.loop.stop()
-
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         server_app.serve_until_done(running)
     except KeyboardInterrupt:

@@ -200,14 +200,15 @@ class RoundLoop:
         history = self.front.history
         if not completed or not is_eval_round(self.config, completed):
             return True
-        if not history or history[-1].get("round") != completed or not history[-1].get("resumed"):
-            return True  # its line was written whole
+        last = history[-1] if history else {}
+        if last.get("round") != completed or not last.get("resumed") or "n_eval_clients" in last:
+            return True  # its line was written whole, or restored and evaluated since
         if not self._wait_for_clients(self.config.federation.min_clients, trainable_only=False):
             return False
         evaluation = self._evaluate(completed)
         if self.stopping:
             return False
-        record = {k: v for k, v in history[-1].items() if k != "resumed"}
+        record = dict(last)  # still "resumed": its training part is the checkpoint's record
         if evaluation is not None:
             record.update(evaluation_fields(evaluation.evaluation))
         log.info("resumed_round_evaluated", round=completed, evaluated=evaluation is not None)

@@ -66,4 +66,4 @@ def test_a_kill_during_the_final_evaluation_is_evaluated_on_resume(tmp_path: Pat
     metrics = StateStore(state_dir).read_metrics()
     assert [m["round"] for m in metrics] == [1, 2]
     assert metrics[-1]["uar"] == pytest.approx((1.0 + 0.5 + 1.0 + 1.0) / 4) and metrics[-1]["n_eval_clients"] == 1
-    assert metrics[-1]["n_updates"] == 1 and "resumed" not in metrics[-1]
+    assert metrics[-1]["n_updates"] == 1 and metrics[-1]["resumed"] is True  # its training part: the checkpoint's record

@@ -17,6 +17,7 @@ from fedser_server.engine.served_state import InMemoryState
 from fedser_server.engine.sums import WeightedSums
 from fedser_shared import codec
 from fedser_shared.errors import NotParticipatingError, StaleRoundError
+from fedser_shared.train_metrics import TrainMetrics
 from tests.server.test_aggregation import _checked
 
 STRATEGY = Scaffold(server_lr=1.0, c_update="paper")
@@ -33,7 +34,7 @@ def _training_round(aggregator: Aggregator, clients: list[str]) -> Round:
 def _header(current: Round, client: str, n_samples: int) -> UpdateHeader:
     task = current.owed(client)
     assert task is not None
-    return UpdateHeader(round=task.round, task_id=task.task_id, n_samples=n_samples, total_len=1)
+    return UpdateHeader(round=task.round, task_id=task.task_id, total_len=1, metrics=TrainMetrics(n_samples))
 
 
 def test_the_new_state_is_the_strategy_rule_over_the_accepted_updates_only(tmp_path: Path) -> None:
@@ -69,6 +70,6 @@ def test_a_round_closes_only_once_its_answers_are_stopped_and_an_evaluation_coll
         book = RoundBook.post(TaskKind.EVALUATE, SPEC, {"a": 0}, 0.0, lambda: "t")
         evaluation = Round(book, num_classes=4)
         with pytest.raises(NotParticipatingError):
-            evaluation.accept("a", UpdateHeader(round=SPEC.round, task_id="t", n_samples=1, total_len=1), None)
+            evaluation.accept("a", UpdateHeader(round=SPEC.round, task_id="t", total_len=1, metrics=TrainMetrics(1)), None)
     finally:
         aggregator.close()
