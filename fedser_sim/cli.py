@@ -87,8 +87,8 @@ def run(
         raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
     if engine not in ("grpc", "inprocess", "ray"):
         raise ConfigError(f"--engine must be grpc, inprocess or ray, not '{engine}'")
-    if run_config.privacy.secure and engine != "inprocess":
-        raise ConfigError(f"secure aggregation runs with --engine inprocess; engine '{engine}' does not support it yet")
+    if run_config.privacy.secure and engine == "ray":
+        raise ConfigError("secure aggregation runs with --engine grpc or inprocess; engine 'ray' does not support it yet")
     # every client joins before round 1, so the sample (and the result) does not depend on start-up order
     run_config = run_config.model_copy(update={"federation": fed.model_copy(update={"start_clients": clients})})
 

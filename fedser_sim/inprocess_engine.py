@@ -82,11 +82,15 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             metrics = TrainMetrics.of_report(report)
             if config.privacy.secure:  # every sampled client takes part; an empty one adds zero weight
                 contributions[name] = Contribution(update, metrics.n_samples)
-            elif not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
+                continue  # the server sees no client's metrics: only the masked vector leaves
+            if not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
                 sums.add(update, metrics.n_samples)
             tally.add_update(metrics, config.num_classes)
-        secure = (aggregate_securely(strategy, sums, state, contributions, config.privacy, fed.seed, round_index)
-                  if config.privacy.secure else None)
+        secure = None
+        if config.privacy.secure:
+            secure = aggregate_securely(strategy, sums, state, contributions, config.privacy, fed.seed, round_index)
+            tally.n_updates = len(secure.result.survivors)  # what the gRPC server records of a secure round
+            tally.n_empty = len(secure.result.survivors) - sums.n_updates
         tally.seconds = time.perf_counter() - started
         state = sums.new_state()
         yield RoundResult(round_index, state, tally, secure)

@@ -26,6 +26,7 @@ from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.core.strategy import State, TensorSpec
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
 from fedser_server.engine.round import Round
+from fedser_server.engine.secure_round import SecureRound
 from fedser_server.engine.sessions import Joined, Session, Sessions
 from fedser_server.engine.stats import RunStats
 from fedser_server.state.registry import ClientRecord
@@ -64,6 +65,7 @@ class Coordinator:
         self._writes_failed = False
         self.done = threading.Event()
         self._round: Round | None = None  # the phase in progress, as published
+        self._secure: SecureRound | None = None  # its secure stages while they run (privacy.secure_aggregation)
         self.state, self._blob, self.completed_round = state, blob, completed_round
         self._durable_round = completed_round  # the last round whose checkpoint is on disk
         self._expected_update = dict(expected_update)
@@ -157,6 +159,20 @@ class Coordinator:
             return True
 
     # ---------------------------------------------------------------- answers
+    def secure_round_for(self, client: Session, round_index: int, task_id: str) -> SecureRound:
+        """The secure round whose stages run now; it checks the client's task itself."""
+        with self._cond:
+            if self._secure is None or self._secure.round_index != round_index:
+                raise StaleRoundError(f"no secure round {round_index} is open (current round {self.completed_round})")
+            return self._secure
+
+    def secure_round_joined(self, client: Session) -> None:
+        """The client took part in the round's secure aggregation: its training task is answered
+        (GetTask does not hand it out again; the stages go on through the SecAgg* calls)."""
+        with self._cond:
+            if self._round is not None:
+                self._round.answered_securely(client.client_id)
+
     def training_task(self, client: Session, round_index: int, task_id: str) -> TaskAssignment:
         """The open training task an update answers (its header was checked at the edge)."""
         with self._cond:
@@ -303,6 +319,11 @@ class Coordinator:
             self._round = current
             if current is not None:
                 self._announce_tasks(tuple(current.book.tasks))
+
+    def publish_secure(self, secure: SecureRound | None) -> None:
+        """The published round's secure stages run now (None: they are over; late stage calls are refused)."""
+        with self._cond:
+            self._secure = secure
 
     def install(self, state: State, blob: codec.Blob, round_index: int) -> None:
         """The round's new global state (views into `blob`, which FetchModel serves from now on)."""

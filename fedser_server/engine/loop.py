@@ -21,10 +21,12 @@ from fedser_server.core.records import evaluation_fields, is_eval_round, metrics
 from fedser_server.core.round_book import RoundBook, TaskKind
 from fedser_server.core.round_plan import plan_round, task_spec
 from fedser_server.core.schedule import is_trainable
+from fedser_server.core.secure_aggregation import graph_seed, update_layout
 from fedser_server.core.strategy import State, Strategy
 from fedser_server.engine.aggregator import Aggregator
 from fedser_server.engine.coordinator import Coordinator
-from fedser_server.engine.round import Round, SummedUpdates
+from fedser_server.engine.round import Collection, Round, SecureSum, SummedUpdates
+from fedser_server.engine.secure_round import SecureRound
 from fedser_server.engine.served_state import FileBackedState, InMemoryState, ServedState
 from fedser_server.engine.sessions import Sessions
 from fedser_server.engine.sums import WeightedSums
@@ -34,7 +36,7 @@ from fedser_server.state.store import StateStore
 from fedser_server.state.writer import OrderedWriter
 from fedser_shared import codec
 from fedser_shared.config import RunConfig
-from fedser_shared.errors import StateError
+from fedser_shared.errors import SecAggError, StateError
 from fedser_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -127,10 +129,14 @@ class RoundLoop:
             current = self._plan(round_index, attempt)
             started = self._clock()
             self.front.publish(current)
-            self._await(current, fed.round_timeout_s)
+            if current.secure is not None:
+                n_updates = self._await_secure(current, current.secure)
+            else:
+                self._await(current, fed.round_timeout_s)
+                n_updates = current.n_reported
             if self.stopping:
                 return None
-            if current.n_reported == current.n_asked or current.n_reported >= fed.updates_needed:
+            if n_updates == current.n_asked or n_updates >= fed.updates_needed:
                 self._close(current)
                 current.tally.seconds = self._clock() - started
                 return current
@@ -148,7 +154,14 @@ class RoundLoop:
         sampled = [by_name[n] for n in plan.sampled]
         log.info("round_started", round=round_index, attempt=attempt, n_sampled=len(sampled), n_alive=len(candidates))
         book = self._book(TaskKind.TRAIN, round_index, sampled, self.config.federation.round_timeout_s)
-        return Round(book, self.config.num_classes, SummedUpdates(sums, self.aggregator), attempt)
+        collection: Collection = SummedUpdates(sums, self.aggregator)
+        privacy = self.config.privacy
+        if privacy.secure:
+            layout = update_layout(self.strategy, self.front.state, privacy, len(book.tasks))
+            secure = SecureRound(privacy, layout, round_index, {cid: t.task_id for cid, t in book.tasks.items()},
+                                 graph_seed(self.config.federation.seed, round_index, str(attempt)))
+            collection = SecureSum(sums, secure)
+        return Round(book, self.config.num_classes, collection, attempt)
 
     def _await(self, current: Round, timeout_s: float) -> None:
         """Until every asked client answered, the deadline passed or the run stops; then answers stop."""
@@ -162,6 +175,31 @@ class RoundLoop:
                     break
                 self.lock.wait(timeout=min(remaining, WAKE_S))
             current.stop_answers()
+
+    def _await_secure(self, current: Round, secure: SecureRound) -> int:
+        """A secure round's stages (docs/privacy.md): the clients' masked inputs summed, unmasked and
+        folded into the round's sums as one sum. The number of updates in it; 0 when it could not be
+        unmasked (the round is retried, the global state untouched)."""
+        privacy = self.config.privacy
+        self.front.publish_secure(secure)
+        try:
+            decoded = secure.drive(self._clock, self._clock() + self.config.federation.round_timeout_s,
+                                   privacy.secagg_stage_timeout_s, lambda: self.stopping)
+        except SecAggError as error:
+            self.front.count_refusal("SecureRound", error.reason, update=False)
+            log.warning("secagg_round_refused", round=current.index, attempt=current.attempt, reason=error.reason, detail=str(error))
+            return 0
+        finally:
+            self.front.publish_secure(None)
+            with self.lock:
+                current.stop_answers()
+        if decoded is None:
+            return 0
+        assert isinstance(current.collection, SecureSum)
+        current.collection.fold(decoded)  # a round of empty participations only leaves the state as it is
+        current.tally.n_updates = len(secure.survivors)
+        current.tally.n_empty = len(secure.survivors) - decoded.n_trained
+        return len(secure.survivors)
 
     def _close(self, current: Round) -> None:
         """The round's new state, made without the lock (clients keep authenticating), swapped in in O(1)."""

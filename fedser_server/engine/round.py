@@ -17,18 +17,26 @@ from typing import Protocol
 from fedser_server.core.records import EvalTally, RoundTally
 from fedser_server.core.reports import Evaluation, UpdateHeader
 from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
+from fedser_server.core.secure_aggregation import fold_sum
 from fedser_server.core.strategy import State
 from fedser_server.engine.aggregator import Aggregator
 from fedser_server.engine.incoming import CheckedUpdate
+from fedser_server.engine.secure_round import SecureRound
 from fedser_server.engine.served_state import ServedState
 from fedser_server.engine.sums import WeightedSums
 from fedser_shared import codec
 from fedser_shared.errors import NotParticipatingError
+from fedser_shared.secagg import DecodedSum
 
 
 class Collection(Protocol):
     """What a training round does with its accepted updates. Plaintext updates go into running
-    weighted sums (`SummedUpdates`); a round of masked inputs would collect them differently."""
+    weighted sums (`SummedUpdates`); a secure round's masked inputs are summed and unmasked by its
+    stages, and only that sum reaches the running sums (`SecureSum`)."""
+
+    @property
+    def secure(self) -> SecureRound | None:
+        """The secure round's stages, if the clients answer through them."""
 
     def make_room(self) -> None:
         """Block, with no lock held, while the updates accepted so far are a backlog."""
@@ -47,6 +55,10 @@ class SummedUpdates:
     def __init__(self, sums: WeightedSums, aggregator: Aggregator) -> None:
         self._sums, self._aggregator = sums, aggregator
 
+    @property
+    def secure(self) -> SecureRound | None:
+        return None
+
     def make_room(self) -> None:
         self._aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
 
@@ -55,6 +67,32 @@ class SummedUpdates:
 
     def new_state(self, served: ServedState) -> tuple[State, codec.Blob]:
         self._aggregator.drain()  # every accepted update is in the sums
+        return served.next_round(self._sums)
+
+
+class SecureSum:
+    """A secure round's collection (privacy.secure_aggregation): clients answer through the stages of
+    `secure` (the servicer's SecAgg* calls), never with an update; the running sums take only the
+    unmasked sum of the survivors' inputs (`fold`)."""
+
+    def __init__(self, sums: WeightedSums, secure: SecureRound) -> None:
+        self._sums, self._secure = sums, secure
+
+    @property
+    def secure(self) -> SecureRound:
+        return self._secure
+
+    def make_room(self) -> None:
+        pass
+
+    def add(self, update: CheckedUpdate, n_samples: int, delta_scale: float) -> None:
+        raise NotParticipatingError("a secure round takes masked inputs through the SecAgg calls, not an update")
+
+    def fold(self, decoded: DecodedSum) -> bool:
+        """The unmasked sum into the running sums; False when no client trained (nothing to fold)."""
+        return fold_sum(self._sums, decoded)
+
+    def new_state(self, served: ServedState) -> tuple[State, codec.Blob]:
         return served.next_round(self._sums)
 
 
@@ -105,6 +143,15 @@ class Round:
         """The open task (of `kind`, if given) an answer or a model fetch is for; a refusal saying why there is none."""
         return self.book.task_of(client_id, round_index, task_id, kind)
 
+    @property
+    def secure(self) -> SecureRound | None:
+        """The secure round's stages, when this is a training round under secure aggregation."""
+        return self.collection.secure if self.collection is not None else None
+
+    def answered_securely(self, client_id: str) -> None:
+        """The client took part in the secure stages: its training task is answered (not handed out again)."""
+        self.book.reported.add(client_id)
+
     def make_room(self) -> None:
         if self.collection is not None:
             self.collection.make_room()
@@ -112,6 +159,8 @@ class Round:
     def accept(self, client_id: str, header: UpdateHeader, update: CheckedUpdate | None, delta_scale: float = 1.0) -> None:
         """Record a training answer; a non-empty one's update goes to the collection, which owns it
         from here. An empty participation (nothing to train on yet) is counted, never aggregated."""
+        if self.secure is not None:
+            raise NotParticipatingError("a secure round takes masked inputs through the SecAgg calls, not an update")
         self.book.accept_update(client_id, header, self._num_classes)
         if update is not None:
             if self.collection is None:

@@ -69,7 +69,8 @@ def read_sealed(path: Path, what: str) -> Sealed:
 
 
 def _check(view: memoryview) -> Sealed:
-    header = _parse_header(view[: codec.prefix_length(view, len(view))])
+    prefix_len = codec.prefix_length(view, len(view))
+    header = _parse_header(view[:prefix_len])
     found = header.get(_METADATA) or {}
     if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
         raise CorruptBlobError("its metadata is not a map of strings")
@@ -77,7 +78,6 @@ def _check(view: memoryview) -> Sealed:
     expected = found.get(DIGEST_KEY)
     tensors = codec.decode(view)
     if expected is not None:
-        prefix_len = codec.prefix_length(view, len(view))
         if _digest(header, [view[prefix_len:]]) != expected:
             raise CorruptBlobError("its checksum does not match its contents (changed or damaged after it was written)")
     for name, value in tensors.items():

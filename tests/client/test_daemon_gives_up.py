@@ -40,7 +40,7 @@ def test_a_daemon_gives_up_on_a_server_that_stopped_answering(tmp_path: Path) ->
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        raw.wait_for(lambda: len(server.coordinator.registry.clients) == 1, 30, "the client to join")
+        raw.wait_for(lambda: daemon.session is not None, 30, "the client to join")
         server.shutdown(grace_s=0.2)
         gone.set()
         thread.join(timeout=60)

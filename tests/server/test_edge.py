@@ -10,10 +10,12 @@ import grpc
 import numpy as np
 import pytest
 
+from fedser_server.observability.metrics import start_metrics_endpoint
 from fedser_server.state.spill import SpillFile
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.refusal import refusal_of
 from tests.faults import raw
+from tests.observability.test_metrics import scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -119,6 +121,11 @@ def test_a_full_disk_while_parking_an_upload_is_resource_exhausted_and_the_updat
         assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "disk_full"), details
         assert "no disk space" in details
         assert server.coordinator.refusals["disk_full"] == 1 and raw.snapshot(server) == before
+        endpoint = start_metrics_endpoint(server.coordinator, 0, "127.0.0.1")
+        try:
+            assert scrape(endpoint.port)[("fedser_updates_refused_total", (("reason", "disk_full"),))] == 1
+        finally:
+            endpoint.stop()
         # space again: the same task takes the update
         assert raw.submit(stub, raw.update_messages(session, task, raw.update_for(state))).accepted
         assert server.wait(timeout=30) and server.failure is None

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         channel.close()
         server.shutdown(grace_s=0.2)
-    with sqlite3.connect(str(tmp / "state" / "registry.sqlite")) as db:
+    with closing(sqlite3.connect(str(tmp / "state" / "registry.sqlite"))) as db:  # closed: no -wal file left
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return tmp / "state"
 
@@ -122,7 +123,7 @@ def test_a_checkpoint_written_before_digests_still_resumes(state_dir: Path, caps
 def _registry_row_damaged(path: Path) -> None:
     """One flipped bit in the client's name inside the table's page: the unique index on names
     then misses the row (what SQLite's integrity check reported in the outside run)."""
-    with sqlite3.connect(str(path)) as db:
+    with closing(sqlite3.connect(str(path))) as db:
         page_size = db.execute("PRAGMA page_size").fetchone()[0]
         root = db.execute("SELECT rootpage FROM sqlite_master WHERE name='clients'").fetchone()[0]
     data = bytearray(path.read_bytes())
@@ -141,7 +142,7 @@ def test_a_registry_that_fails_its_integrity_check_is_named_at_start(state_dir: 
 
 def test_a_registry_row_with_malformed_fields_is_named_at_start(state_dir: Path) -> None:
     registry = state_dir / "registry.sqlite"
-    with sqlite3.connect(str(registry)) as db:
+    with closing(sqlite3.connect(str(registry), isolation_level=None)) as db:
         db.execute("UPDATE clients SET label_counts='[5, 5' WHERE name=?", (VICTIM,))
     with pytest.raises(StateError, match=re.escape(str(registry)) + ".*label counts"):
         _resume(state_dir).close()
