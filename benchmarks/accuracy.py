@@ -309,7 +309,7 @@ def pseudo_precision(taken: dict[str, dict[int, int]], shards: dict[str, ClientD
             "pseudo_speakers": per_speaker}
 
 
-def reusable_runs(path: Path | None, feature: str, rounds: int) -> dict[tuple[str, int, int], dict[str, object]]:
+def reusable_runs(path: Path | None, feature: str) -> dict[tuple[str, int, int], dict[str, object]]:
     if path is None:
         return {}
     if not path.is_file():
@@ -321,7 +321,7 @@ def reusable_runs(path: Path | None, feature: str, rounds: int) -> dict[tuple[st
             key = (str(record["cell"]), int(record["fold"]), int(record["seed"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             raise DataError(f"--reuse: {path} line {number} is not a run record") from None
-        if record.get("feature") == feature and record.get("rounds") == rounds:
+        if record.get("feature") == feature:
             runs[key] = record
     return runs
 
@@ -527,7 +527,7 @@ def plot_curves(records: list[dict[str, object]], cells: list[Cell], path: Path)
     fig, ax = plt.subplots(figsize=(9, 5.5))
     colours = plt.get_cmap("tab20").colors
     for position, cell in enumerate(cells):
-        mine = [r["curve"] for r in _mine(records, cell)]
+        mine = [r["curve"] for r in _mine(records, cell) if "curve" in r]  # runs reused from accuracy.json have none
         if not mine:
             continue
         length = min(len(c) for c in mine)
@@ -668,7 +668,9 @@ def main(argv: list[str] | None = None) -> None:
         folds = folds[:1]
     # seed-major: a run cut short still has every fold of its first seeds
     jobs = [(cell, fold, seed) for seed in range(seeds) for fold in folds for cell in cells]
-    done = reusable_runs(args.reuse, args.feature, rounds)
+    found = reusable_runs(args.reuse, args.feature)
+    planned = {cell.key: cell_config(base, cell, 0, rounds).federation.rounds for cell in cells}  # centralized: epochs
+    done = {key: r for key, r in found.items() if key[0] in planned and r.get("rounds") == planned[key[0]]}
     print(f"{len(jobs)} runs: {len(folds)} folds x {seeds} seeds x {len(cells)} cells, {rounds} rounds, "
           f"{args.workers} workers, normalised by {args.normalise}", flush=True)
     records: list[dict[str, object]] = []

@@ -55,7 +55,9 @@ class Strategy(Protocol):
 
     def initial_state(self, weights: Mapping[str, np.ndarray]) -> State: ...
     def expected_update(self, state: Mapping[str, np.ndarray]) -> dict[str, TensorSpec]: ...
+    def update_weight(self, n_samples: int) -> float: ...
     def sum_weight(self, update_tensor: str, n_samples: int, delta_scale: float = 1.0) -> float: ...
+    def perturb(self, sums: Mapping[str, np.ndarray], totals: RoundTotals) -> None: ...
     def steps(self, state_names: Iterable[str], totals: RoundTotals) -> dict[str, Step]: ...
 
 
@@ -109,16 +111,24 @@ class FedAvg:
     def expected_update(self, state: Mapping[str, np.ndarray]) -> dict[str, TensorSpec]:
         return {DELTA + n[len(WEIGHT):]: TensorSpec(v.shape, v.dtype) for n, v in state.items() if n.startswith(WEIGHT)}
 
-    def sum_weight(self, update_tensor: str, n_samples: int, delta_scale: float = 1.0) -> float:
-        """An update tensor's weight in its running sum: delta.* by the samples trained on, shrunk
-        by `delta_scale` (norm clipping) without changing the update's weight in the total."""
+    def update_weight(self, n_samples: int) -> float:
+        """An update's weight in the round's total: the samples it trained on."""
         if n_samples <= 0:
             raise InvalidUpdateError(f"n_samples must be positive, got {n_samples}")
-        weight = self._weight_of(update_tensor, n_samples)
+        return n_samples
+
+    def sum_weight(self, update_tensor: str, n_samples: int, delta_scale: float = 1.0) -> float:
+        """An update tensor's weight in its running sum: delta.* by the update's weight, shrunk by
+        `delta_scale` (norm clipping) without changing the update's weight in the total."""
+        weight = self._weight_of(update_tensor, self.update_weight(n_samples))
         return weight * delta_scale if delta_scale != 1.0 and update_tensor.startswith(DELTA) else weight
 
-    def _weight_of(self, update_tensor: str, n_samples: int) -> int:
-        return n_samples  # every sum is a delta.* sum, weighted by the samples trained on
+    def _weight_of(self, update_tensor: str, weight: float) -> float:
+        return weight  # every sum is a delta.* sum, weighted by the update's weight
+
+    def perturb(self, sums: Mapping[str, np.ndarray], totals: RoundTotals) -> None:
+        """The round's float64 sums (flat, by update tensor), just before the steps are taken: FedAvg
+        leaves them as they are (DP-FedAvg adds its noise here)."""
 
     def steps(self, state_names: Iterable[str], totals: RoundTotals) -> dict[str, Step]:
         """state tensor -> its step (the others stay); a round without updates moves nothing."""
@@ -152,8 +162,8 @@ class Scaffold(FedAvg):
         spec.update({DELTA_CONTROL + n[len(CONTROL):]: TensorSpec(v.shape, v.dtype) for n, v in state.items() if n.startswith(CONTROL)})
         return spec
 
-    def _weight_of(self, update_tensor: str, n_samples: int) -> int:
-        return 1 if update_tensor.startswith(DELTA_CONTROL) else n_samples  # dc_i: an unweighted mean
+    def _weight_of(self, update_tensor: str, weight: float) -> float:
+        return 1 if update_tensor.startswith(DELTA_CONTROL) else weight  # dc_i: an unweighted mean
 
     def steps(self, state_names: Iterable[str], totals: RoundTotals) -> dict[str, Step]:
         if not totals.n_updates:
@@ -187,8 +197,10 @@ def aggregate(strategy: Strategy, state: Mapping[str, np.ndarray], updates: Iter
     for update, n_samples in updates:
         for name in sums:
             add_scaled(sums[name], update[name], strategy.sum_weight(name, n_samples))
-        n_updates, weight_total = n_updates + 1, weight_total + n_samples
-    steps = strategy.steps(state, RoundTotals(n_updates, weight_total, n_registered))
+        n_updates, weight_total = n_updates + 1, weight_total + strategy.update_weight(n_samples)
+    totals = RoundTotals(n_updates, weight_total, n_registered)
+    strategy.perturb({name: total.reshape(-1) for name, total in sums.items()}, totals)
+    steps = strategy.steps(state, totals)
     return {name: stepped(old, steps[name], sums[steps[name].sum_name]) if name in steps else np.array(old)
             for name, old in state.items()}
 

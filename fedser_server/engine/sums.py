@@ -104,10 +104,10 @@ class WeightedSums:
             running = self._sums[name]
             add_scaled(running.flat[start : start + values.size], values, self._strategy.sum_weight(name, n_samples, delta_scale))
             running.settle(start, start + values.size)
-        self._weight_total += n_samples
+        self._weight_total += self._strategy.update_weight(n_samples)
         self.n_updates += 1
 
-    def add_sum(self, sums: Mapping[str, np.ndarray], weight_total: int, n_updates: int) -> None:
+    def add_sum(self, sums: Mapping[str, np.ndarray], weight_total: float, n_updates: int) -> None:
         """Fold `n_updates` updates at once, given only as their weighted sums (secure aggregation):
         sums[name] = sum_i sum_weight(name, n_i) * update_i[name], weight_total = sum_i n_i."""
         if n_updates <= 0 or weight_total <= 0:
@@ -121,6 +121,7 @@ class WeightedSums:
         """The new global state as runs, each valid until the next is produced. The sums are
         consumed: their memory goes back as they are read; call it once."""
         totals = RoundTotals(self.n_updates, self._weight_total, self._n_registered)
+        self._strategy.perturb({name: running.flat for name, running in self._sums.items()}, totals)
         steps = self._strategy.steps(self._state, totals)
         for name, old in self._state.items():
             old_flat = old.reshape(-1)
