@@ -19,13 +19,16 @@ from typing import TYPE_CHECKING
 
 from fedser_client.core.data import ClientData
 from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask, stable_seed
+from fedser_server.core.norm_bound import NormBound, l2_norm
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.round_plan import plan_round
 from fedser_server.core.schedule import is_trainable
 from fedser_server.core.strategy import State, make_strategy
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
+from fedser_shared.errors import NormBoundError
 from fedser_shared.secagg import SecureRound
+from fedser_shared.tensor_names import DELTA, WEIGHT
 from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
 from fedser_sim.secure_round import Contribution, aggregate_securely
@@ -65,6 +68,8 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     state = strategy.initial_state(initial_weights(feature_dim, config.num_classes, config.model.hidden, fed.seed))
     trainable = [c for c in clients.values() if c.trainable]
+    # the plain update path's norm bounds, as the gRPC server applies them (not under secure aggregation)
+    bound = NormBound(fed.update_norm_max, fed.update_norm_relative or None, fed.update_norm_action)
     for round_index in range(1, fed.rounds + 1):
         started = time.perf_counter()
         plan = plan_round(config, [c.name for c in trainable], round_index)
@@ -77,13 +82,21 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
-            client.state = new_state
             metrics = TrainMetrics.of_report(report)
             if config.privacy.secure:  # every sampled client takes part; an empty one adds zero weight
+                client.state = new_state
                 contributions[name] = Contribution(update, metrics.n_samples)
                 continue  # the server sees no client's metrics: only the masked vector leaves
             if not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
-                strategy.accumulate(update, metrics.n_samples)
+                norm = l2_norm(update, DELTA)
+                try:
+                    scale = bound.scale(norm, l2_norm(state, WEIGHT))
+                except NormBoundError as refused:  # the client keeps its state, as after the server's refusal
+                    tally.refused[refused.reason] = tally.refused.get(refused.reason, 0) + 1
+                    continue
+                strategy.accumulate_runs(((n, 0, v.reshape(-1)) for n, v in update.items()), metrics.n_samples, scale)
+                bound.accepted(norm, scale)
+            client.state = new_state
             tally.add_update(metrics, config.num_classes)
         secure = None
         if config.privacy.secure:
