@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedser_client.core.data import ClientData
-from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask, stable_seed
+from fedser_client.core.state import LocalState
+from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask, stable_seed
 from fedser_server.core.norm_bound import NormBound, l2_norm
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.round_plan import plan_round
@@ -55,6 +56,7 @@ class RoundResult:
     state: State
     tally: RoundTally
     secure: SecureRound | None = None  # the secure round's survivors and traffic, under secure aggregation
+    reports: dict[str, TrainReport] = field(default_factory=dict)  # each sampled client's, by name
 
 
 def make_clients(config: RunConfig, datas: Mapping[str, ClientData], device: str = "cpu") -> dict[str, SimClient]:
@@ -79,9 +81,11 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
         contributions: dict[str, Contribution] = {}
+        reports: dict[str, TrainReport] = {}
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
+            reports[name] = report
             metrics = TrainMetrics.of_report(report)
             if config.privacy.secure:  # every sampled client takes part; an empty one adds zero weight
                 client.state = new_state
@@ -105,7 +109,7 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             tally.n_empty = len(secure.result.survivors) - strategy.n_updates
         tally.seconds = time.perf_counter() - started
         state = strategy.finish_round()
-        yield RoundResult(round_index, state, tally, secure)
+        yield RoundResult(round_index, state, tally, secure, reports)
 
 
 def run_inprocess(

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from fedser_client.core.trainer import LocalState, TrainReport
+from fedser_client.core.state import LocalState
+from fedser_client.core.trainer import TrainReport
 from fedser_shared.config import load_run_config
 from fedser_shared.weights import initial_weights
 from fedser_sim.inprocess_engine import SimClient, federate
