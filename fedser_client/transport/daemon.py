@@ -19,10 +19,11 @@ import numpy as np
 
 from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask
 from fedser_client.local_store import LocalStore
+from fedser_client.transport.secure import submit_securely
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.checksum import Checksum, Digest, StreamHash
 from fedser_shared.config import RunConfig
-from fedser_shared.errors import CorruptBlobError, FedserError
+from fedser_shared.errors import CorruptBlobError, FedserError, SecAggError, UnmaskRefusedError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
@@ -38,6 +39,11 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 
 # the model digests this client checks: a server that knows XXH3 then spares itself the SHA-256
 CHECKSUMS_CHECKED = (pb.CHECKSUM_XXH3_128, pb.CHECKSUM_SHA256)
+
+
+def presence_only(label_counts: list[int]) -> list[int]:
+    """Per-class label counts reduced to one bit, for a secure run: [1, 0, ...] with labels, else zeros."""
+    return [1 if sum(label_counts) else 0] + [0] * (len(label_counts) - 1) if label_counts else []
 
 
 class ServerRefused(FedserError):
@@ -149,6 +155,7 @@ class ClientDaemon:
         # whether the server checks XXH3 and takes SubmitSmallUpdate: its model headers say so
         self.server_takes_xxh3 = False
         self.bound_log = log.bind(client=identity.name)
+        self.secure_stop_after: str | None = None  # tests: die in a secure round after this stage
 
     # ---------------------------------------------------------------- calls
     def _join(self) -> None:
@@ -156,10 +163,13 @@ class ClientDaemon:
         server_key = self.target
         while not self.stop_event.is_set():
             try:
+                label_counts, n_unlabeled = self.identity.label_counts, self.identity.n_unlabeled
+                if self._server_is_secure():  # the server may learn whether this client has labels, not how many
+                    label_counts, n_unlabeled = presence_only(label_counts), min(n_unlabeled, 1)
                 reply = self.stub.Join(pb.JoinRequest(
                     protocol_version=PROTOCOL_VERSION, token=self.identity.token, name=self.identity.name,
                     feature_name=self.identity.feature_name, feature_dim=self.identity.feature_dim,
-                    label_counts=self.identity.label_counts, n_unlabeled=self.identity.n_unlabeled,
+                    label_counts=label_counts, n_unlabeled=n_unlabeled,
                     n_eval=self.identity.n_eval, client_id=self.store.client_id(server_key)), timeout=30)
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
@@ -178,6 +188,16 @@ class ClientDaemon:
             self.bound_log = log.bind(client_id=reply.session.client_id, client=self.identity.name)
             self.bound_log.info("joined", server=self.target, rounds=reply.settings.total_rounds)
             return
+
+    def _server_is_secure(self) -> bool:
+        """Whether the run uses secure aggregation (Describe, before Join; a server without Describe: no)."""
+        try:
+            info = self.stub.Describe(pb.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=30)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return False
+            raise
+        return bool(info.secure_aggregation and info.secure_aggregation != "off")
 
     def _fetch_model(self, task: pb.Task) -> dict[str, np.ndarray]:
         stream = self.bulk.fetch_model(pb.FetchModelRequest(
@@ -262,7 +282,15 @@ class ClientDaemon:
         train_task = TrainTask(round=task.round, lr=task.train.lr, local_epochs=task.train.local_epochs or 1,
                                pseudo_threshold=task.train.pseudo_label_threshold)
         update, new_state, report = self.trainer.train(global_state, train_task, local_state)
-        self.submit_update(task, update, report)
+        assert self.config is not None and self.session is not None
+        if self.config.privacy.secure:  # only the masked vector leaves: no header, no metrics
+            rng = np.random.default_rng()  # stochastic rounding
+            if not submit_securely(self.stub, self.session, task, self.config, update, report.n_samples, rng,
+                                   stop_after=self.secure_stop_after):
+                self.stop_event.set()  # tests: a client that dies in the middle of a secure round
+                return
+        else:
+            self.submit_update(task, update, report)
         # c_i+ is kept only once the server took the update that carries dc_i
         self.store.save_state(new_state, self.train_paths)
         result.rounds_trained.append(task.round)
@@ -353,6 +381,8 @@ class ClientDaemon:
                         backoff.sleep(self.stop_event)
                     else:
                         raise ServerRefused(f"server refused: {code.name}: {exc.details()}") from None
+                except (SecAggError, UnmaskRefusedError) as exc:  # e.g. it refused to reveal both secrets of a peer
+                    self.bound_log.warning("secure_round_left", reason=exc.reason, detail=str(exc))
                 except CorruptBlobError as exc:
                     self.bound_log.warning("model_transfer_corrupt_retrying", detail=str(exc))
                     backoff.sleep(self.stop_event)
