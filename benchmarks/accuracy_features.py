@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, markdown_table  # noqa: E402
 
-SEMI = ("mvpl", "fixmatch")
+SEMI = ("mvpl", "fixmatch", "semi")
 Record = dict[str, Any]  # one run of accuracy.json
 
 
@@ -100,8 +100,8 @@ def section(feature: str, folders: list[Path]) -> tuple[str, dict[str, Any]]:
              f"{statistics.fmean(float(r['wall_s']) for r in runs):.1f}"]
             for cell, runs in by_cell.items()]
     comparisons: list[tuple[str, str]] = [("fedavg", "centralized")]
-    comparisons += [(cell, f"supervised@{cell.split('@', 1)[1]}") for cell in by_cell
-                    if cell.split("@")[0] in SEMI and "@" in cell]
+    comparisons += [(cell, f"supervised@{cell.split('@', 1)[1].split('+')[0]}") for cell in by_cell
+                    if cell.split("@")[0] in SEMI and "@" in cell]  # a strong-view suffix (+mixup) has the same baseline
     pair_rows: list[list[object]] = []
     found: dict[str, Any] = {}
     for cell, base in comparisons:
