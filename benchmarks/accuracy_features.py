@@ -84,10 +84,10 @@ def _header(markdown: str) -> str:
     return "\n".join(lines[:end]).strip()
 
 
-def section(feature: str, folders: list[Path]) -> tuple[str, dict[str, Any]]:
+def section(feature: str, folders: list[Path], cells: set[str] | None = None) -> tuple[str, dict[str, Any]]:
     records: list[Record] = []
     for folder in folders:
-        records += json.loads((folder / "accuracy.json").read_text())["runs"]
+        records += [r for r in json.loads((folder / "accuracy.json").read_text())["runs"] if not cells or r["cell"] in cells]
     features = {r["feature"] for r in records}
     if features != {feature}:
         raise SystemExit(f"{feature}: the runs in {', '.join(map(str, folders))} are of {sorted(features)}")
@@ -127,6 +127,7 @@ def main() -> int:
     parser.add_argument("--run", action="append", default=[], metavar="FEATURE=DIR", required=True,
                         help="an accuracy.py output folder and its feature set (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy_features.md")
+    parser.add_argument("--cells", default=None, help="comma-separated cells to show (default: every cell of the runs)")
     parser.add_argument("--preamble", type=Path, default=None, help="markdown put before the tables")
     args = parser.parse_args()
     folders: dict[str, list[Path]] = defaultdict(list)
@@ -138,7 +139,7 @@ def main() -> int:
     parts: list[str] = []
     data: dict[str, dict[str, Any]] = {}
     for feature, dirs in folders.items():
-        text, data[feature] = section(feature, dirs)
+        text, data[feature] = section(feature, dirs, set(args.cells.split(",")) if args.cells else None)
         parts.append(text)
     preamble = args.preamble.read_text() if args.preamble else "# Accuracy per feature set\n"
     args.out.write_text(preamble.rstrip() + "\n\n" + "\n".join(parts))
