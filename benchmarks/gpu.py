@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, headline, machine_facts, markdown_table, write_results  # noqa: E402
 
 from fedser_client.core.data import UNLABELED, ClientData  # noqa: E402
-from fedser_client.core.trainer import CONTROL_PREFIX, LocalState, LocalTrainer, TrainTask  # noqa: E402
+from fedser_client.core.state import LocalState  # noqa: E402
+from fedser_client.core.trainer import CONTROL_PREFIX, LocalTrainer, TrainTask  # noqa: E402
 from fedser_shared.config import load_run_config  # noqa: E402
 from fedser_shared.model import WEIGHT_PREFIX, build_model, weights_of  # noqa: E402
 

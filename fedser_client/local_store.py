@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fedser_client.core.trainer import LocalState
+from fedser_client.core.state import LocalState
 from fedser_shared.errors import CorruptStateError, StateError
 from fedser_shared.fsutil import atomic_write_bytes, atomic_write_text
 from fedser_shared.logging import get_logger

@@ -87,9 +87,6 @@ def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[st
 def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: float = 120.0,
                       tokens: TokenStore | None = None, resume: bool = False,
                       heartbeat_interval_s: float | None = None) -> Coordinator:
-    if config.privacy.secure:
-        raise ConfigError("privacy.secure_aggregation = 'secagg+' is not served over gRPC yet; run it with "
-                          "fedser-sim --engine inprocess")
     prepare_state_dir(state_dir)  # interrupted writes removed, registry and history checked: before any use
     fed = config.federation
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)

@@ -40,9 +40,10 @@ def run(
     config: Annotated[Path | None, typer.Option("--config", help="run configuration (TOML)")] = None,
     algorithm: Annotated[str | None, typer.Option("--algorithm", help="fedavg | scaffold")] = None,
     semi: Annotated[bool | None, typer.Option("--semi/--no-semi", help="semi-supervised local training on the unlabeled audio (Semi-FedSER)")] = None,
-    semi_method: Annotated[str | None, typer.Option("--semi-method", help="with --semi: mvpl (the paper's multiview pseudo-labels) | fixmatch")] = None,
+    semi_method: Annotated[str | None, typer.Option("--semi-method", help="with --semi: mvpl (the paper's multiview pseudo-labels) | fixmatch | supervised (the same views, sampling and steps, no unlabeled term: the fair baseline)")] = None,
     feature: Annotated[str | None, typer.Option("--feature", help="emobase | egemaps | compare | apc | tera | decoar2 | distilhubert (default: the config's)")] = None,
     label_rate: Annotated[float | None, typer.Option("--label-rate", help="share of each client's files that keep their label, in (0, 1]; the others become unlabeled (seeded)")] = None,
+    labeled_speakers: Annotated[int | None, typer.Option("--labeled-speakers", help="K training speakers (seeded) keep every label, all others none: the setting where unlabeled audio can matter; needs --semi")] = None,
     test_speakers: Annotated[int, typer.Option("--test-speakers", help="speakers who never join: the global model is scored on them, each normalised with its own statistics")] = 0,
     fraction: Annotated[float | None, typer.Option("--fraction")] = None,
     min_clients: Annotated[int | None, typer.Option("--min-clients")] = None,
@@ -74,6 +75,10 @@ def run(
     console = Console(stderr=False)
     if label_rate is not None and not 0.0 < label_rate <= 1.0:
         raise ConfigError(f"--label-rate must be in (0, 1], got {label_rate}")
+    if labeled_speakers is not None and label_rate is not None:
+        raise ConfigError("--labeled-speakers and --label-rate are two ways to hide labels: give one")
+    if labeled_speakers is not None and labeled_speakers < 1:
+        raise ConfigError(f"--labeled-speakers must be 1 or more, got {labeled_speakers}")
     if test_speakers < 0:
         raise ConfigError(f"--test-speakers must be 0 or more, got {test_speakers}")
     run_config = load_run_config(config, {
@@ -87,8 +92,8 @@ def run(
         raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
     if engine not in ("grpc", "inprocess", "ray"):
         raise ConfigError(f"--engine must be grpc, inprocess or ray, not '{engine}'")
-    if run_config.privacy.secure and engine != "inprocess":
-        raise ConfigError(f"secure aggregation runs with --engine inprocess; engine '{engine}' does not support it yet")
+    if run_config.privacy.secure and engine == "ray":
+        raise ConfigError("secure aggregation runs with --engine grpc or inprocess; engine 'ray' does not support it yet")
     # every client joins before round 1, so the sample (and the result) does not depend on start-up order
     run_config = run_config.model_copy(update={"federation": fed.model_copy(update={"start_clients": clients})})
 
@@ -98,21 +103,32 @@ def run(
     if len(speakers) - len(held_out) < 1:
         raise ConfigError(f"--test-speakers {test_speakers} leaves no training speaker: the corpus has {len(speakers)}")
     training = [u for u in utterances if u.speaker not in held_out]
+    keeping = None
+    if labeled_speakers is not None:
+        training_speakers = sorted({u.speaker for u in training})
+        if labeled_speakers >= len(training_speakers):
+            raise ConfigError(f"--labeled-speakers {labeled_speakers} leaves no label-free speaker: "
+                              f"{len(training_speakers)} speakers train")
+        keeping = choose_labeled_speakers(training_speakers, labeled_speakers, fed.seed)
     parts = [p for p in partition_by_speaker(training, clients, fed.seed) if p]
     if len(parts) < clients:
         raise ConfigError(f"{len(speakers) - len(held_out)} training speakers ({len(training)} utterances) "
                           f"cannot make {clients} clients; use fewer --clients or --test-speakers")
     out.mkdir(parents=True, exist_ok=True)
-    hidden = [hidden_paths(part, label_rate, fed.seed, i) for i, part in enumerate(parts)]
+    hidden = [hidden_paths(part, label_rate, fed.seed, i) if keeping is None else
+              {u.path for u in part if u.speaker not in keeping} for i, part in enumerate(parts)]
     client_dirs = [write_client_dir(corpus, part, out / "clients" / f"client{i:02d}", hide)
                    for i, (part, hide) in enumerate(zip(parts, hidden))]
     n_hidden = sum(len(h) for h in hidden)
     if n_hidden and not run_config.semi.enabled and any(len(h) == len(p) for h, p in zip(hidden, parts)):
-        raise ConfigError("--label-rate leaves a client without labels; it can train only with --semi")
+        flag = "--label-rate" if keeping is None else "--labeled-speakers"
+        raise ConfigError(f"{flag} leaves a client without labels; it can train only with --semi")
     config_path = out / "run.toml"
     atomic_write_text(config_path, to_toml(run_config))
     semi_text = f" + {run_config.semi.method}" if run_config.semi.enabled else ""
     held_out_text = f" + {len(held_out)} held-out speaker(s) ({', '.join(held_out)})" if held_out else ""
+    if keeping is not None:
+        held_out_text += f"; labels kept by {', '.join(sorted(keeping))} only"
     console.print(f"[bold]fedser-sim[/]: {len(utterances)} utterances, {len(speakers)} speakers → {clients} clients"
                   f"{held_out_text}; "
                   f"{len(training) - n_hidden} of {len(training)} training files labeled; "
@@ -194,6 +210,16 @@ def hidden_paths(part: list[Any], label_rate: float | None, seed: int, index: in
     labels = np.array([u.label for u in part], np.int64)
     kept = hide_labels(labels, label_rate, np.random.default_rng(stable_seed(seed, index, "labels")))
     return {u.path for u, k in zip(part, kept) if k == UNLABELED}
+
+
+def choose_labeled_speakers(speakers: list[str], k: int, seed: int) -> set[str]:
+    """The K speakers that keep their labels (the same rule as benchmarks/accuracy.py's spkK)."""
+    import numpy as np
+
+    from fedser_client.core.trainer import stable_seed
+    from fedser_sim.labels import labeled_speakers
+
+    return labeled_speakers(speakers, k, np.random.default_rng(stable_seed(seed, "speakers")))
 
 
 def _write_report(state_dir: Path, config: RunConfig) -> Path | None:

@@ -62,3 +62,25 @@ def print_summary(console: Console, config: RunConfig, metrics: list[dict[str, A
                       f"best {best['uar']:.3f} (round {best['round']}); {len(metrics)} rounds in {wall_s:.1f} s")
     if final is not None:
         console.print(f"held-out speakers: UAR {final[1]:.3f} with the final global model (round {final[0]})")
+    if config.semi.enabled and config.semi.method != "supervised":
+        console.print(pseudo_label_line(config, metrics))
+
+
+def pseudo_label_line(config: RunConfig, metrics: list[dict[str, Any]]) -> str:
+    """Pseudo-labels taken over the run and their precision against the hidden labels, in all and per class
+    (the class each was given): where they go wrong."""
+    taken = [0] * config.num_classes
+    correct = [0] * config.num_classes
+    for record in metrics:
+        for per_class, total in ((record.get("pseudo_taken"), taken), (record.get("pseudo_correct"), correct)):
+            for c, n in enumerate(per_class or []):
+                total[c] += int(n)
+    with_truth = sum(int(r.get("pseudo_with_truth") or 0) for r in metrics)
+    if not sum(taken):
+        return "pseudo-labels: none taken"
+    if not with_truth:
+        return f"pseudo-labels: {sum(taken)} taken (no hidden labels to check them against)"
+    per_class = ", ".join(f"{name} {100 * ok / n:.0f}% of {n}" if n else f"{name} none"
+                          for name, ok, n in zip(config.labels.class_names, correct, taken))
+    uses = " (rows x participations: FixMatch labels afresh every step)" if config.semi.method == "fixmatch" else ""
+    return f"pseudo-labels: {sum(taken)} taken{uses}, {100 * sum(correct) / sum(taken):.0f}% right; by class: {per_class}"

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedser_client.core.data import ClientData
-from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask, stable_seed
+from fedser_client.core.state import LocalState
+from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask, stable_seed
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.round_plan import plan_round
 from fedser_server.core.schedule import is_trainable
@@ -52,6 +53,7 @@ class RoundResult:
     state: State
     tally: RoundTally
     secure: SecureRound | None = None  # the secure round's survivors and traffic, under secure aggregation
+    reports: dict[str, TrainReport] = field(default_factory=dict)  # each sampled client's, by name
 
 
 def make_clients(config: RunConfig, datas: Mapping[str, ClientData], device: str = "cpu") -> dict[str, SimClient]:
@@ -74,21 +76,27 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
         contributions: dict[str, Contribution] = {}
+        reports: dict[str, TrainReport] = {}
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             client.state = new_state
+            reports[name] = report
             metrics = TrainMetrics.of_report(report)
             if config.privacy.secure:  # every sampled client takes part; an empty one adds zero weight
                 contributions[name] = Contribution(update, metrics.n_samples)
-            elif not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
+                continue  # the server sees no client's metrics: only the masked vector leaves
+            if not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
                 strategy.accumulate(update, metrics.n_samples)
             tally.add_update(metrics, config.num_classes)
-        secure = (aggregate_securely(strategy, state, contributions, config.privacy, fed.seed, round_index)
-                  if config.privacy.secure else None)
+        secure = None
+        if config.privacy.secure:
+            secure = aggregate_securely(strategy, state, contributions, config.privacy, fed.seed, round_index)
+            tally.n_updates = len(secure.result.survivors)  # what the gRPC server records of a secure round
+            tally.n_empty = len(secure.result.survivors) - strategy.n_updates
         tally.seconds = time.perf_counter() - started
         state = strategy.finish_round()
-        yield RoundResult(round_index, state, tally, secure)
+        yield RoundResult(round_index, state, tally, secure, reports)
 
 
 def run_inprocess(

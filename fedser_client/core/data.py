@@ -18,7 +18,10 @@ class ClientData:
     y_train: np.ndarray
     x_eval: np.ndarray
     y_eval: np.ndarray
-    hidden_labels: np.ndarray = field(default=None)  # type: ignore[assignment]
+    hidden_labels: np.ndarray = field(default=None)  # type: ignore[arg-type]
+    # [K, 2, D] (scale, shift) mapping these z-scores to other speakers' normalisation (augment.style_bank);
+    # only a simulation or benchmark that knows other speakers' statistics sets it
+    style_bank: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.hidden_labels is None:
@@ -65,4 +68,5 @@ def zscore(features: np.ndarray, eps: float = 1e-5) -> np.ndarray:
         return features.astype(np.float32)
     mean = features.mean(axis=0, dtype=np.float64)
     std = features.std(axis=0, dtype=np.float64)
-    return ((features - mean) / (std + eps)).astype(np.float32)
+    scores: np.ndarray = ((features - mean) / (std + eps)).astype(np.float32)
+    return scores

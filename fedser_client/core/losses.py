@@ -20,7 +20,8 @@ def class_balanced_weights(label_counts: np.ndarray, beta: float) -> np.ndarray:
         weights = np.ones_like(counts)
     else:
         weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
-    return weights * len(counts) / weights.sum()
+    normalised: np.ndarray = weights * len(counts) / weights.sum()
+    return normalised
 
 
 def class_balanced_ce(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:

@@ -1,36 +1,68 @@
-"""Local training objectives: which rows each step sees and the loss it takes (DESIGN §5).
+"""Local training objectives: what a participation prepares, which rows each step sees and the loss
+it takes (DESIGN §5).
 
-- `Supervised`: class-balanced CE on the labeled rows (semi-supervised training off).
-- `MultiviewPseudoLabels` (`semi.method = "mvpl"`, the paper): CB-CE on a weak view of the
-  labeled batch + lambda * CB-CE on a strong view of a batch of the client's MvPL pool, scaled by
-  |pseudo batch| / batch size; a client without labels trains on its pool alone.
-- `FixMatch` (`semi.method = "fixmatch"`): every step also draws mu * B unlabeled rows; the model's
+- `Supervised` (semi-supervised training off): class-balanced CE on the labeled rows, no augmentation.
+- `LabeledOnly` (`semi.method = "supervised"`): CB-CE on a weak view of each labeled batch. It is the
+  labeled term of the two methods below with nothing else: the same views, client sampling (label-free
+  clients are sampled and send empty participations) and local steps, so a comparison with it measures
+  what the unlabeled audio adds.
+- `MultiviewPseudoLabels` (`semi.method = "mvpl"`, the paper): `prepare` grows the client's pool from the
+  received model (m weak views of every candidate in one forward pass); each step is CB-CE on a weak view
+  of the labeled batch + lambda * CB-CE on a strong view of a pool batch, scaled by |pool batch| / batch
+  size. A client without labels trains on its pool alone.
+- `FixMatch` (`semi.method = "fixmatch"`): each step also draws mu * B unlabeled rows; the model's
   prediction on a weak view, where confident, is the target of a strong view (Sohn et al. 2020).
-  Options: distribution alignment (ReMixMatch) and a self-adaptive, class-wise threshold (FreeMatch),
-  both estimated once per participation from the received model on the client's unlabeled rows.
+  Option: distribution alignment (ReMixMatch) towards the client's labeled prior, estimated in `prepare`.
 
-An objective yields batches (row indices into x_train) and turns a batch into a `StepOutcome`;
-nothing here reads a tensor back to the host before `summarise`, after the last step.
+A client with labels takes the steps of its labeled rows (one pass in batches of B) whatever the
+method; a client without labels takes one pass over what it can train on (MvPL: its pool; FixMatch: its
+unlabeled rows in batches of mu * B; supervised: nothing). Nothing here reads a tensor back to the host
+between `prepare` and `summarise`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedser_client.core.augment import stochastic_feature_augmentation
+from fedser_client.core.augment import StrongView, stochastic_feature_augmentation, weak_views
 from fedser_client.core.losses import class_balanced_ce
+from fedser_client.core.pseudo_label import select_pseudo_labels, view_probabilities
+from fedser_client.core.state import LocalState
 from fedser_shared.config import RunConfig, SemiConfig
 
-if TYPE_CHECKING:
-    from fedser_client.core.data import ClientData
-    from fedser_client.core.trainer import LocalState
+NO_ROWS = np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class ClientTensors:
+    """A client's training rows on the training device, built once per trainer."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    labeled: torch.Tensor      # rows with a label
+    unlabeled: torch.Tensor    # rows without one
+    class_weights: torch.Tensor
+    label_counts: np.ndarray
+    styles: torch.Tensor | None = None  # [K, 2, D] speaker-style bank (augment.style_bank)
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What an objective did with the received model before the first step."""
+
+    state: LocalState
+    taken_rows: np.ndarray = field(default_factory=lambda: NO_ROWS)    # rows newly pseudo-labeled (MvPL's pool)
+    taken_labels: np.ndarray = field(default_factory=lambda: NO_ROWS)
+    candidates: int = 0
+    pass_tau: int = 0
+    pass_kappa: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +84,9 @@ Summary = tuple[np.ndarray, np.ndarray, int, int]
 
 
 class Objective(Protocol):
+    keeps_pool: ClassVar[bool]   # pseudo-labels are taken in `prepare` and kept across participations
+
+    def prepare(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation: ...
     def batches(self, gen: torch.Generator) -> Iterator[Batch]: ...
     def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome: ...
     def summarise(self, outcomes: Sequence[StepOutcome]) -> Summary: ...
@@ -93,7 +128,7 @@ def _summarise(outcomes: Sequence[StepOutcome]) -> Summary:
     the only place the steps' bookkeeping is read back from the device."""
     looked = [o for o in outcomes if o.rows is not None]
     if not looked:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0
+        return NO_ROWS, NO_ROWS, 0, 0
     rows = torch.cat([o.rows for o in looked]).cpu().numpy()  # type: ignore[misc]
     labels = torch.cat([o.labels for o in looked]).cpu().numpy()  # type: ignore[misc]
     used = torch.cat([o.used if o.used is not None else torch.ones_like(o.rows, dtype=torch.bool)  # type: ignore[arg-type]
@@ -102,57 +137,108 @@ def _summarise(outcomes: Sequence[StepOutcome]) -> Summary:
     return distinct, label, sum(o.candidates for o in looked), int(used.sum())
 
 
-def weak_labeled_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, semi: SemiConfig,
-                      class_weights: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def weak_labeled_loss(model: torch.nn.Module, t: ClientTensors, rows: torch.Tensor, semi: SemiConfig,
+                      gen: torch.Generator) -> torch.Tensor:
     """CB-CE on a weak view of the labeled rows of a step (zero when the step has none)."""
     if len(rows) == 0:
-        return torch.zeros((), device=x.device)
-    weak = stochastic_feature_augmentation(x[rows], semi.weak_sigma1, semi.weak_sigma2, gen)
-    return class_balanced_ce(model(weak, gen), y[rows], class_weights)
+        return torch.zeros((), device=t.x.device)
+    weak = stochastic_feature_augmentation(t.x[rows], semi.weak_sigma1, semi.weak_sigma2, gen)
+    return class_balanced_ce(model(weak, gen), t.y[rows], t.class_weights)
+
+
+def strong_view(semi: SemiConfig, styles: torch.Tensor | None) -> StrongView:
+    return StrongView(semi.strong_sigma1, semi.strong_sigma2, semi.strong_mixup, semi.strong_mask,
+                      styles if semi.strong_style else None)
 
 
 class Supervised:
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, labeled: torch.Tensor, batch_size: int,
-                 class_weights: torch.Tensor) -> None:
-        self.x, self.y, self.labeled, self.batch_size, self.class_weights = x, y, labeled, batch_size, class_weights
+    keeps_pool: ClassVar[bool] = False
+
+    def __init__(self, t: ClientTensors, batch_size: int) -> None:
+        self.t, self.batch_size = t, batch_size
+
+    def prepare(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation:
+        return Preparation(state)
 
     def batches(self, gen: torch.Generator) -> Iterator[Batch]:
-        for pick in one_pass(self.labeled, self.batch_size, gen):
-            yield Batch(pick, self.labeled[:0])
+        for pick in one_pass(self.t.labeled, self.batch_size, gen):
+            yield Batch(pick, self.t.labeled[:0])
 
     def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
-        return StepOutcome(class_balanced_ce(model(self.x[batch.labeled], gen), self.y[batch.labeled], self.class_weights))
+        t = self.t
+        return StepOutcome(class_balanced_ce(model(t.x[batch.labeled], gen), t.y[batch.labeled], t.class_weights))
 
     def summarise(self, outcomes: Sequence[StepOutcome]) -> Summary:
         return _summarise(outcomes)
 
 
-class MultiviewPseudoLabels:
-    def __init__(self, config: RunConfig, x: torch.Tensor, y: torch.Tensor, labeled: torch.Tensor,
-                 pool_rows: torch.Tensor, pool_labels: torch.Tensor, class_weights: torch.Tensor) -> None:
-        self.semi, self.batch_size = config.semi, config.train.batch_size
-        self.x, self.y, self.labeled, self.class_weights = x, y, labeled, class_weights
-        self.pool_rows, self.pool_labels = pool_rows, pool_labels
-
-    def batches(self, gen: torch.Generator) -> Iterator[Batch]:
-        if len(self.labeled) == 0:  # no labels: the pool is the whole objective
-            positions = torch.arange(len(self.pool_rows), device=self.pool_rows.device)
-            for pick in one_pass(positions, self.batch_size, gen):
-                yield Batch(self.labeled[:0], pick)
-            return
-        pool = Cycler(torch.arange(len(self.pool_rows), device=self.pool_rows.device), self.batch_size, gen)
-        for pick in one_pass(self.labeled, self.batch_size, gen):
-            yield Batch(pick, pool.next() if len(self.pool_rows) else self.labeled[:0])
+class LabeledOnly(Supervised):
+    def __init__(self, config: RunConfig, t: ClientTensors) -> None:
+        super().__init__(t, config.train.batch_size)
+        self.semi = config.semi
 
     def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
-        semi = self.semi
-        loss = weak_labeled_loss(model, self.x, self.y, batch.labeled, semi, self.class_weights, gen)
+        return StepOutcome(weak_labeled_loss(model, self.t, batch.labeled, self.semi, gen))
+
+
+class MultiviewPseudoLabels:
+    keeps_pool: ClassVar[bool] = True
+
+    def __init__(self, config: RunConfig, t: ClientTensors, threshold: float) -> None:
+        self.semi, self.batch_size, self.t, self.threshold = config.semi, config.train.batch_size, t, threshold
+        self.strong = strong_view(config.semi, t.styles)
+        self.pool_rows = self.pool_labels = t.labeled[:0]
+
+    def prepare(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation:
+        """MvPL with the received model, from the second participation on as the paper; a client without
+        labels starts at its first, since the global model is all it has to learn from."""
+        prepared = self._grow_pool(model, state, gen)
+        device = self.t.x.device
+        self.pool_rows = torch.from_numpy(prepared.state.pseudo_index).to(device)
+        self.pool_labels = torch.from_numpy(prepared.state.pseudo_label).to(device)
+        return prepared
+
+    def _grow_pool(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation:
+        semi, t = self.semi, self.t
+        unlabeled = t.unlabeled.cpu().numpy()
+        pooled = np.zeros(len(t.y), bool)
+        pooled[state.pseudo_index] = True
+        candidates = unlabeled[~pooled[unlabeled]].astype(np.int64)
+        too_early = state.participations < 1 and len(t.labeled) > 0
+        if too_early or candidates.size == 0 or semi.max_per_class == 0:
+            return Preparation(state)
+        model.eval()
+        with torch.no_grad():
+            views = weak_views(t.x[torch.from_numpy(candidates).to(t.x.device)], semi.views, semi.weak_sigma1,
+                               semi.weak_sigma2, gen)
+            logits = model(views.reshape(-1, views.shape[-1])).reshape(*views.shape[:2], -1)
+            probs = view_probabilities(logits, semi.temperature).cpu().numpy()
+        model.train()
+        chosen = select_pseudo_labels(probs, self.threshold, semi.uncertainty_max, semi.max_per_class)
+        rows, labels = candidates[chosen.index].astype(np.int64), chosen.label.astype(np.int64)
+        grown = replace(state, pseudo_index=np.concatenate([state.pseudo_index, rows]),
+                        pseudo_label=np.concatenate([state.pseudo_label, labels]))
+        return Preparation(grown, rows, labels, int(candidates.size), chosen.n_confident, chosen.n_eligible)
+
+    def batches(self, gen: torch.Generator) -> Iterator[Batch]:
+        positions = torch.arange(len(self.pool_rows), device=self.pool_rows.device)
+        if len(self.t.labeled) == 0:  # no labels: the pool is the whole objective
+            for pick in one_pass(positions, self.batch_size, gen):
+                yield Batch(self.t.labeled[:0], pick)
+            return
+        pool = Cycler(positions, self.batch_size, gen)
+        for pick in one_pass(self.t.labeled, self.batch_size, gen):
+            yield Batch(pick, pool.next() if len(self.pool_rows) else self.t.labeled[:0])
+
+    def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
+        semi, t = self.semi, self.t
+        loss = weak_labeled_loss(model, t, batch.labeled, semi, gen)
         if len(batch.unlabeled) == 0:
             return StepOutcome(loss)
         rows, targets = self.pool_rows[batch.unlabeled], self.pool_labels[batch.unlabeled]
-        strong = stochastic_feature_augmentation(self.x[rows], semi.strong_sigma1, semi.strong_sigma2, gen)
+        strong = self.strong(t.x[rows], gen)
         share = len(batch.unlabeled) / self.batch_size if len(batch.labeled) else 1.0
-        loss = loss + semi.pseudo_weight * class_balanced_ce(model(strong, gen), targets, self.class_weights) * share
+        loss = loss + semi.pseudo_weight * class_balanced_ce(model(strong, gen), targets, t.class_weights) * share
         return StepOutcome(loss, rows, targets)
 
     def summarise(self, outcomes: Sequence[StepOutcome]) -> Summary:
@@ -161,62 +247,58 @@ class MultiviewPseudoLabels:
 
 
 class FixMatch:
-    def __init__(self, config: RunConfig, x: torch.Tensor, y: torch.Tensor, labeled: torch.Tensor,
-                 unlabeled: torch.Tensor, class_weights: torch.Tensor, label_prior: torch.Tensor,
-                 model: torch.nn.Module) -> None:
-        self.semi, self.batch_size = config.semi, config.train.batch_size
-        self.x, self.y, self.labeled, self.unlabeled, self.class_weights = x, y, labeled, unlabeled, class_weights
-        self.alignment: torch.Tensor | None = None
-        self.thresholds = torch.full((config.num_classes,), self.semi.fixmatch_threshold, device=x.device)
-        if len(unlabeled) and (self.semi.distribution_alignment or self.semi.threshold_mode == "self_adaptive"):
-            self._estimate(model, label_prior)
+    keeps_pool: ClassVar[bool] = False
 
-    def _estimate(self, model: torch.nn.Module, label_prior: torch.Tensor) -> None:
-        """One pass of the received model over the unlabeled rows: the mean prediction (for
-        alignment: p <- p * prior / mean, renormalised) and FreeMatch's self-adaptive thresholds
-        tau_c = mean max-probability * mean_c / max_c mean."""
-        model.eval()
-        with torch.no_grad():
-            probs = torch.softmax(model(self.x[self.unlabeled]), dim=1)
-        model.train()
-        mean = probs.mean(dim=0).clamp_min(1e-6)
-        if self.semi.distribution_alignment:
-            self.alignment = label_prior / mean
-            probs = self._align(probs)
-            mean = probs.mean(dim=0).clamp_min(1e-6)
-        if self.semi.threshold_mode == "self_adaptive":
-            global_tau = probs.max(dim=1).values.mean()
-            self.thresholds = global_tau * mean / mean.max()
+    def __init__(self, config: RunConfig, t: ClientTensors) -> None:
+        self.semi, self.batch_size, self.t = config.semi, config.train.batch_size, t
+        self.strong = strong_view(config.semi, t.styles)
+        self.alignment: torch.Tensor | None = None
+
+    def prepare(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation:
+        """Distribution alignment: p <- p * prior / mean prediction, renormalised, with the prior of the client's
+        own labels (its absent classes get none). A client without labels has no prior to align to: a uniform one
+        would push its predictions towards the classes it lacks."""
+        t = self.t
+        if self.semi.distribution_alignment and t.label_counts.sum() > 0 and len(t.unlabeled):
+            prior = torch.from_numpy(t.label_counts / t.label_counts.sum()).to(t.x.device, torch.float32)
+            model.eval()
+            with torch.no_grad():
+                mean = torch.softmax(model(t.x[t.unlabeled]), dim=1).mean(dim=0).clamp_min(1e-6)
+            model.train()
+            self.alignment = prior / mean
+        return Preparation(state)
 
     def _align(self, probs: torch.Tensor) -> torch.Tensor:
         if self.alignment is None:
             return probs
         aligned = probs * self.alignment
-        return aligned / aligned.sum(dim=1, keepdim=True)
+        return aligned / aligned.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def batches(self, gen: torch.Generator) -> Iterator[Batch]:
-        unlabeled_size = self.batch_size * self.semi.unlabeled_ratio
-        n_steps = math.ceil(max(len(self.labeled) / self.batch_size, len(self.unlabeled) / unlabeled_size))
-        labeled = Cycler(self.labeled, self.batch_size, gen) if len(self.labeled) else None
-        unlabeled = Cycler(self.unlabeled, unlabeled_size, gen) if len(self.unlabeled) else None
-        for _ in range(n_steps):
-            yield Batch(labeled.next() if labeled else self.labeled[:0], unlabeled.next() if unlabeled else self.unlabeled[:0])
+        t, size = self.t, self.batch_size
+        unlabeled_size = size * self.semi.unlabeled_ratio
+        unlabeled = Cycler(t.unlabeled, unlabeled_size, gen) if len(t.unlabeled) else None
+        if len(t.labeled) == 0:
+            for _ in range(math.ceil(len(t.unlabeled) / unlabeled_size)):
+                yield Batch(t.labeled[:0], unlabeled.next())  # type: ignore[union-attr]
+            return
+        for pick in one_pass(t.labeled, size, gen):
+            yield Batch(pick, unlabeled.next() if unlabeled else t.unlabeled[:0])
 
     def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
-        semi = self.semi
-        loss = weak_labeled_loss(model, self.x, self.y, batch.labeled, semi, self.class_weights, gen)
+        semi, t = self.semi, self.t
+        loss = weak_labeled_loss(model, t, batch.labeled, semi, gen)
         if len(batch.unlabeled) == 0:
             return StepOutcome(loss)
-        x = self.x[batch.unlabeled]
+        x = t.x[batch.unlabeled]
         with torch.no_grad():
             model.eval()
             weak = stochastic_feature_augmentation(x, semi.weak_sigma1, semi.weak_sigma2, gen)
             probs = self._align(torch.softmax(model(weak), dim=1))
             model.train()
         confidence, target = probs.max(dim=1)
-        mask = confidence >= self.thresholds[target]
-        strong = stochastic_feature_augmentation(x, semi.strong_sigma1, semi.strong_sigma2, gen)
-        per_row = F.cross_entropy(model(strong, gen), target, reduction="none")
+        mask = confidence >= semi.fixmatch_threshold
+        per_row = F.cross_entropy(model(self.strong(x, gen), gen), target, reduction="none")
         loss = loss + semi.pseudo_weight * (per_row * mask).mean()
         return StepOutcome(loss, batch.unlabeled, target, mask, len(batch.unlabeled))
 
@@ -224,16 +306,11 @@ class FixMatch:
         return _summarise(outcomes)
 
 
-def make_objective(config: RunConfig, x: torch.Tensor, y: torch.Tensor, data: ClientData, state: LocalState,
-                   class_weights: torch.Tensor, model: torch.nn.Module, device: torch.device) -> Objective:
-    labeled = torch.from_numpy(data.labeled_index.astype(np.int64)).to(device)
-    batch_size = config.train.batch_size
+def make_objective(config: RunConfig, tensors: ClientTensors, pseudo_threshold: float) -> Objective:
     if not config.semi.enabled:
-        return Supervised(x, y, labeled, batch_size, class_weights)
+        return Supervised(tensors, config.train.batch_size)
     if config.semi.method == "mvpl":
-        return MultiviewPseudoLabels(config, x, y, labeled, torch.from_numpy(state.pseudo_index).to(device),
-                                     torch.from_numpy(state.pseudo_label).to(device), class_weights)
-    counts = torch.from_numpy(data.label_counts(config.num_classes).astype(np.float32)).to(device)
-    prior = counts / counts.sum() if counts.sum() > 0 else torch.full_like(counts, 1.0 / len(counts))
-    unlabeled = torch.from_numpy(data.unlabeled_index.astype(np.int64)).to(device)
-    return FixMatch(config, x, y, labeled, unlabeled, class_weights, prior, model)
+        return MultiviewPseudoLabels(config, tensors, pseudo_threshold)
+    if config.semi.method == "fixmatch":
+        return FixMatch(config, tensors)
+    return LabeledOnly(config, tensors)

@@ -1,10 +1,11 @@
 """LocalTrainer: one client's local update and evaluation (DESIGN §5).
 
 `train(global_state, task, local_state) -> (update, new_local_state, report)` runs one
-participation in four named steps: pseudo-labeling with the received model (MvPL), the
-SCAFFOLD correction c - c_i, K local steps of the configured objective, then the update
-y - theta and c_i+. The objectives (supervised, MvPL, FixMatch) live in
-`fedser_client.core.objectives`; this module drives them.
+participation in four named steps: the objective's `prepare` with the received model (MvPL
+grows its pool there), the SCAFFOLD correction c - c_i, K local steps of the objective, then
+the update y - theta and c_i+. The objectives (supervised, MvPL, FixMatch) live in
+`fedser_client.core.objectives` and what a client keeps in `fedser_client.core.state`; this
+module drives them.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from fedser_client.core.augment import stochastic_feature_augmentation
 from fedser_client.core.data import UNLABELED, ClientData
 from fedser_client.core.losses import class_balanced_weights
-from fedser_client.core.objectives import Objective, StepOutcome, make_objective
-from fedser_client.core.pseudo_label import select_pseudo_labels, view_probabilities
+from fedser_client.core.objectives import ClientTensors, Objective, StepOutcome, make_objective
+from fedser_client.core.state import LocalState
 from fedser_shared.config import RunConfig
 from fedser_shared.metrics import confusion_matrix
 from fedser_shared.model import EmotionMLP
@@ -39,16 +39,6 @@ class TrainTask:
 
 
 @dataclass(frozen=True)
-class LocalState:
-    """What a client keeps between participations (persisted under `.fedser/`)."""
-
-    control: dict[str, np.ndarray] = field(default_factory=dict)  # c_i, names "c.<param>"
-    pseudo_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    pseudo_label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    participations: int = 0
-
-
-@dataclass(frozen=True)
 class TrainReport:
     loss: float
     n_samples: int          # FedAvg weight: labeled rows plus the unlabeled rows actually trained on; 0 = nothing to add
@@ -62,17 +52,8 @@ class TrainReport:
     pseudo_candidates: int = 0   # unlabeled predictions examined (MvPL: pool rows; FixMatch: rows x steps)
     pseudo_pass_tau: int = 0     # of those, how many reached the confidence threshold
     pseudo_pass_kappa: int = 0   # MvPL: how many were also certain enough across views (u <= kappa)
-
-
-@dataclass(frozen=True)
-class PseudoLabeling:
-    """What MvPL did at the start of a participation."""
-
-    rows: np.ndarray     # rows of x_train newly pseudo-labeled
-    labels: np.ndarray
-    candidates: int = 0
-    pass_tau: int = 0
-    pass_kappa: int = 0
+    pseudo_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))    # the rows counted as taken
+    pseudo_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # and the label each got
 
 
 @dataclass(frozen=True)
@@ -114,7 +95,11 @@ class LocalTrainer:
         self.model = EmotionMLP(data.feature_dim, self.num_classes, config.model.hidden, config.model.dropout).to(self.device)
         counts = data.label_counts(self.num_classes)
         weights = class_balanced_weights(counts, config.train.class_balance_beta)
-        self._class_weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
+        styles = None if data.style_bank is None else torch.from_numpy(data.style_bank).to(self.device)
+        self._tensors = ClientTensors(
+            self._x_train, self._y_train, torch.from_numpy(data.labeled_index.astype(np.int64)).to(self.device),
+            torch.from_numpy(data.unlabeled_index.astype(np.int64)).to(self.device),
+            torch.tensor(weights, dtype=torch.float32, device=self.device), counts, styles)
 
     @property
     def n_labeled(self) -> int:
@@ -145,34 +130,10 @@ class LocalTrainer:
         def sgd() -> None:
             with torch.no_grad():
                 for p in params:
-                    p.add_(p.grad, alpha=-lr)
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-lr)
 
         return sgd
-
-    # -- step 1: pseudo-labeling (MvPL) --------------------------------------------------
-    def _pseudo_label(self, task: TrainTask, state: LocalState) -> PseudoLabeling:
-        """MvPL with the received model. From the second participation on, as the paper; a client
-        without labels starts at its first, since the global model is all it has to learn from."""
-        semi = self.config.semi
-        none = np.zeros(0, np.int64)
-        pooled = np.zeros(len(self.data.y_train), bool)
-        pooled[state.pseudo_index] = True
-        candidates = self.data.unlabeled_index[~pooled[self.data.unlabeled_index]].astype(np.int64)
-        too_early = state.participations < 1 and self.n_labeled > 0
-        if not semi.enabled or semi.method != "mvpl" or too_early or candidates.size == 0 or semi.max_per_class == 0:
-            return PseudoLabeling(none, none)
-        gen = self._generator(task.round, "mvpl")
-        self.model.eval()
-        x = self._x_train[torch.from_numpy(candidates).to(self.device)]
-        with torch.no_grad():
-            views = torch.stack([
-                self.model(stochastic_feature_augmentation(x, semi.weak_sigma1, semi.weak_sigma2, gen))
-                for _ in range(semi.views)
-            ])
-            probs = view_probabilities(views, semi.temperature).cpu().numpy()
-        chosen = select_pseudo_labels(probs, task.pseudo_threshold, semi.uncertainty_max, semi.max_per_class)
-        return PseudoLabeling(candidates[chosen.index].astype(np.int64), chosen.label.astype(np.int64),
-                              candidates=int(candidates.size), pass_tau=chosen.n_confident, pass_kappa=chosen.n_eligible)
 
     # -- step 2: control-variate correction ------------------------------------------------
     def _scaffold_terms(self, global_state: Mapping[str, np.ndarray], state: LocalState) -> ScaffoldTerms | None:
@@ -197,12 +158,9 @@ class LocalTrainer:
         for _ in range(task.local_epochs):
             for batch in objective.batches(gen):
                 outcome: StepOutcome = objective.loss(self.model, batch, gen)
-                for p in params:
-                    p.grad = None
-                outcome.loss.backward()
-                if correction is not None:
-                    for p, corr in zip(params, correction):
-                        p.grad.add_(corr)
+                grads = torch.autograd.grad(outcome.loss, params)
+                for index, (p, grad) in enumerate(zip(params, grads)):
+                    p.grad = grad if correction is None else grad.add_(correction[index])
                 step()
                 steps += 1
                 loss_sum += outcome.loss.detach()
@@ -236,18 +194,16 @@ class LocalTrainer:
     ) -> tuple[dict[str, np.ndarray], LocalState, TrainReport]:
         started = time.perf_counter()
         self._load_global(global_state)
-        labeling = self._pseudo_label(task, local_state)
-        local_state = replace(local_state, pseudo_index=np.concatenate([local_state.pseudo_index, labeling.rows]),
-                              pseudo_label=np.concatenate([local_state.pseudo_label, labeling.labels]))
+        objective = make_objective(self.config, self._tensors, task.pseudo_threshold)
+        prepared = objective.prepare(self.model, local_state, self._generator(task.round, "mvpl"))
+        local_state = prepared.state
         scaffold = self._scaffold_terms(global_state, local_state)
-        objective = make_objective(self.config, self._x_train, self._y_train, self.data, local_state,
-                                   self._class_weights, self.model, self.device)
         run = self._local_steps(objective, task, scaffold.correction if scaffold else None)
         n_samples = self.n_labeled + len(run.trained_unlabeled)
         update, control = self._update_and_control(global_state, scaffold, run.steps, task.lr, local_state.control,
                                                    empty=n_samples == 0)
         new_state = replace(local_state, control=control, participations=local_state.participations + 1)
-        taken_rows, taken_labels = (labeling.rows, labeling.labels) if self.config.semi.method == "mvpl" else (
+        taken_rows, taken_labels = (prepared.taken_rows, prepared.taken_labels) if objective.keeps_pool else (
             run.trained_unlabeled, run.assigned_label)
         truth = self.data.hidden_labels[taken_rows]
         with_truth = truth != UNLABELED
@@ -262,9 +218,11 @@ class LocalTrainer:
                                                  minlength=self.num_classes).tolist(),
             pseudo_with_truth=int(with_truth.sum()),
             seconds=time.perf_counter() - started,
-            pseudo_candidates=labeling.candidates + run.candidates,
-            pseudo_pass_tau=labeling.pass_tau + run.pass_tau,
-            pseudo_pass_kappa=labeling.pass_kappa,
+            pseudo_candidates=prepared.candidates + run.candidates,
+            pseudo_pass_tau=prepared.pass_tau + run.pass_tau,
+            pseudo_pass_kappa=prepared.pass_kappa,
+            pseudo_rows=taken_rows,
+            pseudo_labels=taken_labels,
         )
         return update, new_state, report
 

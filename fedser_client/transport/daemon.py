@@ -19,10 +19,11 @@ import numpy as np
 
 from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask
 from fedser_client.local_store import LocalStore
+from fedser_client.transport.secure import submit_securely
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.checksum import Checksum, Digest, StreamHash
 from fedser_shared.config import RunConfig
-from fedser_shared.errors import CorruptBlobError, FedserError
+from fedser_shared.errors import CorruptBlobError, FedserError, SecAggError, UnmaskRefusedError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
@@ -149,6 +150,7 @@ class ClientDaemon:
         # whether the server checks XXH3 and takes SubmitSmallUpdate: its model headers say so
         self.server_takes_xxh3 = False
         self.bound_log = log.bind(client=identity.name)
+        self.secure_stop_after: str | None = None  # tests: die in a secure round after this stage
 
     # ---------------------------------------------------------------- calls
     def _join(self) -> None:
@@ -262,7 +264,15 @@ class ClientDaemon:
         train_task = TrainTask(round=task.round, lr=task.train.lr, local_epochs=task.train.local_epochs or 1,
                                pseudo_threshold=task.train.pseudo_label_threshold)
         update, new_state, report = self.trainer.train(global_state, train_task, local_state)
-        self.submit_update(task, update, report)
+        assert self.config is not None and self.session is not None
+        if self.config.privacy.secure:  # only the masked vector leaves: no header, no metrics
+            rng = np.random.default_rng()  # stochastic rounding
+            if not submit_securely(self.stub, self.session, task, self.config, update, report.n_samples, rng,
+                                   stop_after=self.secure_stop_after):
+                self.stop_event.set()  # tests: a client that dies in the middle of a secure round
+                return
+        else:
+            self.submit_update(task, update, report)
         # c_i+ is kept only once the server took the update that carries dc_i
         self.store.save_state(new_state, self.train_paths)
         result.rounds_trained.append(task.round)
@@ -353,6 +363,8 @@ class ClientDaemon:
                         backoff.sleep(self.stop_event)
                     else:
                         raise ServerRefused(f"server refused: {code.name}: {exc.details()}") from None
+                except (SecAggError, UnmaskRefusedError) as exc:  # e.g. it refused to reveal both secrets of a peer
+                    self.bound_log.warning("secure_round_left", reason=exc.reason, detail=str(exc))
                 except CorruptBlobError as exc:
                     self.bound_log.warning("model_transfer_corrupt_retrying", detail=str(exc))
                     backoff.sleep(self.stop_event)

@@ -29,6 +29,7 @@ from fedser_server.core.strategy import FedAvg
 from fedser_server.engine.aggregator import Aggregator
 from fedser_server.engine.driver import RoundDriver
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
+from fedser_server.engine.secure_round import SecureRound
 from fedser_server.engine.served_state import FileBackedState, InMemoryState, ServedState
 from fedser_server.engine.sessions import Joined, Sessions
 from fedser_server.engine.stats import RunStats
@@ -86,6 +87,7 @@ class Coordinator:
         self._stop = threading.Event()
         self.done = threading.Event()
         self._book: RoundBook | None = None
+        self.secure_round: SecureRound | None = None  # the secure round in progress (privacy.secure_aggregation)
         self.completed_round = 0
         self.state = strategy.initial_state(initial_weights)
         state_bytes = sum(v.nbytes for v in self.state.values())
@@ -212,6 +214,20 @@ class Coordinator:
             except FedserError:
                 return False
             return True
+
+    def secure_round_for(self, client: ClientRecord, round_index: int, task_id: str) -> SecureRound:
+        """The secure round in progress; it checks the client's task itself."""
+        with self._cond:
+            if self.secure_round is None or self.secure_round.round_index != round_index:
+                raise StaleRoundError(f"no secure round {round_index} is open (current round {self.completed_round})")
+            return self.secure_round
+
+    def secure_round_joined(self, client: ClientRecord) -> None:
+        """The client took part in the round's secure aggregation: its training task is answered
+        (GetTask does not hand it out again; the stages go on through the SecAgg* calls)."""
+        with self._cond:
+            if self._book is not None:
+                self._book.reported.add(client.client_id)
 
     def training_task(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
         """The open training task an update answers (its header was checked at the edge)."""

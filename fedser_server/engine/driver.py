@@ -19,8 +19,11 @@ from fedser_server.core.records import is_eval_round, metrics_record
 from fedser_server.core.round_book import RoundBook, TaskKind
 from fedser_server.core.round_plan import plan_round, task_spec
 from fedser_server.core.schedule import is_trainable
+from fedser_server.core.secure_aggregation import fold_sum, graph_seed, update_layout
+from fedser_server.engine.secure_round import SecureRound
 from fedser_server.state.registry import ClientRecord
 from fedser_server.state.writer import OrderedWriter
+from fedser_shared.errors import SecAggError
 from fedser_shared.logging import get_logger
 
 if TYPE_CHECKING:
@@ -142,12 +145,15 @@ class RoundDriver:
             log.info("round_started", round=round_index, attempt=attempt, n_sampled=len(sampled), n_alive=len(candidates))
             book = self._open_phase(TaskKind.TRAIN, round_index, sampled, fed.round_timeout_s)
             started = self._clock()
-            self._await_phase(book, fed.round_timeout_s)
+            if self.config.privacy.secure:
+                n_updates = self._await_secure(book, round_index, attempt)
+            else:
+                self._await_phase(book, fed.round_timeout_s)
+                n_updates = len(book.reported)
             if self.stopping:
                 return None
             c.aggregator.drain()  # every accepted update is in the sums
             book_seconds = self._clock() - started
-            n_updates = len(book.reported)
             if n_updates == len(book.tasks) or n_updates >= fed.updates_needed:
                 # the book is closed, so no update reaches the strategy any more: aggregate into the
                 # next blob without the lock (clients keep authenticating), then swap in O(1)
@@ -166,6 +172,34 @@ class RoundDriver:
                 # after they join anew, so the server waits instead of retrying in a loop
                 c.end_sessions(silent, f"did not answer round {round_index}")
         return None
+
+    def _await_secure(self, book: RoundBook, round_index: int, attempt: int) -> int:
+        """A secure round's stages (docs/privacy.md): the clients' masked inputs summed, unmasked and
+        folded into the strategy as one sum. The number of updates in it; 0 when it could not be
+        unmasked (the round is retried, the strategy untouched)."""
+        c, privacy = self._c, self.config.privacy
+        layout = update_layout(c.strategy, c.state, privacy, len(book.tasks))
+        secure = SecureRound(privacy, layout, round_index, {cid: t.task_id for cid, t in book.tasks.items()},
+                             graph_seed(self.config.federation.seed, round_index, str(attempt)))
+        with c.lock:
+            c.secure_round = secure
+        try:
+            decoded = secure.drive(self._clock, self._clock() + self.config.federation.round_timeout_s,
+                                   privacy.secagg_stage_timeout_s, lambda: self.stopping)
+        except SecAggError as error:
+            c.count_refusal("SecureRound", error.reason, update=False)
+            log.warning("secagg_round_refused", round=round_index, attempt=attempt, reason=error.reason, detail=str(error))
+            return 0
+        finally:
+            with c.lock:
+                c.secure_round = None
+            c.close_phase(book)
+        if decoded is None:
+            return 0
+        fold_sum(c.strategy, decoded)  # a round of empty participations only leaves the state as it is
+        book.tally.n_updates = len(secure.survivors)
+        book.tally.n_empty = len(secure.survivors) - decoded.n_trained
+        return len(secure.survivors)
 
     def _evaluate(self, round_index: int) -> RoundBook | None:
         clients = [x for x in self._c.alive_clients() if x.n_eval > 0]

@@ -27,8 +27,12 @@ from fedser_shared.errors import (
     HeaderTimeoutError,
     InvalidRequestError,
     InvalidUpdateError,
+    MalformedShareError,
+    MaskedInputError,
     NotParticipatingError,
     ProtocolMismatchError,
+    SecAggError,
+    SecAggStageError,
     ServerBusyError,
     ServerStoppingError,
     SessionExpiredError,
@@ -56,6 +60,10 @@ STATUS_OF: dict[type[FedserError], grpc.StatusCode] = {
     DiskFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     HeaderTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
     ClientCancelledError: grpc.StatusCode.CANCELLED,
+    MalformedShareError: grpc.StatusCode.INVALID_ARGUMENT,
+    MaskedInputError: grpc.StatusCode.INVALID_ARGUMENT,
+    SecAggStageError: grpc.StatusCode.FAILED_PRECONDITION,
+    SecAggError: grpc.StatusCode.FAILED_PRECONDITION,  # the secure round cannot be unmasked: it is retried
 }
 
 # a call that broke under the handler (the client cancelled, died, or was cut off): nothing is kept

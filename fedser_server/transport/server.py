@@ -66,6 +66,11 @@ def coordinator_handlers(servicer: CoordinatorServicer, threaded: ThreadedHandle
         "SubmitEvaluation": unary(threaded.unary_unary(servicer.SubmitEvaluation), pb.EvaluationReport, pb.Ack),
         "Heartbeat": unary(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatReply),
         "Leave": unary(threaded.unary_unary(servicer.Leave), pb.LeaveRequest, pb.Ack),
+        # a secure-aggregation stage call waits on its worker thread until the stage closes
+        "SecAggAdvertise": unary(threaded.unary_unary(servicer.SecAggAdvertise), pb.SecAggAdvertiseRequest, pb.SecAggPeers),
+        "SecAggShare": unary(threaded.unary_unary(servicer.SecAggShare), pb.SecAggShareRequest, pb.SecAggSharesForYou),
+        "SecAggMask": unary(threaded.unary_unary(servicer.SecAggMask), pb.SecAggMaskRequest, pb.SecAggUnmaskTask),
+        "SecAggUnmask": unary(threaded.unary_unary(servicer.SecAggUnmask), pb.SecAggUnmaskShares, pb.Ack),
     }
 
 

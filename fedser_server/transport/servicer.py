@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 
 import grpc
+import numpy as np
 
 from fedser_server.core.reports import UpdateHeader
 from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.engine.coordinator import Coordinator
+from fedser_server.engine.secure_round import SecureRound
 from fedser_server.state.registry import ClientRecord
 from fedser_server.transport import edge
 from fedser_server.transport.admission import HeaderGate, Limits, PollGate, UploadGate
@@ -33,11 +35,14 @@ from fedser_shared.errors import (
     DiskFullError,
     FedserError,
     InvalidUpdateError,
+    MalformedShareError,
+    MaskedInputError,
     SmallUpdateTooLargeError,
     StaleRoundError,
 )
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from fedser_shared.secagg import EncryptedShare, KeyAdvert, UnmaskReply
 
 _TASK_KIND = {
     TaskKind.WAIT: pb.TASK_KIND_WAIT,
@@ -361,3 +366,54 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         client = self._client(request.protocol_version, request.session)
         self.coordinator.leave(client, request.reason)
         return pb.Ack(message="goodbye")
+
+    # ---------------------------------------------------------------- secure aggregation (docs/protocol.md)
+    def _secure_round(self, client: ClientRecord, round_index: int, task_id: str) -> SecureRound:
+        return self.coordinator.secure_round_for(client, round_index, task_id)
+
+    def _secagg_wait_s(self) -> float:
+        """How long a stage call may wait for its stage to close (the client's own deadline may cut it first)."""
+        config = self.coordinator.config
+        return config.federation.round_timeout_s + config.privacy.secagg_stage_timeout_s
+
+    @refusing
+    def SecAggAdvertise(self, request: pb.SecAggAdvertiseRequest, context: grpc.ServicerContext) -> pb.SecAggPeers:
+        client = self._client(request.protocol_version, request.session)
+        secure = self._secure_round(client, request.round, request.task_id)
+        keys = secure.advertise(client.client_id, request.round, request.task_id,
+                                KeyAdvert(request.share_key, request.mask_key), self._secagg_wait_s(),
+                                joined=lambda: self.coordinator.secure_round_joined(client))
+        return pb.SecAggPeers(node=keys.node, threshold=keys.threshold, context=keys.context, n_clients=keys.n_clients,
+                              vector_length=keys.vector_length,
+                              peers=[pb.SecAggPeerKey(node=n, share_key=a.share_key, mask_key=a.mask_key)
+                                     for n, a in sorted(keys.peers.items())])
+
+    @refusing
+    def SecAggShare(self, request: pb.SecAggShareRequest, context: grpc.ServicerContext) -> pb.SecAggSharesForYou:
+        client = self._client(request.protocol_version, request.session)
+        secure = self._secure_round(client, request.round, request.task_id)
+        shares = [EncryptedShare(s.sender, s.recipient, s.ciphertext) for s in request.shares]
+        mine = secure.share(client.client_id, request.round, request.task_id, shares, self._secagg_wait_s())
+        return pb.SecAggSharesForYou(shares=[pb.SecAggShare(sender=s.sender, recipient=s.recipient, ciphertext=s.ciphertext)
+                                             for s in mine])
+
+    @refusing
+    def SecAggMask(self, request: pb.SecAggMaskRequest, context: grpc.ServicerContext) -> pb.SecAggUnmaskTask:
+        client = self._client(request.protocol_version, request.session)
+        secure = self._secure_round(client, request.round, request.task_id)
+        if len(request.masked) != 4 * secure.layout.length:
+            raise MaskedInputError(f"a masked input is {4 * secure.layout.length} bytes ({secure.layout.length} uint32), "
+                                   f"got {len(request.masked)}")
+        masked = np.frombuffer(request.masked, dtype="<u4").astype(np.uint32)
+        ask = secure.mask(client.client_id, request.round, request.task_id, masked, self._secagg_wait_s())
+        return pb.SecAggUnmaskTask(seed_of=sorted(ask.seed_of), key_of=sorted(ask.key_of))
+
+    @refusing
+    def SecAggUnmask(self, request: pb.SecAggUnmaskShares, context: grpc.ServicerContext) -> pb.Ack:
+        client = self._client(request.protocol_version, request.session)
+        secure = self._secure_round(client, request.round, request.task_id)
+        seeds, keys = {s.node: s.share for s in request.seed_shares}, {s.node: s.share for s in request.key_shares}
+        if len(seeds) != len(request.seed_shares) or len(keys) != len(request.key_shares):
+            raise MalformedShareError("a node's share is listed twice")
+        secure.unmask(client.client_id, request.round, request.task_id, UnmaskReply(seeds, keys))
+        return pb.Ack(message="shares accepted")

@@ -108,8 +108,8 @@ class SemiConfig(_Section):
 
     enabled: bool = False
     """Train on unlabeled audio too (Semi-FedSER), with the local method below."""
-    method: Literal["mvpl", "fixmatch"] = "mvpl"
-    """Local semi-supervised method: the paper's multiview pseudo-labels (a growing pool, few per participation), or FixMatch (every step: confident weak-view predictions supervise strong views)."""
+    method: Literal["mvpl", "fixmatch", "supervised"] = "mvpl"
+    """Local semi-supervised method: the paper's multiview pseudo-labels (a growing pool, few per participation), FixMatch (every step: confident weak-view predictions supervise strong views), or supervised: the same weak views of the labels, client sampling and local steps with no unlabeled term (the fair baseline of the other two)."""
     weak_sigma1: float = Field(0.1, ge=0.0)
     """Weak feature augmentation: std of the multiplicative noise, alpha ~ N(1, sigma1^2)."""
     weak_sigma2: float = Field(0.1, ge=0.0)
@@ -134,13 +134,17 @@ class SemiConfig(_Section):
     """New pseudo-labels per class per participation, lowest uncertainty first."""
     pseudo_weight: float = Field(1.0, ge=0.0, description="lambda, weight of the pseudo-label loss")
     fixmatch_threshold: float = Field(0.95, ge=0.0, le=1.0)
-    """FixMatch: softmax confidence on a weak view above which its prediction supervises the strong view (threshold_mode fixed)."""
-    threshold_mode: Literal["fixed", "self_adaptive"] = "fixed"
-    """FixMatch: a fixed threshold, or FreeMatch's class-wise one estimated from the received model on the client's unlabeled rows."""
+    """FixMatch: softmax confidence on a weak view above which its prediction supervises the strong view."""
     distribution_alignment: bool = False
-    """FixMatch: scale predictions by the client's labeled class prior over the model's mean prediction (ReMixMatch)."""
-    unlabeled_ratio: int = Field(1, ge=1)
-    """FixMatch: unlabeled rows per labeled row in each step (mu); a participation lasts until both pools were seen once."""
+    """FixMatch: scale predictions by the client's labeled class prior over the model's mean prediction on its unlabeled rows (ReMixMatch); a client without labels knows no prior and aligns nothing."""
+    unlabeled_ratio: int = Field(7, ge=1)
+    """FixMatch: unlabeled rows per labeled row in each step (mu, 7 as in the FixMatch paper). A client takes the steps of its labeled rows (one pass in batches of batch_size); one without labels takes one pass over its unlabeled rows in batches of mu * batch_size."""
+    strong_mixup: float = Field(0.0, ge=0.0, le=0.5)
+    """Strong view option: mix each unlabeled row with another of its batch, taking up to this share of the other (uniform in [0, strong_mixup]); 0 = off."""
+    strong_mask: float = Field(0.0, ge=0.0, lt=1.0)
+    """Strong view option: share of the (z-scored) features set to 0 in each row, at random; 0 = off."""
+    strong_style: bool = False
+    """Strong view option: re-normalise each row as if it came from another speaker, with a random entry of the client's speaker-statistics bank (set by the simulation or benchmark; empty otherwise, then off)."""
 
 
 class FederationConfig(_Section):

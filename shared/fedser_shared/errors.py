@@ -165,8 +165,9 @@ class SecAggStageError(SecAggError):
     reason = "secagg_stage"
 
 
-class UnmaskRefusedError(SecAggError):
-    """A client refuses an unmasking request (e.g. it asks for both secrets of one peer)."""
+class UnmaskRefusedError(FedserError):
+    """A client refuses an unmasking request (e.g. it asks for both secrets of one peer): the
+    client's own check, never a server's refusal."""
 
     reason = "unmask_refused"
 

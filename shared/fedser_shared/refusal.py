@@ -11,9 +11,11 @@ import grpc
 REFUSAL_METADATA_KEY = "fedser-refusal"
 
 SESSION_LOST = frozenset({"session_expired", "unknown_client"})  # join again, keeping the client id
-TASK_GONE = frozenset({"stale_round", "not_participating"})     # drop the task, ask for the next one
+# drop the task, ask for the next one (a secure round that went on without this client, or was given up)
+TASK_GONE = frozenset({"stale_round", "not_participating", "secagg_stage", "below_threshold", "secagg_sum", "secagg"})
 # the update or evaluation sent was refused: drop it (c_i is kept only for accepted updates), stay for the next task
-REPORT_REFUSED = frozenset({"invalid_update", "corrupt_blob", "norm_bound", "invalid_request", "small_update_too_large"})
+REPORT_REFUSED = frozenset({"invalid_update", "corrupt_blob", "norm_bound", "invalid_request", "small_update_too_large",
+                            "invalid_share", "invalid_masked_input"})
 # the server cannot take the update now (no disk space to park it): wait long before sending it again
 SERVER_FULL = frozenset({"disk_full"})
 

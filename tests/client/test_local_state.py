@@ -10,7 +10,8 @@ import pytest
 from safetensors.numpy import save
 
 from fedser_client.core.data import UNLABELED, ClientData
-from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask
+from fedser_client.core.state import LocalState
+from fedser_client.core.trainer import LocalTrainer, TrainTask
 from fedser_client.local_store import LocalStore
 from fedser_shared import fsutil
 from fedser_shared.config import load_run_config

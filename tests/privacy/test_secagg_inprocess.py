@@ -73,7 +73,7 @@ def test_a_round_below_threshold_folds_nothing():
 
 
 @pytest.mark.timeout(300)
-def test_fedser_sim_runs_secure_aggregation_in_process_and_refuses_it_where_unsupported(tmp_path):
+def test_fedser_sim_runs_secure_aggregation_in_process_and_refuses_bad_settings(tmp_path):
     from tests.observability.conftest import make_corpus
     from tests.sim.test_sim_cli import _sim
 
@@ -85,7 +85,7 @@ def test_fedser_sim_runs_secure_aggregation_in_process_and_refuses_it_where_unsu
     rounds = [json.loads(line) for line in (tmp_path / "run" / "server" / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2] and all(r["n_updates"] == 3 for r in rounds)
 
-    for args, needle in [(["--engine", "grpc"], "does not support it yet"),
+    for args, needle in [(["--engine", "ray"], "does not support it yet"),
                          (["--engine", "inprocess", "--secure-aggregation", "on"], "privacy.secure_aggregation")]:
         refused = _sim(tmp_path, *common, *args, timeout=120)
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]

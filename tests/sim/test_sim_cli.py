@@ -63,6 +63,9 @@ def test_semi_fedser_with_hidden_labels_and_a_held_out_speaker_over_grpc(tmp_pat
     (["--test-speakers", "2"], "leaves no training speaker"),
     (["--clients", "9", "--test-speakers", "1"], "cannot make 9 clients"),
     (["--label-rate", "0.1"], "it can train only with --semi"),
+    (["--labeled-speakers", "1"], "it can train only with --semi"),
+    (["--labeled-speakers", "2", "--semi"], "leaves no label-free speaker"),
+    (["--labeled-speakers", "1", "--label-rate", "0.5"], "give one"),
 ])
 def test_settings_that_cannot_work_are_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     corpus = make_corpus(tmp_path / "corpus", speakers=2, per_class=1)
@@ -70,6 +73,22 @@ def test_settings_that_cannot_work_are_one_line_and_exit_2(tmp_path: Path, args:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and needle in errors[0], proc.stderr
+
+
+@pytest.mark.timeout(300)
+def test_labeled_speakers_keep_every_label_and_the_others_none_and_precision_is_shown(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "corpus", speakers=3, per_class=4)
+    proc = _sim(tmp_path, "--corpus", str(corpus), "--clients", "3", "--rounds", "3", "--engine", "inprocess",
+                "--algorithm", "scaffold", "--semi", "--semi-method", "fixmatch", "--labeled-speakers", "1",
+                "--fraction", "1.0", "--min-clients", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per_client = []
+    for labels in sorted((tmp_path / "run" / "clients").glob("*/labels.csv")):
+        rows = list(csv.DictReader(open(labels, encoding="utf-8")))
+        per_client.append((sum(1 for r in rows if r["emotion"]), sum(1 for r in rows if r.get("hidden_emotion"))))
+    assert sorted(per_client) == [(0, 16), (0, 16), (16, 0)]  # one speaker per client, one of them labeled
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("pseudo-labels:"))
+    assert "right; by class:" in line or "none taken" in line
 
 
 def test_a_corpus_whose_emotions_are_all_ignored_names_them(tmp_path: Path) -> None:

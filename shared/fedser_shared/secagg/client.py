@@ -67,6 +67,15 @@ class SecAggClient:
         self._enter("advertise")
         return KeyAdvert(crypto.public_bytes(self._share_key), crypto.public_bytes(self._mask_key))
 
+    def bind(self, setup: RoundSetup) -> None:
+        """The round's setup, when it is learned only with the peers' keys (after `advertise`, as over gRPC)."""
+        if self._stage != "share":
+            raise SecAggStageError("a secure round's setup can change only between advertise and share_keys")
+        if setup.threshold < 2 or setup.vector_length < 1 or setup.node < 1:
+            raise MalformedShareError(f"unusable secure round setup: node {setup.node}, threshold {setup.threshold}, "
+                                      f"{setup.vector_length} elements")
+        self.setup = setup
+
     def share_keys(self, peers: Mapping[int, KeyAdvert]) -> list[EncryptedShare]:
         self._enter("share")
         if self.node in peers:

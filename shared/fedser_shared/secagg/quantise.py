@@ -72,8 +72,12 @@ class VectorLayout:
         return float(2.0 ** math.floor(math.log2((_LIMIT - self.n_clients) / (self.n_clients * self.bound_of(name)))))
 
 
+def _square_sum(values: np.ndarray) -> float:
+    return float(np.square(values).sum())  # not np.dot: BLAS threads crawl on a busy machine
+
+
 def _clipped(values: dict[str, np.ndarray], bound: float) -> dict[str, np.ndarray]:
-    norm = math.sqrt(sum(float(np.dot(v.reshape(-1), v.reshape(-1))) for v in values.values()))
+    norm = math.sqrt(sum(_square_sum(v) for v in values.values()))
     if not math.isfinite(norm):
         raise InvalidUpdateError("the update contains NaN or infinite values")
     factor = min(1.0, bound / norm) if norm > 0 else 1.0
@@ -136,7 +140,7 @@ def decode(total: np.ndarray, layout: VectorLayout, n_inputs: int, check_norm: b
         for prefix, bound, factor in ((DELTA, layout.delta_bound * weight_total, layout.max_weight),
                                       (DELTA_CONTROL, layout.control_bound * n_trained, 1)):
             parts = [(n, v.reshape(-1)) for n, v in sums.items() if n.startswith(prefix)]
-            norm = math.sqrt(sum(float(np.dot(v, v)) for _, v in parts))
+            norm = math.sqrt(sum(_square_sum(v) for _, v in parts))
             rounding = n_inputs * math.sqrt(sum((factor / layout.scale_of(n)) ** 2 * v.size for n, v in parts))
             if norm > bound * (1 + 1e-9) + rounding:
                 raise SumOutOfBoundsError(f"the unmasked sum of {prefix}* has L2 norm {norm:.4g}, above the "

@@ -54,6 +54,16 @@ class SecAggServer:
         self._requests: dict[int, UnmaskRequest] = {}
         self._replies: dict[int, UnmaskReply] = {}
 
+    def waiting_for(self) -> frozenset[int]:
+        """The nodes expected in the current stage that have not answered yet."""
+        expected: dict[str, tuple[Mapping[int, object] | set[int], Mapping[int, object] | set[int]]] = {
+            "advertise": (set(range(1, self.n_nodes + 1)), self._adverts), "share": (self._peers, self._shares),
+            "mask": (self._holds, self._masked), "unmask": (self._requests, self._replies)}
+        if self.stage not in expected:
+            return frozenset()
+        allowed, answered = expected[self.stage]
+        return frozenset(set(allowed) - set(answered))
+
     # ---- checks shared by every stage
 
     def _at(self, stage: str) -> None:

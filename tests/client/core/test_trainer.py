@@ -8,7 +8,8 @@ import torch
 
 from fedser_client.core.data import UNLABELED, ClientData
 from fedser_client.core.losses import class_balanced_weights
-from fedser_client.core.trainer import LocalState, LocalTrainer, TrainTask
+from fedser_client.core.state import LocalState
+from fedser_client.core.trainer import LocalTrainer, TrainTask
 from fedser_shared.config import RunConfig, load_run_config
 from fedser_shared.model import EmotionMLP, build_model, load_weights, weights_of
 

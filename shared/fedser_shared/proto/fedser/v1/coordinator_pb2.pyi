@@ -324,3 +324,121 @@ class LeaveRequest(_message.Message):
     session: Session
     reason: str
     def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SecAggAdvertiseRequest(_message.Message):
+    __slots__ = ("protocol_version", "session", "round", "task_id", "share_key", "mask_key")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARE_KEY_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    round: int
+    task_id: str
+    share_key: bytes
+    mask_key: bytes
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., share_key: _Optional[bytes] = ..., mask_key: _Optional[bytes] = ...) -> None: ...
+
+class SecAggPeerKey(_message.Message):
+    __slots__ = ("node", "share_key", "mask_key")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_KEY_FIELD_NUMBER: _ClassVar[int]
+    MASK_KEY_FIELD_NUMBER: _ClassVar[int]
+    node: int
+    share_key: bytes
+    mask_key: bytes
+    def __init__(self, node: _Optional[int] = ..., share_key: _Optional[bytes] = ..., mask_key: _Optional[bytes] = ...) -> None: ...
+
+class SecAggPeers(_message.Message):
+    __slots__ = ("node", "threshold", "context", "n_clients", "vector_length", "peers")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    N_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    node: int
+    threshold: int
+    context: bytes
+    n_clients: int
+    vector_length: int
+    peers: _containers.RepeatedCompositeFieldContainer[SecAggPeerKey]
+    def __init__(self, node: _Optional[int] = ..., threshold: _Optional[int] = ..., context: _Optional[bytes] = ..., n_clients: _Optional[int] = ..., vector_length: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[SecAggPeerKey, _Mapping]]] = ...) -> None: ...
+
+class SecAggShare(_message.Message):
+    __slots__ = ("sender", "recipient", "ciphertext")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    sender: int
+    recipient: int
+    ciphertext: bytes
+    def __init__(self, sender: _Optional[int] = ..., recipient: _Optional[int] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class SecAggShareRequest(_message.Message):
+    __slots__ = ("protocol_version", "session", "round", "task_id", "shares")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    round: int
+    task_id: str
+    shares: _containers.RepeatedCompositeFieldContainer[SecAggShare]
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[SecAggShare, _Mapping]]] = ...) -> None: ...
+
+class SecAggSharesForYou(_message.Message):
+    __slots__ = ("shares",)
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    shares: _containers.RepeatedCompositeFieldContainer[SecAggShare]
+    def __init__(self, shares: _Optional[_Iterable[_Union[SecAggShare, _Mapping]]] = ...) -> None: ...
+
+class SecAggMaskRequest(_message.Message):
+    __slots__ = ("protocol_version", "session", "round", "task_id", "masked")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    round: int
+    task_id: str
+    masked: bytes
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., masked: _Optional[bytes] = ...) -> None: ...
+
+class SecAggUnmaskTask(_message.Message):
+    __slots__ = ("seed_of", "key_of")
+    SEED_OF_FIELD_NUMBER: _ClassVar[int]
+    KEY_OF_FIELD_NUMBER: _ClassVar[int]
+    seed_of: _containers.RepeatedScalarFieldContainer[int]
+    key_of: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, seed_of: _Optional[_Iterable[int]] = ..., key_of: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SecAggNodeShare(_message.Message):
+    __slots__ = ("node", "share")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    node: int
+    share: bytes
+    def __init__(self, node: _Optional[int] = ..., share: _Optional[bytes] = ...) -> None: ...
+
+class SecAggUnmaskShares(_message.Message):
+    __slots__ = ("protocol_version", "session", "round", "task_id", "seed_shares", "key_shares")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    KEY_SHARES_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    session: Session
+    round: int
+    task_id: str
+    seed_shares: _containers.RepeatedCompositeFieldContainer[SecAggNodeShare]
+    key_shares: _containers.RepeatedCompositeFieldContainer[SecAggNodeShare]
+    def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., round: _Optional[int] = ..., task_id: _Optional[str] = ..., seed_shares: _Optional[_Iterable[_Union[SecAggNodeShare, _Mapping]]] = ..., key_shares: _Optional[_Iterable[_Union[SecAggNodeShare, _Mapping]]] = ...) -> None: ...

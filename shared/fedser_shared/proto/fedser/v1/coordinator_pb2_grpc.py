@@ -79,6 +79,26 @@ class CoordinatorStub:
                 request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.Ack.FromString,
                 _registered_method=True)
+        self.SecAggAdvertise = channel.unary_unary(
+                '/fedser.v1.Coordinator/SecAggAdvertise',
+                request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggAdvertiseRequest.SerializeToString,
+                response_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggPeers.FromString,
+                _registered_method=True)
+        self.SecAggShare = channel.unary_unary(
+                '/fedser.v1.Coordinator/SecAggShare',
+                request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggShareRequest.SerializeToString,
+                response_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggSharesForYou.FromString,
+                _registered_method=True)
+        self.SecAggMask = channel.unary_unary(
+                '/fedser.v1.Coordinator/SecAggMask',
+                request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggMaskRequest.SerializeToString,
+                response_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggUnmaskTask.FromString,
+                _registered_method=True)
+        self.SecAggUnmask = channel.unary_unary(
+                '/fedser.v1.Coordinator/SecAggUnmask',
+                request_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggUnmaskShares.SerializeToString,
+                response_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -147,6 +167,34 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecAggAdvertise(self, request, context):
+        """Secure aggregation (run setting privacy.secure_aggregation = "secagg+"; docs/protocol.md): after
+        training, a sampled client sends these four instead of SubmitUpdate. Each of the first three is
+        answered when that stage closes for the whole round (every client answered, or its deadline
+        passed), with what the client needs for the next stage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SecAggShare(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SecAggMask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SecAggUnmask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +241,26 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'Leave': grpc.unary_unary_rpc_method_handler(
                     servicer.Leave,
                     request_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.LeaveRequest.FromString,
+                    response_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.Ack.SerializeToString,
+            ),
+            'SecAggAdvertise': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecAggAdvertise,
+                    request_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggAdvertiseRequest.FromString,
+                    response_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggPeers.SerializeToString,
+            ),
+            'SecAggShare': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecAggShare,
+                    request_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggShareRequest.FromString,
+                    response_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggSharesForYou.SerializeToString,
+            ),
+            'SecAggMask': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecAggMask,
+                    request_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggMaskRequest.FromString,
+                    response_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggUnmaskTask.SerializeToString,
+            ),
+            'SecAggUnmask': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecAggUnmask,
+                    request_deserializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggUnmaskShares.FromString,
                     response_serializer=fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.Ack.SerializeToString,
             ),
     }
@@ -438,6 +506,114 @@ class Coordinator:
             target,
             '/fedser.v1.Coordinator/Leave',
             fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.LeaveRequest.SerializeToString,
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecAggAdvertise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedser.v1.Coordinator/SecAggAdvertise',
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggAdvertiseRequest.SerializeToString,
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggPeers.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecAggShare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedser.v1.Coordinator/SecAggShare',
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggShareRequest.SerializeToString,
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggSharesForYou.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecAggMask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedser.v1.Coordinator/SecAggMask',
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggMaskRequest.SerializeToString,
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggUnmaskTask.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecAggUnmask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedser.v1.Coordinator/SecAggUnmask',
+            fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.SecAggUnmaskShares.SerializeToString,
             fedser__shared_dot_proto_dot_fedser_dot_v1_dot_coordinator__pb2.Ack.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,94 @@
+"""Secure aggregation over real gRPC: a server and four client daemons on loopback, one of which
+dies in the middle of the round; the server ends with the model of plain FedAvg over the three
+that finished, and nothing it stores holds one client's update."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedser_client.app import build_daemon
+from fedser_client.local_store import LocalStore
+from fedser_client.prepare import prepare_client_data
+from fedser_server import app as server_app
+from fedser_server.core.strategy import make_strategy
+from fedser_shared.config import load_run_config
+from fedser_shared.secagg import VectorLayout
+from fedser_shared.weights import initial_weights
+from tests.conftest import make_client_dir
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def config_for(secure: bool):
+    return load_run_config(None, {
+        "federation.algorithm": "fedavg", "federation.rounds": 1, "federation.fraction": 1.0,
+        "federation.min_clients": 4, "federation.min_updates": 3, "federation.eval_every": 10,
+        "federation.poll_timeout_s": 5.0, "federation.round_timeout_s": 120.0, "federation.seed": 5,
+        "train.lr": 0.1, "privacy.secure_aggregation": "secagg+" if secure else "off",
+        "privacy.secagg_stage_timeout_s": 8.0, "federation.eval_timeout_s": 10.0})
+
+
+def test_a_client_dying_after_the_share_stage_leaves_fedavg_of_the_survivors(tmp_path: Path) -> None:
+    config = config_for(secure=True)
+    root = tmp_path / "clients"
+    dirs = {f"client{i}": make_client_dir(root, f"client{i}", per_class=4, seed=i) for i in range(4)}
+    prepared = {name: prepare_client_data(d, config, LocalStore(d).feature_cache_dir, name) for name, d in dirs.items()}
+    updates: dict[str, tuple[dict[str, np.ndarray], int]] = {}
+
+    def observer_for(name):
+        def observe(round_index, global_state, update, report):
+            updates[name] = ({k: v.copy() for k, v in update.items()}, report.n_samples)
+        return observe
+
+    server = server_app.start(config, "127.0.0.1:0", tmp_path / "server")
+    daemons, threads = [], []
+    try:
+        for name, data_dir in dirs.items():
+            daemon = build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, "cpu", connect_timeout_s=30,
+                                  prepared=prepared[name], observer=observer_for(name))
+            if name == "client3":
+                daemon.secure_stop_after = "share"  # keys and shares sent, then gone before its masked input
+            daemons.append(daemon)
+            threads.append(threading.Thread(target=daemon.run, daemon=True))
+            threads[-1].start()
+        assert server.wait(timeout=240), "the federation did not finish"
+        state = {k: v.copy() for k, v in server.coordinator.state.items()}
+        record = server.coordinator.history[-1]
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        server.shutdown()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert "client3" not in updates and sorted(updates) == ["client0", "client1", "client2"]
+    assert record["n_updates"] == 3
+    # the same round by plain FedAvg over the three survivors' updates
+    fed = config.federation
+    strategy = make_strategy("fedavg", fed.server_lr, fed.c_update)
+    start = strategy.initial_state(initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed))
+    strategy.begin_round(start, 4)
+    for update, n_samples in updates.values():
+        strategy.accumulate(update, n_samples)
+    expected = strategy.finish_round()
+    # up to quantisation: each survivor's rounding moves an element by less than one quantum
+    privacy = config.privacy
+    layout = VectorLayout.of({n: v.shape for n, v in next(iter(updates.values()))[0].items()}, 4,
+                             privacy.secagg_max_weight, privacy.secagg_clip_norm, privacy.secagg_control_clip_norm)
+    total_weight = sum(n for _, n in updates.values())
+    for name, value in expected.items():
+        quantum = privacy.secagg_max_weight / layout.scale_of("delta." + name[2:]) / total_weight
+        moved = np.abs(value - start[name]).max()
+        assert moved > 10 * quantum  # the round changed the model far more than rounding can
+        np.testing.assert_allclose(state[name], value, atol=3 * quantum + 1e-7, rtol=0, err_msg=name)
+
+    # nothing the server stored holds one client's update: no blob or spill file matches any of them
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "server").rglob("*") if p.is_file())
+    for update, _ in updates.values():
+        for name, value in update.items():
+            if value.size >= 16:
+                assert value.astype("<f4").tobytes()[:64] not in stored, f"{name} of a client is on the server's disk"
