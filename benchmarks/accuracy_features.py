@@ -86,8 +86,18 @@ def _header(markdown: str) -> str:
 
 def section(feature: str, folders: list[Path], cells: set[str] | None = None) -> tuple[str, dict[str, Any]]:
     records: list[Record] = []
+    seen: set[tuple[object, object, object]] = set()
+    ignored: dict[str, int] = defaultdict(int)
     for folder in folders:
-        records += [r for r in json.loads((folder / "accuracy.json").read_text())["runs"] if not cells or r["cell"] in cells]
+        for record in json.loads((folder / "accuracy.json").read_text())["runs"]:
+            key = (record["cell"], record["fold"], record["seed"])
+            if cells and record["cell"] not in cells:
+                continue
+            if key in seen:  # the same cell, fold and seed in an earlier folder: that one is kept
+                ignored[folder.name] += 1
+                continue
+            seen.add(key)
+            records.append(record)
     features = {r["feature"] for r in records}
     if features != {feature}:
         raise SystemExit(f"{feature}: the runs in {', '.join(map(str, folders))} are of {sorted(features)}")
@@ -118,7 +128,8 @@ def section(feature: str, folders: list[Path], cells: set[str] | None = None) ->
         text += [markdown_table(["cell", "baseline", "Δ points", "95% CI (pairs)", "95% CI (fold-clustered)", "pairs up"],
                                 pair_rows), ""]
     for folder in folders:
-        text += [f"From `{folder.name}/`:\n", _header((folder / "accuracy.md").read_text()), ""]
+        again = f" ({ignored[folder.name]} runs also found in an earlier folder are taken from there)" if ignored[folder.name] else ""
+        text += [f"From `{folder}/`{again}:\n", _header((folder / "accuracy.md").read_text()), ""]
     return "\n".join(text), {"runs": records, "paired": found}
 
 

@@ -68,3 +68,15 @@ def test_each_semi_cell_is_paired_with_supervised_on_the_same_labels(tmp_path: P
     assert math.isclose(paired["mvpl@spk2 - supervised@spk2"]["mean"], 2.5)
     assert math.isclose(paired["fixmatch@spk2+mixup - supervised@spk2"]["mean"], -1.0)
     assert paired["fixmatch@spk2+mixup - supervised@spk2"]["up"] == 0
+
+
+def test_a_run_found_in_two_folders_counts_once(tmp_path: Path) -> None:
+    first = _write_run(tmp_path / "base", "emobase", {("centralized", 0, 0): 0.60, ("fedavg", 0, 0): 0.61})
+    again = _write_run(tmp_path / "all", "emobase", {("centralized", 0, 0): 0.60, ("supervised@spk2", 0, 0): 0.5})
+    out = tmp_path / "table.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--run", f"emobase={first}", "--run", f"emobase={again}",
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    table = out.read_text()
+    assert "| centralized | 1 |" in table and "| supervised@spk2 | 1 |" in table
+    assert "(1 runs also found in an earlier folder are taken from there)" in table
