@@ -89,6 +89,9 @@ def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: floa
                       heartbeat_interval_s: float | None = None) -> Coordinator:
     prepare_state_dir(state_dir)  # interrupted writes removed, registry and history checked: before any use
     fed = config.federation
+    if config.privacy.dp_enabled:  # never run "private" without the mechanism: refuse until the server applies it
+        raise ConfigError(f"privacy.dp = '{config.privacy.dp}' is applied by the in-process engine only "
+                          "(fedser-sim --engine inprocess, benchmarks/privacy.py); the gRPC server does not add noise yet")
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
     coordinator = Coordinator(config, strategy, weights, StateStore(state_dir), config.feature_dim,

@@ -50,6 +50,7 @@ def run(
     eval_every: Annotated[int | None, typer.Option("--eval-every")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     secure_aggregation: Annotated[str | None, typer.Option("--secure-aggregation", help="off | secagg+ (the server learns only each round's sum; docs/privacy.md)")] = None,
+    dp_epsilon: Annotated[float | None, typer.Option("--dp-epsilon", help="differential privacy (DP-FedAvg): the epsilon the whole run may spend; the noise multiplier follows from the accountant (privacy.target_epsilon; the mode is privacy.dp, central unless the config says distributed)")] = None,
     workers: Annotated[int, typer.Option("--workers", help="processes for feature extraction (0 = all cores)")] = 0,
     feature_cache: Annotated[Path | None, typer.Option("--feature-cache", help="corpus feature cache (default ~/.cache/fedser)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="give up after this many seconds")] = 3600.0,
@@ -86,12 +87,15 @@ def run(
         "federation.min_clients": min_clients, "federation.eval_every": eval_every, "federation.seed": seed,
         "semi.enabled": semi, "semi.method": semi_method, "features.name": feature,
         "privacy.secure_aggregation": secure_aggregation,
+        **_dp_overrides(config, dp_epsilon),
     })
     fed = run_config.federation
     if fed.min_clients > clients:
         raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
     if engine not in ("grpc", "inprocess", "ray"):
         raise ConfigError(f"--engine must be grpc, inprocess or ray, not '{engine}'")
+    if run_config.privacy.dp_enabled and engine != "inprocess":
+        raise ConfigError(f"privacy.dp runs in the inprocess engine only so far; use --engine inprocess, not '{engine}'")
     if run_config.privacy.secure and engine == "ray":
         raise ConfigError("secure aggregation runs with --engine grpc or inprocess; engine 'ray' does not support it yet")
     # every client joins before round 1, so the sample (and the result) does not depend on start-up order
@@ -183,7 +187,8 @@ def run(
                 history.append(record)
                 show(history)
 
-            run_inprocess(run_config, prepared, out / "server", on_round)
+            run_inprocess(run_config, prepared, out / "server", on_round,
+                          on_stop=lambda reason: console.print(f"run stopped: {reason}"))
             metrics = history
     wall_s = time.perf_counter() - started
     final = scorer.final() if scorer is not None else None
@@ -195,6 +200,18 @@ def run(
     report = _write_report(out / "server", run_config)
     if report is not None:
         console.print(f"report: {report}")
+
+
+def _dp_overrides(config: Path | None, dp_epsilon: float | None) -> dict[str, object]:
+    """--dp-epsilon E: privacy.target_epsilon = E, in the config's dp mode (central when it has none)."""
+    from fedser_shared.config import load_run_config
+
+    if dp_epsilon is None:
+        return {}
+    if dp_epsilon <= 0:
+        raise ConfigError(f"--dp-epsilon must be positive, got {dp_epsilon}")
+    mode = load_run_config(config).privacy.dp
+    return {"privacy.dp": mode if mode != "off" else "central", "privacy.target_epsilon": dp_epsilon}
 
 
 def hidden_paths(part: list[Any], label_rate: float | None, seed: int, index: int) -> set[str]:

@@ -26,6 +26,9 @@ def results_table(config: RunConfig, metrics: list[dict[str, Any]], title: str, 
     table.add_column("local UAR", justify="right", style="bold")
     if held_out is not None:
         table.add_column("held-out UAR", justify="right", style="bold")
+    private = any(record.get("dp_epsilon") is not None for record in metrics)
+    if private:
+        table.add_column("ε spent", justify="right")
     if semi:
         table.add_column("pseudo-labels", justify="right")
         table.add_column("right", justify="right")
@@ -43,6 +46,8 @@ def results_table(config: RunConfig, metrics: list[dict[str, Any]], title: str, 
                  _fmt(record.get("uar"))]
         if held_out is not None:
             cells.append(_fmt(held_out.get(record["round"])))
+        if private:
+            cells.append(_fmt(record.get("dp_epsilon"), 2))
         if semi:
             cells += [str(taken), f"{100 * correct / with_truth:.0f}%" if with_truth else "—"]
         table.add_row(*cells, *((_fmt(r) for r in class_recalls) if recalls else ()))
@@ -56,6 +61,11 @@ def print_summary(console: Console, config: RunConfig, metrics: list[dict[str, A
     console.print(results_table(config, metrics, title, held_out if final is not None else None,
                                 recalls=console.width >= 120))
     evaluated = [m for m in metrics if m.get("uar") is not None]
+    if metrics and metrics[-1].get("dp_epsilon") is not None:
+        last = metrics[-1]
+        console.print(f"differential privacy: epsilon {last['dp_epsilon']:.3g} at delta {last['dp_delta']:g} after "
+                      f"{last['round']} rounds (noise multiplier {last['dp_noise_multiplier']:.3g}, clip norm "
+                      f"{last['dp_clip_norm']:.3g}, sampling rate {last['dp_q']:.3g})")
     if evaluated:
         best = max(evaluated, key=lambda m: m["uar"])
         console.print(f"final local UAR {evaluated[-1]['uar']:.3f} (round {evaluated[-1]['round']}), "

@@ -41,6 +41,11 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 CHECKSUMS_CHECKED = (pb.CHECKSUM_XXH3_128, pb.CHECKSUM_SHA256)
 
 
+def presence_only(label_counts: list[int]) -> list[int]:
+    """Per-class label counts reduced to one bit, for a secure run: [1, 0, ...] with labels, else zeros."""
+    return [1 if sum(label_counts) else 0] + [0] * (len(label_counts) - 1) if label_counts else []
+
+
 class ServerRefused(FedserError):
     """The server answered with a non-retryable status."""
 
@@ -158,10 +163,13 @@ class ClientDaemon:
         server_key = self.target
         while not self.stop_event.is_set():
             try:
+                label_counts, n_unlabeled = self.identity.label_counts, self.identity.n_unlabeled
+                if self._server_is_secure():  # the server may learn whether this client has labels, not how many
+                    label_counts, n_unlabeled = presence_only(label_counts), min(n_unlabeled, 1)
                 reply = self.stub.Join(pb.JoinRequest(
                     protocol_version=PROTOCOL_VERSION, token=self.identity.token, name=self.identity.name,
                     feature_name=self.identity.feature_name, feature_dim=self.identity.feature_dim,
-                    label_counts=self.identity.label_counts, n_unlabeled=self.identity.n_unlabeled,
+                    label_counts=label_counts, n_unlabeled=n_unlabeled,
                     n_eval=self.identity.n_eval, client_id=self.store.client_id(server_key)), timeout=30)
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
@@ -180,6 +188,16 @@ class ClientDaemon:
             self.bound_log = log.bind(client_id=reply.session.client_id, client=self.identity.name)
             self.bound_log.info("joined", server=self.target, rounds=reply.settings.total_rounds)
             return
+
+    def _server_is_secure(self) -> bool:
+        """Whether the run uses secure aggregation (Describe, before Join; a server without Describe: no)."""
+        try:
+            info = self.stub.Describe(pb.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=30)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return False
+            raise
+        return bool(info.secure_aggregation and info.secure_aggregation != "off")
 
     def _fetch_model(self, task: pb.Task) -> dict[str, np.ndarray]:
         stream = self.bulk.fetch_model(pb.FetchModelRequest(

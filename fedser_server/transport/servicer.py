@@ -194,7 +194,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             num_classes=config.num_classes, class_names=config.labels.class_names, total_rounds=config.federation.rounds,
             algorithm=config.federation.algorithm, update_checksums=sorted(edge.CHECKSUM_OF),
             inline_model_max_bytes=config.federation.inline_model_max_bytes,
-            enrolment_tokens=self.coordinator.tokens is not None, header_timeout_s=self.limits.header_timeout_s)
+            enrolment_tokens=self.coordinator.tokens is not None, header_timeout_s=self.limits.header_timeout_s,
+            secure_aggregation=config.privacy.secure_aggregation)
 
     @refusing
     def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:

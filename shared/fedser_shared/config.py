@@ -210,7 +210,7 @@ class FederationConfig(_Section):
 
 
 class PrivacyConfig(_Section):
-    """What the server may learn from the clients' updates (docs/privacy.md)."""
+    """What the server may learn from the clients' updates: secure aggregation and differential privacy (docs/privacy.md)."""
 
     secure_aggregation: Literal["off", "secagg+"] = "off"
     """secagg+: the server learns only the sum of each round's updates (SecAgg+, Bell et al. 2020): clients clip,
@@ -230,6 +230,25 @@ class PrivacyConfig(_Section):
     secagg_stage_timeout_s: float = Field(60.0, gt=0.0)
     """Seconds the server waits for clients at each key, share and unmasking stage; whoever is late has dropped."""
 
+    dp: Literal["off", "central", "distributed"] = "off"
+    """Differential privacy (DP-FedAvg): off; central: the server clips each update to clip_norm and adds N(0, (z*C)^2) to the round's sum;
+    distributed: each client clips and adds N(0, (z*C)^2 / n) for n sampled clients (the mode that composes with
+    secure aggregation). Under dp the mean is unweighted: every client's clipped update counts once."""
+    clip_norm: float = Field(1.0, gt=0.0)
+    """L2 bound C on one update's model change (its delta.* tensors together); the start value when adaptive."""
+    adaptive_clip_quantile: float | None = Field(None, gt=0.0, lt=1.0)
+    """Adapt C each round toward this quantile of the update norms (Andrew et al. 2021); default: C stays fixed."""
+    adaptive_clip_lr: float = Field(0.2, gt=0.0)
+    """Geometric learning rate of the adaptive clip norm: C <- C * exp(-lr * (share clipped-below - quantile))."""
+    noise_multiplier: float | None = Field(None, ge=0.0)
+    """Noise multiplier z: the noise std on the sum is z * C. Give this or target_epsilon."""
+    target_epsilon: float | None = Field(None, gt=0.0)
+    """Choose z so that federation.rounds rounds spend exactly this epsilon (at delta); give this or noise_multiplier."""
+    delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    """The delta of the reported (epsilon, delta) guarantee; keep it below 1 / number of clients."""
+    epsilon_budget: float | None = Field(None, gt=0.0)
+    """Stop the run cleanly before a round that would spend more than this epsilon; default: no budget."""
+
     @model_validator(mode="after")
     def _even_degree(self) -> PrivacyConfig:
         if self.secagg_neighbours is not None and self.secagg_neighbours % 2:
@@ -240,6 +259,16 @@ class PrivacyConfig(_Section):
     def secure(self) -> bool:
         return self.secure_aggregation != "off"
 
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> PrivacyConfig:
+        if self.dp != "off" and (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(f"dp = '{self.dp}' needs exactly one of noise_multiplier and target_epsilon")
+        return self
+
+    @property
+    def dp_enabled(self) -> bool:
+        return self.dp != "off"
+
 
 class RunConfig(_Section):
     federation: FederationConfig = Field(default_factory=FederationConfig)
@@ -249,6 +278,13 @@ class RunConfig(_Section):
     semi: SemiConfig = Field(default_factory=SemiConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+
+    @model_validator(mode="after")
+    def _dp_needs_fedavg(self) -> RunConfig:
+        if self.privacy.dp_enabled and self.federation.algorithm != "fedavg":
+            raise ValueError("privacy.dp needs federation.algorithm = 'fedavg': SCAFFOLD's control-variate changes "
+                             "would be a second release per round that DP-FedAvg neither clips nor noises")
+        return self
 
     @property
     def num_classes(self) -> int:

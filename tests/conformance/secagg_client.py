@@ -66,8 +66,10 @@ def quantised(state: dict[str, np.ndarray], value: float, n_samples: int, run: d
 
 def one_client(pb, pb_grpc, target: str, k: int, out: dict) -> None:
     stub = pb_grpc.CoordinatorStub(grpc.insecure_channel(target))
+    info = stub.Describe(pb.DescribeRequest(protocol_version=PROTOCOL_VERSION), timeout=10)
+    assert info.secure_aggregation == "secagg+"  # so: label counts as one bit
     reply = stub.Join(pb.JoinRequest(protocol_version=PROTOCOL_VERSION, name=f"secagg{k}", feature_name="emobase",
-                                     feature_dim=988, label_counts=[50, 50, 50, 50], n_eval=0), timeout=10)
+                                     feature_dim=988, label_counts=[1, 0, 0, 0], n_eval=0), timeout=10)
     session, run = reply.session, json.loads(reply.settings.run_config_json)
     assert run["privacy"]["secure_aggregation"] == "secagg+"
     stage_wait = run["federation"]["round_timeout_s"] + run["privacy"]["secagg_stage_timeout_s"] + 10

@@ -58,6 +58,7 @@ def test_a_client_dying_after_the_share_stage_leaves_fedavg_of_the_survivors(tmp
         assert server.wait(timeout=240), "the federation did not finish"
         state = {k: v.copy() for k, v in server.coordinator.state.items()}
         record = server.coordinator.history[-1]
+        joined_with = sorted(tuple(c.label_counts) + (c.n_unlabeled,) for c in server.coordinator.registry.clients.values())
     finally:
         for daemon in daemons:
             daemon.stop()
@@ -67,6 +68,8 @@ def test_a_client_dying_after_the_share_stage_leaves_fedavg_of_the_survivors(tmp
 
     assert "client3" not in updates and sorted(updates) == ["client0", "client1", "client2"]
     assert record["n_updates"] == 3
+    # each client has 12 labels over 4 classes; the server learned only that it has labels at all
+    assert joined_with == [(1, 0, 0, 0, 0)] * 4
     # the same round by plain FedAvg over the three survivors' updates
     fed = config.federation
     strategy = make_strategy("fedavg", fed.server_lr, fed.c_update)

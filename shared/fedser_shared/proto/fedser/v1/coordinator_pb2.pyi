@@ -34,7 +34,7 @@ class DescribeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("protocol_version", "feature_name", "feature_dim", "num_classes", "class_names", "total_rounds", "algorithm", "update_checksums", "inline_model_max_bytes", "enrolment_tokens", "header_timeout_s")
+    __slots__ = ("protocol_version", "feature_name", "feature_dim", "num_classes", "class_names", "total_rounds", "algorithm", "update_checksums", "inline_model_max_bytes", "enrolment_tokens", "header_timeout_s", "secure_aggregation")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAME_FIELD_NUMBER: _ClassVar[int]
     FEATURE_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class ServerInfo(_message.Message):
     INLINE_MODEL_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     ENROLMENT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     HEADER_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    SECURE_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     feature_name: str
     feature_dim: int
@@ -57,7 +58,8 @@ class ServerInfo(_message.Message):
     inline_model_max_bytes: int
     enrolment_tokens: bool
     header_timeout_s: float
-    def __init__(self, protocol_version: _Optional[int] = ..., feature_name: _Optional[str] = ..., feature_dim: _Optional[int] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., total_rounds: _Optional[int] = ..., algorithm: _Optional[str] = ..., update_checksums: _Optional[_Iterable[_Union[Checksum, str]]] = ..., inline_model_max_bytes: _Optional[int] = ..., enrolment_tokens: _Optional[bool] = ..., header_timeout_s: _Optional[float] = ...) -> None: ...
+    secure_aggregation: str
+    def __init__(self, protocol_version: _Optional[int] = ..., feature_name: _Optional[str] = ..., feature_dim: _Optional[int] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., total_rounds: _Optional[int] = ..., algorithm: _Optional[str] = ..., update_checksums: _Optional[_Iterable[_Union[Checksum, str]]] = ..., inline_model_max_bytes: _Optional[int] = ..., enrolment_tokens: _Optional[bool] = ..., header_timeout_s: _Optional[float] = ..., secure_aggregation: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("client_id", "session_token")
