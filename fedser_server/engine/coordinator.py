@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedser_server.core.norm_bound import NormBound
+from fedser_server.core.norm_bound import NormBound, l2_norm
 from fedser_server.core.records import RoundTally
 from fedser_server.core.reports import Evaluation, UpdateHeader
 from fedser_server.core.round_book import TaskAssignment, TaskKind
@@ -224,8 +224,7 @@ class Coordinator:
     def _global_weights_norm(self) -> float:
         """The L2 norm of the global weights (w.*), once per round. Called with the lock held."""
         if self._model_norm[0] != self.completed_round:
-            squares = sum(float(np.vdot(v, v)) for n, v in self.state.items() if n.startswith(WEIGHT))
-            self._model_norm = (self.completed_round, float(np.sqrt(squares)))
+            self._model_norm = (self.completed_round, l2_norm(self.state, WEIGHT))
         return self._model_norm[1]
 
     def _await_durable(self, round_index: int) -> None:

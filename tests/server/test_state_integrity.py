@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import structlog
 from safetensors import safe_open
 from safetensors.numpy import save
 
@@ -102,6 +103,7 @@ def test_a_damaged_checkpoint_is_named_at_resume_and_left_as_it_is(state_dir: Pa
 
 
 def test_a_checkpoint_written_before_digests_still_resumes(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    structlog.reset_defaults()  # log to this test's stdout, whatever stream an earlier test configured
     checkpoint = state_dir / "global.safetensors"
     with safe_open(str(checkpoint), framework="numpy") as handle:
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
