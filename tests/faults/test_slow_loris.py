@@ -21,7 +21,8 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def _start(tmp: Path, limits: Limits, **overrides: object) -> server_app.RunningServer:
-    return server_app.start(raw.small_config(**overrides), "127.0.0.1:0", tmp / "state", limits=limits)
+    config = raw.small_config(**overrides)
+    return server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp / "state")
 
 
 class HeaderlessStreams:
