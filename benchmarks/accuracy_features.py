@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, markdown_table  # noqa: E402
 
-SEMI = ("mvpl", "fixmatch")
+SEMI = ("mvpl", "fixmatch", "semi")
 Record = dict[str, Any]  # one run of accuracy.json
 
 
@@ -84,10 +84,20 @@ def _header(markdown: str) -> str:
     return "\n".join(lines[:end]).strip()
 
 
-def section(feature: str, folders: list[Path]) -> tuple[str, dict[str, Any]]:
+def section(feature: str, folders: list[Path], cells: set[str] | None = None) -> tuple[str, dict[str, Any]]:
     records: list[Record] = []
+    seen: set[tuple[object, object, object]] = set()
+    ignored: dict[str, int] = defaultdict(int)
     for folder in folders:
-        records += json.loads((folder / "accuracy.json").read_text())["runs"]
+        for record in json.loads((folder / "accuracy.json").read_text())["runs"]:
+            key = (record["cell"], record["fold"], record["seed"])
+            if cells and record["cell"] not in cells:
+                continue
+            if key in seen:  # the same cell, fold and seed in an earlier folder: that one is kept
+                ignored[folder.name] += 1
+                continue
+            seen.add(key)
+            records.append(record)
     features = {r["feature"] for r in records}
     if features != {feature}:
         raise SystemExit(f"{feature}: the runs in {', '.join(map(str, folders))} are of {sorted(features)}")
@@ -100,8 +110,8 @@ def section(feature: str, folders: list[Path]) -> tuple[str, dict[str, Any]]:
              f"{statistics.fmean(float(r['wall_s']) for r in runs):.1f}"]
             for cell, runs in by_cell.items()]
     comparisons: list[tuple[str, str]] = [("fedavg", "centralized")]
-    comparisons += [(cell, f"supervised@{cell.split('@', 1)[1]}") for cell in by_cell
-                    if cell.split("@")[0] in SEMI and "@" in cell]
+    comparisons += [(cell, f"supervised@{cell.split('@', 1)[1].split('+')[0]}") for cell in by_cell
+                    if cell.split("@")[0] in SEMI and "@" in cell]  # a strong-view suffix (+mixup) has the same baseline
     pair_rows: list[list[object]] = []
     found: dict[str, Any] = {}
     for cell, base in comparisons:
@@ -118,7 +128,8 @@ def section(feature: str, folders: list[Path]) -> tuple[str, dict[str, Any]]:
         text += [markdown_table(["cell", "baseline", "Δ points", "95% CI (pairs)", "95% CI (fold-clustered)", "pairs up"],
                                 pair_rows), ""]
     for folder in folders:
-        text += [f"From `{folder.name}/`:\n", _header((folder / "accuracy.md").read_text()), ""]
+        again = f" ({ignored[folder.name]} runs also found in an earlier folder are taken from there)" if ignored[folder.name] else ""
+        text += [f"From `{folder}/`{again}:\n", _header((folder / "accuracy.md").read_text()), ""]
     return "\n".join(text), {"runs": records, "paired": found}
 
 
@@ -127,6 +138,7 @@ def main() -> int:
     parser.add_argument("--run", action="append", default=[], metavar="FEATURE=DIR", required=True,
                         help="an accuracy.py output folder and its feature set (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy_features.md")
+    parser.add_argument("--cells", default=None, help="comma-separated cells to show (default: every cell of the runs)")
     parser.add_argument("--preamble", type=Path, default=None, help="markdown put before the tables")
     args = parser.parse_args()
     folders: dict[str, list[Path]] = defaultdict(list)
@@ -138,7 +150,7 @@ def main() -> int:
     parts: list[str] = []
     data: dict[str, dict[str, Any]] = {}
     for feature, dirs in folders.items():
-        text, data[feature] = section(feature, dirs)
+        text, data[feature] = section(feature, dirs, set(args.cells.split(",")) if args.cells else None)
         parts.append(text)
     preamble = args.preamble.read_text() if args.preamble else "# Accuracy per feature set\n"
     args.out.write_text(preamble.rstrip() + "\n\n" + "\n".join(parts))

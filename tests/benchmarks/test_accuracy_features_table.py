@@ -49,3 +49,34 @@ def test_runs_of_another_feature_set_are_refused(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--run", f"compare={base}", "--out", str(tmp_path / "t.md")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "compare: the runs in" in proc.stderr and "emobase" in proc.stderr
+
+
+def test_each_semi_cell_is_paired_with_supervised_on_the_same_labels(tmp_path: Path) -> None:
+    uars = {}
+    for fold in range(2):
+        for seed in range(2):
+            uars[("supervised@spk2", fold, seed)] = 0.50
+            uars[("mvpl@spk2", fold, seed)] = 0.52 + 0.01 * seed
+            uars[("fixmatch@spk2+mixup", fold, seed)] = 0.49
+    base = _write_run(tmp_path / "spk2", "compare", uars)
+    out = tmp_path / "table.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--run", f"compare={base}", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    paired = json.loads(out.with_suffix(".json").read_text())["compare"]
+    assert set(paired) == {"mvpl@spk2 - supervised@spk2", "fixmatch@spk2+mixup - supervised@spk2"}
+    assert math.isclose(paired["mvpl@spk2 - supervised@spk2"]["mean"], 2.5)
+    assert math.isclose(paired["fixmatch@spk2+mixup - supervised@spk2"]["mean"], -1.0)
+    assert paired["fixmatch@spk2+mixup - supervised@spk2"]["up"] == 0
+
+
+def test_a_run_found_in_two_folders_counts_once(tmp_path: Path) -> None:
+    first = _write_run(tmp_path / "base", "emobase", {("centralized", 0, 0): 0.60, ("fedavg", 0, 0): 0.61})
+    again = _write_run(tmp_path / "all", "emobase", {("centralized", 0, 0): 0.60, ("supervised@spk2", 0, 0): 0.5})
+    out = tmp_path / "table.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--run", f"emobase={first}", "--run", f"emobase={again}",
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    table = out.read_text()
+    assert "| centralized | 1 |" in table and "| supervised@spk2 | 1 |" in table
+    assert "(1 runs also found in an earlier folder are taken from there)" in table
