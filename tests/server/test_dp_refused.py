@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedser_server.app import build_coordinator
+from fedser_server.app import build_loop
 from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError
 
@@ -16,5 +16,5 @@ from fedser_shared.errors import ConfigError
 def test_a_dp_run_is_refused_by_the_grpc_server(tmp_path: Path, mode: str) -> None:
     config = load_run_config(None, {"privacy.dp": mode, "privacy.target_epsilon": 8.0})
     with pytest.raises(ConfigError, match=f"privacy.dp = '{mode}' is applied by the in-process engine only"):
-        build_coordinator(config, tmp_path / "state")
+        build_loop(config, tmp_path / "state")
     assert not (tmp_path / "state" / "metrics.jsonl").exists()
