@@ -167,7 +167,7 @@ def record_federation(config: RunConfig, shards: dict[str, ClientData], dim: int
     for result in federate(config, make_clients(config, shards), dim, None if secure else recording.observe):
         recording.round_seconds.append(result.tally.seconds)
         if result.privacy is not None:
-            recording.epsilon = result.privacy["dp_epsilon"]
+            recording.epsilon = result.privacy["dp_epsilon"] if result.privacy["dp_epsilon"] is not None else math.inf
             recording.noise_multiplier = result.privacy["dp_noise_multiplier"]
         if secure:
             change = {"delta." + n[2:]: (result.state[n].astype(np.float64) - previous[n]) / config.federation.server_lr
@@ -351,7 +351,7 @@ def emotion_run(base_json: str, overrides: dict[str, object], fold_index: int, n
     for result in federate(config, make_clients(config, shards), dim):
         seconds.append(result.tally.seconds)
         if result.privacy is not None:
-            epsilon = result.privacy["dp_epsilon"]
+            epsilon = result.privacy["dp_epsilon"] if result.privacy["dp_epsilon"] is not None else math.inf
         if result.round >= first_candidate:
             window.append((uar(validation.evaluate(result.state)[0]), result.round, uar(test.evaluate(result.state)[0])))
     best = max(window, key=lambda w: (w[0], -w[1]))

@@ -26,7 +26,7 @@ def results_table(config: RunConfig, metrics: list[dict[str, Any]], title: str, 
     table.add_column("local UAR", justify="right", style="bold")
     if held_out is not None:
         table.add_column("held-out UAR", justify="right", style="bold")
-    private = any(record.get("dp_epsilon") is not None for record in metrics)
+    private = any("dp_epsilon" in record for record in metrics)
     if private:
         table.add_column("ε spent", justify="right")
     if semi:
@@ -61,9 +61,10 @@ def print_summary(console: Console, config: RunConfig, metrics: list[dict[str, A
     console.print(results_table(config, metrics, title, held_out if final is not None else None,
                                 recalls=console.width >= 120))
     evaluated = [m for m in metrics if m.get("uar") is not None]
-    if metrics and metrics[-1].get("dp_epsilon") is not None:
+    if metrics and "dp_epsilon" in metrics[-1]:
         last = metrics[-1]
-        console.print(f"differential privacy: epsilon {last['dp_epsilon']:.3g} at delta {last['dp_delta']:g} after "
+        spent = "infinite (no noise)" if last["dp_epsilon"] is None else f"{last['dp_epsilon']:.3g}"
+        console.print(f"differential privacy: epsilon {spent} at delta {last['dp_delta']:g} after "
                       f"{last['round']} rounds (noise multiplier {last['dp_noise_multiplier']:.3g}, clip norm "
                       f"{last['dp_clip_norm']:.3g}, sampling rate {last['dp_q']:.3g})")
     if evaluated:

@@ -64,7 +64,7 @@ class RoundResult:
     round: int
     state: State
     tally: RoundTally
-    privacy: dict[str, float] | None = None  # epsilon spent so far, z, C (privacy.dp on)
+    privacy: dict[str, float | None] | None = None  # epsilon spent so far (None: no noise), z, C (privacy.dp on)
     secure: SecureRound | None = None  # the secure round's survivors and traffic, under secure aggregation
     sampled: tuple[str, ...] = ()  # who took part (the server knows it in every mode)
     reports: dict[str, TrainReport] = field(default_factory=dict)  # each sampled client's, by name

@@ -161,9 +161,11 @@ class DpFedAvg(FedAvg):
                     total += unit * self.rng.normal(0.0, self.noise_std, total.size)
 
 
-def privacy_record(plan: PrivacyPlan, round_index: int, clip_norm: float) -> Mapping[str, float]:
+def privacy_record(plan: PrivacyPlan, round_index: int, clip_norm: float) -> Mapping[str, float | None]:
     """The privacy fields of a round's metrics record."""
-    return {"dp_epsilon": round(plan.epsilon_after(round_index), 4), "dp_delta": plan.delta,
+    spent = plan.epsilon_after(round_index)
+    # no noise, no guarantee: epsilon is infinite, written as null (metrics.jsonl is strict JSON)
+    return {"dp_epsilon": None if math.isinf(spent) else round(spent, 4), "dp_delta": plan.delta,
             "dp_noise_multiplier": round(plan.noise_multiplier, 5), "dp_clip_norm": round(clip_norm, 6),
             "dp_q": round(plan.q, 5)}
 
@@ -225,7 +227,7 @@ class DpRounds:
             self.clip_norm = adapt_clip_norm(self.clip_norm, norms, self.adaptive_quantile, self.adaptive_lr,
                                              self.plan.count_noise_multiplier, rng)
 
-    def record(self, round_index: int) -> dict[str, float]:
+    def record(self, round_index: int) -> dict[str, float | None]:
         return dict(privacy_record(self.plan, round_index, self.clip_norm))
 
 
