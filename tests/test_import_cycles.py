@@ -57,10 +57,7 @@ def _within(graph: dict[str, set[str]], package: str) -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize("package", [
-    "fedser_server", "fedser_sim", "fedser_shared",
-    pytest.param("fedser_client", marks=pytest.mark.xfail(strict=True, reason=(
-        "known cycle features.base <-> features.ssl (base builds the SSL extractors it describes): "
-        "drop this mark once it is split"))),
+    "fedser_server", "fedser_sim", "fedser_shared", "fedser_client",
 ])
 def test_a_package_has_no_import_cycle(package: str) -> None:
     graph = _within(import_graph(), package)
