@@ -38,6 +38,7 @@ from benchmarks._common import free_port  # noqa: E402
 from fedser_client.transport.secure import submit_securely  # noqa: E402
 from fedser_server.core.secure_aggregation import fold_sum, round_threshold, update_layout  # noqa: E402
 from fedser_server.core.strategy import make_strategy  # noqa: E402
+from fedser_server.engine.sums import WeightedSums  # noqa: E402
 from fedser_shared import PROTOCOL_VERSION, codec  # noqa: E402
 from fedser_shared.config import RunConfig, load_run_config, to_toml  # noqa: E402
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb  # noqa: E402
@@ -61,15 +62,15 @@ def inprocess(config: RunConfig, n: int, repeats: int) -> dict[str, float]:
     for _ in range(repeats):
         strategy = make_strategy("fedavg", 1.0, "paper")
         started = time.perf_counter()
-        strategy.begin_round(state, n)
+        sums = WeightedSums(strategy, state, n)
         for update in updates.values():
-            strategy.accumulate(update, 100)
-        strategy.finish_round()
+            sums.add(update, 100)
+        sums.new_state()
         plain.append(time.perf_counter() - started)
 
         privacy = config.privacy
         strategy = make_strategy("fedavg", 1.0, "paper")
-        strategy.begin_round(state, n)
+        sums = WeightedSums(strategy, state, n)
         layout = update_layout(strategy, state, privacy, n)
         t = round_threshold(privacy, n)
         spent = dict.fromkeys(updates, 0.0)
@@ -106,8 +107,8 @@ def inprocess(config: RunConfig, n: int, repeats: int) -> dict[str, float]:
             timed(None, machine.receive_unmask, node[name], timed(name, clients[name].unmask, asks[node[name]]))
         result = timed(None, machine.finish)
         began = time.perf_counter()
-        fold_sum(strategy, decode(result.total, layout, len(result.survivors)))
-        strategy.finish_round()
+        fold_sum(sums, decode(result.total, layout, len(result.survivors)))
+        sums.new_state()
         server_s += time.perf_counter() - began
         client.append(statistics.median(spent.values()))
         server.append(server_s)

@@ -1,9 +1,10 @@
-"""Wire a server together: config -> strategy, store, coordinator, gRPC; run to the last round."""
+"""Wire a server together: config -> strategy, store, round loop and its coordinator front, gRPC; run to the last round."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,11 @@ from pydantic import ValidationError
 
 from fedser_server.core.strategy import make_strategy
 from fedser_server.engine.coordinator import Coordinator
+from fedser_server.engine.loop import Clock, RoundLoop
 from fedser_server.engine.served_state import give_back_free_heap
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.startup import prepare_state_dir
 from fedser_server.state.store import StateStore
-from fedser_server.transport.admission import Limits
 from fedser_server.transport.server import BoundServer, start_server
 from fedser_server.transport.servicer import CoordinatorServicer
 from fedser_shared.config import RunConfig, format_validation_error, load_run_config
@@ -30,17 +31,21 @@ log = get_logger(__name__)
 
 @dataclass
 class RunningServer:
-    coordinator: Coordinator
+    loop: RoundLoop
     bound: BoundServer
-    driver: threading.Thread = field(init=False)
+    rounds: threading.Thread = field(init=False)
     failure: Exception | None = None  # what stopped the rounds early, if anything did
 
     def __post_init__(self) -> None:
-        self.driver = threading.Thread(target=self._drive, name="fedser-rounds", daemon=True)
+        self.rounds = threading.Thread(target=self._drive, name="fedser-rounds", daemon=True)
+
+    @property
+    def coordinator(self) -> Coordinator:
+        return self.loop.front
 
     def _drive(self) -> None:
         try:
-            self.coordinator.run()
+            self.loop.run()
         except Exception as exc:  # noqa: BLE001 - serve_until_done reports it as one line and a non-zero exit
             self.failure = exc
             log.error("run_failed", error=f"{type(exc).__name__}: {exc}", completed_round=self.coordinator.completed_round)
@@ -54,14 +59,14 @@ class RunningServer:
         return self.bound.port
 
     def wait(self, timeout: float | None = None) -> bool:
-        self.driver.join(timeout)
-        return not self.driver.is_alive()
+        self.rounds.join(timeout)
+        return not self.rounds.is_alive()
 
     def shutdown(self, grace_s: float = 2.0) -> None:
-        self.coordinator.stop()
-        self.driver.join(timeout=10)
+        self.loop.stop()
+        self.rounds.join(timeout=10)
         self.bound.stop(grace_s)
-        self.coordinator.close()
+        self.loop.close()
 
 
 def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[str, Any], resume: bool) -> RunConfig:
@@ -84,9 +89,8 @@ def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[st
         raise ConfigError(format_validation_error(exc, f"saved config in {state_dir}")) from None
 
 
-def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: float = 120.0,
-                      tokens: TokenStore | None = None, resume: bool = False,
-                      heartbeat_interval_s: float | None = None) -> Coordinator:
+def build_loop(config: RunConfig, state_dir: Path, tokens: TokenStore | None = None, resume: bool = False,
+               clock: Clock = time.monotonic) -> RoundLoop:
     prepare_state_dir(state_dir)  # interrupted writes removed, registry and history checked: before any use
     fed = config.federation
     if config.privacy.dp_enabled:  # never run "private" without the mechanism: refuse until the server applies it
@@ -94,33 +98,33 @@ def build_coordinator(config: RunConfig, state_dir: Path, client_timeout_s: floa
                           "(fedser-sim --engine inprocess, benchmarks/privacy.py); the gRPC server does not add noise yet")
     strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
     weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
-    coordinator = Coordinator(config, strategy, weights, StateStore(state_dir), config.feature_dim,
-                              client_timeout_s=client_timeout_s, heartbeat_interval_s=heartbeat_interval_s, tokens=tokens,
-                              resume=resume)
+    loop = RoundLoop.open(config, strategy, weights, StateStore(state_dir), config.feature_dim, clock=clock, tokens=tokens,
+                          resume=resume)
     del weights  # the served state holds its own copy (in memory, or in files for a large model)
     give_back_free_heap()
-    return coordinator
+    return loop
 
 
 def start(config: RunConfig, address: str, state_dir: Path, credentials: grpc.ServerCredentials | None = None,
-          client_timeout_s: float = 120.0, tokens: TokenStore | None = None, resume: bool = False,
-          limits: Limits | None = None, heartbeat_interval_s: float | None = None) -> RunningServer:
-    """Start serving. `tokens=None` is open enrolment (any client may join); the CLI decides."""
-    coordinator = build_coordinator(config, state_dir, client_timeout_s, tokens, resume, heartbeat_interval_s)
-    servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s, limits or Limits())
+          tokens: TokenStore | None = None, resume: bool = False, clock: Clock = time.monotonic) -> RunningServer:
+    """Start serving. `tokens=None` is open enrolment (any client may join); the CLI decides.
+    `clock` is the run's time (deadlines, client expiry): tests pass one they move by hand."""
+    loop = build_loop(config, state_dir, tokens, resume, clock)
+    coordinator = loop.front
+    servicer = CoordinatorServicer(coordinator, config.federation.poll_timeout_s, config.admission)
     try:
         bound = start_server(servicer, address, credentials=credentials)
     except BaseException:
-        coordinator.close()
+        loop.close()
         raise
     host = address.rsplit(":", 1)[0]
-    coordinator.store.write_address(f"{host}:{bound.port}")
+    loop.store.write_address(f"{host}:{bound.port}")
     log.info("server_listening", address=f"{host}:{bound.port}", rounds=config.federation.rounds,
              algorithm=config.federation.algorithm, min_clients=config.federation.min_clients,
              tls=credentials is not None, enrolment="tokens" if tokens is not None else "open",
              resumed_from_round=coordinator.completed_round)
-    running = RunningServer(coordinator, bound)
-    running.driver.start()
+    running = RunningServer(loop, bound)
+    running.rounds.start()
     return running
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -43,8 +44,8 @@ def serve(
     tls_cert: Annotated[str | None, typer.Option("--tls-cert")] = None,
     tls_key: Annotated[str | None, typer.Option("--tls-key")] = None,
     client_ca: Annotated[str | None, typer.Option("--client-ca", help="require client certificates signed by this CA")] = None,
-    client_timeout: Annotated[float, typer.Option("--client-timeout", help="seconds of silence before a client counts as gone")] = 120.0,
-    heartbeat_interval: Annotated[float | None, typer.Option("--heartbeat-interval", help="seconds between a client's heartbeats, told to it at join (default min(10, client-timeout/4)); longer for large fleets")] = None,
+    client_timeout: Annotated[float | None, typer.Option("--client-timeout", help="server.client_timeout_s: seconds of silence before a client counts as gone")] = None,
+    heartbeat_interval: Annotated[float | None, typer.Option("--heartbeat-interval", help="server.heartbeat_interval_s: seconds between a client's heartbeats, told to it at join (default min(10, client-timeout/4)); longer for large fleets")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run saved in --state-dir from its last completed round")] = False,
     tokens_file: Annotated[Path | None, typer.Option("--tokens-file", help="enrolment token hashes (default STATE_DIR/tokens.json)")] = None,
     open_enrolment: Annotated[bool, typer.Option("--open-enrolment", help="let any client join without a token")] = False,
@@ -65,22 +66,31 @@ def serve(
     run_config = server_app.run_config_for(state_dir, config, {
         "federation.rounds": rounds, "federation.min_clients": min_clients, "federation.fraction": fraction,
         "federation.algorithm": algorithm, "federation.eval_every": eval_every, "federation.seed": seed,
+        "server.client_timeout_s": client_timeout, "server.heartbeat_interval_s": heartbeat_interval,
     }, resume)
     credentials = server_credentials(tls_cert, tls_key, client_ca, insecure)
     tokens = enrolment_policy(token_store(state_dir, tokens_file), open_enrolment, insecure)
-    running = server_app.start(run_config, address, state_dir, credentials, client_timeout, tokens, resume,
-                               heartbeat_interval_s=heartbeat_interval)
+    terminated = threading.Event()
+    running: server_app.RunningServer | None = None
+
+    def _terminate(signum: int, _frame: object) -> None:
+        # installed before the server starts: a SIGTERM that arrives while it starts is heard too
+        log.warning("signal_received", signal=signal.Signals(signum).name,
+                    completed_round=running.coordinator.completed_round if running is not None else None)
+        terminated.set()
+        if running is not None:
+            running.loop.stop()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    running = server_app.start(run_config, address, state_dir, credentials, tokens, resume)
+    if terminated.is_set():
+        running.loop.stop()
     try:
         metrics = ops.start_metrics(running.coordinator, address, metrics_port)
     except BaseException:
         running.shutdown()
         raise
 
-    def _terminate(signum: int, _frame: object) -> None:
-        log.warning("signal_received", signal=signal.Signals(signum).name, completed_round=running.coordinator.completed_round)
-        running.coordinator.stop()
-
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         server_app.serve_until_done(running)
     except KeyboardInterrupt:

@@ -25,14 +25,18 @@ from fedser_client.core.data import ClientData
 from fedser_client.core.state import LocalState
 from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask, stable_seed
 from fedser_server.core.dp import DpFedAvg, PrivacyBudgetReached, dp_rounds
+from fedser_server.core.norm_bound import NormBound, l2_norm
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.round_plan import plan_round
 from fedser_server.core.schedule import is_trainable
-from fedser_server.core.strategy import FedAvg, State, make_strategy
+from fedser_server.core.strategy import State, Strategy, make_strategy
+from fedser_server.engine.sums import WeightedSums
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
 from fedser_shared.dp import clip_update, update_norm
+from fedser_shared.errors import NormBoundError
 from fedser_shared.secagg import SecureRound
+from fedser_shared.tensor_names import DELTA, WEIGHT
 from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
 from fedser_sim.secure_round import Contribution, aggregate_securely
@@ -70,7 +74,7 @@ class RoundResult:
 UpdateObserver = Callable[[int, str, Mapping[str, np.ndarray], int], None]
 
 
-def _strategy(config: RunConfig) -> FedAvg:
+def _strategy(config: RunConfig) -> Strategy:
     fed = config.federation
     if config.privacy.dp_enabled:
         return DpFedAvg(fed.server_lr, np.random.default_rng(stable_seed(fed.seed, "dp-server")))
@@ -94,6 +98,8 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
     strategy = _strategy(config)
     state = strategy.initial_state(initial_weights(feature_dim, config.num_classes, config.model.hidden, fed.seed))
     trainable = [c for c in clients.values() if c.trainable]
+    # the plain update path's norm bounds, as the gRPC server applies them (DP clips on its own)
+    bound = NormBound(fed.update_norm_max, fed.update_norm_relative or None, fed.update_norm_action)
     dp = None
     if privacy.dp_enabled:
         sample_size = len(plan_round(config, [c.name for c in trainable], 1).sampled)
@@ -104,7 +110,7 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         started = time.perf_counter()
         plan = plan_round(config, [c.name for c in trainable], round_index)
         names = plan.sampled
-        strategy.begin_round(state, len(trainable))
+        sums = WeightedSums(strategy, state, len(trainable))
         task = TrainTask(round=round_index, lr=plan.spec.lr, local_epochs=plan.spec.local_epochs,
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
@@ -114,7 +120,6 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
         for name in names:
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
-            client.state = new_state
             reports[name] = report
             metrics = TrainMetrics.of_report(report)
             if dp is not None and not metrics.empty:
@@ -125,25 +130,37 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
                     update = clip_update(update, dp.clip_norm)[0]
                     weight = 0 if metrics.empty else privacy.secagg_max_weight
                 contributions[name] = Contribution(update, weight)
+                client.state = new_state
                 continue  # the server sees no client's metrics: only the masked vector leaves
             if not metrics.empty:  # an empty participation is counted, not aggregated, as by the server
                 if dp is not None:
                     update = dp.release(update, len(names), _client_rng(fed.seed, name, round_index))[0]
                 if observe is not None:
                     observe(round_index, name, update, metrics.n_samples)
-                strategy.accumulate(dp.receive(update) if dp is not None else update, metrics.n_samples)
+                if dp is not None:
+                    sums.add(dp.receive(update), metrics.n_samples)
+                else:
+                    norm = l2_norm(update, DELTA)
+                    try:
+                        scale = bound.scale(norm, l2_norm(state, WEIGHT))
+                    except NormBoundError as refused:  # the client keeps its state, as after the server's refusal
+                        tally.refused[refused.reason] = tally.refused.get(refused.reason, 0) + 1
+                        continue
+                    sums.add(update, metrics.n_samples, scale)
+                    bound.accepted(norm, scale)
+            client.state = new_state
             tally.add_update(metrics, config.num_classes)
         secure = None
         if privacy.secure:
             # distributed DP: each client's share of the noise goes in after its clip, before masking
             noise = dp.client_noise(len(names), functools.partial(_client_rng, fed.seed, round_index=round_index)) \
                 if dp is not None else None
-            secure = aggregate_securely(strategy, state, contributions, privacy, fed.seed, round_index, noise)
+            secure = aggregate_securely(strategy, sums, state, contributions, privacy, fed.seed, round_index, noise)
             tally.n_updates = len(secure.result.survivors)  # what the gRPC server records of a secure round
-            tally.n_empty = len(secure.result.survivors) - strategy.n_updates
+            tally.n_empty = len(secure.result.survivors) - sums.n_updates
         if dp is not None and isinstance(strategy, DpFedAvg):
             strategy.noise_std = dp.sum_noise_std
-        state = strategy.finish_round()
+        state = sums.new_state()
         tally.seconds = time.perf_counter() - started
         privacy_record = None
         if dp is not None:

@@ -1,5 +1,5 @@
 """A secure round in one process: each client quantises its update, the SecAgg+ state machines
-run over an in-memory transport, and the strategy folds the unmasked sum. The in-process engine
+run over an in-memory transport, and the round's sums take the unmasked sum. The in-process engine
 and benchmarks/privacy.py use it, so sweeps exercise the same protocol code as the gRPC engine."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 from fedser_client.core.trainer import stable_seed
 from fedser_server.core.secure_aggregation import fold_sum, graph_seed, round_threshold, update_layout
 from fedser_server.core.strategy import Strategy
+from fedser_server.engine.sums import WeightedSums
 from fedser_shared.config import PrivacyConfig
 from fedser_shared.secagg import SecureRound, decode, encode, secure_sum
 from fedser_shared.secagg.crypto import RandomBytes
@@ -25,12 +26,13 @@ class Contribution:
     n_samples: int
 
 
-def aggregate_securely(strategy: Strategy, state: Mapping[str, np.ndarray], contributions: Mapping[str, Contribution],
+def aggregate_securely(strategy: Strategy, sums: WeightedSums, state: Mapping[str, np.ndarray],
+                       contributions: Mapping[str, Contribution],
                        privacy: PrivacyConfig, run_seed: int, round_index: int,
                        transform_for: Callable[[str], Transform | None] | None = None,
                        drop_before: Mapping[str, str] | None = None,
                        random_bytes: RandomBytes = os.urandom) -> SecureRound:
-    """Sum the contributions with SecAgg+ and fold the sum into `strategy` (begun for this round).
+    """Sum the contributions with SecAgg+ and fold the sum into the round's `sums`.
 
     `transform_for(client)`: a hook on the client's clipped values before rounding (its share of
     differential-privacy noise). Raises BelowThresholdError (nothing folded) when too many drop.
@@ -46,5 +48,5 @@ def aggregate_securely(strategy: Strategy, state: Mapping[str, np.ndarray], cont
     context = f"fedser-sim round {round_index}".encode()
     result = secure_sum(quantised, threshold, privacy.secagg_neighbours, graph_seed(run_seed, round_index, ""),
                         context, drop_before, random_bytes)
-    fold_sum(strategy, decode(result.result.total, layout, len(result.result.survivors), check_norm=transform_for is None))
+    fold_sum(sums, decode(result.result.total, layout, len(result.result.survivors), check_norm=transform_for is None))
     return result

@@ -1,26 +1,15 @@
-"""The extractor interface and the name -> extractor registry."""
+"""The name -> extractor registry: which module builds each feature set, and what a worker needs to build one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-
+from fedser_client.features.interface import ExtractorIdentity, FeatureExtractor
 from fedser_shared.config import FEATURE_DIMS, OPENSMILE_NAMES
 from fedser_shared.errors import ConfigError
 
-
-class FeatureExtractor(Protocol):
-    name: str
-    dim: int
-    version: str   # part of the cache key: bump it when the output of extract() changes
-    settings: str  # part of the cache key: whatever else changes the output (e.g. the checkpoint's SHA-256)
-
-    def extract(self, waveform: np.ndarray) -> np.ndarray:
-        """16 kHz mono float32 samples in [-1, 1] -> float32 vector of length `dim`."""
-        ...
+__all__ = ["ExtractorIdentity", "ExtractorSpec", "FeatureExtractor", "make_extractor"]
 
 
 def make_extractor(name: str, upstream_ckpt: Path | None = None, device: str = "cpu") -> FeatureExtractor:
@@ -35,16 +24,6 @@ def make_extractor(name: str, upstream_ckpt: Path | None = None, device: str = "
             raise ConfigError(f"feature '{name}' needs the 'ssl' extra, see docs/features.md ({exc})") from None
         return make_ssl_extractor(name, upstream_ckpt, device)
     raise ConfigError(f"unknown feature extractor '{name}'; known: {', '.join(FEATURE_DIMS)}")
-
-
-@dataclass(frozen=True)
-class ExtractorIdentity:
-    """What names an extractor's output in the cache, known without building it (no model load)."""
-
-    name: str
-    dim: int
-    version: str
-    settings: str
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from fedser_client.features import torchaudio_compat
-from fedser_client.features.base import ExtractorIdentity
+from fedser_client.features.interface import ExtractorIdentity
 from fedser_shared.config import FEATURE_DIMS
 from fedser_shared.errors import ConfigError
 

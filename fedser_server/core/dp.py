@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import dp_accounting
@@ -23,7 +23,7 @@ import numpy as np
 from dp_accounting import mechanism_calibration
 from dp_accounting.rdp import RdpAccountant
 
-from fedser_server.core.strategy import DELTA, FedAvg, InMemorySum, RunningSum
+from fedser_server.core.strategy import DELTA, FedAvg, RoundTotals
 from fedser_shared.config import PrivacyConfig
 from fedser_shared.dp import add_gaussian_noise, client_noise_std, clip_update, update_norm
 from fedser_shared.errors import ConfigError, FedserError
@@ -138,28 +138,27 @@ class DpFedAvg(FedAvg):
 
     Every accepted update weighs 1 (an update's n_samples would scale its sensitivity); `noise_std` (z*C in
     central mode, 0 in distributed mode where the clients added it) is drawn from `rng` once per round on
-    the summed delta.* tensors; m is the number of updates summed. Clipping happens before `accumulate`
+    the summed delta.* tensors; m is the number of updates summed. Clipping happens before the sums
     (the caller's `delta_scale` on the gRPC path, `clip_update` in process)."""
 
     name = "dp-fedavg"
 
-    def __init__(self, server_lr: float, rng: np.random.Generator,
-                 new_sum: Callable[[int], RunningSum] = InMemorySum) -> None:
-        super().__init__(server_lr, new_sum)
+    def __init__(self, server_lr: float, rng: np.random.Generator) -> None:
+        super().__init__(server_lr)
         self.rng = rng
         self.noise_std = 0.0
 
-    def accumulate_runs(self, runs: Iterable[tuple[str, int, np.ndarray]], n_samples: int, delta_scale: float = 1.0) -> None:
-        super().accumulate_runs(runs, 1 if n_samples > 0 else n_samples, delta_scale)
+    def update_weight(self, n_samples: int) -> float:
+        super().update_weight(n_samples)  # refuses an update without samples
+        return 1
 
-    def new_state_runs(self) -> Iterator[tuple[str, int, np.ndarray]]:
-        if self.n_updates and self.noise_std > 0.0:
+    def perturb(self, sums: Mapping[str, np.ndarray], totals: RoundTotals) -> None:
+        if totals.n_updates and self.noise_std > 0.0:
             # every update weighs the same; a secure sum counts each in units of its (equal) weight
-            unit = self._weight_total / self.n_updates
-            for name, running in self._sums.items():
+            unit = totals.weight_total / totals.n_updates
+            for name, total in sums.items():
                 if name.startswith(DELTA):
-                    running.flat += unit * self.rng.normal(0.0, self.noise_std, running.flat.size)
-        yield from super().new_state_runs()
+                    total += unit * self.rng.normal(0.0, self.noise_std, total.size)
 
 
 def privacy_record(plan: PrivacyPlan, round_index: int, clip_norm: float) -> Mapping[str, float]:

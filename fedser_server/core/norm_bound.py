@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+import numpy as np
 
 from fedser_shared.errors import NormBoundError
 
 RECENT_NORMS = 64      # accepted norms the relative bound looks back on
 MIN_PEERS = 3          # accepted norms needed before their median is trusted
+
+
+def l2_norm(tensors: Mapping[str, np.ndarray], prefix: str) -> float:
+    """The L2 norm of the tensors whose names start with `prefix`, taken together."""
+    return float(np.sqrt(sum(float(np.vdot(v, v).real) for n, v in tensors.items() if n.startswith(prefix))))
 
 
 def delta_scale(norm: float | None, bound: float | None, action: Literal["refuse", "clip"], what: str) -> float:

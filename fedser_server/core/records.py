@@ -93,17 +93,26 @@ def metrics_record(config: RunConfig, round_index: int, tally: RoundTally, evalu
         if config.semi.method == "mvpl":
             record["pass_kappa"] = tally.pseudo_pass_kappa / tally.pseudo_candidates if tally.pseudo_candidates else None
         record["n_empty_updates"] = tally.n_empty
-    if evaluation is not None and evaluation.confusion is not None:
-        score = uar(evaluation.confusion)
-        record["uar"] = None if math.isnan(score) else score
-        record["per_class_recall"] = [None if np.isnan(r) else float(r) for r in per_class_recall(evaluation.confusion)]
-        record["eval_loss"] = weighted_mean(evaluation.losses)
-        record["n_eval_clients"] = evaluation.n_clients
-        record["confusion"] = evaluation.confusion.tolist()
+    if evaluation is not None:
+        record.update(evaluation_fields(evaluation))
     if tally.wait_seconds:
         record["wait_seconds"] = round(tally.wait_seconds, 4)
     record["seconds"] = round(seconds, 4)
     return record
+
+
+def evaluation_fields(evaluation: EvalTally) -> dict[str, object]:
+    """A metrics line's evaluation part (none without a confusion matrix)."""
+    if evaluation.confusion is None:
+        return {}
+    score = uar(evaluation.confusion)
+    return {
+        "uar": None if math.isnan(score) else score,
+        "per_class_recall": [None if np.isnan(r) else float(r) for r in per_class_recall(evaluation.confusion)],
+        "eval_loss": weighted_mean(evaluation.losses),
+        "n_eval_clients": evaluation.n_clients,
+        "confusion": evaluation.confusion.tolist(),
+    }
 
 
 def is_eval_round(config: RunConfig, round_index: int) -> bool:

@@ -1,5 +1,5 @@
 """What a secure round means for the strategy: the layout of the clients' masked vectors, the
-threshold, and folding the unmasked sum into the strategy in place of individual updates.
+threshold, and folding the unmasked sum into the round's running sums in place of individual updates.
 
 The protocol itself is `fedser_shared.secagg`; this module only connects it to a `Strategy`.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 
@@ -35,9 +36,15 @@ def graph_seed(run_seed: int, round_index: int, attempt: str) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def fold_sum(strategy: Strategy, decoded: DecodedSum) -> bool:
-    """Fold an unmasked, checked sum into the strategy; False when no client trained (nothing to fold)."""
+class SumTarget(Protocol):
+    """A round's running sums (`engine.sums.WeightedSums`)."""
+
+    def add_sum(self, sums: Mapping[str, np.ndarray], weight_total: int, n_updates: int) -> None: ...
+
+
+def fold_sum(into: SumTarget, decoded: DecodedSum) -> bool:
+    """Fold an unmasked, checked sum into the round's sums; False when no client trained (nothing to fold)."""
     if not decoded.n_trained:
         return False
-    strategy.accumulate_sum(decoded.sums, decoded.weight_total, decoded.n_trained)
+    into.add_sum(decoded.sums, decoded.weight_total, decoded.n_trained)
     return True

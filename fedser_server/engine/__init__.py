@@ -1,1 +1,2 @@
-"""The round engine's imperative shell: sessions, the round driver, receiving and folding in updates."""
+"""The round engine's imperative shell: the round loop, a round, the client-facing coordinator, sessions,
+receiving updates and folding them into the running sums."""

@@ -1,8 +1,9 @@
-"""Folds checked updates into the strategy on a thread of its own, in the order they were accepted.
+"""Folds checked updates into their round's running sums on a thread of its own, in the order they
+were accepted.
 
 An update is acknowledged once it is received and checked; reading it back from disk and adding
-it to the running sums happens here, while the next uploads stream in. The round driver calls
-`drain()` before `finish_round`, so a round includes every acknowledged update.
+it to the running sums happens here, while the next uploads stream in. A round calls `drain()`
+before it makes its new state, so it includes every acknowledged update.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from fedser_server.core.strategy import Strategy
 from fedser_server.engine.incoming import CheckedUpdate
+from fedser_server.engine.sums import WeightedSums
 from fedser_shared.errors import StateError
 from fedser_shared.logging import get_logger
 
@@ -22,11 +23,10 @@ MAX_PENDING = 4
 
 
 class Aggregator:
-    def __init__(self, strategy: Strategy, max_pending: int = MAX_PENDING) -> None:
-        self._strategy = strategy
+    def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self._max_pending = max_pending
         self._cond = threading.Condition()
-        self._queue: deque[tuple[CheckedUpdate, int, float]] = deque()
+        self._queue: deque[tuple[CheckedUpdate, WeightedSums, int, float]] = deque()
         self._busy = False
         self._failure: str | None = None
         self._closed = False
@@ -38,10 +38,10 @@ class Aggregator:
             while len(self._queue) >= self._max_pending and self._failure is None and not self._closed:
                 self._cond.wait()
 
-    def add(self, update: CheckedUpdate, n_samples: int, delta_scale: float = 1.0) -> None:
-        """Take the update (and its file): it is folded in, then discarded, on this thread."""
+    def add(self, update: CheckedUpdate, into: WeightedSums, n_samples: int, delta_scale: float = 1.0) -> None:
+        """Take the update (and its file): it is folded into `into`, then discarded, on this thread."""
         with self._cond:
-            self._queue.append((update, n_samples, delta_scale))
+            self._queue.append((update, into, n_samples, delta_scale))
             self._cond.notify_all()
 
     def drain(self) -> None:
@@ -67,10 +67,10 @@ class Aggregator:
                     self._cond.wait()
                 if self._closed:
                     return
-                update, n_samples, delta_scale = self._queue.popleft()
+                update, sums, n_samples, delta_scale = self._queue.popleft()
                 self._busy = True
             try:
-                self._strategy.accumulate_runs(update.runs(), n_samples, delta_scale)
+                sums.add_runs(update.runs(), n_samples, delta_scale)
             except Exception as exc:  # the sums are now partial: the round must not finish
                 log.error("aggregation_failed", error=str(exc))
                 with self._cond:

@@ -1,15 +1,12 @@
-"""What clients see of the round engine (DESIGN §3): the phase in progress, the global state.
+"""What clients see of the round engine (DESIGN §3): the published round, the global state it
+builds on, the sessions.
 
-Thread-safe; transport-agnostic. The gRPC servicer calls the client-facing methods (sessions
-are `Sessions`' job; the rules of who may answer which task are `RoundBook`'s); `run()` hands
-the thread to a `RoundDriver`, which changes what clients see only through the driver-facing
-methods. Aggregation is delegated to a `Strategy`, fed by an `Aggregator` thread; updates are
-checked in full while they stream in (`IncomingUpdate`) and reach the strategy only after that,
-so a bad update never touches the global state or the running sums.
-
-The global state lives inside the blob that FetchModel serves (arrays are views into it), and
-each round's new state is computed straight into the next blob: one copy of the model, not two.
-A large model's blob and running sums live in files of the state dir (`ServedState`).
+The client-facing front, thread-safe and transport-agnostic: the gRPC servicer calls it; the
+`RoundLoop` publishes into it (`publish`, `install`, `mark_durable`, `record_round`,
+`end_sessions`, `end_run`), under the loop's lock, which this front shares. Sessions are
+`Sessions`' job; the rules of who may answer which task are the published `Round`'s. Updates are
+checked in full while they stream in (`IncomingUpdate`) and reach the round only after that, so
+a bad update never touches the global state or the running sums.
 """
 
 from __future__ import annotations
@@ -18,24 +15,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
-from fedser_server.core.norm_bound import NormBound
+from fedser_server.core.norm_bound import NormBound, l2_norm
 from fedser_server.core.records import RoundTally
 from fedser_server.core.reports import Evaluation, UpdateHeader
-from fedser_server.core.round_book import RoundBook, TaskAssignment, TaskKind
-from fedser_server.core.strategy import FedAvg
-from fedser_server.engine.aggregator import Aggregator
-from fedser_server.engine.driver import RoundDriver
+from fedser_server.core.round_book import TaskAssignment, TaskKind
+from fedser_server.core.strategy import State, TensorSpec
 from fedser_server.engine.incoming import CheckedUpdate, IncomingUpdate
+from fedser_server.engine.round import Round
 from fedser_server.engine.secure_round import SecureRound
-from fedser_server.engine.served_state import FileBackedState, InMemoryState, ServedState
-from fedser_server.engine.sessions import Joined, Sessions
+from fedser_server.engine.sessions import Joined, Session, Sessions
 from fedser_server.engine.stats import RunStats
-from fedser_server.security.tokens import TokenStore
-from fedser_server.state.registry import ClientRecord, Registry
-from fedser_server.state.store import StateStore
+from fedser_server.state.registry import ClientRecord
 from fedser_shared import codec
 from fedser_shared.config import RunConfig
 from fedser_shared.errors import (
@@ -54,65 +48,33 @@ BLOB_SLACK_BYTES = 64 * 1024
 
 
 class Coordinator:
-    def __init__(
-        self,
-        config: RunConfig,
-        strategy: FedAvg,
-        initial_weights: Mapping[str, np.ndarray],
-        store: StateStore,
-        feature_dim: int,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        client_timeout_s: float = 120.0,
-        heartbeat_interval_s: float | None = None,
-        tokens: TokenStore | None = None,
-        resume: bool = False,
-    ) -> None:
+    def __init__(self, config: RunConfig, lock: threading.Condition, sessions: Sessions, state: State, blob: codec.Blob,
+                 completed_round: int, expected_update: Mapping[str, TensorSpec], incoming_dir: Path,
+                 history: list[dict[str, object]] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.strategy = strategy
-        self.store = store
-        self.feature_dim = feature_dim
-        self._clock = self.clock = clock
-        self._wall = self.wall_clock = wall_clock
-        self.client_timeout_s = client_timeout_s
-        # a few heartbeats fit in one timeout, so one lost packet does not kill a client
-        self.heartbeat_interval_s = heartbeat_interval_s or min(10.0, client_timeout_s / 4)
-        self.tokens = tokens
-        lock = threading.RLock()
-        self._cond = self.lock = threading.Condition(lock)
-        # parked GetTask polls wait on their own condition: woken when tasks are posted or the run
-        # ends, not by each of a round's N updates (N wake-ups of N parked polls per round)
-        self._tasks_posted = threading.Condition(lock)
+        self._cond = self.lock = lock
+        self.clock = clock  # the run's clock: how long the disk has been full
+        self.sessions = sessions
+        self.registry = sessions.registry
+        self.tokens = sessions.tokens  # None: open enrolment
+        self.feature_dim = sessions.feature_dim
+        self.client_timeout_s = config.server.client_timeout_s
+        self.heartbeat_interval_s = config.server.heartbeat_s
         self._task_listeners: list[Callable[[tuple[str, ...] | None], None]] = []  # polls parked elsewhere (an event loop)
         self._stop = threading.Event()
+        self._writes_failed = False
         self.done = threading.Event()
-        self._book: RoundBook | None = None
-        self.secure_round: SecureRound | None = None  # the secure round in progress (privacy.secure_aggregation)
-        self.completed_round = 0
-        self.state = strategy.initial_state(initial_weights)
-        state_bytes = sum(v.nbytes for v in self.state.values())
-        in_memory = state_bytes <= config.federation.state_in_memory_max_bytes
-        # files hold two blobs and the float64 sums of an update as large as the state
-        store.check_free_space(state_bytes, 0 if in_memory else 4 * state_bytes)
-        self._expected_update = strategy.expected_update(self.state)
-        self.max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in self._expected_update.values()) + BLOB_SLACK_BYTES
-        self._restore(resume)
-        self._durable_round = self.completed_round  # the last round whose checkpoint is on disk
-        self._driver: RoundDriver | None = None  # run() starts it
-        self.registry = Registry(store.registry_path)
-        self.sessions = Sessions(config, feature_dim, self.registry, tokens, self._cond, clock, wall_clock, client_timeout_s)
-        layout = codec.BlobLayout(self.state)
-        if in_memory:
-            self.served: ServedState = InMemoryState(layout)
-        else:
-            self.served = files = FileBackedState(layout, store.scratch_dir)
-            strategy.new_sum = files.sums()
-        self.state, self._blob = self.served.serve(self.state)
-        self.aggregator = Aggregator(strategy)
+        self._round: Round | None = None  # the phase in progress, as published
+        self._secure: SecureRound | None = None  # its secure stages while they run (privacy.secure_aggregation)
+        self.state, self._blob, self.completed_round = state, blob, completed_round
+        self._durable_round = completed_round  # the last round whose checkpoint is on disk
+        self._expected_update = dict(expected_update)
+        self.max_update_bytes = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in expected_update.values()) + BLOB_SLACK_BYTES
+        self._incoming_dir = incoming_dir
         fed = config.federation
         self._norm_bound = NormBound(fed.update_norm_max, fed.update_norm_relative or None, fed.update_norm_action)
         self._model_norm: tuple[int, float] = (-1, 0.0)  # (round, L2 norm of the global weights then)
-        self.history: list[dict[str, object]] = self.store.read_metrics() if resume else []
+        self.history: list[dict[str, object]] = list(history or [])
         # read by the metrics endpoint at scrape time
         self.refusals: Counter[str] = Counter()  # refused updates, by reason
         self.request_refusals: Counter[tuple[str, str]] = Counter()  # other refused calls, by (rpc, reason)
@@ -120,68 +82,50 @@ class Coordinator:
         self._unrecorded_request_refusals: Counter[str] = Counter()
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.waiting_for_clients = False  # published by the loop
         self.finished = False  # every round ran: clients hear SHUTDOWN
         self._disk_full_since: float | None = None  # when parking an upload first failed for want of space
-        self._failure: StateError | None = None     # what stopped the run from outside the round loop
+        self.failure: StateError | None = None      # what stopped the run from the clients' side (the loop raises it)
 
-    def _restore(self, resume: bool) -> None:
-        """Continue from the checkpoint (resume) or insist on a state dir without a run in it."""
-        checkpoint = self.store.load_checkpoint()
-        if checkpoint is None:
-            if resume:
-                log.warning("resume_without_checkpoint", state_dir=str(self.store.dir))
-            self.store.save_config(self.config.to_json())
-            return
-        state, round_index, train_record = checkpoint
-        if not resume:
-            raise StateError(f"state dir {self.store.dir} already holds a run at round {round_index}: "
-                             "pass --resume to continue it, or use an empty state dir")
-        expected = {n: (tuple(v.shape), v.dtype) for n, v in self.state.items()}
-        found = {n: (tuple(v.shape), v.dtype) for n, v in state.items()}
-        if expected != found:
-            differing = sorted(set(expected) ^ set(found)) or sorted(n for n in expected if expected[n] != found[n])
-            raise StateError(f"the checkpoint in {self.store.dir} does not fit this run's model/algorithm "
-                             f"(tensors differ: {differing[:4]})")
-        self.state, self.completed_round = state, round_index
-        self.store.reconcile_metrics(round_index, train_record)
-        log.info("resumed", round=round_index, state_dir=str(self.store.dir))
+    @property
+    def published(self) -> Round | None:
+        """The phase in progress (None between phases and after the run)."""
+        return self._round
 
-    # ---------------------------------------------------------------- client-facing
+    # ---------------------------------------------------------------- sessions
     def join(self, name: str, feature_name: str, feature_dim: int, label_counts: list[int],
              n_unlabeled: int, n_eval: int, client_id: str = "", token: str = "") -> Joined:
         return self.sessions.join(name, feature_name, feature_dim, label_counts, n_unlabeled, n_eval, client_id, token)
 
-    def authenticate(self, client_id: str, session_token: str) -> ClientRecord:
+    def authenticate(self, client_id: str, session_token: str) -> Session:
         return self.sessions.authenticate(client_id, session_token)
 
-    def heartbeat(self, client: ClientRecord) -> int:
-        self.sessions.touch(client.client_id)
+    def heartbeat(self, client: Session) -> int:
+        self.sessions.touch(client)
         return self.completed_round
 
-    def leave(self, client: ClientRecord, reason: str) -> None:
+    def leave(self, client: Session, reason: str) -> None:
         self.sessions.leave(client, reason)
 
-    def next_task(self, client: ClientRecord, timeout_s: float) -> TaskAssignment:
-        """Long-poll: block until this client has a task, the run ends, or the timeout passes."""
-        deadline = self._clock() + timeout_s
+    def alive_clients(self) -> list[ClientRecord]:
+        return self.sessions.alive()
+
+    # ---------------------------------------------------------------- tasks
+    def next_task(self, client: Session) -> TaskAssignment:
+        """This client's answer to a poll now: SHUTDOWN, the task it owes, or WAIT. A poll is held
+        elsewhere (`transport.long_poll`) until a task listener says the answer may have changed."""
         with self._cond:
-            while True:
-                self.sessions.touch(client.client_id)
-                if self.finished:
-                    client.shutdown_sent = True
-                    self._cond.notify_all()
-                    return TaskAssignment(TaskKind.SHUTDOWN, round=self.completed_round)
-                if self._stop.is_set() or self.done.is_set():
-                    raise ServerStoppingError("the server is stopping before the last round: retry later")
-                if client.session_ended:
-                    raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.session_ended}): join again")
-                owed = self._book.owed(client.client_id) if self._book is not None else None
-                if owed is not None:
-                    return owed
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
-                self._tasks_posted.wait(timeout=min(remaining, 1.0))
+            self.sessions.touch(client)
+            if self.finished:
+                client.shutdown_sent = True
+                self._cond.notify_all()
+                return TaskAssignment(TaskKind.SHUTDOWN, round=self.completed_round)
+            if self._stop.is_set() or self.done.is_set():
+                raise ServerStoppingError("the server is stopping before the last round: retry later")
+            if client.ended:
+                raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.ended}): join again")
+            owed = self._round.owed(client.client_id) if self._round is not None else None
+            return owed if owed is not None else TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
 
     def add_task_listener(self, listener: Callable[[tuple[str, ...] | None], None]) -> None:
         """Call `listener` (from the posting thread, lock held: it must not block) whenever tasks
@@ -191,110 +135,136 @@ class Coordinator:
             self._task_listeners.append(listener)
 
     def _announce_tasks(self, client_ids: tuple[str, ...] | None = None) -> None:
-        self._tasks_posted.notify_all()
         for listener in self._task_listeners:
             listener(client_ids)
 
-    def model_blob(self, client: ClientRecord, round_index: int, task_id: str) -> codec.Blob:
+    def _offer(self, client: Session, round_index: int, task_id: str, kind: TaskKind | None = None) -> TaskAssignment:
+        current = self._round
+        if current is None:
+            raise StaleRoundError(f"round {round_index} is not in progress (no round is; {self.completed_round} completed)")
+        return current.offer(client.client_id, round_index, task_id, kind)
+
+    def model_blob(self, client: Session, round_index: int, task_id: str) -> codec.Blob:
         with self._cond:
-            self._task_of(client, round_index, task_id)
+            self._offer(client, round_index, task_id)
             return self._blob
 
-    def _task_of(self, client: ClientRecord, round_index: int, task_id: str, kind: TaskKind | None = None) -> TaskAssignment:
-        book = self._book
-        if book is None:
-            raise StaleRoundError(f"round {round_index} is not in progress (no round is; {self.completed_round} completed)")
-        return book.task_of(client.client_id, round_index, task_id, kind)
-
-    def task_open(self, client: ClientRecord, round_index: int, task_id: str) -> bool:
+    def task_open(self, client: Session, round_index: int, task_id: str) -> bool:
         """Whether an update stream in progress may still be accepted (checked per chunk)."""
         with self._cond:
             try:
-                self._task_of(client, round_index, task_id)
+                self._offer(client, round_index, task_id)
             except FedserError:
                 return False
             return True
 
-    def secure_round_for(self, client: ClientRecord, round_index: int, task_id: str) -> SecureRound:
-        """The secure round in progress; it checks the client's task itself."""
+    # ---------------------------------------------------------------- answers
+    def secure_round_for(self, client: Session, round_index: int, task_id: str) -> SecureRound:
+        """The secure round whose stages run now; it checks the client's task itself."""
         with self._cond:
-            if self.secure_round is None or self.secure_round.round_index != round_index:
+            if self._secure is None or self._secure.round_index != round_index:
                 raise StaleRoundError(f"no secure round {round_index} is open (current round {self.completed_round})")
-            return self.secure_round
+            return self._secure
 
-    def secure_round_joined(self, client: ClientRecord) -> None:
+    def secure_round_joined(self, client: Session) -> None:
         """The client took part in the round's secure aggregation: its training task is answered
         (GetTask does not hand it out again; the stages go on through the SecAgg* calls)."""
         with self._cond:
-            if self._book is not None:
-                self._book.reported.add(client.client_id)
+            if self._round is not None:
+                self._round.answered_securely(client.client_id)
 
-    def training_task(self, client: ClientRecord, round_index: int, task_id: str) -> TaskAssignment:
+    def training_task(self, client: Session, round_index: int, task_id: str) -> TaskAssignment:
         """The open training task an update answers (its header was checked at the edge)."""
         with self._cond:
-            return self._task_of(client, round_index, task_id, TaskKind.TRAIN)
+            return self._offer(client, round_index, task_id, TaskKind.TRAIN)
 
     def incoming_update(self, header: UpdateHeader) -> IncomingUpdate:
         """Where an update whose header passed the edge's checks is received and checked."""
         fed = self.config.federation
         # a small update stays in memory: no file to create, write and read back per update
-        spill_dir = self.store.incoming_dir if header.total_len > fed.inline_model_max_bytes else None
+        spill_dir = self._incoming_dir if header.total_len > fed.inline_model_max_bytes else None
         return IncomingUpdate(header.total_len, self._expected_update, spill_dir, DELTA, header.checksum,
                               all_zero=header.empty)
 
-    def submit_update(self, client: ClientRecord, header: UpdateHeader, update: CheckedUpdate) -> None:
-        """Accept a received and checked update; it is folded into the round in the background
-        (`Aggregator`) and the round does not close before it is.
+    def submit_update(self, client: Session, header: UpdateHeader, update: CheckedUpdate) -> None:
+        """Accept a received and checked update into the published round, which folds it in the
+        background; the round does not close before it is.
 
-        Owns the update's file until the hand-off to the aggregator, the last step, which cannot
-        fail: everything that can refuse the update runs before it, so a refused update is
-        discarded here and an accepted one is discarded by the aggregator once folded in."""
-        handed_off = False
+        Owns the update's file until the round takes it, the last step, which cannot fail:
+        everything that can refuse the update runs before it, so a refused update is discarded
+        here and an accepted one by the round once folded in."""
+        taken = False
         try:
             assert update.norm is not None  # the receiver measures every update's delta.* tensors
             with self._cond:
                 scale = self._norm_bound.scale(update.norm, self._global_weights_norm())
             if scale != 1.0:
                 log.info("update_clipped", round=header.round, client_id=client.client_id, norm=update.norm, scale=scale)
-            self.aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
+            current = self._round
+            if current is not None:
+                current.make_room()
             with self._cond:
                 self._await_durable(header.round - 1)
-                book = self._book
-                if book is None:
-                    self._task_of(client, header.round, header.task_id, TaskKind.TRAIN)  # raises: no round in progress
-                assert book is not None
-                book.accept_update(client.client_id, header, self.config.num_classes)
-                client.participations += 1
-                if not header.empty:  # an empty participation is counted above, never aggregated
-                    self.aggregator.add(update, header.n_samples, scale)
+                current = self._round
+                if current is None:
+                    self._offer(client, header.round, header.task_id, TaskKind.TRAIN)  # raises: no round in progress
+                assert current is not None
+                current.accept(client.client_id, header, None if header.empty else update, scale)
+                if not header.empty:
+                    taken = True
                     self._norm_bound.accepted(update.norm, scale)
-                    handed_off = True
+                client.record.participations += 1
                 log.info("update_accepted", round=header.round, client_id=client.client_id, n_samples=header.n_samples,
-                         n_reported=len(book.reported), n_sampled=len(book.tasks))
+                         n_reported=current.n_reported, n_sampled=current.n_asked)
                 self._cond.notify_all()
         finally:
-            if not handed_off:
+            if not taken:
                 update.discard()
 
     def _global_weights_norm(self) -> float:
         """The L2 norm of the global weights (w.*), once per round. Called with the lock held."""
         if self._model_norm[0] != self.completed_round:
-            squares = sum(float(np.vdot(v, v)) for n, v in self.state.items() if n.startswith(WEIGHT))
-            self._model_norm = (self.completed_round, float(np.sqrt(squares)))
+            self._model_norm = (self.completed_round, l2_norm(self.state, WEIGHT))
         return self._model_norm[1]
 
     def _await_durable(self, round_index: int) -> None:
         """An acked client keeps its c_i⁺, so no update is accepted before the round it builds on is
-        on disk: after a crash a client is at most one round ahead of the checkpoint, as without the
-        background writer. Called with the lock held; the wait is the tail of one checkpoint write."""
+        on disk: after a crash a client is at most one round ahead of the checkpoint. Called with
+        the lock held; the wait is the tail of one checkpoint write."""
         while self._durable_round < round_index:
-            if self._stop.is_set() or self.done.is_set() or self._writes_failed():
+            if self._stop.is_set() or self.done.is_set() or self._writes_failed:
                 raise ServerStoppingError("the server is stopping before the last round: retry later")
             self._cond.wait(timeout=0.5)
 
-    def _writes_failed(self) -> bool:
-        return self._driver is not None and self._driver.writer.failed
+    def submit_evaluation(self, client: Session, evaluation: Evaluation) -> None:
+        with self._cond:
+            current = self._round
+            if current is None:
+                self._offer(client, evaluation.round, evaluation.task_id, TaskKind.EVALUATE)  # raises
+            assert current is not None
+            current.accept_evaluation(client.client_id, evaluation)
+            self._cond.notify_all()
 
+    def disk_full(self) -> None:
+        """An upload could not be parked: no disk space. Clients back off and send again; once the
+        disk has stayed full for a whole round deadline the run stops, loudly, as a full disk at
+        checkpoint time stops it: what is on disk stays intact for `--resume`."""
+        with self._cond:
+            now, patience = self.clock(), self.config.federation.round_timeout_s
+            if self._disk_full_since is None:
+                self._disk_full_since = now
+            elif now - self._disk_full_since > patience and self.failure is None:
+                self.failure = StateError(f"no disk space to park uploads in {self._incoming_dir} for more "
+                                          f"than {patience:g} s (federation.round_timeout_s): free space, then resume")
+                log.error("disk_full_stopping", directory=str(self._incoming_dir), seconds=round(now - self._disk_full_since, 1))
+                self.stop()
+
+    def disk_has_room(self) -> None:
+        """An upload was parked on disk: the disk is not (or no longer) full."""
+        with self._cond:
+            self._disk_full_since = None
+
+    # ---------------------------------------------------------------- accounting
     def count_refusal(self, rpc: str, reason: str, update: bool) -> None:
         """Count a refused call: updates by reason (`refusals`), other calls by (rpc, reason)
         (`request_refusals`). The next metrics line carries every refusal since the previous one,
@@ -314,6 +284,11 @@ class Coordinator:
             self._unrecorded_refusals.clear()
             self._unrecorded_request_refusals.clear()
 
+    def record_transfer(self, received: int = 0, sent: int = 0) -> None:
+        with self._cond:
+            self.bytes_received += received
+            self.bytes_sent += sent
+
     def stats(self) -> RunStats:
         """Everything status and Prometheus show, read at one instant under the lock."""
         with self._cond:
@@ -326,81 +301,30 @@ class Coordinator:
                 bytes_sent=self.bytes_sent, bytes_received=self.bytes_received,
                 class_names=tuple(self.config.labels.class_names))
 
-    def record_transfer(self, received: int = 0, sent: int = 0) -> None:
-        with self._cond:
-            self.bytes_received += received
-            self.bytes_sent += sent
+    # ---------------------------------------------------------------- published by the loop
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
-    def submit_evaluation(self, client: ClientRecord, evaluation: Evaluation) -> None:
-        with self._cond:
-            book = self._book
-            if book is None:
-                self._task_of(client, evaluation.round, evaluation.task_id, TaskKind.EVALUATE)  # raises
-            assert book is not None
-            book.accept_evaluation(client.client_id, evaluation)
-            self._cond.notify_all()
-
-    # ---------------------------------------------------------------- driver
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
             self._announce_tasks()
 
-    def alive_clients(self) -> list[ClientRecord]:
-        return self.sessions.alive()
-
-    # ---------------------------------------------------------------- driver-facing (RoundDriver)
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    @property
-    def waiting_for_clients(self) -> bool:
-        return self._driver is not None and self._driver.waiting_for_clients
-
-    @property
-    def rounds_given_up(self) -> int:
-        """Times a round ran out of retries and the server went back to waiting for clients."""
-        return self._driver.rounds_given_up if self._driver is not None else 0
-
-    def run(self) -> None:
-        """Drive the rounds to the last one (or until stopped) on this thread."""
-        self._driver = RoundDriver(self)
-        self._driver.run()
-        if self._failure is not None:
-            raise self._failure
-
-    def disk_full(self) -> None:
-        """An upload could not be parked: no disk space. Clients back off and send again; once the
-        disk has stayed full for a whole round deadline the run stops, loudly, as a full disk at
-        checkpoint time stops it: what is on disk stays intact for `--resume`."""
+    def publish(self, current: Round | None) -> None:
+        """Make `current` the phase in progress: its tasks go out to the parked polls (None: no phase)."""
         with self._cond:
-            now, patience = self.clock(), self.config.federation.round_timeout_s
-            if self._disk_full_since is None:
-                self._disk_full_since = now
-            elif now - self._disk_full_since > patience and self._failure is None:
-                self._failure = StateError(f"no disk space to park uploads in {self.store.incoming_dir} for more "
-                                           f"than {patience:g} s (federation.round_timeout_s): free space, then resume")
-                log.error("disk_full_stopping", directory=str(self.store.incoming_dir), seconds=round(now - self._disk_full_since, 1))
-                self.stop()
+            self._round = current
+            if current is not None:
+                self._announce_tasks(tuple(current.book.tasks))
 
-    def disk_has_room(self) -> None:
-        """An upload was parked on disk: the disk is not (or no longer) full."""
+    def publish_secure(self, secure: SecureRound | None) -> None:
+        """The published round's secure stages run now (None: they are over; late stage calls are refused)."""
         with self._cond:
-            self._disk_full_since = None
+            self._secure = secure
 
-    def post(self, book: RoundBook) -> None:
-        """Make `book` the phase in progress: its tasks go out to the parked polls."""
-        with self._cond:
-            self._book = book
-            self._announce_tasks(tuple(book.tasks))
-
-    def close_phase(self, book: RoundBook) -> None:
-        with self._cond:
-            book.open = False
-
-    def install(self, state: dict[str, np.ndarray], blob: codec.Blob, round_index: int) -> None:
+    def install(self, state: State, blob: codec.Blob, round_index: int) -> None:
         """The round's new global state (views into `blob`, which FetchModel serves from now on)."""
         with self._cond:
             self.state, self._blob, self.completed_round = state, blob, round_index
@@ -410,9 +334,18 @@ class Coordinator:
             self._durable_round = round_index
             self._cond.notify_all()
 
+    def writes_failed(self) -> None:
+        """A checkpoint could not be written: no update is accepted any more."""
+        with self._cond:
+            self._writes_failed = True
+            self._cond.notify_all()
+
     def record_round(self, record: dict[str, object]) -> None:
         with self._cond:
-            self.history.append(record)
+            if self.history and self.history[-1].get("round") == record.get("round"):
+                self.history[-1] = record  # a resumed round's line, completed
+            else:
+                self.history.append(record)
 
     def end_sessions(self, client_ids: list[str], why: str) -> None:
         with self._cond:
@@ -425,7 +358,7 @@ class Coordinator:
         with self._cond:
             self.finished = finished
             self.done.set()
-            self._book = None
+            self._round = None
             self._cond.notify_all()
             self._announce_tasks()
 
@@ -433,15 +366,7 @@ class Coordinator:
         """After the last round, give alive clients a chance to hear SHUTDOWN before stopping."""
         if not self.finished:
             return
-        deadline = self._clock() + timeout_s
+        deadline = time.monotonic() + timeout_s  # a grace period of the process: real time
         with self._cond:
-            while self._clock() < deadline:
-                pending = [c for c in self.alive_clients() if not c.shutdown_sent]
-                if not pending:
-                    return
+            while time.monotonic() < deadline and self.sessions.awaiting_shutdown():
                 self._cond.wait(timeout=0.2)
-
-    def close(self) -> None:
-        self.aggregator.close()
-        self.registry.close()
-

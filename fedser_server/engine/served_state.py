@@ -11,15 +11,15 @@ copied from that file.
 from __future__ import annotations
 
 import ctypes
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from fedser_server.core.strategy import FedAvg, State
-from fedser_server.state.file_state import BlobFile, FileSum
+from fedser_server.core.strategy import State
+from fedser_server.engine.sums import InMemorySum, NewSum, WeightedSums, sums_in
+from fedser_server.state.file_state import BlobFile
 from fedser_server.state.store import StateStore
 from fedser_shared import codec
 
@@ -30,8 +30,11 @@ class ServedState(Protocol):
     def serve(self, tensors: State) -> tuple[State, codec.Blob]:
         """Hold `tensors` as the served blob: (views into it, the blob)."""
 
-    def next_round(self, strategy: FedAvg) -> tuple[State, codec.Blob]:
-        """The strategy's new state as the next blob; the previous one stays valid for streams still reading it."""
+    def sums(self) -> NewSum:
+        """Where a round's running sums live next to this state."""
+
+    def next_round(self, sums: WeightedSums) -> tuple[State, codec.Blob]:
+        """The new state made from `sums` as the next blob; the previous one stays valid for streams still reading it."""
 
     def checkpoint_of(self, state: State) -> SaveCheckpoint:
         """What writes `state` (the one `serve` or `next_round` returned last) as a checkpoint, later, on the writer's thread."""
@@ -54,9 +57,12 @@ class InMemoryState:
         buffer, views = self._layout.write(tensors)
         return views, codec.Blob.of(buffer)
 
-    def next_round(self, strategy: FedAvg) -> tuple[State, codec.Blob]:
+    def sums(self) -> NewSum:
+        return InMemorySum
+
+    def next_round(self, sums: WeightedSums) -> tuple[State, codec.Blob]:
         buffer, into = self._layout.allocate()
-        return strategy.finish_round(into), codec.Blob.of(buffer)
+        return sums.new_state(into), codec.Blob.of(buffer)
 
     def checkpoint_of(self, state: State) -> SaveCheckpoint:
         return lambda store, round_index, train_record: store.save_global(state, round_index, train_record)
@@ -67,9 +73,9 @@ class FileBackedState:
         self._layout, self._dir = layout, directory
         self._current: BlobFile | None = None
 
-    def sums(self) -> functools.partial[FileSum]:
-        """Running sums for the strategy (`FedAvg.new_sum`), in files next to the blobs."""
-        return functools.partial(FileSum, self._dir)
+    def sums(self) -> NewSum:
+        """Running sums in files next to the blobs."""
+        return sums_in(self._dir)
 
     def serve(self, tensors: State) -> tuple[State, codec.Blob]:
         blob = BlobFile(self._dir, self._layout)
@@ -78,12 +84,12 @@ class FileBackedState:
         self._current = blob
         return blob.tensors, blob.blob()
 
-    def next_round(self, strategy: FedAvg) -> tuple[State, codec.Blob]:
+    def next_round(self, sums: WeightedSums) -> tuple[State, codec.Blob]:
         old, new = self._current, BlobFile(self._dir, self._layout)
-        for name, start, values in strategy.new_state_runs():
+        for name, start, values in sums.new_state_runs():
             new.write_run(name, start, values)
             if old is not None:
-                old.evict_run(name, start, values.size)  # the strategy read them through the mapping
+                old.evict_run(name, start, values.size)  # the new state read them through the mapping
         self._current = new
         return new.tensors, new.blob()
 

@@ -1,7 +1,9 @@
 """Who is joined (DESIGN §3.1): join with identity checks, session credentials, liveness.
 
-Shares the coordinator's lock and condition: a join or a leave wakes the round driver that
-waits for clients.
+A `Session` is a client's live connection to this server process: its credential (a SHA-256
+hash), when it last called, why it ended. It lives in memory only; the client's stored row
+(`state.registry.ClientRecord`) is what outlives the process. Shares the loop's lock and
+condition: a join or a leave wakes the round loop that waits for clients.
 """
 
 from __future__ import annotations
@@ -33,28 +35,58 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@dataclass(eq=False)
+class Session:
+    """A client's live session; `record` is its stored row."""
+
+    record: ClientRecord
+    token_hash: str
+    last_call: float  # on the run's clock
+    ended: str = ""  # why the session ended ("" while it is valid)
+    shutdown_sent: bool = False
+
+    @property
+    def client_id(self) -> str:
+        return self.record.client_id
+
+    @property
+    def n_labeled(self) -> int:
+        return self.record.n_labeled
+
+    @property
+    def n_unlabeled(self) -> int:
+        return self.record.n_unlabeled
+
+    @property
+    def n_eval(self) -> int:
+        return self.record.n_eval
+
+
 @dataclass(frozen=True)
 class Joined:
-    record: ClientRecord
+    session: Session
     session_token: str  # handed to the client once; the server keeps only its hash
+
+    @property
+    def record(self) -> ClientRecord:
+        return self.session.record
 
 
 class Sessions:
     def __init__(self, config: RunConfig, feature_dim: int, registry: Registry, tokens: TokenStore | None,
-                 cond: threading.Condition, clock: Callable[[], float], wall_clock: Callable[[], float],
-                 client_timeout_s: float) -> None:
-        self._config, self._feature_dim, self.registry, self._tokens = config, feature_dim, registry, tokens
+                 cond: threading.Condition, clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
+        self._config, self.feature_dim, self.registry, self.tokens = config, feature_dim, registry, tokens
         self._cond, self._clock, self._wall = cond, clock, wall_clock
-        self.client_timeout_s = client_timeout_s
-        self._last_seen: dict[str, float] = {}  # client_id -> monotonic time of its last call
+        self.client_timeout_s = config.server.client_timeout_s
+        self._live: dict[str, Session] = {}  # client_id -> its current session
 
     def join(self, name: str, feature_name: str, feature_dim: int, label_counts: list[int],
              n_unlabeled: int, n_eval: int, client_id: str = "", token: str = "") -> Joined:
         name = self._identity(name, token)
-        if feature_name != self._config.features.name or feature_dim != self._feature_dim:
+        if feature_name != self._config.features.name or feature_dim != self.feature_dim:
             raise ConfigError(
                 f"client features {feature_name}/{feature_dim} do not match the run's "
-                f"{self._config.features.name}/{self._feature_dim}")
+                f"{self._config.features.name}/{self.feature_dim}")
         if len(label_counts) != self._config.num_classes:
             raise ConfigError(f"client reports {len(label_counts)} label counts, the run has {self._config.num_classes} classes")
         for what, count in (("label count", max(label_counts, default=0)), ("n_unlabeled", n_unlabeled), ("n_eval", n_eval)):
@@ -73,24 +105,24 @@ class Sessions:
             if record is None:
                 record = ClientRecord(uuid.uuid4().hex[:16], name, list(label_counts), n_unlabeled, n_eval,
                                       feature_name, feature_dim, now, now)
-            session_token = secrets.token_urlsafe(32)
-            record.session_hash, record.session_ended = _digest(session_token), ""
             record.label_counts, record.n_unlabeled, record.n_eval = list(label_counts), n_unlabeled, n_eval
-            record.last_seen, record.left, record.shutdown_sent = now, False, False
+            record.last_seen, record.left = now, False
+            session_token = secrets.token_urlsafe(32)
+            # a new session replaces the client's previous one: its credential stops working
+            session = self._live[record.client_id] = Session(record, _digest(session_token), self._clock())
             ticket = self.registry.stage(record)
-            self._last_seen[record.client_id] = self._clock()
         # written outside the lock, so that clients joining together share one transaction
         self.registry.commit(ticket)
         log.info("client_joined", client_id=record.client_id, name=name, n_labeled=record.n_labeled,
                  n_unlabeled=n_unlabeled, n_eval=n_eval, n_registered=len(self.registry.clients))
         with self._cond:
             self._cond.notify_all()
-        return Joined(record, session_token)
+        return Joined(session, session_token)
 
     def _identity(self, name: str, token: str) -> str:
         """With enrolment tokens the token names the client; without, the client names itself."""
-        if self._tokens is not None:
-            enrolled = self._tokens.verify(token) if token else None
+        if self.tokens is not None:
+            enrolled = self.tokens.verify(token) if token else None
             if enrolled is None:
                 raise AuthenticationError("join refused: missing, unknown or revoked enrolment token")
             return enrolled
@@ -98,42 +130,48 @@ class Sessions:
             raise InvalidRequestError("a client name must be 1-128 printable characters")
         return name
 
-    def authenticate(self, client_id: str, session_token: str) -> ClientRecord:
-        record = self.registry.clients.get(client_id)
-        if record is None or not record.session_hash or not secrets.compare_digest(record.session_hash, _digest(session_token)):
+    def authenticate(self, client_id: str, session_token: str) -> Session:
+        session = self._live.get(client_id)
+        if session is None or not secrets.compare_digest(session.token_hash, _digest(session_token)):
             raise UnknownClientError(f"unknown client or bad session credential for client '{client_id[:64]}'")
         with self._cond:
-            if not record.session_ended:
-                if record.left:
-                    record.session_ended = "the client left"
-                elif self._clock() - self._last_seen.get(client_id, -1e18) > self.client_timeout_s:
-                    record.session_ended = f"no call for more than {self.client_timeout_s:g} s"
-            if record.session_ended:
-                raise SessionExpiredError(f"session of client '{client_id}' expired ({record.session_ended}): join again")
-            self.touch(client_id)
-        return record
+            if not session.ended:
+                if session.record.left:
+                    session.ended = "the client left"
+                elif self._clock() - session.last_call > self.client_timeout_s:
+                    session.ended = f"no call for more than {self.client_timeout_s:g} s"
+            if session.ended:
+                raise SessionExpiredError(f"session of client '{client_id}' expired ({session.ended}): join again")
+            self.touch(session)
+        return session
 
-    def touch(self, client_id: str) -> None:
-        self._last_seen[client_id] = self._clock()
-        record = self.registry.clients.get(client_id)
-        if record is not None:
-            record.last_seen = self._wall()  # on disk with the next checkpoint (`status` shows it)
+    def touch(self, session: Session) -> None:
+        session.last_call = self._clock()
+        session.record.last_seen = self._wall()  # on disk with the next checkpoint (`status` shows it)
 
-    def leave(self, client: ClientRecord, reason: str) -> None:
+    def leave(self, session: Session, reason: str) -> None:
         with self._cond:
-            client.left = True
-            self.registry.save(client)
-            log.info("client_left", client_id=client.client_id, reason=reason[:200])
+            session.record.left = True
+            session.ended = "the client left"
+            self.registry.save(session.record)
+            log.info("client_left", client_id=session.client_id, reason=reason[:200])
             self._cond.notify_all()
 
-    def alive(self) -> list[ClientRecord]:
+    def _alive(self) -> list[Session]:
         now = self._clock()
-        return [c for c in self.registry.clients.values()
-                if not c.left and now - self._last_seen.get(c.client_id, -1e18) <= self.client_timeout_s]
+        return [s for s in self._live.values()
+                if not s.ended and not s.record.left and now - s.last_call <= self.client_timeout_s]
+
+    def alive(self) -> list[ClientRecord]:
+        """The stored rows of the clients whose session is valid and who called within the client timeout."""
+        return [s.record for s in self._alive()]
+
+    def awaiting_shutdown(self) -> int:
+        """Alive clients that have not heard SHUTDOWN yet."""
+        return sum(1 for s in self._alive() if not s.shutdown_sent)
 
     def end(self, client_id: str, why: str) -> None:
         """End a client's session (it ignored a round): it counts again only once it joins anew."""
-        record = self.registry.clients.get(client_id)
-        if record is not None and not record.session_ended:
-            record.session_ended = why
-        self._last_seen.pop(client_id, None)
+        session = self._live.get(client_id)
+        if session is not None and not session.ended:
+            session.ended = why

@@ -27,7 +27,8 @@ def stats_of(observable: Any) -> RunStats:
     """A snapshot of anything shaped like a coordinator: its own `stats()` when it has one (under its
     lock); otherwise its public attributes, read as they are (e.g. a stand-in in a test)."""
     if hasattr(observable, "stats"):
-        return observable.stats()
+        own: RunStats = observable.stats()
+        return own
     clients = list(observable.registry.clients.values())
     done = getattr(observable, "done", None)
     refusals = getattr(observable, "refusals", None)

@@ -150,6 +150,9 @@ def render_html(snapshot: RunSnapshot, plots: dict[str, bytes], class_names: Seq
     if "pseudo_labels" in info:
         pl = info["pseudo_labels"]
         facts.append(["pseudo-labels", f"{pl['taken']} taken; {pl['correct']} of {pl['with_truth']} checkable right"])
+        if pl["with_truth"] == pl["taken"] and pl["taken"]:  # every one checkable (a simulation): precision per class
+            facts.append(["right, by the class given", ", ".join(
+                f"{name} {c['correct']} of {c['taken']}" for name, c in pl["per_class"].items())])
     images = "".join(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
                      for name, data in plots.items())
     if not snapshot.semi:

@@ -74,9 +74,15 @@ def summary(snapshot: RunSnapshot, class_names: Sequence[str] | None = None, now
     if snapshot.semi:
         taken = [sum(r.get("pseudo_taken") or []) for r in snapshot.records]
         correct = sum(sum(r.get("pseudo_correct") or []) for r in snapshot.records)
+        per_class: dict[str, dict[str, int]] = {}
+        for r in snapshot.records:  # where pseudo-labels go wrong: by the class they were given
+            for i, (n, ok) in enumerate(zip(r.get("pseudo_taken") or [], r.get("pseudo_correct") or [])):
+                entry = per_class.setdefault(class_label(i, class_names), {"taken": 0, "correct": 0})
+                entry["taken"] += int(n)
+                entry["correct"] += int(ok)
         out["pseudo_labels"] = {"taken": sum(taken), "correct": correct,
                                 "with_truth": sum(int(r.get("pseudo_with_truth", 0)) for r in snapshot.records),
-                                "tau": last.get("tau") if last else None}
+                                "tau": last.get("tau") if last else None, "per_class": per_class}
     return out
 
 

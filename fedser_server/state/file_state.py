@@ -1,5 +1,5 @@
-"""A round's model-sized state kept in `MappedFile`s of the state dir instead of resident memory
-(large models, `federation.state_in_memory_max_bytes`): the running sums and the served blob."""
+"""A large model's served blob kept in a `MappedFile` of the state dir instead of resident memory
+(`federation.state_in_memory_max_bytes`; its running sums: `engine.sums.FileSum`)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,6 @@ import numpy as np
 from fedser_server.state.mapped_file import MappedFile
 from fedser_shared import codec
 from fedser_shared.checksum import Checksum
-
-
-class FileSum:
-    """A float64 running sum (`core.strategy.RunningSum`) in a mapped file: the pages of a run of
-    elements are evicted as soon as it is added to or consumed."""
-
-    def __init__(self, directory: Path, count: int) -> None:
-        self._file = MappedFile(directory, count * 8)
-        self.flat = np.frombuffer(self._file.view, np.float64, count)
-        self._file.close()  # the mapping is all it needs
-        self._released = 0
-
-    def settle(self, start: int, stop: int) -> None:
-        self._file.evict(start * 8, stop * 8)
-
-    def release_before(self, element: int) -> None:
-        self._file.evict(self._released, element * 8)
-        self._released = max(self._released, element * 8)
 
 
 class BlobFile:
@@ -48,7 +30,7 @@ class BlobFile:
     def write_run(self, name: str, start: int, values: np.ndarray) -> None:
         """Elements [start, start + values.size) of tensor `name`."""
         begin, itemsize = self._offsets[name]
-        self._file.write_at(begin + start * itemsize, memoryview(np.ascontiguousarray(values)).cast("B"))
+        self._file.write_at(begin + start * itemsize, np.ascontiguousarray(values).data.cast("B"))
 
     def evict_run(self, name: str, start: int, count: int) -> None:
         begin, itemsize = self._offsets[name]

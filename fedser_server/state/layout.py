@@ -39,13 +39,13 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return []
     except (OSError, UnicodeDecodeError) as exc:
         raise StateError(f"cannot read {path}: {exc}") from None
-    lines = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
     records = []
-    for index, (number, line) in enumerate(lines):
+    for index, (number, line) in enumerate(numbered):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            if index == len(lines) - 1:
+            if index == len(numbered) - 1:
                 break
             raise StateError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get("round"), int):

@@ -1,7 +1,8 @@
-"""The client registry, kept in memory and written through to SQLite.
+"""The client registry, kept in memory and written through to SQLite: one stored row per client.
 
-Session credentials are not part of it: they live only in memory, as SHA-256 hashes, and
-end with the server process; a client whose session is gone joins again and keeps its id.
+Sessions are not part of it (`engine.sessions.Session`): their credentials live only in memory,
+as SHA-256 hashes, and end with the server process; a client whose session is gone joins again
+and keeps its id.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fedser_shared.errors import StateError
@@ -30,10 +31,6 @@ class ClientRecord:
     last_seen: float
     participations: int = 0
     left: bool = False
-    shutdown_sent: bool = False
-    session_hash: str = ""
-    session_ended: str = ""  # why the current session ended ("" while it is valid)
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def n_labeled(self) -> int:

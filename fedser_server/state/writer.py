@@ -1,4 +1,4 @@
-"""Ordered background writes: the round driver queues a round's checkpoint and metrics line and
+"""Ordered background writes: the round loop queues a round's checkpoint and metrics line and
 goes on with the next round while they reach the disk, one after another, in queue order."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 class OrderedWriter:
     """One thread runs the queued jobs in order. After a job fails, later jobs are skipped (a
-    checkpoint must not follow one that is missing) and the failure is raised to the driver by
+    checkpoint must not follow one that is missing) and the failure is raised to the loop by
     its next `submit` or `flush`."""
 
     def __init__(self) -> None:
@@ -46,7 +46,7 @@ class OrderedWriter:
             try:
                 if self._failure is None:
                     job()
-            except Exception as exc:  # noqa: BLE001 - handed to the driver thread, which stops the run
+            except Exception as exc:  # noqa: BLE001 - handed to the loop's thread, which stops the run
                 self._failure = exc
             finally:
                 self._jobs.task_done()

@@ -25,41 +25,17 @@ import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TypeVar
 
+from fedser_shared.config import AdmissionConfig
 from fedser_shared.errors import HeaderTimeoutError, ServerBusyError, TooManyUnauthenticatedError
 
 __all__ = ["HeaderGate", "Limits", "PollGate", "ServerBusyError", "UploadGate"]
 T = TypeVar("T")
 SLOT_POLL_S = 0.5
 
-@dataclass(frozen=True)
-class Limits:
-    max_workers: int = 256  # threads for the blocking handlers (Join, Leave, SubmitEvaluation, the bulk streams)
-    uploads: int = 2
-    # a client that cannot park sleeps its retry_after_s and so hears of its task that much late;
-    # a parked poll costs no thread, so the default parks every poll of any fleet run so far
-    # (benchmarks/results/fleet.md: 10,000 joined)
-    parked_polls: int | None = None
-    waiting_uploads: int | None = None  # default: half of the pool
-    max_calls: int = 65_536  # calls in progress at once, parked polls included; beyond it grpc refuses with RESOURCE_EXHAUSTED
-    header_timeout_s: float = 10.0  # an update stream sends its header within this, or is cut off
-    unauthenticated_streams: int = 1024  # update streams waiting for their header at once (coroutines, no thread)
-
-    def __post_init__(self) -> None:
-        if self.uploads < 1 or self.max_workers < 4:
-            raise ValueError("need at least one upload slot and a pool of four threads")
-        if self.header_timeout_s <= 0 or self.unauthenticated_streams < 1:
-            raise ValueError("header_timeout_s must be positive and unauthenticated_streams at least 1")
-
-    @property
-    def parked_polls_cap(self) -> int:
-        return self.parked_polls if self.parked_polls is not None else 50_000
-
-    @property
-    def waiting_uploads_cap(self) -> int:
-        return self.waiting_uploads if self.waiting_uploads is not None else max(1, self.max_workers // 2)
+# the limits are settings of the run's configuration (`[admission]`), validated with it
+Limits = AdmissionConfig
 
 
 class PollGate:

@@ -1,6 +1,6 @@
 """GetTask long-polls as coroutines on the server's event loop: a parked poll holds no thread.
 
-A poll asks the coordinator without blocking (`next_task(client, 0)`); while the answer is
+A poll asks the coordinator without blocking (`next_task(client)`); while the answer is
 WAIT it sleeps on the loop until the coordinator posts tasks for its client (a round opens
 with it sampled, its session ends) or for everyone (the run ends), then asks again. The
 coordinator wakes the loop through `add_task_listener`, from whichever thread posted; a round
@@ -13,7 +13,7 @@ import asyncio
 
 from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.engine.coordinator import Coordinator
-from fedser_server.state.registry import ClientRecord
+from fedser_server.engine.sessions import Session
 
 
 class TaskPolls:
@@ -42,7 +42,7 @@ class TaskPolls:
             if mine is not None and not mine.done():
                 mine.set_result(None)
 
-    async def next_task(self, client: ClientRecord, timeout_s: float) -> TaskAssignment:
+    async def next_task(self, client: Session, timeout_s: float) -> TaskAssignment:
         """This client's task, once it has one; WAIT when `timeout_s` passes first."""
         deadline = self._loop.time() + timeout_s
         mine: asyncio.Future[None] | None = None
@@ -53,7 +53,7 @@ class TaskPolls:
                 mine = self._parked.get(client.client_id)
                 if mine is None or mine.done():
                     mine = self._parked[client.client_id] = self._loop.create_future()
-                task = self._coordinator.next_task(client, 0.0)
+                task = self._coordinator.next_task(client)
                 remaining = deadline - self._loop.time()
                 if task.kind is not TaskKind.WAIT or remaining <= 0:
                     return task

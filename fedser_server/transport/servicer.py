@@ -22,7 +22,7 @@ from fedser_server.core.reports import UpdateHeader
 from fedser_server.core.round_book import TaskAssignment, TaskKind
 from fedser_server.engine.coordinator import Coordinator
 from fedser_server.engine.secure_round import SecureRound
-from fedser_server.state.registry import ClientRecord
+from fedser_server.engine.sessions import Session
 from fedser_server.transport import edge
 from fedser_server.transport.admission import HeaderGate, Limits, PollGate, UploadGate
 from fedser_server.transport.long_poll import TaskPolls
@@ -159,7 +159,7 @@ class OpenedUpdate:
     """An update stream whose header passed the edge: who sends it, for which open task."""
 
     caller: Caller
-    client: ClientRecord
+    client: Session
     header: UpdateHeader
     task: TaskAssignment
 
@@ -182,7 +182,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         """Update streams open and not yet past their header (they hold no worker thread)."""
         return self._headers.waiting
 
-    def _client(self, version: int, session: pb.Session) -> ClientRecord:
+    def _client(self, version: int, session: pb.Session) -> Session:
         edge.check_protocol(version)
         return self.coordinator.authenticate(session.client_id, session.session_token)
 
@@ -233,7 +233,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self._polls_on_loop = TaskPolls(self.coordinator, asyncio.get_running_loop())
         return self._polls_on_loop
 
-    def _inline_model_field(self, client: ClientRecord, task: TaskAssignment, sha256_too: bool) -> bytes:
+    def _inline_model_field(self, client: Session, task: TaskAssignment, sha256_too: bool) -> bytes:
         """A small global state to put into the task itself, so the client needs no FetchModel; b"" otherwise."""
         try:
             blob = self.coordinator.model_blob(client, task.round, task.task_id)
@@ -272,8 +272,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         header = self._checked_header(head, client)
         return OpenedUpdate(caller, client, header, self.coordinator.training_task(client, header.round, header.task_id))
 
-    def _checked_header(self, head: pb.UpdateHeader, client: ClientRecord) -> UpdateHeader:
-        return edge.update_header(head, client, self.coordinator.config.num_classes, self.coordinator.max_update_bytes)
+    def _checked_header(self, head: pb.UpdateHeader, client: Session) -> UpdateHeader:
+        return edge.update_header(head, client.record, self.coordinator.config.num_classes, self.coordinator.max_update_bytes)
 
     def receive_update(self, opened: OpenedUpdate, messages: Iterator[pb.UpdateChunk | memoryview],
                        context: grpc.ServicerContext) -> pb.UpdateAck:
@@ -303,7 +303,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             self.coordinator.disk_has_room()
         return pb.UpdateAck(accepted=True, message="update accepted")
 
-    def _receive_update(self, client: ClientRecord, header: UpdateHeader,
+    def _receive_update(self, client: Session, header: UpdateHeader,
                         messages: Iterator[pb.UpdateChunk | memoryview]) -> None:
         with self.coordinator.incoming_update(header) as incoming:
             for message in messages:
@@ -353,7 +353,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
     @refusing
     def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.ServicerContext) -> pb.Ack:
         client = self._client(request.protocol_version, request.session)
-        self.coordinator.submit_evaluation(client, edge.evaluation(request, client, self.coordinator.config.num_classes))
+        self.coordinator.submit_evaluation(client, edge.evaluation(request, client.record, self.coordinator.config.num_classes))
         return pb.Ack(message="evaluation accepted")
 
     @refusing_on_loop
@@ -369,7 +369,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return pb.Ack(message="goodbye")
 
     # ---------------------------------------------------------------- secure aggregation (docs/protocol.md)
-    def _secure_round(self, client: ClientRecord, round_index: int, task_id: str) -> SecureRound:
+    def _secure_round(self, client: Session, round_index: int, task_id: str) -> SecureRound:
         return self.coordinator.secure_round_for(client, round_index, task_id)
 
     def _secagg_wait_s(self) -> float:

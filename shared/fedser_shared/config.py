@@ -270,6 +270,50 @@ class PrivacyConfig(_Section):
         return self.dp != "off"
 
 
+class ServerConfig(_Section):
+    """The server's sessions: when a silent client counts as gone (the server's own settings, not the training's)."""
+
+    client_timeout_s: float = Field(120.0, gt=0.0)
+    """Seconds of silence after which a client counts as gone: its session ends and it must join again."""
+    heartbeat_interval_s: float | None = Field(None, gt=0.0, description=(
+        "seconds between a client's heartbeats, told to it at join; default min(10, client_timeout_s / 4), "
+        "so that a few fit in one timeout; longer for large fleets"))
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.heartbeat_interval_s or min(10.0, self.client_timeout_s / 4)
+
+
+class AdmissionConfig(_Section):
+    """How many calls of each long-lived kind the server holds at once (docs/operations.md: large fleets)."""
+
+    max_workers: int = Field(256, ge=4)
+    """Threads for the blocking handlers (Join, Leave, SubmitEvaluation, the bulk streams)."""
+    uploads: int = Field(2, ge=1)
+    """Updates received, checked and aggregated at once: peak memory does not grow with the number of clients."""
+    waiting_uploads: int | None = Field(None, ge=0, description=(
+        "uploads that wait for a slot before reading their first chunk; beyond them an upload is refused as busy "
+        "and the client retries; default half of max_workers"))
+    parked_polls: int | None = Field(None, ge=0, description=(
+        "GetTask long-polls parked at once (a coroutine each, no thread); beyond them a poll is answered at once "
+        "with a jittered retry_after_s; default 50,000"))
+    max_calls: int = Field(65_536, ge=1)
+    """Calls in progress at once, parked polls included; beyond them gRPC refuses with RESOURCE_EXHAUSTED."""
+    header_timeout_s: float = Field(10.0, gt=0.0)
+    """Seconds an update stream has to send its header (which authenticates it) before it is cut off; until then it
+    holds no worker thread."""
+    unauthenticated_streams: int = Field(1024, ge=1)
+    """Update streams waiting for their header at once; beyond them a stream is refused at once (a coroutine each)."""
+
+    @property
+    def parked_polls_cap(self) -> int:
+        return self.parked_polls if self.parked_polls is not None else 50_000
+
+    @property
+    def waiting_uploads_cap(self) -> int:
+        return self.waiting_uploads if self.waiting_uploads is not None else max(1, self.max_workers // 2)
+
+
 class RunConfig(_Section):
     federation: FederationConfig = Field(default_factory=FederationConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
@@ -278,6 +322,8 @@ class RunConfig(_Section):
     semi: SemiConfig = Field(default_factory=SemiConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
     @model_validator(mode="after")
     def _dp_needs_fedavg(self) -> RunConfig:

@@ -30,6 +30,17 @@ def test_server_with_malformed_config(tmp_path: Path) -> None:
     _assert_one_line_error(result, "'federation.fraction'")
 
 
+def test_server_admission_limits_and_client_timeout_are_checked_with_the_config(tmp_path: Path) -> None:
+    bad = tmp_path / "run.toml"
+    bad.write_text("[admission]\nuploads = 0\n")
+    result = _run("fedser_server.cli", "serve", "--state-dir", str(tmp_path / "s"), "--config", str(bad), "--insecure",
+                  "--address", "127.0.0.1:0")
+    _assert_one_line_error(result, "'admission.uploads'")
+    result = _run("fedser_server.cli", "serve", "--state-dir", str(tmp_path / "s"), "--client-timeout", "0", "--insecure",
+                  "--address", "127.0.0.1:0")
+    _assert_one_line_error(result, "'server.client_timeout_s'")
+
+
 def test_server_without_tls_or_insecure_explains_the_choice(tmp_path: Path) -> None:
     result = _run("fedser_server.cli", "serve", "--state-dir", str(tmp_path / "s"), "--address", "127.0.0.1:0")
     _assert_one_line_error(result, "--insecure")

@@ -23,8 +23,8 @@ def test_the_clis_import_none_of_the_heavy_libraries() -> None:
 
 
 def test_the_server_never_imports_torch(tmp_path: Path) -> None:
-    """Importing the server and building its coordinator (initial model included) leaves torch unloaded."""
+    """Importing the server and building its round loop (initial model included) leaves torch unloaded."""
     code = ("import fedser_server.cli, fedser_server.app as app\n"
             "from fedser_shared.config import load_run_config\n"
-            f"app.build_coordinator(load_run_config(None), __import__('pathlib').Path({str(tmp_path / 'state')!r})).close()")
+            f"app.build_loop(load_run_config(None), __import__('pathlib').Path({str(tmp_path / 'state')!r})).close()")
     assert "torch" not in loaded_after(code)

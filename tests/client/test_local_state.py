@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import structlog
 from safetensors.numpy import save
 
 from fedser_client.core.data import UNLABELED, ClientData
@@ -124,6 +125,7 @@ def _nan_in_first_tensor(path: Path) -> None:
 def test_a_corrupt_c_i_is_set_aside_by_name_and_the_client_restarts_it_at_zero(tmp_path: Path, damage, capsys) -> None:
     """A damaged c_i is never trained on (a NaN would get every update refused, a flipped bit would
     be used silently): the file is kept as .corrupt, a warning names it, and c_i starts at zero."""
+    structlog.reset_defaults()  # log to this test's stdout, whatever stream an earlier test configured
     store = LocalStore(tmp_path)
     store.save_state(a_state(0, participations=3), PATHS)
     damage(store.state_path)

@@ -43,8 +43,9 @@ def small_config(**overrides: object):
 
 
 def start(tmp: Path, tokens: TokenStore | None = None, credentials: grpc.ServerCredentials | None = None,
-          client_timeout_s: float = 120.0, resume: bool = False, **overrides: object) -> server_app.RunningServer:
-    return server_app.start(small_config(**overrides), "127.0.0.1:0", tmp / "state", credentials, client_timeout_s, tokens, resume)
+          resume: bool = False, clock: Callable[[], float] = time.monotonic, **overrides: object) -> server_app.RunningServer:
+    """A server in this process; `clock` is its run's time (a `tests.manual_clock.ManualClock` to move it by hand)."""
+    return server_app.start(small_config(**overrides), "127.0.0.1:0", tmp / "state", credentials, tokens, resume, clock=clock)
 
 
 def stub_for(port: int, credentials: grpc.ChannelCredentials | None = None, host: str = "127.0.0.1") -> tuple[grpc.Channel, pb_grpc.CoordinatorStub]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from safetensors.numpy import load_file
 from fedser_client.app import build_daemon
 from fedser_shared.config import to_toml
 from tests.faults import raw
+from tests.manual_clock import ManualClock
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -25,7 +25,10 @@ def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_
     overrides = {"federation.rounds": 3, "federation.min_clients": 2, "federation.algorithm": "scaffold"}
     config = raw.small_config(**overrides)
     (tmp_path / "run.toml").write_text(to_toml(config))
-    server = raw.start(tmp_path, client_timeout_s=2.0, **overrides)
+    # the server's clock moves by hand: the sleeper is dead once the test moves it past the client
+    # timeout (and not past the round's deadline, so round 2 waits for the sleeper to come back)
+    clock, client_timeout_s = ManualClock(), 30.0
+    server = raw.start(tmp_path, clock=clock, **{**overrides, "server.client_timeout_s": client_timeout_s})
     awake = build_daemon(f"127.0.0.1:{server.port}", client_dirs[0], config, "awake", connect_timeout_s=60)
     thread = threading.Thread(target=awake.run, daemon=True)
     thread.start()
@@ -41,8 +44,8 @@ def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_
         raw.wait_for(lambda: (store / "local_state.safetensors").exists(), 30, "the sleeper's c_i")
         sleeper.send_signal(signal.SIGSTOP)
         c_i_asleep = (store / "local_state.safetensors").read_bytes()
-        raw.wait_for(lambda: client_id not in {c.client_id for c in server.coordinator.alive_clients()}, 10, "the sleeper to be dead")
-        time.sleep(0.5)
+        clock.advance(client_timeout_s + 1)
+        assert client_id not in {c.client_id for c in server.coordinator.alive_clients()}, "the sleeper is dead"
         sleeper.send_signal(signal.SIGCONT)
         assert server.wait(timeout=150), "the run did not finish"
         assert sleeper.wait(timeout=60) == 0, (tmp_path / "sleeper.log").read_text()[-2000:]

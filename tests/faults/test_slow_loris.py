@@ -12,16 +12,19 @@ import grpc
 import pytest
 
 from fedser_server import app as server_app
+from fedser_server.observability.metrics import start_metrics_endpoint
 from fedser_server.transport.admission import Limits
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.refusal import refusal_of
 from tests.faults import raw
+from tests.observability.test_metrics import scrape
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def _start(tmp: Path, limits: Limits, **overrides: object) -> server_app.RunningServer:
-    return server_app.start(raw.small_config(**overrides), "127.0.0.1:0", tmp / "state", limits=limits)
+    config = raw.small_config(**overrides)
+    return server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp / "state")
 
 
 class HeaderlessStreams:
@@ -85,6 +88,11 @@ def test_unauthenticated_streams_beyond_the_bound_are_refused_and_counted(tmp_pa
         assert _outcome(extra.calls[0]) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "unauthenticated_streams")
         extra.close()
         assert server.coordinator.refusals["unauthenticated_streams"] == 1
+        endpoint = start_metrics_endpoint(server.coordinator, 0, "127.0.0.1")
+        try:
+            assert scrape(endpoint.port)[("fedser_updates_refused_total", (("reason", "unauthenticated_streams"),))] == 1
+        finally:
+            endpoint.stop()
         # a Join is not an update stream and is not held back
         raw.join(stub, "honest")
     finally:

@@ -156,7 +156,7 @@ class UploadMachine(RuleBasedStateMachine):
     def the_run_goes_on(self) -> None:
         if not hasattr(self, "server"):
             return
-        assert self.server.failure is None and self.server.driver.is_alive()
+        assert self.server.failure is None and self.server.rounds.is_alive()
         if len(self.accepted) < len(CLIENTS):
             assert raw.snapshot(self.server) == self.before  # nothing moves the model while the round is open
 

@@ -80,7 +80,7 @@ def test_label_free_clients_take_pseudo_labels_over_grpc_and_in_process(tmp_path
 def test_a_client_whose_update_is_refused_stays_for_the_next_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_run_config(None, {
         "federation.rounds": 3, "federation.fraction": 1.0, "federation.min_clients": 2,
-        "federation.min_updates": 1, "federation.poll_timeout_s": 2.0, "federation.round_timeout_s": 5.0})
+        "federation.min_updates": 1, "federation.poll_timeout_s": 2.0, "federation.round_timeout_s": 60.0})
     dirs = {f"client{i}": make_client_dir(tmp_path / "clients", f"client{i}", per_class=3, seed=i) for i in range(2)}
     prepared = {name: prepare_client_data(d, config, LocalStore(d).feature_cache_dir, name) for name, d in dirs.items()}
     original, lied = LocalTrainer.train, []

@@ -42,6 +42,9 @@ def test_status_json_matches_metrics_file(sim_state_dir: Path, capsys: pytest.Ca
     assert info["updates_accepted"] == sum(r["n_updates"] for r in records)
     assert info["best_uar"]["uar"] == max(r["uar"] for r in records)
     assert info["pseudo_labels"]["tau"] == records[-1]["tau"]
+    per_class = list(info["pseudo_labels"]["per_class"].values())
+    assert [c["taken"] for c in per_class] == [sum(col) for col in zip(*(r["pseudo_taken"] for r in records))]
+    assert [c["correct"] for c in per_class] == [sum(col) for col in zip(*(r["pseudo_correct"] for r in records))]
 
 
 def _registry(path: Path, rows: list[tuple]) -> None:

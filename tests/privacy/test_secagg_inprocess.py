@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fedser_client.core.trainer import TrainTask
-from fedser_server.core.strategy import make_strategy
+from fedser_server.core.strategy import aggregate, make_strategy
+from fedser_server.engine.sums import WeightedSums
 from fedser_shared.errors import BelowThresholdError
 from fedser_shared.weights import initial_weights
 from fedser_sim.inprocess_engine import federate, make_clients
@@ -49,25 +50,23 @@ def _round_inputs(n_clients: int):
 
 def test_a_client_lost_after_masking_leaves_the_sum_of_the_survivors():
     config, strategy, state, contributions = _round_inputs(4)
-    reference = make_strategy("scaffold", 1.0, "paper")
-    reference.begin_round(state, 4)
-    for name in ["client0", "client1", "client2"]:
-        reference.accumulate(contributions[name].update, contributions[name].n_samples)
-    strategy.begin_round(state, 4)
-    aggregate_securely(strategy, state, contributions, config.privacy, 0, 1, drop_before={"client3": "mask"})
-    ours, theirs = strategy.finish_round(), reference.finish_round()
+    theirs = aggregate(make_strategy("scaffold", 1.0, "paper"), state,
+                       [(contributions[name].update, contributions[name].n_samples) for name in ["client0", "client1", "client2"]], 4)
+    sums = WeightedSums(strategy, state, 4)
+    aggregate_securely(strategy, sums, state, contributions, config.privacy, 0, 1, drop_before={"client3": "mask"})
+    ours = sums.new_state()
     for name, value in theirs.items():
         np.testing.assert_allclose(ours[name], value, atol=1e-4, err_msg=name)
 
 
 def test_a_round_below_threshold_folds_nothing():
     config, strategy, state, contributions = _round_inputs(4)  # threshold 3 of 4
-    strategy.begin_round(state, 4)
+    sums = WeightedSums(strategy, state, 4)
     with pytest.raises(BelowThresholdError):
-        aggregate_securely(strategy, state, contributions, config.privacy, 0, 1,
+        aggregate_securely(strategy, sums, state, contributions, config.privacy, 0, 1,
                            drop_before={"client2": "mask", "client3": "mask"})
-    assert strategy.n_updates == 0
-    unchanged = strategy.finish_round()
+    assert sums.n_updates == 0
+    unchanged = sums.new_state()
     for name, value in state.items():
         np.testing.assert_array_equal(unchanged[name], value)
 

@@ -66,6 +66,10 @@ def test_bad_secure_messages_are_refused_counted_and_the_round_still_completes(t
         early = refused(stub.SecAggMask, pb.SecAggMaskRequest(protocol_version=PROTOCOL_VERSION, session=sessions[0],
                                                               round=7, task_id="x", masked=b"\0" * 8))
         tasks = [raw.wait_task(stub, s) for s in sessions]
+        # a plaintext update has no place in a secure round: refused, nothing of it reaches the sums
+        with pytest.raises(grpc.RpcError) as plain:
+            raw.answer(stub, sessions[1], tasks[1])
+        plaintext_refused = (plain.value.code(), refusal_of(plain.value))
         seen: dict = {}
         threads = [threading.Thread(target=take_part, args=(stub, s, t, i == 0, seen)) for i, (s, t) in
                    enumerate(zip(sessions, tasks))]
@@ -81,6 +85,7 @@ def test_bad_secure_messages_are_refused_counted_and_the_round_still_completes(t
         server.shutdown(grace_s=0.2)
 
     assert early == (grpc.StatusCode.FAILED_PRECONDITION, "stale_round")
+    assert plaintext_refused == (grpc.StatusCode.PERMISSION_DENIED, "not_participating")
     assert seen["wrong_task"] == (grpc.StatusCode.FAILED_PRECONDITION, "stale_round")
     assert seen["short_key"] == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_share")
     assert seen["short_share"] == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_share")

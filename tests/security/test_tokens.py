@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import grpc
@@ -15,6 +14,7 @@ from fedser_shared.cli import run_cli
 from fedser_shared.errors import ConfigError
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from tests.faults import raw
+from tests.manual_clock import ManualClock
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,11 +107,12 @@ def test_a_session_works_only_for_its_own_client(token_server) -> None:
 
 
 def test_an_expired_session_is_unauthenticated_and_rejoining_keeps_the_id(tmp_path: Path) -> None:
-    server = raw.start(tmp_path, client_timeout_s=1.0)
+    clock = ManualClock()
+    server = raw.start(tmp_path, clock=clock, **{"server.client_timeout_s": 60.0})
     channel, stub = raw.stub_for(server.port)
     try:
         first = raw.join(stub, "sleepy").session
-        time.sleep(1.5)  # silent for longer than the client timeout: the server counts it as dead
+        clock.advance(61.0)  # silent for longer than the client timeout: the server counts it as dead
         assert not server.coordinator.alive_clients()
         code, details = raw.code_of(lambda: stub.GetTask(pb.GetTaskRequest(protocol_version=raw.V, session=first), timeout=5))
         assert code == grpc.StatusCode.UNAUTHENTICATED and "expired" in details

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from fedser_server.core.strategy import FedAvg, InMemorySum, Scaffold
+from fedser_server.core.strategy import FedAvg, Scaffold, Strategy
 from fedser_server.engine.served_state import FileBackedState, InMemoryState
-from fedser_server.state.file_state import FileSum
+from fedser_server.engine.sums import FileSum, WeightedSums
 from fedser_server.state.store import StateStore
 from fedser_shared import codec
 from fedser_shared.config import to_toml
@@ -28,34 +28,31 @@ from tests.faults import raw
 WEIGHTS = initial_weights(988, 4, [300, 200], seed=3)  # ~1.5 MB: several blocks per tensor
 
 
-def _updates(strategy: FedAvg, state: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
+def _updates(strategy: Strategy, state: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(7)
     return [{name: rng.standard_normal(spec.shape).astype(spec.dtype) for name, spec in strategy.expected_update(state).items()}
             for _ in range(n)]
 
 
-def _round(strategy: FedAvg, served, state: dict[str, np.ndarray], updates: list[dict[str, np.ndarray]]):
+def _round(strategy: Strategy, served, state: dict[str, np.ndarray], updates: list[dict[str, np.ndarray]]):
     state, _ = served.serve(state)
-    strategy.begin_round(state, 5)
+    sums = WeightedSums(strategy, state, 5, served.sums())
     for i, update in enumerate(updates):
         runs = ((name, start, update[name].reshape(-1)[start : start + 40_000])
                 for name in update for start in range(0, update[name].size, 40_000))
-        strategy.accumulate_runs(runs, n_samples=10 + i, delta_scale=0.5 if i == 1 else 1.0)
-    return served.next_round(strategy)
+        sums.add_runs(runs, n_samples=10 + i, delta_scale=0.5 if i == 1 else 1.0)
+    return served.next_round(sums)
 
 
-@pytest.mark.parametrize("make", [lambda new_sum: FedAvg(0.7, new_sum=new_sum),
-                                  lambda new_sum: Scaffold(1.0, "paper", new_sum=new_sum)], ids=["fedavg", "scaffold"])
-def test_a_round_with_its_state_in_files_is_bit_identical_to_one_in_memory(tmp_path: Path, make) -> None:
-    reference = make(InMemorySum)
-    initial = reference.initial_state(WEIGHTS)
-    updates = _updates(reference, initial, 4)
+@pytest.mark.parametrize("strategy", [FedAvg(0.7), Scaffold(1.0, "paper")], ids=["fedavg", "scaffold"])
+def test_a_round_with_its_state_in_files_is_bit_identical_to_one_in_memory(tmp_path: Path, strategy: Strategy) -> None:
+    initial = strategy.initial_state(WEIGHTS)
+    updates = _updates(strategy, initial, 4)
     layout = codec.BlobLayout(initial)
-    in_memory_state, in_memory_blob = _round(reference, InMemoryState(layout), initial, updates)
+    in_memory_state, in_memory_blob = _round(strategy, InMemoryState(layout), initial, updates)
 
     files = FileBackedState(layout, tmp_path / "scratch")
-    in_files = make(files.sums())
-    in_files_state, in_files_blob = _round(in_files, files, initial, updates)
+    in_files_state, in_files_blob = _round(strategy, files, initial, updates)
 
     assert bytes(in_files_blob.data) == bytes(in_memory_blob.data)
     assert in_files_blob.xxh3_128 == in_memory_blob.xxh3_128 and in_files_blob.sha256 == in_memory_blob.sha256

@@ -67,7 +67,7 @@ def test_a_hostile_header_is_refused_and_the_run_goes_on(round_open, case: str) 
     assert raw.submit(stub, raw.update_messages(session, task, raw.update_for(state), metrics=honest)).accepted
     assert server.wait(timeout=30) and server.failure is None
     np.testing.assert_allclose(server.coordinator.state["w.head.bias"], state["w.head.bias"] + 0.01, rtol=1e-6)
-    record = json.loads((server.coordinator.store.metrics_path).read_text().splitlines()[-1])
+    record = json.loads((server.loop.store.metrics_path).read_text().splitlines()[-1])
     assert record["train_loss"] == 0.25 and record["pseudo_taken"] == [1, 0, 0, 0]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -91,7 +90,8 @@ def test_a_client_that_cancels_mid_upload_is_counted_as_cancelled(tmp_path: Path
 
         call = stub.SubmitUpdate.future(stream(), timeout=60)
         sent.wait(10)
-        time.sleep(0.3)  # let the server read the first chunk: the cancel lands mid-upload
+        # once the server has taken in the first chunk, the cancel lands mid-upload
+        raw.wait_for(lambda: server.coordinator.bytes_received > 0, what="the first chunk to be received")
         call.cancel()
         release.set()
         raw.wait_for(lambda: sum(server.coordinator.refusals.values()) == 1, what="the refusal to be counted")

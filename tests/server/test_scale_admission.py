@@ -50,7 +50,7 @@ def test_more_pollers_than_the_pool_parks_still_get_answers_and_rounds_run(tmp_p
     limits = Limits(max_workers=8, uploads=1, parked_polls=2, waiting_uploads=2)
     config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": POLLERS + 1,
                                  "federation.poll_timeout_s": 5.0})
-    server = server_app.start(config, "127.0.0.1:0", tmp_path / "state", limits=limits)
+    server = server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp_path / "state")
     told_to_wait = threading.Event()
     results: dict[str, list[int]] = {}
     threads = [threading.Thread(target=_client, args=(server.port, f"c{i}", told_to_wait, results), daemon=True)
@@ -123,9 +123,9 @@ def test_uploads_beyond_the_waiting_cap_are_refused_as_busy() -> None:
 @pytest.mark.timeout(120)
 def test_a_client_that_stalls_mid_upload_loses_its_slot_at_the_deadline(tmp_path: Path) -> None:
     limits = Limits(max_workers=8, uploads=1)
-    config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": 2, "federation.round_timeout_s": 4.0,
+    config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": 2, "federation.round_timeout_s": 6.0,
                                  "federation.min_updates": 1, "federation.poll_timeout_s": 1.0})
-    server = server_app.start(config, "127.0.0.1:0", tmp_path / "state", limits=limits)
+    server = server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp_path / "state")
     stall = threading.Event()
     channels = []
     try:
@@ -175,7 +175,7 @@ def test_many_more_parked_polls_than_threads_and_the_sampled_hear_their_task_wit
     limits = Limits(max_workers=4)
     config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": 4, "federation.start_clients": FLEET,
                                  "federation.fraction": 4 / FLEET, "federation.poll_timeout_s": 60.0})
-    server = server_app.start(config, "127.0.0.1:0", tmp_path / "state", limits=limits)
+    server = server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp_path / "state")
     told_to_wait = threading.Event()
     results: dict[str, list[int]] = {}
     threads = [threading.Thread(target=_client, args=(server.port, f"f{i}", told_to_wait, results), daemon=True)

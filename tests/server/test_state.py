@@ -50,13 +50,13 @@ def test_a_state_dir_with_a_run_needs_resume_and_a_fitting_model(tmp_path: Path)
     server.shutdown(grace_s=0.2)
     config = raw.small_config()
     with pytest.raises(StateError, match="--resume"):
-        server_app.build_coordinator(config, tmp_path / "state")
+        server_app.build_loop(config, tmp_path / "state")
     with pytest.raises(StateError, match="does not fit"):
-        server_app.build_coordinator(raw.small_config(**{"federation.algorithm": "scaffold"}), tmp_path / "state", resume=True)
-    resumed = server_app.build_coordinator(config, tmp_path / "state", resume=True)
+        server_app.build_loop(raw.small_config(**{"federation.algorithm": "scaffold"}), tmp_path / "state", resume=True)
+    resumed = server_app.build_loop(config, tmp_path / "state", resume=True)
     try:
-        assert resumed.completed_round == 1 and len(resumed.registry.clients) == 1
-        np.testing.assert_array_equal(resumed.state["w.head.bias"], server.coordinator.state["w.head.bias"])
+        assert resumed.front.completed_round == 1 and len(resumed.registry.clients) == 1
+        np.testing.assert_array_equal(resumed.front.state["w.head.bias"], server.coordinator.state["w.head.bias"])
     finally:
         resumed.close()
 

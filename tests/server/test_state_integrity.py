@@ -51,8 +51,8 @@ def state_dir(finished_run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(finished_run, tmp_path / "state"))
 
 
-def _resume(state_dir: Path):  # noqa: ANN202 - a Coordinator
-    return server_app.build_coordinator(raw.small_config(**ROUNDS), state_dir, resume=True)
+def _resume(state_dir: Path):  # noqa: ANN202 - a RoundLoop
+    return server_app.build_loop(raw.small_config(**ROUNDS), state_dir, resume=True)
 
 
 def _data_start(data: bytes | bytearray) -> int:
@@ -109,12 +109,12 @@ def test_a_checkpoint_written_before_digests_still_resumes(state_dir: Path, caps
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         metadata = {k: v for k, v in (handle.metadata() or {}).items() if k != "xxh3_128"}
     checkpoint.write_bytes(save(tensors, metadata=metadata))  # what the previous version wrote
-    coordinator = _resume(state_dir)
+    loop = _resume(state_dir)
     try:
-        assert coordinator.completed_round == 2
-        np.testing.assert_array_equal(coordinator.state["w.head.bias"], tensors["w.head.bias"])
+        assert loop.front.completed_round == 2
+        np.testing.assert_array_equal(loop.front.state["w.head.bias"], tensors["w.head.bias"])
     finally:
-        coordinator.close()
+        loop.close()
     assert "checkpoint_without_digest" in capsys.readouterr().out
     # ... but a NaN in it is still refused
     _edit(checkpoint, _nan_at_data_start)
@@ -162,18 +162,18 @@ def test_a_history_without_its_checkpoint_is_refused_rather_than_restarted_at_ro
     (state_dir / "global.safetensors").unlink()
     metrics = (state_dir / "metrics.jsonl").read_text()
     with pytest.raises(StateError, match=r"global.safetensors is missing.*rounds 1-2"):
-        server_app.build_coordinator(raw.small_config(**ROUNDS), state_dir, resume=resume).close()
+        server_app.build_loop(raw.small_config(**ROUNDS), state_dir, resume=resume).close()
     assert (state_dir / "metrics.jsonl").read_text() == metrics
 
 
 def test_resume_before_the_first_checkpoint_starts_at_round_1(tmp_path: Path) -> None:
     """Killed before round 1 was saved: nothing on record, so there is nothing to contradict."""
-    server_app.build_coordinator(raw.small_config(**ROUNDS), tmp_path / "state").close()
-    coordinator = _resume(tmp_path / "state")
+    server_app.build_loop(raw.small_config(**ROUNDS), tmp_path / "state").close()
+    loop = _resume(tmp_path / "state")
     try:
-        assert coordinator.completed_round == 0
+        assert loop.front.completed_round == 0
     finally:
-        coordinator.close()
+        loop.close()
 
 
 def test_the_temp_files_of_interrupted_writes_are_removed_at_start(state_dir: Path) -> None:

@@ -19,6 +19,7 @@ from fedser_server.core.dp import (
     noise_for_epsilon,
     plan_privacy,
 )
+from fedser_server.engine.sums import WeightedSums
 from fedser_shared.config import PrivacyConfig, load_run_config
 from fedser_shared.dp import add_gaussian_noise, client_noise_std, clip_update, update_norm
 from fedser_shared.errors import ConfigError
@@ -81,16 +82,16 @@ def test_central_dp_adds_noise_of_std_z_c_to_the_sum_and_weighs_every_update_onc
     state = {"w.a": np.zeros((30, 20), np.float32), "w.b": np.zeros(20, np.float32)}
     update = {"delta.a": np.ones((30, 20), np.float32), "delta.b": np.ones(20, np.float32)}
     quiet = DpFedAvg(1.0, np.random.default_rng(0))
-    quiet.begin_round(state, 4)
-    quiet.accumulate(update, 1000)
-    quiet.accumulate({k: 3 * v for k, v in update.items()}, 1)
-    assert np.allclose(quiet.finish_round()["w.a"], 2.0)  # unweighted mean: n_samples does not count
+    sums = WeightedSums(quiet, state, 4)
+    sums.add(update, 1000)
+    sums.add({k: 3 * v for k, v in update.items()}, 1)
+    assert np.allclose(sums.new_state()["w.a"], 2.0)  # unweighted mean: n_samples does not count
     noisy = DpFedAvg(1.0, np.random.default_rng(0))
     noisy.noise_std = 4.0
-    noisy.begin_round(state, 4)
+    sums = WeightedSums(noisy, state, 4)
     for _ in range(2):
-        noisy.accumulate(update, 10)
-    new = noisy.finish_round()
+        sums.add(update, 10)
+    new = sums.new_state()
     # mean of 2 updates of ones plus N(0, 4^2)/2 per coordinate
     assert np.std(new["w.a"]) == pytest.approx(2.0, rel=0.15)
     assert np.mean(new["w.a"]) == pytest.approx(1.0, abs=0.3)

@@ -37,3 +37,12 @@ def test_clipping_scales_down_to_the_tighter_bound_and_remembers_the_clipped_nor
 
 def test_no_bound_configured_takes_every_update() -> None:
     assert NormBound(absolute=None, relative=None).scale(1e30, model_norm=1.0) == 1.0
+
+
+def test_the_norm_is_taken_over_the_named_tensors_together() -> None:
+    import numpy as np
+
+    from fedser_server.core.norm_bound import l2_norm
+
+    tensors = {"delta.a": np.full(4, 1.0, np.float32), "delta.b": np.full(5, 0.0, np.float32), "dc.a": np.full(4, 9.0, np.float32)}
+    assert l2_norm(tensors, "delta.") == pytest.approx(2.0)

@@ -7,6 +7,7 @@ variates cancel that drift. With one client and full participation both must red
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from fedser_client.core.data import ClientData
@@ -50,6 +51,7 @@ def final_state(config: RunConfig, datas: dict[str, ClientData]) -> dict[str, np
     return last.state
 
 
+@pytest.mark.timeout(1200)  # 2 x 20 rounds of real training: ~5 minutes on a box at load 15; a hang guard, not a deadline
 def test_scaffold_reaches_a_clearly_lower_global_loss_than_fedavg_in_the_same_rounds() -> None:
     datas = non_iid_clients()
     fedavg = global_loss(final_state(config_for("fedavg", 20), datas), datas)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedser_server.core.strategy import FedAvg, Scaffold
+from fedser_server.core.strategy import FedAvg, Scaffold, Strategy, aggregate
+from fedser_server.engine.sums import WeightedSums
 from fedser_shared.errors import InvalidUpdateError
 
 W = {"w.a": np.array([1.0, -2.0], np.float32), "w.b": np.array([[0.5]], np.float32)}
@@ -29,10 +30,8 @@ def test_scaffold_control_variate_starts_at_zero_and_fedavg_sends_none() -> None
 
 def test_weights_move_by_the_sample_weighted_mean_times_server_lr() -> None:
     strategy = FedAvg(server_lr=0.5)
-    strategy.begin_round(strategy.initial_state(W), n_registered=5)
-    strategy.accumulate(update([1.0, 0.0], [[2.0]]), n_samples=1)
-    strategy.accumulate(update([4.0, 3.0], [[-1.0]]), n_samples=3)
-    new = strategy.finish_round()
+    new = aggregate(strategy, strategy.initial_state(W), [(update([1.0, 0.0], [[2.0]]), 1), (update([4.0, 3.0], [[-1.0]]), 3)],
+                    n_registered=5)
     # mean: a = (1*[1,0] + 3*[4,3]) / 4 = [3.25, 2.25]; b = (2 - 3) / 4 = -0.25
     np.testing.assert_allclose(new["w.a"], W["w.a"] + 0.5 * np.array([3.25, 2.25]), rtol=1e-6)
     np.testing.assert_allclose(new["w.b"], W["w.b"] + 0.5 * np.array([[-0.25]]), rtol=1e-6)
@@ -42,10 +41,8 @@ def scaffold_round(c_update: str, n_registered: int) -> dict[str, np.ndarray]:
     strategy = Scaffold(server_lr=1.0, c_update=c_update)  # type: ignore[arg-type]
     state = strategy.initial_state(W)
     state["c.a"] = np.array([0.1, 0.2], np.float32)
-    strategy.begin_round(state, n_registered)
-    strategy.accumulate(update([0.0, 0.0], [[0.0]], [1.0, -1.0], [[2.0]]), n_samples=10)
-    strategy.accumulate(update([0.0, 0.0], [[0.0]], [3.0, 1.0], [[0.0]]), n_samples=30)
-    return strategy.finish_round()
+    return aggregate(strategy, state, [(update([0.0, 0.0], [[0.0]], [1.0, -1.0], [[2.0]]), 10),
+                                       (update([0.0, 0.0], [[0.0]], [3.0, 1.0], [[0.0]]), 30)], n_registered)
 
 
 def test_paper_rule_scales_the_mean_control_step_by_sampled_over_registered() -> None:
@@ -68,30 +65,28 @@ def test_full_participation_makes_both_rules_agree() -> None:
 def test_a_round_without_updates_keeps_the_state() -> None:
     strategy = Scaffold()
     state = strategy.initial_state(W)
-    strategy.begin_round(state, 3)
-    new = strategy.finish_round()
+    new = aggregate(strategy, state, [], 3)
     assert all(np.array_equal(new[k], state[k]) for k in state)
+    kept = WeightedSums(strategy, state, 3).new_state()
+    assert all(np.array_equal(kept[k], state[k]) for k in state)
 
 
 @pytest.mark.parametrize("strategy", [FedAvg(server_lr=0.7), Scaffold(c_update="paper")])
-def test_an_update_folded_in_runs_gives_bit_identical_state_written_where_asked(strategy: FedAvg) -> None:
+def test_an_update_folded_in_runs_gives_bit_identical_state_written_where_asked(strategy: Strategy) -> None:
     rng = np.random.default_rng(3)
     state = strategy.initial_state({"w.a": rng.normal(size=(40, 30)).astype(np.float32),
                                     "w.b": rng.normal(size=7).astype(np.float32)})
     updates = [({name: rng.normal(size=spec.shape).astype(np.float32) for name, spec in strategy.expected_update(state).items()}, n)
                for n in (3, 11, 5)]
-    strategy.begin_round(state, 4)
-    for update, n in updates:
-        strategy.accumulate(update, n)
-    whole = strategy.finish_round()
+    whole = aggregate(strategy, state, updates, 4)
 
-    strategy.begin_round(state, 4)
+    sums = WeightedSums(strategy, state, 4)
     for update, n in updates:  # runs of 13 elements, the last tensor first: any cover of the elements
         runs = [(name, start, value.reshape(-1)[start : start + 13])
                 for name, value in reversed(list(update.items())) for start in range(0, value.size, 13)]
-        strategy.accumulate_runs(runs, n)
+        sums.add_runs(runs, n)
     into = {name: np.full_like(value, np.nan) for name, value in state.items()}
-    in_runs = strategy.finish_round(into)
+    in_runs = sums.new_state(into)
     assert all(in_runs[name] is into[name] for name in state)
     for name in state:
         assert in_runs[name].tobytes() == whole[name].tobytes()
@@ -99,6 +94,8 @@ def test_an_update_folded_in_runs_gives_bit_identical_state_written_where_asked(
 
 def test_an_update_without_samples_is_refused() -> None:
     strategy = FedAvg()
-    strategy.begin_round(strategy.initial_state(W), 1)
+    sums = WeightedSums(strategy, strategy.initial_state(W), 1)
     with pytest.raises(InvalidUpdateError, match="positive"):
-        strategy.accumulate(update([1.0, 0.0], [[2.0]]), n_samples=0)
+        sums.add(update([1.0, 0.0], [[2.0]]), n_samples=0)
+    with pytest.raises(InvalidUpdateError, match="positive"):
+        aggregate(strategy, strategy.initial_state(W), [(update([1.0, 0.0], [[2.0]]), 0)], 1)
