@@ -40,7 +40,9 @@ def test_a_straggler_is_refused_after_the_deadline_and_the_round_closes_without_
         clock.advance(ROUND_TIMEOUT_S + 1)
         raw.wait_for(lambda: server.coordinator.completed_round == 1, what="round 1 to close on its deadline")
         code, details = raw.code_of(lambda: raw.submit(stub, raw.update_messages(slow, task_slow, raw.update_for(state, 5.0))))
-        assert code == grpc.StatusCode.FAILED_PRECONDITION and "round 1 is over" in details
+        # the next round may or may not be published yet: either way the answer names round 1 as finished
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "round 1 is over" in details or "round 1 closed before this answer was accepted" in details
         assert server.coordinator.refusals["stale_round"] == 1
         np.testing.assert_allclose(server.coordinator.state["w.head.bias"], state["w.head.bias"] + 0.01, rtol=1e-6)
     finally:
