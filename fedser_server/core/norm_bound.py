@@ -5,7 +5,7 @@ decides, from that one number, whether the update is refused or by what factor i
 scaled when folded into the running sums. Two bounds, the tighter one applies:
 
 - absolute (`federation.update_norm_max`, off by default): a fixed ceiling;
-- relative (`federation.update_norm_relative` = k, 10 by default): k times the median norm of
+- relative (`federation.update_norm_relative` = k, 1000 by default): k times the median norm of
   the most recent accepted updates (this round's so far and the rounds before), so no single
   update moves the model much further than its peers do. Until a few updates are on record it
   is k times the norm of the global weights themselves.
