@@ -264,8 +264,11 @@ def run_cell(base_json: str, cell: Cell, fold: Fold, seed: int, rounds: int, nor
     curve: list[tuple[int, float, float]] = []
     pseudo = dict.fromkeys(("uses", "candidates", "pass_tau", "pass_kappa", "empty_updates"), 0)
     taken: dict[str, dict[int, int]] = defaultdict(dict)  # client -> row -> the last pseudo-label it trained with
+    refused: dict[str, int] = defaultdict(int)  # e.g. norm_bound: an honest update refused changes what a cell measures
     for result in federate(config, clients, dim):
         tally = result.tally
+        for reason, count in tally.refused.items():
+            refused[reason] += count
         for name, report in result.reports.items():
             pseudo["uses"] += len(report.pseudo_rows)
             taken[name].update(zip(report.pseudo_rows.tolist(), report.pseudo_labels.tolist()))
@@ -284,7 +287,7 @@ def run_cell(base_json: str, cell: Cell, fold: Fold, seed: int, rounds: int, nor
             "uar_window_mean": statistics.fmean(c[2] for c in window), "val_uar": best[1],
             "val_window_mean": statistics.fmean(c[1] for c in window), "round": best[0],
             "rounds": total, "labeled_share": n_labeled / max(n_rows, 1), "wall_s": round(time.perf_counter() - started, 2),
-            **{f"pseudo_{k}": v for k, v in pseudo.items()}, **precision, "curve": curve}
+            **{f"pseudo_{k}": v for k, v in pseudo.items()}, **precision, "refused": dict(refused), "curve": curve}
 
 
 def pseudo_precision(taken: dict[str, dict[int, int]], shards: dict[str, ClientData], owner: dict[str, str],
