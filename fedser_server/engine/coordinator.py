@@ -35,7 +35,6 @@ from fedser_shared.config import RunConfig
 from fedser_shared.errors import (
     FedserError,
     ServerStoppingError,
-    SessionExpiredError,
     StaleRoundError,
     StateError,
 )
@@ -115,15 +114,13 @@ class Coordinator:
         """This client's answer to a poll now: SHUTDOWN, the task it owes, or WAIT. A poll is held
         elsewhere (`transport.long_poll`) until a task listener says the answer may have changed."""
         with self._cond:
-            self.sessions.touch(client)
             if self.finished:
                 client.shutdown_sent = True
                 self._cond.notify_all()
                 return TaskAssignment(TaskKind.SHUTDOWN, round=self.completed_round)
             if self._stop.is_set() or self.done.is_set():
                 raise ServerStoppingError("the server is stopping before the last round: retry later")
-            if client.ended:
-                raise SessionExpiredError(f"session of client '{client.client_id}' expired ({client.ended}): join again")
+            self.sessions.touch_if_alive(client)
             owed = self._round.owed(client.client_id) if self._round is not None else None
             return owed if owed is not None else TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
 

@@ -135,15 +135,20 @@ class Sessions:
         if session is None or not secrets.compare_digest(session.token_hash, _digest(session_token)):
             raise UnknownClientError(f"unknown client or bad session credential for client '{client_id[:64]}'")
         with self._cond:
-            if not session.ended:
-                if session.record.left:
-                    session.ended = "the client left"
-                elif self._clock() - session.last_call > self.client_timeout_s:
-                    session.ended = f"no call for more than {self.client_timeout_s:g} s"
-            if session.ended:
-                raise SessionExpiredError(f"session of client '{client_id}' expired ({session.ended}): join again")
-            self.touch(session)
+            self.touch_if_alive(session)
         return session
+
+    def touch_if_alive(self, session: Session) -> None:
+        """Record a call from `session`, or raise SessionExpiredError if it ended or was silent past
+        the client timeout (also for a poll parked before the silence: a woken device joins again)."""
+        if not session.ended:
+            if session.record.left:
+                session.ended = "the client left"
+            elif self._clock() - session.last_call > self.client_timeout_s:
+                session.ended = f"no call for more than {self.client_timeout_s:g} s"
+        if session.ended:
+            raise SessionExpiredError(f"session of client '{session.client_id}' expired ({session.ended}): join again")
+        self.touch(session)
 
     def touch(self, session: Session) -> None:
         session.last_call = self._clock()
