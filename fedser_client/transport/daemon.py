@@ -27,11 +27,13 @@ from fedser_shared.errors import CorruptBlobError, FedserError, SecAggError, Unm
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
-from fedser_shared.refusal import REPORT_REFUSED, SERVER_FULL, SESSION_LOST, TASK_GONE, refusal_of
+from fedser_shared.refusal import REPORT_REFUSED, SERVER_FULL, SESSION_LOST, TASK_GONE, refusal_of, retry_after_of
 from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.transport import client_channel_options
 
 log = get_logger(__name__)
+
+UPLOAD_RETRY_MAX_S = 60.0  # the longest wait a busy server's retry-after is taken for
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
              grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -133,6 +135,8 @@ class ClientDaemon:
         connect_timeout_s: float = 600.0,
         observer: TrainObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.target = target
         self.identity = identity
@@ -142,6 +146,8 @@ class ClientDaemon:
         self.connect_timeout_s = connect_timeout_s  # how long an unanswering server is retried
         self.observer = observer
         self.clock = clock
+        self.wall_clock = wall_clock  # against the tasks' deadlines (seconds since the Unix epoch)
+        self._rng = rng or random.Random()
         self._unanswered_since: float | None = None  # start of the current run of calls the server did not answer
         self.stop_event = threading.Event()
         options = client_channel_options()
@@ -268,11 +274,27 @@ class ClientDaemon:
             hasher.close()
 
     def submit_update(self, task: pb.Task, update: Mapping[str, np.ndarray], report: TrainReport) -> None:
-        messages = self._update_messages(task, update, report)
-        if isinstance(messages, bytes):
-            self.bulk.submit_small_update(messages, timeout=600)
-        else:
-            self.bulk.submit_update(messages, timeout=600)
+        """Send the update; while the server says when to come back (all its upload slots taken),
+        wait that long, jittered, and send it again, up to the task's deadline."""
+        tries = 0
+        while True:
+            messages = self._update_messages(task, update, report)
+            try:
+                if isinstance(messages, bytes):
+                    self.bulk.submit_small_update(messages, timeout=600)
+                else:
+                    self.bulk.submit_update(messages, timeout=600)
+                return
+            except grpc.RpcError as exc:
+                retry_after_s = retry_after_of(exc)
+                left_s = task.deadline_unix_s - self.wall_clock() if task.deadline_unix_s else UPLOAD_RETRY_MAX_S
+                if retry_after_s is None or left_s <= 0 or self.stop_event.is_set():
+                    raise
+                tries += 1
+                delay_s = min(self._rng.uniform(0.75, 1.25) * min(retry_after_s, UPLOAD_RETRY_MAX_S), left_s)
+                self.bound_log.info("upload_slots_busy_retrying", round=task.round, tries=tries, delay_s=round(delay_s, 3))
+                if self.stop_event.wait(delay_s):
+                    raise
 
     def _train(self, received: wire.ReceivedTask, result: DaemonResult) -> None:
         assert self.trainer is not None

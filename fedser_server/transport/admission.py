@@ -8,9 +8,10 @@ uploads hold N full-size receive buffers. So:
   above any fleet this server has run); beyond that a poll is answered at once (its task if it
   has one, else WAIT with a jittered `retry_after_s` that grows with the number of joined clients).
 - `UploadGate`: at most `uploads` updates are received, validated and aggregated at once, so
-  peak memory does not grow with the number of clients; up to `waiting_uploads` more wait for
-  a slot before reading their first chunk (flow control keeps their bytes on the clients);
-  beyond that an upload is refused as busy and the client retries.
+  peak memory does not grow with the number of clients. An upload that finds every slot taken
+  is refused at once with a time to come back (`upload_slots_busy`): a stream parked until a
+  slot frees keeps grpc's buffers in the server's heap while it waits (~160 MB at 1,000
+  clients, benchmarks/results/server_memory.md).
 - `HeaderGate`: an update stream holds no thread until its header (which authenticates it) is
   in; at most `unauthenticated_streams` streams wait for theirs at once, each at most
   `header_timeout_s`. Beyond the bound a stream is refused at once (`unauthenticated_streams`),
@@ -23,16 +24,19 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
 from fedser_shared.config import AdmissionConfig
-from fedser_shared.errors import HeaderTimeoutError, ServerBusyError, TooManyUnauthenticatedError
+from fedser_shared.errors import HeaderTimeoutError, TooManyUnauthenticatedError, UploadSlotsBusyError
 
-__all__ = ["HeaderGate", "Limits", "PollGate", "ServerBusyError", "UploadGate"]
+__all__ = ["HeaderGate", "Limits", "PollGate", "UploadGate", "UploadSlot", "UploadSlotsBusyError"]
 T = TypeVar("T")
-SLOT_POLL_S = 0.5
+FIRST_HOLD_GUESS_S = 0.5  # until an upload has been timed
+HOLD_AVERAGE_WEIGHT = 0.2
+MAX_RETRY_AFTER_S = 60.0  # a turn further out is handed out as this (the client comes back and asks again)
 
 # the limits are settings of the run's configuration (`[admission]`), validated with it
 Limits = AdmissionConfig
@@ -65,30 +69,53 @@ class PollGate:
 
 
 class UploadGate:
-    def __init__(self, active: int, waiting: int) -> None:
-        self._slots = threading.BoundedSemaphore(active)
-        self._lock = threading.Lock()
-        self._waiting = 0
-        self.max_waiting = waiting
+    """Upload slots, taken without waiting. The times handed to refused uploads form a virtual
+    queue: each gets the next turn, one average slot hold per slot after the turn before it, so
+    that refused clients come back spread out, about when a slot is free for them."""
 
-    @contextmanager
-    def slot(self, still_wanted: Callable[[], None]) -> Iterator[None]:
-        """Hold an upload slot for the block. `still_wanted` is called while waiting and raises
-        when the wait is pointless (the round closed, the client went away)."""
+    def __init__(self, active: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.active = active
+        self._free = active
+        self._lock = threading.Lock()
+        self._clock = clock  # real time: slot holds are about throughput, not the run's clock
+        self._hold_s = FIRST_HOLD_GUESS_S  # moving average of how long an upload holds its slot
+        self._next_turn = 0.0
+
+    def take(self) -> UploadSlot:
+        """A slot, or `UploadSlotsBusyError` with the time to come back."""
         with self._lock:
-            if self._waiting >= self.max_waiting:
-                raise ServerBusyError(f"{self._waiting} updates already wait to be received: retry later")
-            self._waiting += 1
-        try:
-            while not self._slots.acquire(timeout=SLOT_POLL_S):
-                still_wanted()
-        finally:
-            with self._lock:
-                self._waiting -= 1
-        try:
-            yield
-        finally:
-            self._slots.release()
+            now = self._clock()
+            if self._free:
+                self._free -= 1
+                return UploadSlot(self, now)
+            self._next_turn = max(self._next_turn, now) + self._hold_s / self.active
+            wait_s = min(self._next_turn - now, MAX_RETRY_AFTER_S)
+        raise UploadSlotsBusyError(f"all {self.active} upload slots are taken: send the update again in {wait_s:.2f} s",
+                                   retry_after_s=wait_s)
+
+    def _give_back(self, taken_at: float) -> None:
+        with self._lock:
+            self._free += 1
+            self._hold_s += HOLD_AVERAGE_WEIGHT * (max(0.0, self._clock() - taken_at) - self._hold_s)
+
+
+class UploadSlot:
+    """One taken slot; leaving its block (or `release`) gives it back, once."""
+
+    def __init__(self, gate: UploadGate, taken_at: float) -> None:
+        self._gate, self._taken_at = gate, taken_at
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._gate._give_back(self._taken_at)
+
+    def __enter__(self) -> UploadSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class HeaderGate:

@@ -38,9 +38,10 @@ from fedser_shared.errors import (
     SessionExpiredError,
     StaleRoundError,
     UnknownClientError,
+    UploadSlotsBusyError,
 )
 from fedser_shared.logging import get_logger
-from fedser_shared.refusal import REFUSAL_METADATA_KEY
+from fedser_shared.refusal import REFUSAL_METADATA_KEY, RETRY_AFTER_METADATA_KEY
 
 log = get_logger(__name__)
 
@@ -109,7 +110,10 @@ class RefusalPath:
 
     def _refused(self, caller: Caller, error: FedserError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
         self.record(caller, error.reason, str(error))
-        return status_code_for(error), str(error), ((REFUSAL_METADATA_KEY, error.reason),)
+        trailer: tuple[tuple[str, str], ...] = ((REFUSAL_METADATA_KEY, error.reason),)
+        if isinstance(error, UploadSlotsBusyError):
+            trailer += ((RETRY_AFTER_METADATA_KEY, str(max(1, round(error.retry_after_s * 1000)))),)
+        return status_code_for(error), str(error), trailer
 
     @contextmanager
     def guard(self, context: grpc.ServicerContext, caller: Caller) -> Iterator[Caller]:

@@ -24,7 +24,7 @@ from fedser_server.engine.coordinator import Coordinator
 from fedser_server.engine.secure_round import SecureRound
 from fedser_server.engine.sessions import Session
 from fedser_server.transport import edge
-from fedser_server.transport.admission import HeaderGate, Limits, PollGate, UploadGate
+from fedser_server.transport.admission import HeaderGate, Limits, PollGate, UploadGate, UploadSlot
 from fedser_server.transport.long_poll import TaskPolls
 from fedser_server.transport.refusals import Caller, RefusalPath, refusing, refusing_on_loop
 from fedser_shared import PROTOCOL_VERSION, codec, wire
@@ -94,10 +94,13 @@ def model_messages(blob: codec.Blob, sha256_too: bool = True) -> Iterator[pb.Mod
 class _InlineModel:
     """The task's inline copy of the current global blob, built and serialised once per round,
     not per client: a task's reply is its small fields serialised, then these bytes appended
-    (one copy of the model per client, where a `Task` holding the model costs two)."""
+    (one copy of the model per client, where a `Task` holding the model costs two). Each blob
+    goes inline up to a byte budget (`federation.inline_models_per_round_max_bytes`); past it,
+    tasks go without the model and their clients fetch it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._inline_bytes = 0  # of the current blob, sent inline so far
         self._blob: codec.Blob | None = None
         self._message = pb.InlineBlob()
         self._fields: dict[bool, tuple[pb.InlineBlob, bytes]] = {}  # with SHA-256 -> (source message, field)
@@ -111,12 +114,17 @@ class _InlineModel:
                 self._message = pb.InlineBlob(header=model_header(blob, sha256_too=False), data=data)
                 self._blob = blob
                 self._fields = {}
+                self._inline_bytes = 0
             return self._message
 
-    def field_of(self, blob: codec.Blob, sha256_too: bool) -> bytes:
-        """`Task.model` holding `blob`, serialised as a field to append to a serialised Task."""
+    def field_of(self, blob: codec.Blob, sha256_too: bool, budget_bytes: int) -> bytes:
+        """`Task.model` holding `blob`, serialised as a field to append to a serialised Task; b""
+        once the blob's inline copies would pass `budget_bytes`."""
         message = self.of(blob)
         with self._lock:
+            if self._blob is not blob or self._inline_bytes + blob.total_len > budget_bytes:
+                return b""
+            self._inline_bytes += blob.total_len
             source, field = self._fields.get(sha256_too, (None, b""))
             if source is not message:
                 full = pb.InlineBlob(header=model_header(blob), data=message.data) if sha256_too else message
@@ -156,12 +164,13 @@ def _cancel_at(context: grpc.ServicerContext, deadline_unix_s: float) -> Iterato
 
 @dataclasses.dataclass(frozen=True)
 class OpenedUpdate:
-    """An update stream whose header passed the edge: who sends it, for which open task."""
+    """An update stream whose header passed the edge: who sends it, for which open task, in which upload slot."""
 
     caller: Caller
     client: Session
     header: UpdateHeader
     task: TaskAssignment
+    slot: UploadSlot
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
@@ -173,7 +182,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.refusals = RefusalPath(coordinator.count_refusal)
         self._inline_model = _InlineModel()
         self._polls = PollGate(limits.parked_polls_cap)
-        self._uploads = UploadGate(limits.uploads, limits.waiting_uploads_cap)
+        self._uploads = UploadGate(limits.uploads)
         self._headers = HeaderGate(limits.unauthenticated_streams, limits.header_timeout_s)
         self._polls_on_loop: TaskPolls | None = None  # made on the server's event loop, at the first poll
 
@@ -234,15 +243,19 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         return self._polls_on_loop
 
     def _inline_model_field(self, client: Session, task: TaskAssignment, sha256_too: bool) -> bytes:
-        """A small global state to put into the task itself, so the client needs no FetchModel; b"" otherwise."""
+        """A small global state to put into the task itself, so the client needs no FetchModel; b"" otherwise
+        (a larger state, or the round's inline budget spent)."""
         try:
             blob = self.coordinator.model_blob(client, task.round, task.task_id)
         except FedserError:
             return b""  # the round closed meanwhile: the client's FetchModel hears why
-        if blob.total_len > self.coordinator.config.federation.inline_model_max_bytes:
+        federation = self.coordinator.config.federation
+        if blob.total_len > federation.inline_model_max_bytes:
             return b""
-        self.coordinator.record_transfer(sent=blob.total_len)
-        return self._inline_model.field_of(blob, sha256_too)
+        field = self._inline_model.field_of(blob, sha256_too, federation.inline_models_per_round_max_bytes)
+        if field:
+            self.coordinator.record_transfer(sent=blob.total_len)
+        return field
 
     def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk | bytes]:
         with self.refusals.guard(context, Caller.of("FetchModel", request)):
@@ -256,7 +269,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                           context: grpc.aio.ServicerContext) -> OpenedUpdate:
         """SubmitUpdate's first step, on the event loop: the stream's header, within the header
         limit and among a bounded number of streams still waiting for theirs, authenticated and
-        checked. A stream holds a worker thread only after this."""
+        checked, and an upload slot taken (or the stream refused at once: it is never parked). A
+        stream holds a worker thread only after this."""
         caller = Caller("SubmitUpdate")
         async with self.refusals.guard_on_loop(context, caller):
             first = await self._headers.first_message(requests)
@@ -270,7 +284,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         caller.client_id, caller.round = head.session.client_id[:64], head.round
         client = self._client(head.protocol_version, head.session)
         header = self._checked_header(head, client)
-        return OpenedUpdate(caller, client, header, self.coordinator.training_task(client, header.round, header.task_id))
+        task = self.coordinator.training_task(client, header.round, header.task_id)
+        return OpenedUpdate(caller, client, header, task, self._uploads.take())
 
     def _checked_header(self, head: pb.UpdateHeader, client: Session) -> UpdateHeader:
         return edge.update_header(head, client.record, self.coordinator.config.num_classes, self.coordinator.max_update_bytes)
@@ -280,15 +295,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         """SubmitUpdate's second step, on a worker thread: the data and the trailer. Messages come
         from `wire.read_update_chunk`: data chunks as memoryviews, the rest as protobuf."""
         client, header = opened.client, opened.header
-
-        def still_wanted() -> None:
-            if not context.is_active():
-                raise grpc.RpcError("the client went away while its update waited to be received")
-            if not self.coordinator.task_open(client, header.round, header.task_id):
-                raise StaleRoundError(f"round {header.round} closed while the update waited to be received")
-
         with self.refusals.guard(context, opened.caller):
-            with self._uploads.slot(still_wanted), _cancel_at(context, opened.task.deadline_unix_s):
+            with opened.slot, _cancel_at(context, opened.task.deadline_unix_s):
                 try:
                     self._receive_update(client, header, messages)
                 except _EndedEarly:

@@ -178,6 +178,11 @@ class FederationConfig(_Section):
     up to this size in one SubmitSmallUpdate message, kept in memory until it is aggregated; larger ones stream (and
     updates are parked on disk); 0 always streams. The default (4 MiB - 64 KiB) leaves room for the Task around it within
     the 4 MiB receive limit most gRPC clients keep by default (grpc-js, grpc-java, grpc-go). At most 6 MiB."""
+    inline_models_per_round_max_bytes: int = Field(128 * 2**20, ge=0)
+    """Of a round's model, at most this many bytes in all travel inside tasks (each inline copy counted); the round's
+    later tasks leave the model out and their clients fetch it (FetchModel), so that a large sample does not put
+    sampled clients x model bytes in the server's send buffers at once. The default fits 100 clients of a 1.1 MB
+    model; 0 never sends the model inline."""
     state_in_memory_max_bytes: int = Field(16 * 2**20, ge=0)
     """A global state up to this size, and its float64 running sums, are held in the server's memory (the fastest);
     a larger one lives in unnamed files in the state dir, of which the server maps in only the few MiB it works on, so
@@ -292,10 +297,8 @@ class AdmissionConfig(_Section):
     max_workers: int = Field(256, ge=4)
     """Threads for the blocking handlers (Join, Leave, SubmitEvaluation, the bulk streams)."""
     uploads: int = Field(2, ge=1)
-    """Updates received, checked and aggregated at once: peak memory does not grow with the number of clients."""
-    waiting_uploads: int | None = Field(None, ge=0, description=(
-        "uploads that wait for a slot before reading their first chunk; beyond them an upload is refused as busy "
-        "and the client retries; default half of max_workers"))
+    """Updates received, checked and aggregated at once: peak memory does not grow with the number of clients. An
+    upload that finds them all taken is refused at once with a time to come back (`upload_slots_busy`), never parked."""
     parked_polls: int | None = Field(None, ge=0, description=(
         "GetTask long-polls parked at once (a coroutine each, no thread); beyond them a poll is answered at once "
         "with a jittered retry_after_s; default 50,000"))
@@ -310,10 +313,6 @@ class AdmissionConfig(_Section):
     @property
     def parked_polls_cap(self) -> int:
         return self.parked_polls if self.parked_polls is not None else 50_000
-
-    @property
-    def waiting_uploads_cap(self) -> int:
-        return self.waiting_uploads if self.waiting_uploads is not None else max(1, self.max_workers // 2)
 
 
 class RunConfig(_Section):

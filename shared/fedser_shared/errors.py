@@ -98,9 +98,20 @@ class ServerStoppingError(FedserError):
 
 
 class ServerBusyError(FedserError):
-    """Too many uploads are waiting for a slot; the client retries later."""
+    """The server cannot take the call now; the client retries later."""
 
     reason = "server_busy"
+
+
+class UploadSlotsBusyError(ServerBusyError):
+    """Every upload slot is taken: the client sends its update again after `retry_after_s` (the
+    call's `fedser-retry-after-ms` trailer). The stream is refused at once, never parked."""
+
+    reason = "upload_slots_busy"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NormBoundError(InvalidUpdateError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import grpc
 
 REFUSAL_METADATA_KEY = "fedser-refusal"
+# with a refusal that says when to come back (`upload_slots_busy`): milliseconds, a decimal integer
+RETRY_AFTER_METADATA_KEY = "fedser-retry-after-ms"
 
 SESSION_LOST = frozenset({"session_expired", "unknown_client"})  # join again, keeping the client id
 # drop the task, ask for the next one (a secure round that went on without this client, or was given up)
@@ -20,10 +22,22 @@ REPORT_REFUSED = frozenset({"invalid_update", "corrupt_blob", "norm_bound", "inv
 SERVER_FULL = frozenset({"disk_full"})
 
 
-def refusal_of(error: grpc.RpcError) -> str | None:
-    """The refusal key the server sent with this error, or None (an older server, or no refusal)."""
+def _trailer(error: grpc.RpcError, name: str) -> str | None:
     trailing = getattr(error, "trailing_metadata", None)
     for key, value in (trailing() if callable(trailing) else None) or ():
-        if key == REFUSAL_METADATA_KEY:
+        if key == name:
             return value if isinstance(value, str) else value.decode("ascii", "replace")
     return None
+
+
+def refusal_of(error: grpc.RpcError) -> str | None:
+    """The refusal key the server sent with this error, or None (an older server, or no refusal)."""
+    return _trailer(error, REFUSAL_METADATA_KEY)
+
+
+def retry_after_of(error: grpc.RpcError) -> float | None:
+    """Seconds after which the server said to send the call again, or None if it said nothing (or nonsense)."""
+    value = _trailer(error, RETRY_AFTER_METADATA_KEY)
+    if value is None or not value.isdecimal():
+        return None
+    return int(value) / 1000.0

@@ -14,6 +14,7 @@ from fedser_client.local_store import LocalStore
 from fedser_client.transport.daemon import ClientDaemon, ClientIdentity
 from fedser_server.transport import servicer as servicer_module
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+from fedser_shared.weights import initial_weights
 from tests.faults import raw
 
 pytestmark = pytest.mark.timeout(120)
@@ -113,3 +114,43 @@ def test_a_server_with_a_full_disk_makes_the_daemon_wait_its_longest_backoff(tmp
     trainer = _run_one_daemon(server, tmp_path)
     assert server.coordinator.refusals["disk_full"] == 2 and len(long_waits) == 2
     assert len(trainer.models) == 3 and server.coordinator.completed_round == 1
+
+
+def test_past_the_rounds_inline_budget_tasks_come_without_the_model_and_their_clients_fetch_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fetched: list[pb.FetchModelRequest] = []
+    serve_fetch = servicer_module.CoordinatorServicer.FetchModel
+
+    def fetch_model(self, request, context):
+        fetched.append(request)
+        yield from serve_fetch(self, request, context)
+
+    monkeypatch.setattr(servicer_module.CoordinatorServicer, "FetchModel", fetch_model)
+    config = raw.small_config()
+    model_bytes = sum(v.nbytes for v in initial_weights(config.feature_dim, config.num_classes, config.model.hidden, 0).values())
+    server = raw.start(tmp_path, **{"federation.min_clients": 3,
+                                    "federation.inline_models_per_round_max_bytes": model_bytes * 3 // 2})  # one model
+    trainers = [ZeroUpdateTrainer() for _ in range(3)]
+    daemons = [ClientDaemon(f"127.0.0.1:{server.port}",
+                            ClientIdentity(name=f"c{i}", feature_name="emobase", feature_dim=988, label_counts=raw.LABELS,
+                                           n_unlabeled=0, n_eval=0),
+                            lambda _config, trainer=trainer: trainer, LocalStore(tmp_path / f"c{i}"), [], connect_timeout_s=30)
+               for i, trainer in enumerate(trainers)]
+    threads = [threading.Thread(target=daemon.run, daemon=True) for daemon in daemons]
+    for thread in threads:
+        thread.start()
+    try:
+        assert server.wait(timeout=60), "the round did not finish"
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        for thread in threads:
+            thread.join(timeout=30)
+        server.shutdown(grace_s=0.2)
+    assert len(fetched) == 2  # one of the three sampled clients had the model in its task
+    initial = server.coordinator.state  # zero updates leave the global model as it was
+    assert all(len(trainer.models) == 1 for trainer in trainers)
+    for trainer in trainers:
+        assert trainer.models[0].keys() == initial.keys()
+        for name, value in trainer.models[0].items():
+            np.testing.assert_array_equal(value, initial[name])

@@ -10,8 +10,7 @@ import grpc
 import pytest
 
 from fedser_server import app as server_app
-from fedser_server.transport.admission import Limits, ServerBusyError, UploadGate
-from fedser_shared.errors import StaleRoundError
+from fedser_server.transport.admission import Limits, UploadGate, UploadSlotsBusyError
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from tests.faults import raw
 
@@ -47,7 +46,7 @@ def _client(port: int, name: str, told_to_wait: threading.Event, results: dict[s
 def test_more_pollers_than_the_pool_parks_still_get_answers_and_rounds_run(tmp_path: Path) -> None:
     # a pool of 8 threads parks at most 2 polls and receives 1 upload at a time: without the
     # caps, 7 parked long-polls would leave one thread for every Join, FetchModel and upload
-    limits = Limits(max_workers=8, uploads=1, parked_polls=2, waiting_uploads=2)
+    limits = Limits(max_workers=8, uploads=1, parked_polls=2)
     config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": POLLERS + 1,
                                  "federation.poll_timeout_s": 5.0})
     server = server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp_path / "state")
@@ -73,51 +72,29 @@ def test_more_pollers_than_the_pool_parks_still_get_answers_and_rounds_run(tmp_p
     assert len(results) == POLLERS + 1 and all(rounds == [1, 2] for rounds in results.values())
 
 
-def test_an_upload_waiting_for_a_slot_gives_up_when_its_round_closes() -> None:
-    gate = UploadGate(active=1, waiting=4)
-    round_open = threading.Event()
-    round_open.set()
-    outcome: list[BaseException] = []
-
-    def still_wanted() -> None:
-        if not round_open.is_set():
-            raise StaleRoundError("round closed")
-
-    def waiter() -> None:
-        try:
-            with gate.slot(still_wanted):
-                pass
-        except StaleRoundError as exc:
-            outcome.append(exc)
-
-    with gate.slot(still_wanted):
-        thread = threading.Thread(target=waiter)
-        thread.start()
-        round_open.clear()
-        thread.join(timeout=10)
-    assert len(outcome) == 1
-    with gate.slot(lambda: None):  # the slot is free again
+def test_an_upload_beyond_the_slots_is_refused_at_once_with_turns_spread_over_the_refused() -> None:
+    now = [100.0]
+    gate = UploadGate(active=2, clock=lambda: now[0])
+    first, second = gate.take(), gate.take()
+    waits = []
+    for _ in range(4):
+        with pytest.raises(UploadSlotsBusyError) as refused:
+            gate.take()
+        waits.append(refused.value.retry_after_s)
+    # each refused upload gets the next turn: half a slot hold (two slots) after the one before
+    assert waits == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    now[0] += 10.0
+    first.release()
+    first.release()  # given back once only
+    third = gate.take()
+    with pytest.raises(UploadSlotsBusyError) as refused:
+        gate.take()
+    # the slot was held 10 s: the average hold grew towards it, the turns with it (the old queue has passed)
+    assert refused.value.retry_after_s == pytest.approx((0.5 + 0.2 * (10.0 - 0.5)) / 2)
+    second.release()
+    third.release()
+    with gate.take(), gate.take():
         pass
-
-
-def test_uploads_beyond_the_waiting_cap_are_refused_as_busy() -> None:
-    gate = UploadGate(active=1, waiting=1)
-    release = threading.Event()
-
-    def still_wanted() -> None:
-        if release.is_set():
-            raise StaleRoundError("stop waiting")
-
-    with gate.slot(lambda: None):
-        thread = threading.Thread(target=lambda: pytest.raises(StaleRoundError, lambda: gate.slot(still_wanted).__enter__()))
-        thread.start()
-        while gate._waiting == 0:
-            time.sleep(0.01)
-        with pytest.raises(ServerBusyError):
-            with gate.slot(lambda: None):
-                pass
-        release.set()
-        thread.join(timeout=10)
 
 
 @pytest.mark.timeout(120)
@@ -144,11 +121,11 @@ def test_a_client_that_stalls_mid_upload_loses_its_slot_at_the_deadline(tmp_path
             stall.wait()
 
         hanging = stub.SubmitUpdate.future(stalled(), timeout=60)
-        # the good client's upload waits behind the stalled one; the round closes at its
-        # deadline with no update, and the stalled stream is cut so the slot comes back
+        # the good client's upload finds the slot taken and is refused at once; the round closes
+        # at its deadline with no update, and the stalled stream is cut so the slot comes back
         good_task = raw.wait_task(stub2, good)
         code, _ = raw.code_of(lambda: raw.answer(stub2, good, good_task))
-        assert code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OK)
+        assert code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OK)
         with pytest.raises(grpc.RpcError):
             hanging.result(timeout=30)
         # a later upload gets the slot
