@@ -7,11 +7,18 @@ check (a flipped bit, a NaN, a torn or truncated file) is set aside as `<name>.c
 warning that names it, and the client goes on as a newly joined one would: c_i at zero, an empty
 pool. An unattended device keeps contributing, and SCAFFOLD tolerates a c_i restarted at zero
 (docs/operations.md); a corrupt c_i used as is would get every update of this client refused.
+
+The store remembers what the file holds as it last read or wrote it, with the file's identity then
+(inode, size, modification and change times): a load while the file is still that one reads and
+checks nothing, and a save of the state the file already holds writes nothing. Anything else (the
+first load, a file replaced or edited by anyone else) is read from disk and checked as above.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +38,48 @@ LEGACY_CONTROL, LEGACY_META = "control.safetensors", "local_state.json"
 CORRUPT_SUFFIX = ".corrupt"
 
 
+FileStamp = tuple[int, int, int, int]  # inode, size, mtime_ns, ctime_ns: a replaced or edited file has another
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """The state file's contents as this store last read (and checked) or wrote them."""
+
+    stamp: FileStamp
+    control: dict[str, np.ndarray]  # read-only: handed out on later loads
+    participations: int
+    pool: dict[str, int]
+
+
+def _stamp(path: Path) -> FileStamp | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _frozen(control: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """c_i as the store keeps it: arrays nobody can change behind its back (a write raises)."""
+    frozen = {}
+    for name, value in control.items():
+        value = np.ascontiguousarray(value)
+        value.flags.writeable = False
+        frozen[name] = value
+    return frozen
+
+
+def _same_control(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k] is b[k] or (a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k])) for k in a)
+
+
 class LocalStore:
     def __init__(self, data_dir: Path) -> None:
         self.dir = Path(data_dir) / ".fedser"
+        self.state_path = self.dir / STATE_FILE
+        self._known: _Known | None = None
+        self._legacy_checked = False  # the two-file layout's files are removed at the first save
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -42,10 +88,6 @@ class LocalStore:
     @property
     def feature_cache_dir(self) -> Path:
         return self.dir / "features"
-
-    @property
-    def state_path(self) -> Path:
-        return self.dir / STATE_FILE
 
     def client_id(self, server_key: str) -> str:
         path = self.dir / "client.json"
@@ -62,32 +104,59 @@ class LocalStore:
         feature cache: for a simulation, whose every run starts a new federation."""
         for name in (STATE_FILE, LEGACY_CONTROL, LEGACY_META, "client.json"):
             (self.dir / name).unlink(missing_ok=True)
+        self._known = None
 
     def save_client_id(self, server_key: str, client_id: str) -> None:
         atomic_write_text(self.dir / "client.json", json.dumps({"server": server_key, "client_id": client_id}))
 
     def load_state(self, train_paths: list[str]) -> LocalState:
+        """c_i (read-only arrays), the pool restricted to `train_paths` and the participation count."""
+        stamp = _stamp(self.state_path)
+        known = self._known
+        if known is None or stamp is None or stamp != known.stamp:
+            known = self._read(stamp)
+        row_of = {p: i for i, p in enumerate(train_paths)}
+        kept_rows = [(row_of[p], label) for p, label in known.pool.items() if p in row_of]
+        index = np.array([r for r, _ in kept_rows], np.int64)
+        labels = np.array([lab for _, lab in kept_rows], np.int64)
+        return LocalState(control=dict(known.control), pseudo_index=index, pseudo_label=labels,
+                          participations=known.participations)
+
+    def save_state(self, state: LocalState, train_paths: list[str]) -> None:
+        """Written atomically, unless the file still holds exactly this state (then nothing is written)."""
+        pool = {train_paths[int(i)]: int(label) for i, label in zip(state.pseudo_index, state.pseudo_label)}
+        known = self._known
+        if (known is not None and known.participations == state.participations and known.pool == pool
+                and _same_control(known.control, state.control) and _stamp(self.state_path) == known.stamp):
+            return
+        control = _frozen(state.control)
+        meta = json.dumps({"participations": state.participations, "pseudo_labels": pool})
+        self._known = None  # until the new file is in place
+        atomic_write_bytes(self.state_path, seal(control, {"meta": meta}))
+        stamp = _stamp(self.state_path)
+        if stamp is not None:
+            self._known = _Known(stamp, control, state.participations, pool)
+        if not self._legacy_checked:
+            for name in (LEGACY_CONTROL, LEGACY_META):
+                (self.dir / name).unlink(missing_ok=True)
+            self._legacy_checked = True
+
+    def _read(self, stamp: FileStamp | None) -> _Known:
+        """The state from disk, checked; remembered when the file did not change while it was read.
+        A corrupt file is set aside (named in a warning) and the state restarts at zero."""
+        self._known = None
         try:
-            control, meta = self._read_state() if self.state_path.exists() else self._read_legacy()
+            control, meta = self._read_state() if stamp is not None else self._read_legacy()
         except CorruptStateError as exc:
             kept = self._set_aside()
             log.warning("local_state_corrupt_restarting_at_zero", problem=str(exc), kept_as=[str(p) for p in kept],
                         action="c_i restarts at zero and the pseudo-label pool empty; delete the .corrupt files once seen")
             control, meta = {}, {}
-        participations, pool = int(meta.get("participations", 0)), dict(meta.get("pseudo_labels", {}))
-        row_of = {p: i for i, p in enumerate(train_paths)}
-        kept_rows = [(row_of[p], int(label)) for p, label in pool.items() if p in row_of]
-        index = np.array([r for r, _ in kept_rows], np.int64)
-        labels = np.array([lab for _, lab in kept_rows], np.int64)
-        return LocalState(control=control, pseudo_index=index, pseudo_label=labels, participations=participations)
-
-    def save_state(self, state: LocalState, train_paths: list[str]) -> None:
-        pool = {train_paths[int(i)]: int(label) for i, label in zip(state.pseudo_index, state.pseudo_label)}
-        meta = json.dumps({"participations": state.participations, "pseudo_labels": pool})
-        control = {k: np.ascontiguousarray(v) for k, v in state.control.items()}
-        atomic_write_bytes(self.state_path, seal(control, {"meta": meta}))
-        for name in (LEGACY_CONTROL, LEGACY_META):
-            (self.dir / name).unlink(missing_ok=True)
+        known = _Known(stamp or (0, 0, 0, 0), _frozen(control), int(meta.get("participations", 0)),
+                       {str(p): int(label) for p, label in meta.get("pseudo_labels", {}).items()})
+        if stamp is not None and _stamp(self.state_path) == stamp:
+            self._known = known
+        return known
 
     def _read_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         sealed = read_sealed(self.state_path, "local state")

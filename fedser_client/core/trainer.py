@@ -11,6 +11,7 @@ module drives them.
 from __future__ import annotations
 
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,17 @@ from fedser_shared.model import EmotionMLP
 from fedser_shared.tensor_names import CONTROL as CONTROL_PREFIX
 from fedser_shared.tensor_names import DELTA, DELTA_CONTROL
 from fedser_shared.tensor_names import WEIGHT as WEIGHT_PREFIX
+
+
+def _tensor_to_read(array: np.ndarray) -> torch.Tensor:
+    """A tensor over `array` (no copy) that is only read: a received model and a stored c_i are
+    read-only arrays, which torch takes with a warning about writes that nothing here makes."""
+    array = np.asarray(array)
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.from_numpy(array)
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,7 @@ class LocalTrainer:
     def _load_global(self, state: Mapping[str, np.ndarray]) -> None:
         with torch.no_grad():
             for name, p in self.model.named_parameters():
-                p.copy_(torch.from_numpy(np.asarray(state[WEIGHT_PREFIX + name])).to(self.device))
+                p.copy_(_tensor_to_read(state[WEIGHT_PREFIX + name]).to(self.device))
 
     def _generator(self, round_index: int, purpose: str) -> torch.Generator:
         gen = torch.Generator(device=self.device)
@@ -141,8 +153,8 @@ class LocalTrainer:
         names = [name for name, _ in self.model.named_parameters()]
         if CONTROL_PREFIX + names[0] not in global_state:
             return None
-        server_c = [torch.from_numpy(np.asarray(global_state[CONTROL_PREFIX + n])).to(self.device) for n in names]
-        client_c = [torch.from_numpy(np.asarray(state.control[CONTROL_PREFIX + n])).to(self.device)
+        server_c = [_tensor_to_read(global_state[CONTROL_PREFIX + n]).to(self.device) for n in names]
+        client_c = [_tensor_to_read(state.control[CONTROL_PREFIX + n]).to(self.device)
                     if CONTROL_PREFIX + n in state.control else torch.zeros_like(sc) for n, sc in zip(names, server_c)]
         return ScaffoldTerms(server_c, client_c)
 

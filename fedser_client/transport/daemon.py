@@ -224,7 +224,14 @@ class ClientDaemon:
         if received.model_header is None or received.model_data is None:
             return self._fetch_model(received.task)
         header = received.model_header
-        return codec.decode(codec.assemble(iter([received.model_data]), header.total_len, self._model_digest(header)))
+        data = received.model_data
+        if len(data) != header.total_len:
+            raise CorruptBlobError(f"inline model holds {len(data)} bytes, its header announced {header.total_len}")
+        expected = self._model_digest(header)
+        if expected.kind.of(data) != expected.value:
+            raise CorruptBlobError(f"blob checksum mismatch ({expected.kind.value})")
+        # read-only views of the received message: checked where it lies, never copied
+        return codec.decode(data)
 
     def _model_digest(self, header: pb.BlobHeader) -> Digest:
         self.server_takes_xxh3 = bool(header.xxh3_128)

@@ -180,3 +180,46 @@ def test_training_resumes_after_a_restart_with_the_stored_c_i(tmp_path: Path) ->
     for name, value in uninterrupted.items():
         np.testing.assert_array_equal(resumed[name], value)
     assert any(np.abs(after_first.control[k]).max() > 0 for k in after_first.control)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
+
+
+def test_a_state_the_file_already_holds_is_not_written_again_and_a_changed_one_is(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    saved = a_state(0, participations=3)
+    store.save_state(saved, PATHS)
+    written = _identity(store.state_path)
+    store.save_state(store.load_state(PATHS), PATHS)  # what a participation that changed nothing hands back
+    store.save_state(a_state(0, participations=3), PATHS)  # equal values in other arrays
+    assert _identity(store.state_path) == written
+    changed = a_state(0, participations=4)
+    store.save_state(changed, PATHS)
+    assert _identity(store.state_path) != written
+    assert_same(LocalStore(tmp_path).load_state(PATHS), changed)
+
+
+def test_a_state_file_changed_behind_the_client_is_read_and_checked_again(tmp_path: Path, capsys) -> None:
+    structlog.reset_defaults()
+    store = LocalStore(tmp_path)
+    store.save_state(a_state(0, participations=3), PATHS)
+    assert store.load_state(PATHS).participations == 3
+    replaced = a_state(1, participations=7)
+    LocalStore(tmp_path).save_state(replaced, PATHS)  # another writer (a restored backup, say)
+    assert_same(store.load_state(PATHS), replaced)
+    _flip_bit(store.state_path, 5)  # damaged in place, same size
+    loaded = store.load_state(PATHS)
+    assert loaded.control == {} and loaded.participations == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "local_state_corrupt_restarting_at_zero" in line]
+    assert len(lines) == 1 and str(store.state_path) in lines[0] and "checksum does not match" in lines[0]
+
+
+def test_the_stored_c_i_cannot_be_changed_through_what_a_load_hands_out(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.save_state(a_state(0, participations=1), PATHS)
+    control = store.load_state(PATHS).control
+    with pytest.raises(ValueError, match="read-only"):
+        control["c.head.bias"][0] = 1.0
+    assert_same(store.load_state(PATHS), a_state(0, participations=1))
