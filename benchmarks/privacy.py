@@ -1,18 +1,23 @@
 """What fedser's server can learn about a speaker from what it receives: the attribute-inference attack of
 Feng et al. 2021 (arXiv 2112.13416, usc-sail/fed-ser-leakage) on plain updates, on secure-aggregation sums,
-and on sums under distributed DP; with the emotion UAR each defence costs (DESIGN §6 protocol).
+and on sums under distributed DP; with the emotion UAR each defence costs (DESIGN §6 protocol), the
+privacy-utility curve over epsilon, and the emotion cost at the headline epsilon for larger simulated populations.
 
-    python benchmarks/privacy.py [--corpus ../shared/data/nemo4] [--quick] [--out DIR]
+    python benchmarks/privacy.py [--corpus ../shared/data/nemo4] [--quick] [--out DIR] [--workers N]
 
 Attack. One federation per seed over every speaker (4 lack1 shards each, FedAvg, fraction 0.2: 8 of 36
 shards per round on nemo4), each update recorded as the server receives it. Folds: every (female, male)
 pair of speakers is held out once as the private targets; the other speakers are the attacker's shadow
-speakers (public data, gender known). The shadow clients take part in the same federation, so the
-attacker's training updates come from the same global models (the strongest honest-but-curious server:
-it could equally compute them itself from the models it holds). Features: the first layer's change (and
-all layers', reported apart), projected on the principal components of all received updates (no labels
-used), z-scored; classifiers: a small MLP and logistic regression, trained on shadow updates, scored on the
-private speakers' updates (UAR per update) and per client (a speaker's updates' mean probability).
+speakers (public data, gender known). Two attackers, reported apart:
+- computed (the paper's, the headline): the attacker trains each of its shadow speakers' shards itself, with
+  its own trainer and randomness, on every round's published global model and the round's public task, so it
+  holds one training update per shadow shard per round (about 1,400 per fold on nemo4 at 50 rounds);
+- received: it trains on the shadow clients' updates the server happened to receive (about 310 per fold).
+Features: the first layer's change (and all layers', reported apart): its bias change, and the weight change
+projected on the principal components of all received updates (no labels used). Classifiers: a small MLP and
+logistic regression; per fold one of them is chosen on the shadow speakers alone (inner (female, male) shadow
+pairs held out in turn), never on the private speakers' score. Scores: UAR per update and per client (a
+speaker's updates' mean probability), with a bootstrap over speakers (calls of one speaker are not independent).
 
 Under secure aggregation (fedser's SecAgg+ run in process, fedser_sim.secure_round) the server learns each
 round's sum (the global model's change times the summed weight) and who was sampled. The attack on sums solves
@@ -23,8 +28,12 @@ the sum carries N(0, (zC)^2); z from dp-accounting for the target epsilon over t
 The emotion runs of secagg + DP leave the masking out (the same sum up to quantisation; the masking's own
 cost is the secagg row).
 
-A speaker's calls in the 20 folds are not independent (each speaker is held out 4-5 times): the per-client
-figure rests on 9 speakers, so its resolution is coarse; the table gives the calls and the spread over seeds.
+Population: each training speaker's 4 shards split further (16, 64, ... shards per speaker), fraction 0.2 of
+them per round, FedAvg against secagg + DP at the headline epsilon with C adapted to the median update norm
+(Andrew et al. 2021, accounted). Shards of one speaker are not independent users: the user-level guarantee is
+per shard, not per speaker.
+
+Results are saved after every finished row; `--report-from privacy.json` writes the report of a stopped run.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,8 +68,10 @@ from accuracy import (  # noqa: E402  (the DESIGN §6 protocol: folds, shards, n
 )
 
 from fedser_client.core.data import ClientData  # noqa: E402
-from fedser_client.core.trainer import LocalTrainer  # noqa: E402
-from fedser_server.core.strategy import FedAvg  # noqa: E402
+from fedser_client.core.state import LocalState  # noqa: E402
+from fedser_client.core.trainer import LocalTrainer, TrainTask, stable_seed  # noqa: E402
+from fedser_server.core.round_plan import task_spec  # noqa: E402
+from fedser_server.core.strategy import FedAvg, State  # noqa: E402
 from fedser_shared.config import RunConfig, load_run_config  # noqa: E402
 from fedser_shared.errors import DataError, FedserError  # noqa: E402
 from fedser_shared.metrics import uar  # noqa: E402
@@ -69,6 +80,7 @@ from fedser_sim.inprocess_engine import federate, make_clients  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_LAYER = ("delta.hidden.0.weight", "delta.hidden.0.bias")
+LAYERS = ("first layer", "all layers")
 COMPONENTS = 64
 
 
@@ -142,6 +154,7 @@ class Recording:
     noise_multiplier: float | None = None
     round_seconds: list[float] = field(default_factory=list)
     bytes_sent: list[int] = field(default_factory=list)  # per client per round (secure rounds: keys, shares, masked input)
+    published: list[State] = field(default_factory=list)  # the global model each round's clients trained on (public)
 
     def flat(self, tensors: Mapping[str, np.ndarray], prefix: str = "delta.") -> np.ndarray:
         names = [*FIRST_LAYER, *sorted(n for n in (prefix + t[len(prefix):] for t in tensors) if n not in FIRST_LAYER)]
@@ -157,23 +170,26 @@ class Recording:
         self.bytes_sent.append(4 * self.vectors[-1].size)
 
 
-def record_federation(config: RunConfig, shards: dict[str, ClientData], dim: int) -> Recording:
-    """Run the federation. Without secure aggregation every update is recorded; with it, each round's sum as the
-    server learns it: the global model's change times the summed weight (a DP round weighs every client 1)."""
+def record_federation(config: RunConfig, shards: dict[str, ClientData], dim: int, sums_only: bool) -> Recording:
+    """Run the federation. Without `sums_only` every update is recorded; with it, each round's sum as the server
+    learns it under secure aggregation: the global model's change times the summed weight (a DP round weighs every
+    client 1). A run without the masking gives the same sum up to quantisation."""
     recording = Recording()
     secure = config.privacy.secure
     previous = FedAvg().initial_state(initial_weights(dim, config.num_classes, config.model.hidden, config.federation.seed))
     sizes = {name: len(data.y_train) for name, data in shards.items()}
-    for result in federate(config, make_clients(config, shards), dim, None if secure else recording.observe):
+    for result in federate(config, make_clients(config, shards), dim, None if sums_only else recording.observe):
+        recording.published.append(previous)
         recording.round_seconds.append(result.tally.seconds)
         if result.privacy is not None:
             recording.epsilon = result.privacy["dp_epsilon"] if result.privacy["dp_epsilon"] is not None else math.inf
             recording.noise_multiplier = result.privacy["dp_noise_multiplier"]
-        if secure:
+        if sums_only:
             change = {"delta." + n[2:]: (result.state[n].astype(np.float64) - previous[n]) / config.federation.server_lr
                       for n in result.state if n.startswith("w.")}
             weight = len(result.sampled) if config.privacy.dp_enabled else sum(sizes[c] for c in result.sampled)
             recording.sums.append((result.sampled, weight * recording.flat(change)))
+        if secure:
             assert result.secure is not None
             recording.bytes_sent += [t.sent for t in result.secure.traffic.values()]
         previous = result.state
@@ -187,22 +203,41 @@ def all_shards(speakers: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: 
     return shards
 
 
-def project(matrix: np.ndarray, components: int) -> np.ndarray:
-    """Scores on the leading principal components (fit on every row: unlabeled, so the attacker may)."""
-    centred = (matrix - matrix.mean(axis=0)).astype(np.float32)
-    gram = (centred @ centred.T).astype(np.float64)  # rows x rows: the scores without an SVD of the wide matrix
-    values, vectors = np.linalg.eigh(gram)
-    order = np.argsort(values)[::-1][: min(components, len(values))]
-    return vectors[:, order] * np.sqrt(np.clip(values[order], 0.0, None))
+@dataclass
+class FeatureMap:
+    """An update's attack features: its bias changes as they are, and the scores of its weight changes on the
+    leading principal components of a reference set of updates (the ones the server received: unlabeled, so the
+    attacker may fit on all of them); weight changes are too wide to feed a classifier trained on a few hundred
+    or thousand updates."""
+
+    layout: list[tuple[str, slice]]
+    layers: str
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    basis: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # weight columns x components
+
+    def _chosen(self) -> list[tuple[str, slice]]:
+        return [(n, c) for n, c in self.layout if self.layers == "all layers" or n in FIRST_LAYER]
+
+    def _weights(self, rows: np.ndarray) -> np.ndarray:
+        return np.concatenate([rows[:, c] for n, c in self._chosen() if n.endswith(".weight")], axis=1)
+
+    def fit(self, rows: np.ndarray) -> FeatureMap:
+        weights = self._weights(rows)
+        self.mean = weights.mean(axis=0)
+        centred = (weights - self.mean).astype(np.float32)
+        gram = (centred @ centred.T).astype(np.float64)  # rows x rows: the axes without an SVD of the wide matrix
+        values, vectors = np.linalg.eigh(gram)
+        order = [i for i in np.argsort(values)[::-1][:COMPONENTS] if values[i] > 1e-12 * max(values.max(), 1e-30)]
+        self.basis = (centred.T @ (vectors[:, order] / np.sqrt(values[order]))).astype(np.float32)
+        return self
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        biases = [rows[:, c].astype(np.float32) for n, c in self._chosen() if n.endswith(".bias")]
+        return np.concatenate([*biases, (self._weights(rows) - self.mean) @ self.basis], axis=1)
 
 
 def attack_features(rows: np.ndarray, layout: list[tuple[str, slice]], layers: str) -> np.ndarray:
-    """An update's attack features: its bias changes as they are, and the principal-component scores of its
-    weight changes (too wide to feed a classifier trained on a few hundred updates)."""
-    chosen = [(n, c) for n, c in layout if layers == "all layers" or n in FIRST_LAYER]
-    biases = [rows[:, c].astype(np.float32) for n, c in chosen if n.endswith(".bias")]
-    weights = np.concatenate([rows[:, c] for n, c in chosen if n.endswith(".weight")], axis=1)
-    return np.concatenate([*biases, project(weights, COMPONENTS)], axis=1)
+    return FeatureMap(layout, layers).fit(rows)(rows)
 
 
 def classifiers(seed: int) -> dict[str, object]:
@@ -226,36 +261,98 @@ def _uar_binary(truth: np.ndarray, predicted: np.ndarray) -> float:
 @dataclass
 class AttackScore:
     per_update: list[float] = field(default_factory=list)   # one UAR per fold
-    calls: list[tuple[int, int]] = field(default_factory=list)  # (truth, call) per private speaker per fold
+    calls: list[tuple[str, int, int]] = field(default_factory=list)  # (speaker, truth, call) per private speaker per fold
+    chosen: list[str] = field(default_factory=list)  # the classifier the inner split chose, per fold ("selected" only)
 
     @property
     def per_client(self) -> float:
-        truth = np.array([t for t, _ in self.calls])
-        return _uar_binary(truth, np.array([c for _, c in self.calls])) if self.calls else float("nan")
+        return _uar_binary(np.array([t for _, t, _ in self.calls]), np.array([c for _, _, c in self.calls])) \
+            if self.calls else float("nan")
 
     @property
     def right(self) -> str:
-        return f"{sum(t == c for t, c in self.calls)}/{len(self.calls)}"
+        return f"{sum(t == c for _, t, c in self.calls)}/{len(self.calls)}"
 
 
-def attack_updates(features: np.ndarray, speaker_of: list[str], genders: dict[str, str],
-                   folds: list[tuple[str, str]], seed: int) -> dict[str, AttackScore]:
-    """Per-update attack: train on shadow speakers' updates, score the private pair's updates and speakers."""
-    label = np.array([1 if genders[s] == "female" else 0 for s in speaker_of])
-    speakers_arr = np.array(speaker_of)
-    scores: dict[str, AttackScore] = {}
-    for name in classifiers(seed):
-        scores[name] = AttackScore()
+CANDIDATES = ("mlp", "logreg")  # the attack classifiers; "selected" picks one per fold on shadow speakers alone
+INNER_PAIRS = 3
+
+
+def inner_pairs(shadow: list[str], genders: dict[str, str]) -> list[tuple[str, str]]:
+    """(female, male) pairs of shadow speakers held out in turn to choose the classifier; never a private speaker."""
+    female = sorted(s for s in shadow if genders[s] == "female")
+    male = sorted(s for s in shadow if genders[s] == "male")
+    if len(female) < 2 or len(male) < 2:  # holding a pair out must leave both genders to train on
+        return []
+    return [(female[i % len(female)], male[i % len(male)]) for i in range(min(INNER_PAIRS, max(len(female), len(male))))]
+
+
+def _probability(name: str, seed: int, x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+    model = classifiers(seed)[name]
+    model.fit(x, y)  # type: ignore[attr-defined]
+    return np.asarray(model.predict_proba(x_new)[:, 1])  # type: ignore[attr-defined]
+
+
+def choose_classifier(x: np.ndarray, y: np.ndarray, speaker_of: np.ndarray, genders: dict[str, str], seed: int) -> str:
+    """The candidate with the best mean per-update UAR over inner splits of the attacker's own (shadow) data."""
+    score = {}
+    for name in CANDIDATES:
+        uars = []
+        for pair in inner_pairs(sorted(set(speaker_of.tolist())), genders):
+            held = np.isin(speaker_of, pair)
+            uars.append(_uar_binary(y[held], (_probability(name, seed, x[~held], y[~held], x[held]) >= 0.5).astype(int)))
+        score[name] = statistics.fmean(uars) if uars else 0.0
+    return max(CANDIDATES, key=lambda n: score[n])  # a tie keeps the first
+
+
+@dataclass
+class Updates:
+    """Attack features of a set of updates and whose speaker each came from."""
+
+    features: np.ndarray
+    speakers: np.ndarray
+
+    def labels(self, genders: dict[str, str]) -> np.ndarray:
+        return np.array([1 if genders[s] == "female" else 0 for s in self.speakers])
+
+
+def attack_updates(train: Updates, targets: Updates, genders: dict[str, str], folds: list[tuple[str, str]],
+                   seed: int) -> dict[str, AttackScore]:
+    """Per fold: train on the shadow speakers' rows of `train`, score the private pair's rows of `targets` per
+    update and per speaker (the mean probability of its updates). `train` is what the server received (the same
+    set as `targets`) or what the attacker computed itself; a private speaker's rows of `train` are never used."""
+    y_train, y_targets = train.labels(genders), targets.labels(genders)
+    scores = {name: AttackScore() for name in (*CANDIDATES, "selected")}
     for pair in folds:
-        private = np.isin(speakers_arr, pair)
-        for name, model in classifiers(seed).items():
-            model.fit(features[~private], label[~private])
-            probability = model.predict_proba(features[private])[:, 1]
-            scores[name].per_update.append(_uar_binary(label[private], (probability >= 0.5).astype(int)))
-            for speaker in pair:
-                mine = speakers_arr[private] == speaker
-                scores[name].calls.append((int(genders[speaker] == "female"), int(probability[mine].mean() >= 0.5)))
+        shadow, private = ~np.isin(train.speakers, pair), np.isin(targets.speakers, pair)
+        chosen = choose_classifier(train.features[shadow], y_train[shadow], train.speakers[shadow], genders, seed)
+        for name in CANDIDATES:
+            probability = _probability(name, seed, train.features[shadow], y_train[shadow], targets.features[private])
+            for view in [name, "selected"] if name == chosen else [name]:
+                score = scores[view]
+                score.per_update.append(_uar_binary(y_targets[private], (probability >= 0.5).astype(int)))
+                for speaker in pair:
+                    mine = targets.speakers[private] == speaker
+                    score.calls.append((speaker, int(genders[speaker] == "female"), int(probability[mine].mean() >= 0.5)))
+        scores["selected"].chosen.append(chosen)
     return scores
+
+
+def speaker_bootstrap(calls: list[tuple[str, int, int]], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the per-client UAR when the speakers themselves are resampled (with replacement, within
+    each gender): the calls of one speaker across folds and seeds are not independent."""
+    by_speaker: dict[str, list[tuple[int, int]]] = {}
+    for speaker, truth, call in calls:
+        by_speaker.setdefault(speaker, []).append((truth, call))
+    groups = [[s for s in sorted(by_speaker) if by_speaker[s][0][0] == g] for g in (0, 1)]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        drawn = [s for group in groups for s in rng.choice(group, len(group))]
+        pairs = [tc for s in drawn for tc in by_speaker[s]]
+        values.append(_uar_binary(np.array([t for t, _ in pairs]), np.array([c for _, c in pairs])))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def unmix_sums(recording: Recording) -> tuple[list[str], np.ndarray]:
@@ -273,43 +370,75 @@ def unmix_sums(recording: Recording) -> tuple[list[str], np.ndarray]:
 def attack_sums(recording: Recording, layers: str, genders: dict[str, str], folds: list[tuple[str, str]],
                 seed: int) -> dict[str, AttackScore]:
     clients, estimate = unmix_sums(recording)
-    speaker_of = [c.rsplit("-", 1)[0] for c in clients]
-    return attack_updates(attack_features(estimate, recording.layout, layers), speaker_of, genders, folds, seed)
+    estimates = Updates(attack_features(estimate, recording.layout, layers), np.array([c.rsplit("-", 1)[0] for c in clients]))
+    return attack_updates(estimates, estimates, genders, folds, seed)
+
+
+def computed_updates(config: RunConfig, shards: dict[str, ClientData], recording: Recording,
+                     maps: dict[str, FeatureMap], seed: int) -> dict[str, Updates]:
+    """The attacker's own training updates (Feng et al. 2021): every shard of its shadow speakers trained, with
+    its own trainer and randomness, on every round's published global model, with the round's public task.
+    Computed here for every speaker's shards once; each fold uses only its shadow speakers' (the attacker never
+    holds a private speaker's data). Projected round by round with the maps fitted on the received updates."""
+    trainers = {name: LocalTrainer(config, data, stable_seed("attacker", seed, name)) for name, data in shards.items()}
+    features: dict[str, list[np.ndarray]] = {layers: [] for layers in maps}
+    speakers: list[str] = []
+    for round_index, model in enumerate(recording.published, start=1):
+        spec = task_spec(config, round_index)
+        task = TrainTask(round=round_index, lr=spec.lr, local_epochs=spec.local_epochs, pseudo_threshold=spec.pseudo_threshold)
+        rows = []
+        for name, trainer in trainers.items():
+            update, _state, report = trainer.train(model, task, LocalState())
+            if report.n_samples:
+                rows.append(recording.flat({n: v for n, v in update.items() if n.startswith("delta.")}))
+                speakers.append(name.rsplit("-", 1)[0])
+        matrix = np.stack(rows)
+        for layers, feature_map in maps.items():
+            features[layers].append(feature_map(matrix))
+    return {layers: Updates(np.concatenate(parts), np.array(speakers)) for layers, parts in features.items()}
 
 
 def run_attack(base_json: str, genders: dict[str, str], defence: Defence, seed: int, rounds: int, clip: float,
-               folds: list[tuple[str, str]]) -> list[dict[str, object]]:
-    """One recorded federation and the attack on what the server sees; `none` also yields `secagg` (its sums)."""
+               folds: list[tuple[str, str]], masked: bool = True) -> list[dict[str, object]]:
+    """One recorded federation and the attack on what the server sees. `masked=False` runs a defence's DP without
+    the SecAgg+ masking (the same sums up to quantisation, at a fraction of the time; no round-time figure)."""
     from accuracy import _SPEAKERS
 
     started = time.perf_counter()
     config = with_overrides(RunConfig.from_json(base_json), {
         "federation.seed": seed, "federation.rounds": rounds, "federation.algorithm": "fedavg",
-        "train.eval_fraction": 0.0, **privacy_overrides(defence, clip)})
+        "train.eval_fraction": 0.0, **privacy_overrides(defence, clip, secure=masked)})
     shards = all_shards(_SPEAKERS, config.num_classes, seed)
     dim = next(iter(shards.values())).feature_dim
-    recording = record_federation(config, shards, dim)
-    results = []
-    for view in [defence]:
-        result: dict[str, object] = {"defence": view.key, "seed": seed, "epsilon": recording.epsilon,
-                                     "noise_multiplier": recording.noise_multiplier,
-                                     "round_s": statistics.fmean(recording.round_seconds),
-                                     "bytes_per_client": statistics.fmean(recording.bytes_sent),
-                                     "updates": len(recording.vectors) or len(recording.sums),
-                                     "norm_median": float(np.median([np.linalg.norm(v) for v in recording.vectors]))
-                                     if recording.vectors else None}
-        for layer in ("first layer", "all layers"):
-            if view.name == "none":
-                features = attack_features(np.stack(recording.vectors), recording.layout, layer)
-                scores = attack_updates(features, [c.rsplit("-", 1)[0] for c in recording.clients], genders, folds, seed)
-            else:
-                scores = attack_sums(recording, layer, genders, folds, seed)
-            for name, score in scores.items():
-                result[f"{layer}/{name}"] = {"per_update": score.per_update, "per_client": score.per_client,
-                                             "calls": score.calls, "right": score.right}
-        result["wall_s"] = time.perf_counter() - started
-        results.append(result)
-    return results
+    recording = record_federation(config, shards, dim, sums_only=defence.name != "none")
+    result: dict[str, object] = {"defence": defence.key, "seed": seed, "epsilon": recording.epsilon,
+                                 "noise_multiplier": recording.noise_multiplier,
+                                 "masked": masked or defence.name == "none",
+                                 "round_s": statistics.fmean(recording.round_seconds),
+                                 "bytes_per_client": statistics.fmean(recording.bytes_sent) if recording.bytes_sent else None,
+                                 "updates": len(recording.vectors) or len(recording.sums),
+                                 "norm_median": float(np.median([np.linalg.norm(v) for v in recording.vectors]))
+                                 if recording.vectors else None}
+    views: dict[str, dict[str, AttackScore]] = {}
+    if defence.name == "none":
+        received = np.stack(recording.vectors)
+        speaker_of = np.array([c.rsplit("-", 1)[0] for c in recording.clients])
+        maps = {layers: FeatureMap(recording.layout, layers).fit(received) for layers in LAYERS}
+        targets = {layers: Updates(feature_map(received), speaker_of) for layers, feature_map in maps.items()}
+        own = computed_updates(config, shards, recording, maps, seed)
+        result["computed_updates"] = len(own["first layer"].speakers)
+        for layers in LAYERS:
+            views[f"received/{layers}"] = attack_updates(targets[layers], targets[layers], genders, folds, seed)
+            views[f"computed/{layers}"] = attack_updates(own[layers], targets[layers], genders, folds, seed)
+    else:
+        for layers in LAYERS:
+            views[f"sums/{layers}"] = attack_sums(recording, layers, genders, folds, seed)
+    for view, scores in views.items():
+        for name, score in scores.items():
+            result[f"{view}/{name}"] = {"per_update": score.per_update, "per_client": score.per_client,
+                                        "calls": score.calls, "right": score.right, "chosen": score.chosen}
+    result["wall_s"] = time.perf_counter() - started
+    return [result]
 
 
 # ---- emotion UAR under each defence (DESIGN §6: speaker folds, validation speakers, the selected round)
@@ -320,7 +449,7 @@ def split_further(shards: dict[str, ClientData], parts: int, seed: int) -> dict[
         return shards
     out = {}
     for name, data in shards.items():
-        rows = np.random.default_rng(abs(hash((seed, name))) % (2**32)).permutation(len(data.y_train))
+        rows = np.random.default_rng(stable_seed(seed, name, "split")).permutation(len(data.y_train))
         for k, chunk in enumerate(np.array_split(rows, parts)):
             chunk = np.sort(chunk)
             if len(chunk):
@@ -376,14 +505,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--headline-epsilon", type=float, default=8.0)
     parser.add_argument("--clip", type=float, default=None,
                         help="clip norm C (default: the median update norm of the undefended federation of seed 0)")
+    parser.add_argument("--curve-seeds", type=int, default=None,
+                        help="seeds of the epsilon curve's points other than --headline-epsilon (default: --seeds)")
+    parser.add_argument("--shards-per-speaker", default=None,
+                        help="population sweep at the headline epsilon: shards per training speaker, multiples of 4 "
+                             "(default 4,16,64; none with --quick)")
     parser.add_argument("--population-seeds", type=int, default=1, help="seeds of the population sweep")
-    parser.add_argument("--curve-seeds", type=int, default=1,
-                        help="seeds of the epsilon curve's points other than --headline-epsilon (attack and emotion)")
-    parser.add_argument("--population", default=None,
-                        help="clients per training shard for the population sweep at the headline epsilon, e.g. 2,4,8 "
-                             "(default 2,4,8; none with --quick)")
+    parser.add_argument("--report-from", type=Path, default=None,
+                        help="write the report from a saved privacy.json (a partial run's) without running anything")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    shards = [int(p) for p in (args.shards_per_speaker or ("" if args.quick else "4,16,64")).split(",") if p]
+    if any(n < 4 or n % 4 for n in shards):
+        parser.error(f"--shards-per-speaker takes multiples of 4 (each speaker's 4 class-lacking shards split further), got {shards}")
+    args.population = [n // 4 for n in shards]
+    return args
 
 
 def _mean_sd(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -393,8 +529,46 @@ def _mean_sd(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{scale * statistics.fmean(values):.{digits}f} ± {scale * sd:.{digits}f}"
 
 
+@dataclass
+class Plan:
+    """What one run measures (saved with its results so that a partial run's file can be reported)."""
+
+    seeds: int
+    curve_seeds: int
+    attack_rounds: int
+    rounds: int
+    emotion_folds: int
+    folds: int
+    epsilons: list[float]
+    headline_epsilon: float
+    population: list[int]
+    population_seeds: int
+
+    @property
+    def defences(self) -> list[Defence]:
+        return [Defence("none"), Defence("secagg"), *(Defence("secagg+dp", e) for e in self.epsilons)]
+
+    def seeds_of(self, defence: Defence) -> int:
+        curve = defence.name == "secagg+dp" and defence.epsilon != self.headline_epsilon
+        return min(self.seeds, self.curve_seeds) if curve else self.seeds
+
+    @property
+    def headline_key(self) -> str:
+        return Defence("secagg+dp", self.headline_epsilon).key
+
+
+def population_keys(plan: Plan, parts: int) -> tuple[str, str]:
+    return ("none" if parts == 1 else f"none x{parts}"), f"{plan.headline_key} adaptive x{parts}"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.report_from is not None:
+        saved = json.loads(args.report_from.read_text())
+        plan = Plan(**saved["plan"])
+        report(args, argv, saved["facts"], saved["wall_s"], saved["attack"], saved["emotion"], plan, saved["clip"],
+               saved["attack_folds"], partial=saved.get("partial", True))
+        return
     # one BLAS thread per process: the classifiers' small products thrash when threads outnumber free cores
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, "1")
@@ -402,12 +576,13 @@ def main(argv: list[str] | None = None) -> None:
 
     threadpool_limits(1)
     seeds = args.seeds or (1 if args.quick else 3)
-    attack_rounds = args.attack_rounds or (20 if args.quick else 50)
-    rounds = args.rounds or (30 if args.quick else 100)
     epsilons = [float(e) for e in (args.epsilons or ("8" if args.quick else "1,4,8,16,64,inf")).split(",")]
     if args.headline_epsilon not in epsilons:
         epsilons.append(args.headline_epsilon)
-    population = [int(p) for p in (args.population or ("" if args.quick else "2,4,8")).split(",") if p]
+    plan = Plan(seeds=seeds, curve_seeds=args.curve_seeds or seeds, attack_rounds=args.attack_rounds or (20 if args.quick else 50),
+                rounds=args.rounds or (30 if args.quick else 100), emotion_folds=args.emotion_folds or (1 if args.quick else args.folds),
+                folds=args.folds, epsilons=epsilons, headline_epsilon=args.headline_epsilon, population=args.population,
+                population_seeds=min(seeds, args.population_seeds))
     base = load_run_config(None, {"features.name": args.feature})
     if not args.corpus.is_dir():
         raise DataError(f"corpus directory not found: {args.corpus}")
@@ -419,77 +594,99 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-
-    # the attack: undefended first (its median update norm is the default clip norm), then the defences
-    defences = [Defence("none"), Defence("secagg"), *(Defence("secagg+dp", e) for e in epsilons)]
     attack: list[dict[str, object]] = []
-    print(f"attack: {len(folds)} folds (female, male held out), {seeds} seeds, {attack_rounds} rounds, "
-          f"defences {', '.join(d.key for d in defences)}", flush=True)
+    emotion: dict[str, list[dict[str, object]]] = {}
+    clip = math.nan
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save(partial: bool) -> None:  # after every result: a run stopped early still leaves what it measured
+        (args.out / "privacy.json").write_text(json.dumps({
+            "plan": plan.__dict__, "facts": facts, "wall_s": time.perf_counter() - started, "partial": partial,
+            "clip": clip, "attack_folds": folds, "attack": attack, "emotion": emotion}, indent=1))
+
+    def take(result: dict[str, object]) -> None:
+        attack.append(result)
+        column = "computed/first layer" if result["defence"] == "none" else "sums/first layer"
+        scores = "; ".join(f"{name} per client {result[f'{column}/{name}']['per_client']:.2f} "  # type: ignore[index]
+                           f"({result[f'{column}/{name}']['right']} right), per update "  # type: ignore[index]
+                           f"{statistics.fmean(result[f'{column}/{name}']['per_update']):.2f}"  # type: ignore[index]
+                           for name in ("selected", *CANDIDATES))
+        extra = ""
+        if result["defence"] == "none":
+            received = result["received/first layer/selected"]
+            extra = (f"  [received shadow updates: per client {received['per_client']:.2f} "  # type: ignore[index]
+                     f"({received['right']} right)]")  # type: ignore[index]
+        print(f"  seed {result['seed']} {result['defence']:14s} {column}: {scores}{extra}  epsilon {_eps(result['epsilon'])}  "
+              f"({result['wall_s']:.0f} s)", flush=True)
+        save(True)
+
+    print(f"attack: {len(folds)} folds (female, male held out), {plan.seeds} seeds ({plan.curve_seeds} off the headline "
+          f"epsilon), {plan.attack_rounds} rounds, defences {', '.join(d.key for d in plan.defences)}", flush=True)
     base_json = base.to_json()
     pool = ProcessPoolExecutor(max_workers=max(1, args.workers), initializer=_init_worker, initargs=(speakers,))
-
-    def take(results: list[dict[str, object]]) -> None:
-        for result in results:
-            attack.append(result)
-            scores = "; ".join(f"{name} per client {result[f'first layer/{name}']['per_client']:.2f} "  # type: ignore[index]
-                               f"({result[f'first layer/{name}']['right']} right), per update "  # type: ignore[index]
-                               f"{statistics.fmean(result[f'first layer/{name}']['per_update']):.2f}"  # type: ignore[index]
-                               for name in ("mlp", "logreg"))
-            print(f"  seed {result['seed']} {result['defence']:14s} {scores}  epsilon {_eps(result['epsilon'])}  "
-                  f"({result['wall_s']:.0f} s)", flush=True)
-
-    first_run = pool.submit(run_attack, base_json, genders, Defence("none"), 0, attack_rounds, 1.0, folds)
-    take(first_run.result())
-    clip = args.clip or float(attack[0]["norm_median"])
+    first_run = pool.submit(run_attack, base_json, genders, Defence("none"), 0, plan.attack_rounds, 1.0, folds)
+    take(first_run.result()[0])
+    clip = args.clip or float(attack[0]["norm_median"])  # type: ignore[arg-type]
     print(f"  clip norm C = {clip:.4g}" + ("" if args.clip else " (median norm of the undefended updates, seed 0)"), flush=True)
-    def seeds_of(defence: Defence) -> int:  # the epsilon curve away from the headline takes fewer seeds
-        curve = defence.name == "secagg+dp" and defence.epsilon != args.headline_epsilon
-        return min(seeds, args.curve_seeds) if curve else seeds
+    # submitted headline first (none, secagg, the headline epsilon), then the epsilon curve, then the population
+    ordered = sorted(plan.defences, key=lambda d: d.name == "secagg+dp" and d.epsilon != plan.headline_epsilon)
+    attack_jobs = [(d, seed) for d in ordered for seed in range(plan.seeds_of(d)) if (d.name, seed) != ("none", 0)]
 
-    attack_jobs = [(d, seed) for d in defences for seed in range(seeds_of(d)) if (d.name, seed) != ("none", 0)]
-    attack_futures = [pool.submit(run_attack, base_json, genders, d, seed, attack_rounds, clip, folds) for d, seed in attack_jobs]
-
-    # emotion UAR: plain FedAvg (= secagg's) against secagg+dp at each epsilon, same folds and seeds
-    emotion_folds = args.emotion_folds or (1 if args.quick else args.folds)
-    # secagg through its in-process protocol; secagg+dp as distributed DP without the masking (the same sum up to
-    # quantisation: the masking's own cost is the secagg row), to keep the epsilon curve affordable
+    # emotion UAR: plain FedAvg against secagg (its in-process protocol) and secagg+dp at each epsilon, same folds
+    # and seeds; secagg+dp as distributed DP without the masking (the same sum up to quantisation: the masking's own
+    # cost is the secagg row), to keep the epsilon curve affordable
     settings: list[tuple[str, dict[str, object], int, int]] = [
-        ("none", {}, 1, seeds), ("secagg", privacy_overrides(Defence("secagg"), clip), 1, seeds)]
-    settings += [(Defence("secagg+dp", e).key, privacy_overrides(Defence("secagg+dp", e), clip, secure=False), 1,
-                  seeds_of(Defence("secagg+dp", e))) for e in epsilons]
-    for parts in population:
-        population_seeds = min(seeds, args.population_seeds)
-        settings.append((f"none x{parts}", {}, parts, population_seeds))
-        settings.append((f"secagg+dp@{_eps(args.headline_epsilon)} x{parts}",
-                         privacy_overrides(Defence("secagg+dp", args.headline_epsilon), clip, secure=False), parts,
-                         population_seeds))
+        (d.key if d.name != "none" else "none",
+         privacy_overrides(d, clip, secure=d.name == "secagg"), 1, plan.seeds_of(d)) for d in ordered]
+    for parts in plan.population:  # at the headline epsilon, C adapted to the median norm (these clients' updates are smaller)
+        none_key, dp_key = population_keys(plan, parts)
+        if parts > 1:
+            settings.append((none_key, {}, parts, plan.population_seeds))
+        settings.append((dp_key, {**privacy_overrides(Defence("secagg+dp", plan.headline_epsilon), clip, secure=False),
+                                  "privacy.adaptive_clip_quantile": 0.5}, parts, plan.population_seeds))
     jobs = [(key, overrides, fold, seed, parts) for key, overrides, parts, n_seeds in settings
-            for fold in range(emotion_folds) for seed in range(n_seeds)]
-    print(f"emotion: {len(jobs)} runs ({emotion_folds} folds, {len(settings)} settings, {rounds} rounds)",
-          flush=True)
-    emotion: dict[str, list[dict[str, object]]] = {}
-    with pool:
-        futures = [pool.submit(emotion_run, base_json, overrides, fold, args.folds, seed, rounds, parts)
-                   for _key, overrides, fold, seed, parts in jobs]
-        for future in attack_futures:
-            take(future.result())
-        for (key, _o, fold, seed, _p), future in zip(jobs, futures):
-            record = future.result()
-            emotion.setdefault(key, []).append(record)
-            print(f"  fold {fold} seed {seed} {key:22s} emotion UAR {100 * float(record['uar']):5.1f}  "
-                  f"epsilon {_eps(record['epsilon'])}  {record['clients']} clients  ({record['wall_s']:.0f} s)", flush=True)
+            for fold in range(plan.emotion_folds) for seed in range(n_seeds)]
+    print(f"emotion: {len(jobs)} runs ({plan.emotion_folds} folds, {len(settings)} settings, {plan.rounds} rounds)", flush=True)
+    def tier(key: str) -> int:  # the headline's rows first, then the epsilon curve, then the population
+        return 2 if " x" in key else 1 if key.startswith("secagg+dp") and key != plan.headline_key else 0
 
-    wall = time.perf_counter() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "privacy.json").write_text(json.dumps({"attack": attack, "emotion": emotion, "clip": clip}, indent=1))
-    report(args, argv, facts, wall, attack, emotion, defences, epsilons, population, clip, seeds, attack_rounds,
-           rounds, emotion_folds, folds)
+    tasks = [(tier(d.key), "attack", (d, seed)) for d, seed in attack_jobs]
+    tasks += [(tier(job[0]), "emotion", job) for job in jobs]
+    tasks.sort(key=lambda t: t[0])  # stable: attack before emotion within a tier
+    with pool:
+        waiting: dict[Future[object], tuple[str, tuple[object, ...]]] = {}
+        for _tier, kind, job in tasks:
+            if kind == "attack":
+                defence, seed = job
+                # the masking changes the sums only by quantisation: seed 0 of secagg and the headline epsilon run it
+                # (round time, bytes), the other attack federations give the same sums without it, for time
+                masked = seed == 0 and (defence.name == "secagg" or defence.key == plan.headline_key)
+                future = pool.submit(run_attack, base_json, genders, defence, seed, plan.attack_rounds, clip, folds, masked)
+            else:
+                _key, overrides, fold, seed, parts = job
+                future = pool.submit(emotion_run, base_json, overrides, fold, plan.folds, seed, plan.rounds, parts)
+            waiting[future] = (kind, job)  # type: ignore[index]
+        while waiting:
+            done, _ = wait(list(waiting), return_when=FIRST_COMPLETED)
+            for future in done:
+                kind, job = waiting.pop(future)
+                if kind == "attack":
+                    take(future.result()[0])  # type: ignore[index]
+                    continue
+                key, _o, fold, seed, _p = job
+                record: dict[str, object] = future.result()  # type: ignore[assignment]
+                emotion.setdefault(str(key), []).append(record)
+                print(f"  fold {fold} seed {seed} {key!s:26s} emotion UAR {100 * float(record['uar']):5.1f}  "  # type: ignore[arg-type]
+                      f"epsilon {_eps(record['epsilon'])}  {record['clients']} clients  ({record['wall_s']:.0f} s)", flush=True)  # type: ignore[arg-type]
+                save(True)
+    save(False)
+    report(args, argv, facts, time.perf_counter() - started, attack, emotion, plan, clip, folds, partial=False)
 
 
 def _cost(emotion: dict[str, list[dict[str, object]]], key: str, baseline: str = "none") -> tuple[float, float, float]:
     """Paired emotion-UAR cost in points (baseline - defence, same fold and seed) with its fold-clustered 95% CI."""
-    ours = {(r["fold"], r["seed"]): float(r["uar"]) for r in emotion.get(key, [])}
-    theirs = {(r["fold"], r["seed"]): float(r["uar"]) for r in emotion.get(baseline, [])}
+    ours = {(r["fold"], r["seed"]): float(r["uar"]) for r in emotion.get(key, [])}  # type: ignore[arg-type]
+    theirs = {(r["fold"], r["seed"]): float(r["uar"]) for r in emotion.get(baseline, [])}  # type: ignore[arg-type]
     by_fold: dict[object, list[float]] = {}
     for pair in sorted(set(ours) & set(theirs), key=str):
         by_fold.setdefault(pair[0], []).append(100 * (theirs[pair] - ours[pair]))
@@ -498,84 +695,125 @@ def _cost(emotion: dict[str, list[dict[str, object]]], key: str, baseline: str =
     return paired_difference([statistics.fmean(v) for v in by_fold.values()])
 
 
+def _cost_text(cost: tuple[float, float, float], pairs: int) -> str:
+    if math.isnan(cost[0]):
+        return "—"
+    ci = "" if math.isnan(cost[1]) else f" [{cost[1]:+.1f}, {cost[2]:+.1f}]"
+    return f"{cost[0]:+.1f}{ci} ({pairs} pairs)"
+
+
+def _pairs(emotion: dict[str, list[dict[str, object]]], key: str, baseline: str = "none") -> int:
+    mine = {(r["fold"], r["seed"]) for r in emotion.get(key, [])}
+    return len(mine & {(r["fold"], r["seed"]) for r in emotion.get(baseline, [])})
+
+
 def report(args: argparse.Namespace, argv: list[str] | None, facts: dict[str, str], wall: float,
-           attack: list[dict[str, object]], emotion: dict[str, list[dict[str, object]]], defences: list[Defence],
-           epsilons: list[float], population: list[int], clip: float, seeds: int, attack_rounds: int, rounds: int,
-           emotion_folds: int, folds: list[tuple[str, str]]) -> None:
-    def attack_of(key: str, column: str = "first layer/mlp") -> dict[str, float | str]:
-        mine = [a for a in attack if a["defence"] == key]
-        per_client = [float(a[column]["per_client"]) for a in mine]  # type: ignore[index]
+           attack: list[dict[str, object]], emotion: dict[str, list[dict[str, object]]], plan: Plan, clip: float,
+           folds: list[tuple[str, str]], partial: bool) -> None:
+    def rows_of(key: str) -> list[dict[str, object]]:
+        return [a for a in attack if a["defence"] == key]
+
+    def per_client(key: str, column: str) -> list[float]:
+        return [float(a[column]["per_client"]) for a in rows_of(key) if column in a]  # type: ignore[index]
+
+    def calls(key: str, column: str) -> list[tuple[str, int, int]]:
+        return [tuple(c) for a in rows_of(key) if column in a for c in a[column]["calls"]]  # type: ignore[index,misc]
+
+    def headline(key: str, column: str) -> float:
+        values = per_client(key, column)
+        return statistics.fmean(values) if values else float("nan")
+
+    def attack_cells(key: str, attacker: str) -> list[str]:
+        mine = rows_of(key)
+        if not mine:
+            return ["(not run)"] + ["—"] * 7
+        column = f"{attacker}/first layer/selected"
+        low, high = speaker_bootstrap(calls(key, column))
         per_update = [u for a in mine for u in a[column]["per_update"]]  # type: ignore[index]
-        folds_mean = [statistics.fmean(a[column]["per_update"][i] for a in mine)  # type: ignore[index]
-                      for i in range(len(folds))]
-        return {"per_client": statistics.fmean(per_client), "per_client_text": _mean_sd(per_client),
-                "per_update": _mean_sd(per_update), "fold_range": f"{min(folds_mean):.2f}–{max(folds_mean):.2f}",
-                "right": ", ".join(str(a[column]["right"]) for a in mine)}  # type: ignore[index]
+        folds_mean = [statistics.fmean(a[column]["per_update"][i] for a in mine) for i in range(len(folds))]  # type: ignore[index]
+        chosen = [c for a in mine for c in a[column]["chosen"]]  # type: ignore[index]
+        return [f"{headline(key, column):.2f} [{low:.2f}, {high:.2f}]",
+                ", ".join(str(a[column]["right"]) for a in mine),  # type: ignore[index]
+                " / ".join(_mean_sd(per_client(key, f"{attacker}/first layer/{n}")) for n in CANDIDATES),
+                f"{chosen.count('mlp')}/{len(chosen)}",
+                _mean_sd(per_update), f"{min(folds_mean):.2f}–{max(folds_mean):.2f}",
+                _mean_sd(per_client(key, f"{attacker}/all layers/selected")), str(len(mine))]
 
-    def strongest(key: str, layers: str = "first layer") -> float:
-        """The stronger of the two classifiers chosen before the run (per client, mean over seeds)."""
-        return max(float(attack_of(key, f"{layers}/{name}")["per_client"]) for name in ("mlp", "logreg"))
-
-    def both(key: str, field: str, layers: str = "first layer") -> str:
-        return " / ".join(str(attack_of(key, f"{layers}/{name}")[field]) for name in ("mlp", "logreg"))
-
-    base_round_s = statistics.fmean(float(a["round_s"]) for a in attack if a["defence"] == "none")
-    rows = []
-    for defence in defences:
-        mine = [a for a in attack if a["defence"] == defence.key]
-        plain = defence.name == "none"
+    none_rows = rows_of("none")
+    base_round_s = statistics.fmean(float(a["round_s"]) for a in none_rows) if none_rows else float("nan")  # type: ignore[arg-type]
+    table_rows = []
+    for defence in plan.defences:
         key = defence.key
-        uars = [float(r["uar"]) for r in emotion.get(key, [])]
-        cost = _cost(emotion, key) if not plain else (float("nan"),) * 3
-        eps = mine[0]["epsilon"] if mine else None
+        attackers = [("computed", "each update"), ("received", "each update")] if defence.name == "none" \
+            else [("sums", "round sums (unmixed)")]
+        uars = [float(r["uar"]) for r in emotion.get(key, [])]  # type: ignore[arg-type]
+        mine = rows_of(key)
+        masked = [a for a in mine if a.get("masked", True)]
+        eps = mine[0]["epsilon"] if mine else (emotion[key][0]["epsilon"] if emotion.get(key) else None)
         z = mine[0]["noise_multiplier"] if mine else None
-        round_ratio = statistics.fmean(float(a["round_s"]) for a in mine) / base_round_s
-        rows.append([defence.key, "each update" if plain else "round sums (unmixed)", f"{strongest(defence.key):.2f}",
-                     both(defence.key, "per_client_text"), both(defence.key, "right"),
-                     both(defence.key, "per_update") if plain else "—", both(defence.key, "fold_range") if plain else "—",
-                     both(defence.key, "per_client_text", "all layers"), _mean_sd(uars, 100, 1),
-                     f"{cost[0]:+.1f} [{cost[1]:+.1f}, {cost[2]:+.1f}]" if not math.isnan(cost[0]) else "—",
-                     _eps(eps), "—" if z is None else f"{z:.3g}",
-                     f"{round_ratio:.2f}×",
-                     f"{int(mine[0]['bytes_per_client']) / 1e6:.2f} MB"])
-    header = ["defence", "attacked", "attack UAR per client (stronger)", "per client, MLP / logreg", "speakers right",
-              "per update", "fold range (per update)", "all layers per client", "emotion UAR %",
-              "emotion cost, points [95% CI]", "epsilon", "z", "round time vs none", "bytes sent per client per round"]
-    table = markdown_table(header, rows)
+        for attacker, attacked in attackers:
+            computed = int(mine[0].get("computed_updates", 0)) if mine else 0  # type: ignore[call-overload]
+            trained_on = {"computed": f"its own shadow updates, on every round's model ({computed} over all speakers)",
+                          "received": "the shadow clients' updates it received",
+                          "sums": "the shadow clients' estimates"}[attacker]
+            table_rows.append([
+                key, attacked, trained_on, *attack_cells(key, attacker),
+                _mean_sd(uars, 100, 1), "—" if defence.name == "none" else _cost_text(_cost(emotion, key), _pairs(emotion, key)),
+                _eps(eps), "—" if z is None else f"{z:.3g}",
+                f"{statistics.fmean(float(a['round_s']) for a in masked) / base_round_s:.2f}×"  # type: ignore[arg-type]
+                if masked else "— (run unmasked)" if mine else "—",
+                f"{int(masked[0]['bytes_per_client']) / 1e6:.2f} MB" if masked else "—"])  # type: ignore[call-overload]
+    header = ["defence", "attacked", "attack trained on", "attack UAR per client [speaker bootstrap 95%]",
+              "speakers right (per seed)", "per client, MLP / logreg", "MLP chosen (folds)", "per update",
+              "fold range (per update)", "all layers per client", "attack seeds", "emotion UAR %",
+              "emotion cost, points [fold-clustered 95% CI]", "epsilon", "z", "round time vs none",
+              "bytes sent per client per round"]
+    table = markdown_table(header, table_rows)
     pop_rows = []
-    for parts in population:
-        none_key, dp_key = f"none x{parts}", f"secagg+dp@{_eps(args.headline_epsilon)} x{parts}"
-        if none_key in emotion:
-            cost = _cost(emotion, dp_key, none_key)
-            pop_rows.append([parts, emotion[none_key][0]["clients"], _mean_sd([float(r["uar"]) for r in emotion[none_key]], 100, 1),
-                             _mean_sd([float(r["uar"]) for r in emotion[dp_key]], 100, 1), f"{cost[0]:+.1f} [{cost[1]:+.1f}, {cost[2]:+.1f}]",
-                             _eps(emotion[dp_key][0]["epsilon"])])
-    pop_table = markdown_table(["clients per shard", "clients", "FedAvg UAR %", f"secagg+dp ε={_eps(args.headline_epsilon)} UAR %",
-                                "cost, points [95% CI]", "epsilon"], pop_rows) if pop_rows else ""
+    for parts in plan.population:
+        none_key, dp_key = population_keys(plan, parts)
+        if emotion.get(none_key) and emotion.get(dp_key):
+            pop_rows.append([4 * parts, emotion[dp_key][0]["clients"],
+                             _mean_sd([float(r["uar"]) for r in emotion[none_key]], 100, 1),  # type: ignore[arg-type]
+                             _mean_sd([float(r["uar"]) for r in emotion[dp_key]], 100, 1),  # type: ignore[arg-type]
+                             _cost_text(_cost(emotion, dp_key, none_key), _pairs(emotion, dp_key, none_key)),
+                             _eps(emotion[dp_key][0]["epsilon"])])  # type: ignore[arg-type]
+    pop_table = markdown_table(["shards per training speaker", "clients", "FedAvg UAR %",
+                                f"secagg+dp ε={_eps(plan.headline_epsilon)}, C adaptive (median) UAR %",
+                                "cost, points [fold-clustered 95% CI]", "epsilon"], pop_rows) if pop_rows else ""
     print()
     print(table)
     if pop_table:
         print()
         print(pop_table)
-    body = (f"Attack: {len(folds)} folds (each holds out one female and one male speaker; the other speakers are the "
-            f"attacker's shadow speakers), {seeds} seeds, {attack_rounds} rounds of FedAvg over every speaker's 4 shards, "
-            f"fraction 0.2. Emotion UAR (DESIGN §6): {emotion_folds} of {args.folds} speaker folds x {seeds} seeds, "
-            f"{rounds} rounds, test UAR at the best validation round of the last 40%; the cost is FedAvg minus the "
-            f"defence, paired by fold and seed, with a fold-clustered 95% CI. Clip norm C = {clip:.4g}. "
+    status = ("**PARTIAL: the run was stopped before every row completed; rows marked (not run) or missing did not "
+              "finish.**\n\n" if partial else "")
+    body = (f"{status}Attack: {len(folds)} folds (each holds out one female and one male speaker; the other speakers are "
+            f"the attacker's shadow speakers), {plan.seeds} seeds ({plan.curve_seeds} for epsilons other than "
+            f"{_eps(plan.headline_epsilon)}), {plan.attack_rounds} rounds of FedAvg over every speaker's 4 shards, fraction "
+            f"0.2. The classifier (MLP or logistic regression) is chosen per fold on the shadow speakers alone "
+            f"({INNER_PAIRS} inner (female, male) shadow pairs held out in turn, mean per-update UAR); the test speakers' "
+            f"score never chose anything. Seed 0 of secagg and of the headline epsilon ran the SecAgg+ masking (round time, "
+            f"bytes); the other attack federations under a defence give the same sums without it (equal up to quantisation). "
+            f"Emotion UAR (DESIGN §6): {plan.emotion_folds} of {plan.folds} speaker folds x "
+            f"{plan.seeds} seeds, {plan.rounds} rounds, test UAR at the best validation round of the last 40%; the cost is "
+            f"FedAvg minus the defence, paired by fold and seed, with a fold-clustered 95% CI; secagg runs the masking, "
+            f"secagg+dp the same distributed DP without it. Clip norm C = {clip:.4g}. "
             f"Total wall time {wall / 60:.1f} min.\n\n{table}\n")
     if pop_table:
-        body += f"\n## Population (each training shard split into more clients)\n\n{pop_table}\n"
+        body += ("\n## Population (each training speaker's clips split into more client shards; fraction 0.2 of them "
+                 "per round)\n\n" + pop_table + "\n")
+    command = " ".join(["python", "benchmarks/privacy.py", *(sys.argv[1:] if argv is None else argv)])
     path = write_results("privacy", f"Attribute inference and its defences on {args.corpus.name} ({args.feature})",
-                         " ".join(["python", "benchmarks/privacy.py", *(sys.argv[1:] if argv is None else argv)]),
-                         facts, body, args.out)
+                         command, facts, body, args.out)
     print(f"\nwrote {path}")
-    headline_key = Defence("secagg+dp", args.headline_epsilon).key
-    eps = next((a["epsilon"] for a in attack if a["defence"] == headline_key), None)
-    print(f"attack_uar[none] = {strongest('none'):.2f}")
-    print(f"attack_uar[secagg] = {strongest('secagg'):.2f}")
-    print(f"attack_uar[secagg+dp] = {strongest(headline_key):.2f} (epsilon {_eps(eps)})")
+    key = plan.headline_key
+    eps = next((a["epsilon"] for a in attack if a["defence"] == key), None)
+    print(f"attack_uar[none] = {headline('none', 'computed/first layer/selected'):.2f}")
+    print(f"attack_uar[secagg] = {headline('secagg', 'sums/first layer/selected'):.2f}")
+    print(f"attack_uar[secagg+dp] = {headline(key, 'sums/first layer/selected'):.2f} (epsilon {_eps(eps)})")  # type: ignore[arg-type]
     print(f"emotion_uar_cost[secagg] = {_cost(emotion, 'secagg')[0]:.2f}")
-    print(f"emotion_uar_cost[secagg+dp] = {_cost(emotion, headline_key)[0]:.2f}", flush=True)
+    print(f"emotion_uar_cost[secagg+dp] = {_cost(emotion, key)[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

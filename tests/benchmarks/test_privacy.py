@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -61,6 +62,23 @@ def test_a_tiny_run_prints_the_table_and_the_headline_lines(tmp_path: Path) -> N
         assert row in table
     # 2 female x 2 male speakers: 4 folds, each holding out one of each
     assert "Attack: 4 folds" in table
+    # the paper's attacker (its own shadow updates on every round's model) is reported beside the received-update one
+    assert "| none | each update | its own shadow updates, on every round's model (" in table
+    assert "| none | each update | the shadow clients' updates it received |" in table
+    assert "PARTIAL" not in table
+
+    # a run stopped early: its saved results still make a report, marked partial, with the missing rows named
+    saved = json.loads((out / "privacy.json").read_text())
+    saved["partial"] = True
+    saved["attack"] = [a for a in saved["attack"] if a["defence"] != "secagg+dp@∞"]
+    del saved["emotion"]["secagg+dp@∞"]
+    (out / "privacy.json").write_text(json.dumps(saved))
+    proc = run(["--corpus", str(corpus), "--report-from", str(out / "privacy.json"), "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.fullmatch(r"attack_uar\[none\] = [01]\.\d\d", proc.stdout.strip().splitlines()[-5])
+    table = (out / "privacy.md").read_text()
+    assert "PARTIAL" in table
+    assert "| secagg+dp@∞ | round sums (unmixed) | the shadow clients' estimates | (not run) |" in table
 
 
 def test_a_corpus_without_genders_is_refused_in_one_line(tmp_path: Path) -> None:
