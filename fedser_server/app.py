@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 from pydantic import ValidationError
 
-from fedser_server.core.strategy import make_strategy
+from fedser_server.core.dp import DpFedAvg
+from fedser_server.core.strategy import Strategy, make_strategy
 from fedser_server.engine.coordinator import Coordinator
 from fedser_server.engine.loop import Clock, RoundLoop
 from fedser_server.engine.served_state import give_back_free_heap
@@ -52,7 +54,7 @@ class RunningServer:
         else:
             c = self.coordinator
             log.info("run_finished" if c.finished else "run_stopped", completed_round=c.completed_round,
-                     rounds=c.config.federation.rounds)
+                     rounds=c.config.federation.rounds, stop_reason=self.loop.stop_reason)
 
     @property
     def port(self) -> int:
@@ -89,14 +91,24 @@ def run_config_for(state_dir: Path, config_path: Path | None, overrides: dict[st
         raise ConfigError(format_validation_error(exc, f"saved config in {state_dir}")) from None
 
 
+def server_strategy(config: RunConfig) -> Strategy:
+    """The run's strategy: DP-FedAvg under privacy.dp (its noise drawn from the OS's entropy: a seed that the
+    clients know would let them take it off again), else the configured algorithm."""
+    fed, privacy = config.federation, config.privacy
+    if not privacy.dp_enabled:
+        return make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
+    if privacy.adaptive_clip_quantile is not None:
+        raise ConfigError("privacy.adaptive_clip_quantile is applied by the in-process engine only: over gRPC the "
+                          "server would need each client's norm, which secure aggregation and distributed noise "
+                          "hide; give a fixed privacy.clip_norm")
+    return DpFedAvg(fed.server_lr, np.random.default_rng())
+
+
 def build_loop(config: RunConfig, state_dir: Path, tokens: TokenStore | None = None, resume: bool = False,
                clock: Clock = time.monotonic) -> RoundLoop:
     prepare_state_dir(state_dir)  # interrupted writes removed, registry and history checked: before any use
     fed = config.federation
-    if config.privacy.dp_enabled:  # never run "private" without the mechanism: refuse until the server applies it
-        raise ConfigError(f"privacy.dp = '{config.privacy.dp}' is applied by the in-process engine only "
-                          "(fedser-sim --engine inprocess, benchmarks/privacy.py); the gRPC server does not add noise yet")
-    strategy = make_strategy(fed.algorithm, fed.server_lr, fed.c_update)
+    strategy = server_strategy(config)
     weights = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
     loop = RoundLoop.open(config, strategy, weights, StateStore(state_dir), config.feature_dim, clock=clock, tokens=tokens,
                           resume=resume)

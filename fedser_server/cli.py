@@ -93,6 +93,8 @@ def serve(
 
     try:
         server_app.serve_until_done(running)
+        if running.loop.stop_reason is not None:  # a clean early end (a privacy budget): exit 0, say why
+            typer.echo(f"run stopped: {running.loop.stop_reason}")
     except KeyboardInterrupt:
         running.shutdown()
         raise

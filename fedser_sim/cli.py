@@ -62,6 +62,7 @@ def run(
 
     from fedser_client.local_store import LocalStore
     from fedser_client.prepare import prepare_client_data
+    from fedser_server.state.layout import read_stop_reason
     from fedser_shared.config import load_run_config, to_toml
     from fedser_shared.fsutil import atomic_write_text
     from fedser_shared.logging import configure_logging
@@ -94,8 +95,6 @@ def run(
         raise ConfigError(f"'federation.min_clients' is {fed.min_clients} but only {clients} clients are simulated")
     if engine not in ("grpc", "inprocess", "ray"):
         raise ConfigError(f"--engine must be grpc, inprocess or ray, not '{engine}'")
-    if run_config.privacy.dp_enabled and engine != "inprocess":
-        raise ConfigError(f"privacy.dp runs in the inprocess engine only so far; use --engine inprocess, not '{engine}'")
     if run_config.privacy.secure and engine == "ray":
         raise ConfigError("secure aggregation runs with --engine grpc or inprocess; engine 'ray' does not support it yet")
     # every client joins before round 1, so the sample (and the result) does not depend on start-up order
@@ -177,6 +176,8 @@ def run(
             from fedser_sim.ray_engine import run_ray
 
             metrics = run_ray(config_path, client_dirs, out, fed.rounds, show, timeout, ray_address)
+        if engine in ("grpc", "ray") and (reason := read_stop_reason(out / "server")) is not None:
+            console.print(f"run stopped: {reason}")
         else:
             prepared = {folder.name: prepare_client_data(folder, run_config, LocalStore(folder).feature_cache_dir, folder.name)
                         for folder in client_dirs}

@@ -100,6 +100,12 @@ def read_metrics(state_dir: Path) -> list[dict[str, Any]]:
     return layout.read_metrics(state_dir / layout.METRICS_FILE)  # a line being written is left out
 
 
+def ended_cleanly(returncode: int, rounds_done: int, rounds: int, state_dir: Path) -> bool:
+    """Whether the server ended the run as it should: every round, or stopped early on purpose (a privacy
+    budget; the reason is in the state dir)."""
+    return returncode == 0 and (rounds_done >= rounds or layout.read_stop_reason(state_dir) is not None)
+
+
 def watch(federation: Federation, rounds: int, on_progress: Callable[[list[dict[str, Any]]], None], timeout_s: float) -> list[dict[str, Any]]:
     """Follow metrics.jsonl until the server exits; fail fast if any process dies early."""
     deadline = time.monotonic() + timeout_s
@@ -108,7 +114,7 @@ def watch(federation: Federation, rounds: int, on_progress: Callable[[list[dict[
             metrics = read_metrics(federation.state_dir)
             on_progress(metrics)
             if federation.server.poll() is not None:
-                if federation.server.returncode != 0 or len(metrics) < rounds:
+                if not ended_cleanly(federation.server.returncode, len(metrics), rounds, federation.state_dir):
                     raise SimulationFailed(f"the server exited with code {federation.server.returncode} after "
                                            f"{len(metrics)} of {rounds} rounds: {_tail(federation.log_dir / 'server.log', 1)}")
                 return metrics

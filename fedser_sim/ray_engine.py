@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedser_shared.errors import ConfigError
 from fedser_shared.fsutil import atomic_write_text
-from fedser_sim.grpc_engine import SimulationFailed, _tail, read_metrics, start_server
+from fedser_sim.grpc_engine import SimulationFailed, _tail, ended_cleanly, read_metrics, start_server
 
 if TYPE_CHECKING:
     from fedser_client.prepare import PreparedData
@@ -111,7 +111,7 @@ def run_ray(config_path: Path, client_dirs: list[Path], run_dir: Path, rounds: i
             metrics = read_metrics(state_dir)
             on_progress(metrics)
             if server.poll() is not None:
-                if server.returncode != 0 or len(metrics) < rounds:
+                if not ended_cleanly(server.returncode, len(metrics), rounds, state_dir):
                     raise SimulationFailed(f"the server exited with code {server.returncode} after {len(metrics)} of {rounds} "
                                            f"rounds: {_tail(log_dir / 'server.log', 1)}")
                 return metrics

@@ -23,6 +23,7 @@ from fedser_client.transport.secure import submit_securely
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.checksum import Checksum, Digest, StreamHash
 from fedser_shared.config import RunConfig
+from fedser_shared.dp import add_gaussian_noise, clip_update, noise_adder
 from fedser_shared.errors import CorruptBlobError, FedserError, SecAggError, UnmaskRefusedError
 from fedser_shared.logging import get_logger
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
@@ -312,14 +313,24 @@ class ClientDaemon:
                                pseudo_threshold=task.train.pseudo_label_threshold)
         update, new_state, report = self.trainer.train(global_state, train_task, local_state)
         assert self.config is not None and self.session is not None
-        if self.config.privacy.secure:  # only the masked vector leaves: no header, no metrics
+        privacy, empty = self.config.privacy, TrainMetrics.of_report(report).empty
+        # differential privacy (docs/privacy.md): clipped to the task's C; in distributed mode, this client's
+        # share of the noise, drawn from the OS's entropy (a seeded draw could be taken off again)
+        released = clip_update(update, task.train.dp_clip_norm)[0] if task.train.dp_clip_norm > 0 else update
+        noise_rng = np.random.default_rng()
+        if privacy.secure:  # only the masked vector leaves: no header, no metrics
             rng = np.random.default_rng()  # stochastic rounding
-            if not submit_securely(self.stub, self.session, task, self.config, update, report.n_samples, rng,
+            # under DP every client weighs the same (its n_samples would scale its influence beyond C)
+            weight = (0 if empty else privacy.secagg_max_weight) if privacy.dp_enabled else report.n_samples
+            if not submit_securely(self.stub, self.session, task, self.config, released, weight, rng,
+                                   transform=noise_adder(task.train.dp_noise_std, noise_rng),
                                    stop_after=self.secure_stop_after):
                 self.stop_event.set()  # tests: a client that dies in the middle of a secure round
                 return
         else:
-            self.submit_update(task, update, report)
+            if not empty:  # an empty participation sends zeros, which the server checks
+                released = add_gaussian_noise(released, task.train.dp_noise_std, noise_rng)
+            self.submit_update(task, released, report)
         # c_i+ is kept only once the server took the update that carries dc_i
         self.store.save_state(new_state, self.train_paths)
         result.rounds_trained.append(task.round)

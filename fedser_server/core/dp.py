@@ -13,7 +13,9 @@ model); the server chose the sample, so against the server the figure that count
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from dp_accounting.rdp import RdpAccountant
 
 from fedser_server.core.strategy import DELTA, FedAvg, RoundTotals
 from fedser_shared.config import PrivacyConfig
-from fedser_shared.dp import add_gaussian_noise, client_noise_std, clip_update, update_norm
+from fedser_shared.dp import client_noise_std, clip_update, noise_adder, release, update_norm
 from fedser_shared.errors import ConfigError, FedserError
 
 # integer orders: the library's series for fractional orders near 1 fails to converge at these sampling rates
@@ -51,6 +53,27 @@ def epsilon(rounds: int, q: float, noise_multiplier: float, delta: float,
         return math.inf
     accountant = RdpAccountant(_ORDERS)
     accountant.compose(_round_event(q, noise_multiplier, count_noise_multiplier), rounds)
+    return float(accountant.get_epsilon(delta))
+
+
+def epsilon_of_rounds(rounds_at: Mapping[float, int], noise_multiplier: float, delta: float,
+                      count_noise_multiplier: float | None = None) -> float:
+    """Epsilon at `delta` after `rounds_at[q]` rounds at each sampling rate q (a run whose population changed)."""
+    return _composed(tuple(sorted((q, n) for q, n in rounds_at.items() if n > 0)), noise_multiplier, delta,
+                     count_noise_multiplier)
+
+
+@functools.lru_cache(maxsize=4096)
+def _composed(rounds_at: tuple[tuple[float, int], ...], noise_multiplier: float, delta: float,
+              count_noise_multiplier: float | None) -> float:
+    if len(rounds_at) <= 1:  # one rate: the same composition as `epsilon`
+        q, rounds = rounds_at[0] if rounds_at else (1.0, 0)
+        return epsilon(rounds, q, noise_multiplier, delta, count_noise_multiplier)
+    if noise_multiplier == 0.0:
+        return math.inf
+    accountant = RdpAccountant(_ORDERS)
+    for q, rounds in rounds_at:
+        accountant.compose(_round_event(q, noise_multiplier, count_noise_multiplier), rounds)
     return float(accountant.get_epsilon(delta))
 
 
@@ -88,16 +111,27 @@ class PrivacyPlan:
         """Against a server that knows the sample: a client's own participations, no sampling amplification."""
         return epsilon(participations, 1.0, self.noise_multiplier, self.delta, self.count_noise_multiplier)
 
+    def to_json(self) -> str:
+        """What a resumed run needs to go on spending from where it stopped (the budget comes from its config)."""
+        return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if k != "budget"})
+
+    @classmethod
+    def from_json(cls, text: str, budget: float | None) -> PrivacyPlan:
+        fields = json.loads(text)
+        return cls(str(fields["mode"]), float(fields["noise_multiplier"]), float(fields["q"]), float(fields["delta"]),
+                   budget, None if fields["count_noise_multiplier"] is None else float(fields["count_noise_multiplier"]))
+
     def over_budget(self, next_round: int) -> str | None:
         """None while round `next_round` fits the budget; else the one-line reason the run stops."""
-        if self.budget is None:
+        return self.budget_reason(next_round, self.epsilon_after(next_round), self.epsilon_after(next_round - 1))
+
+    def budget_reason(self, next_round: int, spent_after: float, spent_before: float) -> str | None:
+        """None while `spent_after` (epsilon once round `next_round` is released) fits the budget; else why the run stops."""
+        if self.budget is None or spent_after <= self.budget:
             return None
-        spent = self.epsilon_after(next_round)
-        if spent <= self.budget:
-            return None
-        return (f"privacy budget reached: round {next_round} would spend epsilon {spent:.3g} > "
+        return (f"privacy budget reached: round {next_round} would spend epsilon {spent_after:.3g} > "
                 f"privacy.epsilon_budget {self.budget:g} (delta {self.delta:g}); "
-                f"{next_round - 1} rounds done at epsilon {self.epsilon_after(next_round - 1):.3g}")
+                f"{next_round - 1} rounds done at epsilon {spent_before:.3g}")
 
 
 def plan_privacy(mode: str, noise_multiplier: float | None, target_epsilon: float | None, delta: float,
@@ -163,11 +197,15 @@ class DpFedAvg(FedAvg):
 
 def privacy_record(plan: PrivacyPlan, round_index: int, clip_norm: float) -> Mapping[str, float | None]:
     """The privacy fields of a round's metrics record."""
-    spent = plan.epsilon_after(round_index)
+    return privacy_fields(plan, plan.epsilon_after(round_index), clip_norm, plan.q)
+
+
+def privacy_fields(plan: PrivacyPlan, spent: float, clip_norm: float, q: float) -> dict[str, float | None]:
+    """A round's privacy fields: epsilon spent after it, and the round's z, C and sampling rate q (exact: a
+    resumed run accounts its rounds again from them)."""
     # no noise, no guarantee: epsilon is infinite, written as null (metrics.jsonl is strict JSON)
     return {"dp_epsilon": None if math.isinf(spent) else round(spent, 4), "dp_delta": plan.delta,
-            "dp_noise_multiplier": round(plan.noise_multiplier, 5), "dp_clip_norm": round(clip_norm, 6),
-            "dp_q": round(plan.q, 5)}
+            "dp_noise_multiplier": round(plan.noise_multiplier, 5), "dp_clip_norm": round(clip_norm, 6), "dp_q": q}
 
 
 class PrivacyBudgetReached(FedserError):
@@ -197,26 +235,30 @@ class DpRounds:
         """What a client sends: in distributed mode clipped and noised; otherwise unchanged. Also its norm."""
         if self.plan.mode != "distributed":
             return dict(update), update_norm(update)
-        clipped, norm = clip_update(update, self.clip_norm)
-        return add_gaussian_noise(clipped, client_noise_std(self.plan.noise_multiplier, self.clip_norm, n_sampled), rng), norm
+        return release(update, self.clip_norm, self.client_noise_std(n_sampled), rng)
 
     def receive(self, update: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What the server sums: in central mode the update clipped to C; in distributed mode as received."""
         return clip_update(update, self.clip_norm)[0] if self.plan.mode == "central" else dict(update)
 
     def client_noise(self, n_sampled: int, rng_for: Callable[[str], np.random.Generator]
-                     ) -> Callable[[str], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] | None:
+                     ) -> Callable[[str], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None] | None:
         """Distributed mode: for each client, what adds its share of the noise to its clipped values (the hook
         secure aggregation calls before quantising and masking); None in central mode."""
         if self.plan.mode != "distributed":
             return None
-        std = client_noise_std(self.plan.noise_multiplier, self.clip_norm, n_sampled)
+        std = self.client_noise_std(n_sampled)
 
-        def transform_for(name: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-            rng = rng_for(name)
-            return lambda values: add_gaussian_noise(values, std, rng)
+        def transform_for(name: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None:
+            return noise_adder(std, rng_for(name))
 
         return transform_for
+
+    def client_noise_std(self, n_sampled: int) -> float:
+        """Distributed mode: each of the round's `n_sampled` clients' share of the noise; 0 in central mode."""
+        if self.plan.mode != "distributed":
+            return 0.0
+        return client_noise_std(self.plan.noise_multiplier, self.clip_norm, n_sampled)
 
     @property
     def sum_noise_std(self) -> float:
@@ -237,3 +279,13 @@ def dp_rounds(privacy: PrivacyConfig, rounds: int, sampled: int, population: int
     plan = plan_privacy(privacy.dp, privacy.noise_multiplier, privacy.target_epsilon, privacy.delta,
                         privacy.epsilon_budget, rounds, sampled, population, adaptive)
     return DpRounds(plan, privacy.clip_norm, privacy.adaptive_clip_quantile, privacy.adaptive_clip_lr)
+
+
+def resumed_dp_rounds(privacy: PrivacyConfig, saved_plan: str) -> DpRounds:
+    """A resumed run's DP: the plan it fixed at its first round (saved as `PrivacyPlan.to_json`), with a fixed C."""
+    if privacy.adaptive_clip_quantile is not None:
+        raise ConfigError("privacy.adaptive_clip_quantile: a resumed run cannot restore its adapted clip norm")
+    plan = PrivacyPlan.from_json(saved_plan, privacy.epsilon_budget)
+    if plan.mode != privacy.dp:
+        raise ConfigError(f"privacy.dp is '{privacy.dp}' but the run being resumed spent its budget in '{plan.mode}' mode")
+    return DpRounds(plan, privacy.clip_norm)

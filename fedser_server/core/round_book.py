@@ -38,11 +38,14 @@ class TaskAssignment:
     participation: int = 0
     deadline_unix_s: float = 0.0
     retry_after_s: float = 0.0
+    dp_clip_norm: float = 0.0
+    dp_noise_std: float = 0.0
 
     @classmethod
     def of(cls, kind: TaskKind, spec: TaskSpec, task_id: str, participation: int, deadline_unix_s: float) -> TaskAssignment:
         return cls(kind, round=spec.round, task_id=task_id, lr=spec.lr, local_epochs=spec.local_epochs,
-                   pseudo_threshold=spec.pseudo_threshold, participation=participation, deadline_unix_s=deadline_unix_s)
+                   pseudo_threshold=spec.pseudo_threshold, participation=participation, deadline_unix_s=deadline_unix_s,
+                   dp_clip_norm=spec.dp_clip_norm, dp_noise_std=spec.dp_noise_std)
 
 
 @dataclass

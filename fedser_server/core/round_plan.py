@@ -21,6 +21,8 @@ class TaskSpec:
     lr: float
     local_epochs: int
     pseudo_threshold: float
+    dp_clip_norm: float = 0.0  # privacy.dp: the L2 bound the client clips its model change to (0: none)
+    dp_noise_std: float = 0.0  # privacy.dp = distributed: the client's share of the round's noise (0: none)
 
 
 @dataclass(frozen=True)

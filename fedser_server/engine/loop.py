@@ -19,12 +19,13 @@ import numpy as np
 
 from fedser_server.core.records import evaluation_fields, is_eval_round, metrics_record
 from fedser_server.core.round_book import RoundBook, TaskKind
-from fedser_server.core.round_plan import plan_round, task_spec
+from fedser_server.core.round_plan import TaskSpec, plan_round, task_spec
 from fedser_server.core.schedule import is_trainable
 from fedser_server.core.secure_aggregation import graph_seed, update_layout
 from fedser_server.core.strategy import State, Strategy
 from fedser_server.engine.aggregator import Aggregator
 from fedser_server.engine.coordinator import Coordinator
+from fedser_server.engine.privacy import PrivacyBudgetReached, RunPrivacy
 from fedser_server.engine.round import Collection, Round, SecureSum, SummedUpdates
 from fedser_server.engine.secure_round import SecureRound
 from fedser_server.engine.served_state import FileBackedState, InMemoryState, ServedState
@@ -58,6 +59,8 @@ class RoundLoop:
         self.writer = OrderedWriter()
         self._waited_s = 0.0  # spent waiting for clients in the round in progress
         self.rounds_given_up = 0  # times a round ran out of retries and the server went back to waiting
+        self.privacy = RunPrivacy(config, store, strategy, front.history)
+        self.stop_reason: str | None = None  # why the run ended before its last round (a privacy budget)
 
     @classmethod
     def open(cls, config: RunConfig, strategy: Strategy, initial_weights: Mapping[str, np.ndarray], store: StateStore,
@@ -94,6 +97,7 @@ class RoundLoop:
         try:
             if not self._evaluate_resumed_round():
                 return
+            self.store.write_stop_reason(None)  # a resumed run is no longer stopped
             for round_index in range(front.completed_round + 1, fed.rounds + 1):
                 started, self._waited_s = self._clock(), 0.0
                 closed = self._train(round_index)
@@ -102,7 +106,9 @@ class RoundLoop:
                     return
                 closed.tally.wait_seconds = self._waited_s
                 started += self._waited_s  # a round's duration is its own work, not the wait for clients
+                privacy = self.privacy.release()
                 train_record = metrics_record(self.config, round_index, closed.tally, None, self._clock() - started)
+                train_record.update(privacy)
                 self._checkpoint(round_index, train_record)
                 evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
                 if self.stopping:  # its line waits for the evaluation: on resume, from the checkpoint's record
@@ -111,8 +117,15 @@ class RoundLoop:
                 front.take_unrecorded_refusals(closed.tally)
                 record = metrics_record(self.config, round_index, closed.tally,
                                         evaluation.evaluation if evaluation else None, self._clock() - started)
+                record.update(privacy)
                 self._record(record)
             self.writer.flush()  # clients hear SHUTDOWN only once the last round is on disk
+            finished = True
+        except PrivacyBudgetReached as stop:  # a clean end: what is done is on disk, clients hear SHUTDOWN
+            self.writer.flush()
+            self.stop_reason = str(stop)
+            self.privacy.stopped(self.stop_reason)
+            log.warning("run_stopped", reason=self.stop_reason, completed_round=front.completed_round)
             finished = True
         finally:
             self.writer.close()  # what is queued reaches the disk even when the run is stopped
@@ -150,11 +163,13 @@ class RoundLoop:
             by_name = {x.name: x for x in candidates}
             plan = plan_round(self.config, list(by_name), round_index, attempt)
             n_registered = len(self._trainable(self.registry.clients.values()))
-        sums = WeightedSums(self.strategy, self.front.state, n_registered, self.served.sums())
         sampled = [by_name[n] for n in plan.sampled]
+        self.privacy.plan(round_index, len(sampled), len(candidates))  # stops the run when over its budget
+        sums = WeightedSums(self.strategy, self.front.state, n_registered, self.served.sums())
         log.info("round_started", round=round_index, attempt=attempt, n_sampled=len(sampled), n_alive=len(candidates))
-        book = self._book(TaskKind.TRAIN, round_index, sampled, self.config.federation.round_timeout_s)
-        collection: Collection = SummedUpdates(sums, self.aggregator)
+        book = self._book(TaskKind.TRAIN, round_index, sampled, self.config.federation.round_timeout_s,
+                          self.privacy.task_spec(plan.spec, len(sampled)))
+        collection: Collection = SummedUpdates(sums, self.aggregator, self.privacy.server_clip_norm)
         privacy = self.config.privacy
         if privacy.secure:
             layout = update_layout(self.strategy, self.front.state, privacy, len(book.tasks))
@@ -184,7 +199,7 @@ class RoundLoop:
         self.front.publish_secure(secure)
         try:
             decoded = secure.drive(self._clock, self._clock() + self.config.federation.round_timeout_s,
-                                   privacy.secagg_stage_timeout_s, lambda: self.stopping)
+                                   privacy.secagg_stage_timeout_s, lambda: self.stopping, self.privacy.sum_within_bounds)
         except SecAggError as error:
             self.front.count_refusal("SecureRound", error.reason, update=False)
             log.warning("secagg_round_refused", round=current.index, attempt=current.attempt, reason=error.reason, detail=str(error))
@@ -293,8 +308,9 @@ class RoundLoop:
     def waiting_for_clients(self) -> bool:
         return self.front.waiting_for_clients
 
-    def _book(self, kind: TaskKind, round_index: int, clients: list[ClientRecord], timeout_s: float) -> RoundBook:
-        return RoundBook.post(kind, task_spec(self.config, round_index), {x.client_id: x.participations for x in clients},
+    def _book(self, kind: TaskKind, round_index: int, clients: list[ClientRecord], timeout_s: float,
+              spec: TaskSpec | None = None) -> RoundBook:
+        return RoundBook.post(kind, spec or task_spec(self.config, round_index), {x.client_id: x.participations for x in clients},
                               self._wall() + timeout_s, self._new_task_id)
 
     def _trainable(self, clients: Iterable[ClientRecord]) -> list[ClientRecord]:

@@ -25,6 +25,7 @@ from fedser_server.engine.secure_round import SecureRound
 from fedser_server.engine.served_state import ServedState
 from fedser_server.engine.sums import WeightedSums
 from fedser_shared import codec
+from fedser_shared.dp import clip_scale
 from fedser_shared.errors import NotParticipatingError
 from fedser_shared.secagg import DecodedSum
 
@@ -50,10 +51,11 @@ class Collection(Protocol):
 
 class SummedUpdates:
     """Accepted updates folded into the round's `WeightedSums` by the `Aggregator`'s thread, in the
-    order they were accepted, while the next ones stream in."""
+    order they were accepted, while the next ones stream in. With `clip_norm` (central DP) each
+    update's model change is clipped to that L2 norm as it goes in."""
 
-    def __init__(self, sums: WeightedSums, aggregator: Aggregator) -> None:
-        self._sums, self._aggregator = sums, aggregator
+    def __init__(self, sums: WeightedSums, aggregator: Aggregator, clip_norm: float | None = None) -> None:
+        self._sums, self._aggregator, self._clip_norm = sums, aggregator, clip_norm
 
     @property
     def secure(self) -> SecureRound | None:
@@ -63,6 +65,9 @@ class SummedUpdates:
         self._aggregator.wait_for_room()  # a backlog waits on the clients, not on this disk
 
     def add(self, update: CheckedUpdate, n_samples: int, delta_scale: float) -> None:
+        if self._clip_norm is not None:
+            assert update.norm is not None  # the receiver measures every update's delta.* tensors
+            delta_scale *= clip_scale(update.norm * delta_scale, self._clip_norm)
         self._aggregator.add(update, self._sums, n_samples, delta_scale)
 
     def new_state(self, served: ServedState) -> tuple[State, codec.Blob]:

@@ -109,6 +109,13 @@ class CoordinatorCollector(Collector):
             yield GaugeMetricFamily("fedser_last_uar", "UAR of the last evaluation, pooled over the clients' evaluation splits.",
                                     value=float(evaluated[-1]["uar"]))
             yield GaugeMetricFamily("fedser_last_uar_round", "Round of the last evaluation.", value=int(evaluated[-1]["round"]))
+        released = [r for r in history if "dp_epsilon" in r]
+        if released:  # privacy.dp: epsilon after the last released round; null in metrics.jsonl is no noise
+            spent = released[-1]["dp_epsilon"]
+            yield GaugeMetricFamily("fedser_dp_epsilon", "Differential privacy: epsilon spent so far, at fedser_dp_delta "
+                                    "(+Inf: no noise).", value=math.inf if spent is None else float(spent))
+            yield GaugeMetricFamily("fedser_dp_delta", "Differential privacy: the delta of the reported epsilon.",
+                                    value=float(released[-1]["dp_delta"]))
         pseudo = [r["pseudo_taken"] for r in history if isinstance(r.get("pseudo_taken"), list)]
         if pseudo:
             taken = CounterMetricFamily("fedser_pseudo_labels_taken", "Pseudo-labels taken by clients, by class.", labels=["class_name"])

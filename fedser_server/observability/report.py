@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fedser_server.observability.snapshot import RunSnapshot
-from fedser_server.observability.status import class_label, summary
+from fedser_server.observability.status import class_label, privacy_line, summary
 from fedser_shared.errors import StateError
 from fedser_shared.fsutil import atomic_write_bytes, atomic_write_text
 
@@ -132,7 +132,7 @@ def _fmt(value: Any) -> str:
 
 
 _COLUMNS = ("round", "n_sampled", "n_updates", "train_loss", "lr", "attempts", "seconds", "uar", "eval_loss",
-            "n_eval_clients", "tau", "pseudo_taken", "pseudo_correct", "refused")
+            "n_eval_clients", "tau", "pseudo_taken", "pseudo_correct", "refused", "dp_epsilon")
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;font-size:.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}
@@ -147,6 +147,10 @@ def render_html(snapshot: RunSnapshot, plots: dict[str, bytes], class_names: Seq
     if info["best_uar"]:
         facts += [["last UAR", f"{info['last_uar']['uar']:.4f} (round {info['last_uar']['round']})"],
                   ["best UAR", f"{info['best_uar']['uar']:.4f} (round {info['best_uar']['round']})"]]
+    if "privacy" in info:
+        facts.append(["differential privacy", privacy_line(info["privacy"])])
+    if "stopped" in info:
+        facts.append(["stopped", info["stopped"]])
     if "pseudo_labels" in info:
         pl = info["pseudo_labels"]
         facts.append(["pseudo-labels", f"{pl['taken']} taken; {pl['correct']} of {pl['with_truth']} checkable right"])

@@ -21,6 +21,7 @@ from fedser_server.state.layout import (
     REGISTRY_FILE,
     SIM_CONFIG_FILE,
     read_metrics,
+    read_stop_reason,
 )
 from fedser_shared.errors import StateError
 
@@ -50,6 +51,8 @@ class RunSnapshot:
     address: str | None
     updated_at: float | None
     class_names: list[str] | None = None
+    stop_reason: str | None = None  # why the run ended before its last round (a privacy budget)
+    epsilon_budget: float | None = None  # privacy.epsilon_budget of the saved config
 
     @property
     def last(self) -> dict[str, Any] | None:
@@ -100,6 +103,15 @@ def read_class_names(state_dir: Path) -> list[str] | None:
     return [str(n) for n in names] if isinstance(names, list) else None
 
 
+def read_epsilon_budget(state_dir: Path) -> float | None:
+    """privacy.epsilon_budget from the config the server saved; None without one (or no saved config)."""
+    try:
+        budget = json.loads((state_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("privacy", {}).get("epsilon_budget")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(budget) if isinstance(budget, (int, float)) else None
+
+
 def _completed_round(state_dir: Path, records: list[dict[str, Any]]) -> int:
     progress = state_dir / PROGRESS_FILE
     if progress.exists():
@@ -122,4 +134,5 @@ def load_snapshot(state_dir: Path) -> RunSnapshot:
     address = address_file.read_text(encoding="utf-8").strip() if address_file.exists() else None
     mtimes = [p.stat().st_mtime for p in known if p.exists()]
     return RunSnapshot(state_dir, _completed_round(state_dir, records), records, read_clients(state_dir / REGISTRY_FILE),
-                       address or None, max(mtimes) if mtimes else None, read_class_names(state_dir))
+                       address or None, max(mtimes) if mtimes else None, read_class_names(state_dir),
+                       read_stop_reason(state_dir), read_epsilon_budget(state_dir))

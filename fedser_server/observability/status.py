@@ -68,6 +68,14 @@ def summary(snapshot: RunSnapshot, class_names: Sequence[str] | None = None, now
             for c in snapshot.clients
         ],
     }
+    released = [r for r in snapshot.records if "dp_epsilon" in r]
+    if released:  # privacy.dp: what the rounds released so far spent (epsilon null: no noise, no guarantee)
+        last_dp = released[-1]
+        out["privacy"] = {"epsilon": last_dp["dp_epsilon"], "delta": last_dp.get("dp_delta"), "round": last_dp["round"],
+                          "noise_multiplier": last_dp.get("dp_noise_multiplier"), "clip_norm": last_dp.get("dp_clip_norm"),
+                          "q": last_dp.get("dp_q"), "epsilon_budget": snapshot.epsilon_budget}
+    if snapshot.stop_reason:
+        out["stopped"] = snapshot.stop_reason
     if evaluations:
         recalls = evaluations[-1].get("per_class_recall") or []
         out["last_per_class_recall"] = {class_label(i, class_names): r for i, r in enumerate(recalls)}
@@ -84,6 +92,13 @@ def summary(snapshot: RunSnapshot, class_names: Sequence[str] | None = None, now
                                 "with_truth": sum(int(r.get("pseudo_with_truth", 0)) for r in snapshot.records),
                                 "tau": last.get("tau") if last else None, "per_class": per_class}
     return out
+
+
+def privacy_line(privacy: dict[str, Any]) -> str:
+    """Epsilon spent so far, in one line: 'epsilon 1.23 at delta 1e-05 after round 3 (budget 8)'."""
+    spent = "infinite (no noise)" if privacy["epsilon"] is None else f"{privacy['epsilon']:.4g}"
+    budget = f" (budget {privacy['epsilon_budget']:g})" if privacy.get("epsilon_budget") is not None else ""
+    return f"epsilon {spent} at delta {privacy['delta']:g} after round {privacy['round']}{budget}"
 
 
 def render(snapshot: RunSnapshot, console: Console, class_names: Sequence[str] | None = None, now: float | None = None) -> None:
@@ -104,6 +119,10 @@ def render(snapshot: RunSnapshot, console: Console, class_names: Sequence[str] |
         head.add_row("best UAR", f"{info['best_uar']['uar']:.4f} (round {info['best_uar']['round']})")
     else:
         head.add_row("UAR", "no evaluation yet")
+    if "privacy" in info:
+        head.add_row("privacy", privacy_line(info["privacy"]))
+    if "stopped" in info:
+        head.add_row("stopped", info["stopped"])
     if "pseudo_labels" in info:
         pl = info["pseudo_labels"]
         checked = f", {pl['correct']} of {pl['with_truth']} checkable right" if pl["with_truth"] else ""

@@ -6,6 +6,8 @@
     run_config.json      the run's validated configuration, saved at its start
     address              HOST:PORT the server listens on
     progress.json        the completed round, for runs driven by fedser-sim's inprocess engine
+    privacy_plan.json    privacy.dp: the noise multiplier and sampling rate fixed at round 1 (resume spends on from it)
+    stopped              why the run ended before its last round (a privacy budget), one line
     incoming/            updates being received (unnamed files: nothing to clean up)
     scratch/             a large model's served state and running sums (unnamed files: nothing to clean up)
 """
@@ -25,6 +27,8 @@ CONFIG_FILE = "run_config.json"
 ADDRESS_FILE = "address"
 PROGRESS_FILE = "progress.json"
 SIM_CONFIG_FILE = "run.toml"
+PRIVACY_PLAN_FILE = "privacy_plan.json"
+STOPPED_FILE = "stopped"
 INCOMING_DIR = "incoming"
 SCRATCH_DIR = "scratch"
 
@@ -52,3 +56,13 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             raise StateError(f"{path}:{number}: a metrics line needs an integer 'round'")
         records.append(record)
     return records
+
+
+def read_stop_reason(state_dir: Path) -> str | None:
+    """Why the run in `state_dir` ended before its last round (a privacy budget), or None."""
+    try:
+        return (state_dir / STOPPED_FILE).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"cannot read {state_dir / STOPPED_FILE}: {exc}") from None

@@ -18,7 +18,8 @@ from fedser_shared.logging import get_logger
 log = get_logger(__name__)
 
 # the files the server writes atomically (`fsutil.atomic_write_bytes`: `.NAME.<random>.tmp`, then a rename)
-_ATOMIC_FILES = (layout.GLOBAL_FILE, layout.PROGRESS_FILE, layout.METRICS_FILE, layout.CONFIG_FILE, layout.ADDRESS_FILE)
+_ATOMIC_FILES = (layout.GLOBAL_FILE, layout.PROGRESS_FILE, layout.METRICS_FILE, layout.CONFIG_FILE, layout.ADDRESS_FILE,
+                 layout.PRIVACY_PLAN_FILE, layout.STOPPED_FILE)
 _INTEGRITY_LINES_SHOWN = 3
 
 

@@ -156,6 +156,25 @@ class StateStore:
         atomic_write_text(self.metrics_path, "".join(
             json.dumps(kept[r], allow_nan=False, default=_json_default) + "\n" for r in sorted(kept)))
 
+    def save_privacy_plan(self, plan_json: str) -> None:
+        atomic_write_text(self.dir / layout.PRIVACY_PLAN_FILE, plan_json)
+
+    def load_privacy_plan(self) -> str | None:
+        try:
+            return (self.dir / layout.PRIVACY_PLAN_FILE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {self.dir / layout.PRIVACY_PLAN_FILE}: {exc.strerror}") from None
+
+    def write_stop_reason(self, reason: str | None) -> None:
+        """Why the run ended before its last round (one line); None: it has not (a resumed run)."""
+        path = self.dir / layout.STOPPED_FILE
+        if reason is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write_text(path, reason + "\n")
+
     def write_address(self, address: str) -> None:
         atomic_write_text(self.dir / layout.ADDRESS_FILE, address + "\n")
 

@@ -60,7 +60,8 @@ def task_message(task: TaskAssignment) -> pb.Task:
     return pb.Task(
         kind=_TASK_KIND[task.kind], round=task.round, task_id=task.task_id,
         train=pb.TrainSpec(lr=task.lr, local_epochs=task.local_epochs,
-                           pseudo_label_threshold=task.pseudo_threshold, participation=task.participation),
+                           pseudo_label_threshold=task.pseudo_threshold, participation=task.participation,
+                           dp_clip_norm=task.dp_clip_norm, dp_noise_std=task.dp_noise_std),
         deadline_unix_s=task.deadline_unix_s, retry_after_s=task.retry_after_s)
 
 

@@ -238,13 +238,15 @@ class PrivacyConfig(_Section):
     """Seconds the server waits for clients at each key, share and unmasking stage; whoever is late has dropped."""
 
     dp: Literal["off", "central", "distributed"] = "off"
-    """Differential privacy (DP-FedAvg): off; central: the server clips each update to clip_norm and adds N(0, (z*C)^2) to the round's sum;
+    """Differential privacy (DP-FedAvg): off; central: the server clips each update to clip_norm (under secure aggregation the
+    clients do) and adds N(0, (z*C)^2) to the round's sum;
     distributed: each client clips and adds N(0, (z*C)^2 / n) for n sampled clients (the mode that composes with
     secure aggregation). Under dp the mean is unweighted: every client's clipped update counts once."""
     clip_norm: float = Field(1.0, gt=0.0)
     """L2 bound C on one update's model change (its delta.* tensors together); the start value when adaptive."""
     adaptive_clip_quantile: float | None = Field(None, gt=0.0, lt=1.0)
-    """Adapt C each round toward this quantile of the update norms (Andrew et al. 2021); default: C stays fixed."""
+    """Adapt C each round toward this quantile of the update norms (Andrew et al. 2021); default: C stays fixed.
+    In-process engine only: the gRPC server refuses it (it cannot see the clients' norms)."""
     adaptive_clip_lr: float = Field(0.2, gt=0.0)
     """Geometric learning rate of the adaptive clip norm: C <- C * exp(-lr * (share clipped-below - quantile))."""
     noise_multiplier: float | None = Field(None, ge=0.0)

@@ -8,7 +8,7 @@ received update before it is summed). Randomness comes in as a numpy Generator.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -21,10 +21,15 @@ def update_norm(update: Mapping[str, np.ndarray]) -> float:
                          for name, v in update.items() if name.startswith(DELTA)))
 
 
+def clip_scale(norm: float, clip_norm: float) -> float:
+    """The factor that brings a model change of L2 norm `norm` to at most `clip_norm`."""
+    return min(1.0, clip_norm / norm) if norm > 0 else 1.0
+
+
 def clip_update(update: Mapping[str, np.ndarray], clip_norm: float) -> tuple[dict[str, np.ndarray], float]:
     """The update with its delta.* tensors scaled to L2 norm at most `clip_norm`, and the norm before clipping."""
     norm = update_norm(update)
-    scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
+    scale = clip_scale(norm, clip_norm)
     clipped = {name: (v * np.float32(scale)).astype(v.dtype) if name.startswith(DELTA) and scale < 1.0 else v
                for name, v in update.items()}
     return clipped, norm
@@ -41,3 +46,19 @@ def add_gaussian_noise(update: Mapping[str, np.ndarray], std: float, rng: np.ran
         return dict(update)
     return {name: (v + rng.normal(0.0, std, v.shape)).astype(v.dtype) if name.startswith(DELTA) else v
             for name, v in update.items()}
+
+
+def release(update: Mapping[str, np.ndarray], clip_norm: float, noise_std: float,
+            rng: np.random.Generator) -> tuple[dict[str, np.ndarray], float]:
+    """What a client sends in distributed mode: the update clipped to `clip_norm`, then N(0, noise_std^2) on every
+    delta.* coordinate; and its norm before clipping."""
+    clipped, norm = clip_update(update, clip_norm)
+    return add_gaussian_noise(clipped, noise_std, rng), norm
+
+
+def noise_adder(std: float, rng: np.random.Generator) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None:
+    """What adds a client's share of the noise to its clipped values under secure aggregation (the `transform`
+    hook of `fedser_shared.secagg.encode`, before quantising); None without noise."""
+    if std == 0.0:
+        return None
+    return lambda values: add_gaussian_noise(values, std, rng)

@@ -126,16 +126,20 @@ class GetTaskRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., checksums: _Optional[_Iterable[_Union[Checksum, str]]] = ...) -> None: ...
 
 class TrainSpec(_message.Message):
-    __slots__ = ("lr", "local_epochs", "pseudo_label_threshold", "participation")
+    __slots__ = ("lr", "local_epochs", "pseudo_label_threshold", "participation", "dp_clip_norm", "dp_noise_std")
     LR_FIELD_NUMBER: _ClassVar[int]
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     PSEUDO_LABEL_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PARTICIPATION_FIELD_NUMBER: _ClassVar[int]
+    DP_CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    DP_NOISE_STD_FIELD_NUMBER: _ClassVar[int]
     lr: float
     local_epochs: int
     pseudo_label_threshold: float
     participation: int
-    def __init__(self, lr: _Optional[float] = ..., local_epochs: _Optional[int] = ..., pseudo_label_threshold: _Optional[float] = ..., participation: _Optional[int] = ...) -> None: ...
+    dp_clip_norm: float
+    dp_noise_std: float
+    def __init__(self, lr: _Optional[float] = ..., local_epochs: _Optional[int] = ..., pseudo_label_threshold: _Optional[float] = ..., participation: _Optional[int] = ..., dp_clip_norm: _Optional[float] = ..., dp_noise_std: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("kind", "round", "task_id", "train", "deadline_unix_s", "retry_after_s", "model")

@@ -1,0 +1,87 @@
+"""DP-FedAvg composed with secure aggregation over real gRPC: four client daemons train on real audio, clip to
+C and (distributed mode) add their share of the noise before masking; the server unmasks the sum. The model
+after one round differs from the same round without noise by noise of std z*C/m per coordinate."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedser_client.app import build_daemon
+from fedser_client.local_store import LocalStore
+from fedser_client.prepare import PreparedData, prepare_client_data
+from fedser_server import app as server_app
+from fedser_shared.config import RunConfig, load_run_config
+from fedser_shared.weights import initial_weights
+from tests.conftest import make_client_dir
+
+pytestmark = pytest.mark.timeout(300)
+
+CLIENTS, CLIP, Z = 4, 0.05, 4.0
+
+
+def config_for(mode: str, noise_multiplier: float) -> RunConfig:
+    return load_run_config(None, {
+        "federation.rounds": 1, "federation.fraction": 1.0, "federation.min_clients": CLIENTS,
+        "federation.eval_every": 10, "federation.poll_timeout_s": 5.0, "federation.round_timeout_s": 120.0,
+        "federation.eval_timeout_s": 10.0, "federation.seed": 5, "train.lr": 0.1,
+        "privacy.secure_aggregation": "secagg+", "privacy.secagg_stage_timeout_s": 30.0,
+        "privacy.dp": mode, "privacy.clip_norm": CLIP, "privacy.noise_multiplier": noise_multiplier})
+
+
+@pytest.fixture(scope="module")
+def clients(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, PreparedData]]:
+    root = tmp_path_factory.mktemp("clients")
+    config = config_for("distributed", 0.0)
+    dirs = {f"client{i}": make_client_dir(root, f"client{i}", per_class=3, seed=i) for i in range(CLIENTS)}
+    return {name: (d, prepare_client_data(d, config, LocalStore(d).feature_cache_dir, name)) for name, d in dirs.items()}
+
+
+def change_of_one_round(config: RunConfig, state_dir: Path, clients: dict[str, tuple[Path, PreparedData]]) -> np.ndarray:
+    """The global model's change over the run's one round, as one flat vector."""
+    server = server_app.start(config, "127.0.0.1:0", state_dir)
+    daemons, threads = [], []
+    try:
+        for name, (data_dir, prepared) in clients.items():
+            daemon = build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, "cpu", connect_timeout_s=30,
+                                  prepared=prepared)
+            daemons.append(daemon)
+            threads.append(threading.Thread(target=daemon.run, daemon=True))
+            threads[-1].start()
+        assert server.wait(timeout=240), "the federation did not finish"
+        state = {k: v.astype(np.float64) for k, v in server.coordinator.state.items()}
+        assert server.coordinator.history[-1]["n_updates"] == CLIENTS
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        server.shutdown()
+        for thread in threads:
+            thread.join(timeout=30)
+    fed = config.federation
+    start = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
+    return np.concatenate([(state[n] - start[n]).reshape(-1) for n in sorted(state)])
+
+
+@pytest.fixture(scope="module")
+def without_noise(clients: dict[str, tuple[Path, PreparedData]], tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    return change_of_one_round(config_for("distributed", 0.0), tmp_path_factory.mktemp("run") / "state", clients)
+
+
+def test_without_noise_the_round_is_the_mean_of_updates_clipped_on_the_clients(without_noise: np.ndarray) -> None:
+    # every client's change was cut to C before masking: the mean of four has norm at most C (up to rounding)
+    assert 0.2 * CLIP < np.linalg.norm(without_noise) <= CLIP * 1.001
+
+
+@pytest.mark.parametrize("mode", ["distributed", "central"])
+def test_noise_on_the_securely_summed_round_has_std_z_c_over_m(mode: str, without_noise: np.ndarray, tmp_path: Path,
+                                                               clients: dict[str, tuple[Path, PreparedData]]) -> None:
+    """distributed: each client added N(0, (zC)^2/m) before masking; central: the server added N(0, (zC)^2) to the
+    unmasked sum. Either way the mean of m = 4 updates moves by z*C/m per coordinate."""
+    noisy = change_of_one_round(config_for(mode, Z), tmp_path / "state", clients)
+    difference = noisy - without_noise
+    expected = Z * CLIP / CLIENTS
+    assert np.std(difference) == pytest.approx(expected, rel=0.1)
+    assert abs(np.mean(difference)) < 0.05 * expected
