@@ -1,48 +1,46 @@
 """What secure aggregation costs: round time and bytes per client, against plain FedAvg in the same run.
 
-Two measurements, both with the default MLP on emobase (286,596 parameters, 1.1 MB as float32):
+For each round size (default 10 clients, then 100 with SecAgg+'s neighbour graph of degree 10),
+with the default MLP on emobase (286,596 parameters, 1.15 MB as float32):
 
 - `inprocess`: the protocol's work per round split by role: each client (quantise, keys, shares,
   masks, unmasking shares) and the server (relay, sum, rebuild secrets, remove masks, decode,
-  fold), against the plain strategy's fold of the same updates. Clients run in parallel in a
-  real deployment, so a round's added time is about one client's share plus the server's.
-- `grpc`: whole rounds over loopback gRPC, a `fedser-server serve` process and N clients on
-  threads of this process that send a ready update as soon as they get their task (no
-  training: the ratio is that of the rounds' communication and aggregation alone, the worst case).
+  fold), against the plain strategy's fold of the same updates.
+- `grpc`: whole rounds over loopback gRPC, as deployed: a `fedser-server serve` process and the
+  clients in processes of their own (benchmarks/_secagg_clients.py), each sending a ready update
+  as soon as it gets its task (no training, no model download: the ratio is that of the rounds'
+  communication and aggregation alone, the worst case for the protocol's share). Plain and secure
+  sessions alternate on the same client processes (plain, secure, plain, secure, ...) so that the
+  machine's load weighs on both alike; the round time is the server's (metrics.jsonl
+  train_seconds), a session's first round left out. Bytes per client per round: the protobuf
+  payload of every call a client made (Join and polls included), divided by its rounds.
 
-Usage: python benchmarks/secagg.py [--clients 10] [--rounds 4] [--neighbours K] [--quick]
-Prints one line per figure and the ratios secure / plain.
+Usage: python benchmarks/secagg.py [--clients 10 100] [--rounds 4] [--pairs 3] [--neighbours 10] [--quick]
+Prints `round_time_ratio[secagg/plain] = R` for each round size.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "shared")]
 
 from benchmarks._common import free_port  # noqa: E402
-from fedser_client.transport.secure import submit_securely  # noqa: E402
 from fedser_server.core.secure_aggregation import fold_sum, round_threshold, update_layout  # noqa: E402
 from fedser_server.core.strategy import make_strategy  # noqa: E402
 from fedser_server.engine.sums import WeightedSums  # noqa: E402
-from fedser_shared import PROTOCOL_VERSION, codec  # noqa: E402
 from fedser_shared.config import RunConfig, load_run_config, to_toml  # noqa: E402
-from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb  # noqa: E402
-from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc  # noqa: E402
 from fedser_shared.secagg import RoundSetup, SecAggClient, SecAggServer, bytes_per_client, decode, encode  # noqa: E402
 from fedser_shared.weights import initial_weights  # noqa: E402
 
@@ -119,47 +117,52 @@ def inprocess(config: RunConfig, n: int, repeats: int) -> dict[str, float]:
             "plain_bytes_sent": sum(v.nbytes for v in next(iter(updates.values())).values())}
 
 
-def _client_loop(target: str, name: str, update: dict[str, np.ndarray], config: RunConfig, secure: bool,
-                 stop: threading.Event) -> None:
-    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 16 << 20),
-                                                     ("grpc.max_receive_message_length", 16 << 20)])
-    stub = pb_grpc.CoordinatorStub(channel)
-    session = stub.Join(pb.JoinRequest(protocol_version=PROTOCOL_VERSION, name=name, feature_name="emobase",
-                                       feature_dim=988, label_counts=[100, 100, 100, 100]), timeout=120,
-                        wait_for_ready=True).session
-    blob = codec.encode(update)
-    while not stop.is_set():
-        try:
-            task = stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=session), timeout=30)
-            if task.kind == pb.TASK_KIND_SHUTDOWN:
-                return
-            if task.kind != pb.TASK_KIND_TRAIN:
-                continue
-            if secure:
-                submit_securely(stub, session, task, config, update, 100, np.random.default_rng())
-                continue
-            header = pb.UpdateHeader(protocol_version=PROTOCOL_VERSION, session=session, round=task.round,
-                                     task_id=task.task_id, n_samples=100, metrics=pb.TrainMetrics(loss=1.0),
-                                     blob=pb.BlobHeader(total_len=len(blob)))
-
-            def stream(header=header):
-                yield pb.UpdateChunk(header=header)
-                for start in range(0, len(blob), 1 << 20):
-                    yield pb.UpdateChunk(data=blob[start : start + (1 << 20)])
-                yield pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=hashlib.sha256(blob).digest()))
-
-            stub.SubmitUpdate(stream(), timeout=60)
-        except grpc.RpcError:
-            time.sleep(0.2)
-    channel.close()
-
-
-def over_grpc(config: RunConfig, n: int, rounds: int, secure: bool) -> list[float]:
-    config = config.model_copy(update={
+def server_config(config: RunConfig, n: int, rounds: int, secure: bool) -> RunConfig:
+    return config.model_copy(update={
         "federation": config.federation.model_copy(update={"rounds": rounds, "min_clients": n, "fraction": 1.0,
-                                                           "eval_every": 10_000, "poll_timeout_s": 5.0}),
+                                                           "eval_every": 10_000, "poll_timeout_s": 5.0,
+                                                           "round_timeout_s": 120.0}),
         "privacy": config.privacy.model_copy(update={"secure_aggregation": "secagg+" if secure else "off"})})
-    _, updates = updates_for(config, n)
+
+
+class ClientProcesses:
+    """The benchmark's clients, `per_process` to a process (benchmarks/_secagg_clients.py), alive across sessions."""
+
+    def __init__(self, n: int, per_process: int, neighbours: int | None) -> None:
+        script = str(ROOT / "benchmarks" / "_secagg_clients.py")
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'shared'}", "OMP_NUM_THREADS": "1"}
+        self.procs = [subprocess.Popen([sys.executable, script, str(first), str(min(per_process, n - first)),
+                                        str(neighbours or "all")], env=env, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+                      for first in range(0, n, per_process)]
+        for proc in self.procs:
+            assert proc.stdout is not None and json.loads(proc.stdout.readline())["ready"]
+
+    def start_session(self, target: str, secure: bool) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"target": target, "secure": secure}) + "\n")
+            proc.stdin.flush()
+
+    def end_session(self) -> dict[str, int]:
+        totals = {"sent": 0, "received": 0, "client_rounds": 0}
+        for proc in self.procs:
+            assert proc.stdout is not None
+            for key, value in json.loads(proc.stdout.readline()).items():
+                totals[key] += value
+        return totals
+
+    def close(self) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in self.procs:
+            proc.wait(30)
+
+
+def session(config: RunConfig, clients: ClientProcesses, n: int, rounds: int, secure: bool) -> tuple[list[float], dict[str, int]]:
+    """One run of `rounds` rounds on a fresh `fedser-server serve`: each round's time, and the clients' payload bytes."""
+    config = server_config(config, n, rounds, secure)
     with tempfile.TemporaryDirectory() as tmp:
         toml = Path(tmp) / "run.toml"
         toml.write_text(to_toml(config))
@@ -167,56 +170,80 @@ def over_grpc(config: RunConfig, n: int, rounds: int, secure: bool) -> list[floa
         server = subprocess.Popen([sys.executable, "-m", "fedser_server.cli", "serve", "--state-dir", f"{tmp}/state",
                                    "--address", f"127.0.0.1:{port}", "--config", str(toml), "--insecure", "--open-enrolment",
                                    "--log-level", "warning"],
-                                  env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'shared'}"}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+                                  env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'shared'}", "OMP_NUM_THREADS": "1"},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 120
-            target = f"127.0.0.1:{port}"
-            stop = threading.Event()
-            threads = [threading.Thread(target=_client_loop, args=(target, name, update, config, secure, stop), daemon=True)
-                       for name, update in updates.items()]
-            for thread in threads:
-                thread.start()
+            clients.start_session(f"127.0.0.1:{port}", secure)
             metrics = Path(tmp) / "state" / "metrics.jsonl"
-            while time.monotonic() < deadline + 600 and server.poll() is None:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and server.poll() is None:
                 if metrics.exists() and len(metrics.read_text().splitlines()) >= rounds:
                     break
-                time.sleep(0.2)
-            stop.set()
-            lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+                time.sleep(0.1)
+            lines = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+            traffic = clients.end_session()  # the clients hear SHUTDOWN after the last round
         finally:
             server.terminate()
             server.wait(30)
-    return [float(line["train_seconds"]) for line in lines]
+    if len(lines) < rounds:
+        raise SystemExit(f"the {'secure' if secure else 'plain'} session ended after {len(lines)} of {rounds} rounds")
+    return [float(line["train_seconds"]) for line in lines], traffic
+
+
+def interleaved(config: RunConfig, n: int, rounds: int, pairs: int, per_process: int) -> None:
+    """Plain and secure sessions in turn (plain, secure, plain, secure, ...) on the same client processes,
+    so that the machine's load weighs on both alike. A session's first round (connections, first
+    allocations) is left out of the medians."""
+    neighbours = config.privacy.secagg_neighbours
+    clients = ClientProcesses(n, per_process, neighbours)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    traffic: dict[bool, list[dict[str, int]]] = {False: [], True: []}
+    try:
+        for pair in range(pairs):
+            for secure in (False, True):
+                rounds_s, payload = session(config, clients, n, rounds, secure)
+                times[secure] += rounds_s[1:]
+                traffic[secure].append(payload)
+                print(f"grpc {n} clients pair {pair + 1} {'secure' if secure else 'plain '} rounds_s = "
+                      f"{[round(s, 3) for s in rounds_s]} load {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        clients.close()
+    median = {secure: statistics.median(times[secure]) for secure in times}
+    for secure in (False, True):
+        sent = sum(t["sent"] for t in traffic[secure]) / sum(t["client_rounds"] for t in traffic[secure])
+        received = sum(t["received"] for t in traffic[secure]) / sum(t["client_rounds"] for t in traffic[secure])
+        print(f"grpc {n} clients {'secure' if secure else 'plain'} round_s = {median[secure]:.3f} (median of "
+              f"{len(times[secure])} rounds); bytes per client per round sent = {sent:.0f}, received = {received:.0f}")
+    print(f"round_time_ratio[secagg/plain] = {median[True] / median[False]:.2f} ({n} clients, neighbours "
+          f"{neighbours or 'all'}, {-(-n // per_process)} client processes)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--neighbours", type=int, default=None, help="SecAgg+ neighbour degree (default: every client)")
-    parser.add_argument("--quick", action="store_true", help="in-process figures only")
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100],
+                        help="round sizes to measure, one after the other (default: 10 100)")
+    parser.add_argument("--neighbours", type=int, default=10,
+                        help="SecAgg+ neighbour degree for rounds of more clients than this (default 10)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per session (the first is left out)")
+    parser.add_argument("--pairs", type=int, default=3, help="plain/secure session pairs per round size")
+    parser.add_argument("--per-process", type=int, default=1, help="clients per client process (default 1)")
+    parser.add_argument("--quick", action="store_true", help="2 pairs of 3-round sessions, the in-process split once")
     args = parser.parse_args()
-    config = load_run_config(None, {"privacy.secagg_neighbours": args.neighbours})
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.clients} clients, "
-          f"neighbours {args.neighbours or 'all'}, "
-          f"model {sum(v.nbytes for v in updates_for(config, 1)[1]['c000'].values()) / 1e6:.2f} MB")
-    figures = inprocess(config, args.clients, 3 if args.clients <= 20 else 1)
-    added = figures["secure_client_s"] + figures["secure_server_s"]
-    print(f"inprocess plain_fold_s = {figures['plain_server_s']:.3f}")
-    print(f"inprocess secure_client_s = {figures['secure_client_s']:.3f} (one client's protocol work)")
-    print(f"inprocess secure_server_s = {figures['secure_server_s']:.3f}")
-    print(f"inprocess secure_over_plain_aggregation = {added / figures['plain_server_s']:.1f}x")
-    print(f"bytes_per_client sent = {figures['bytes_sent']} (plain update {figures['plain_bytes_sent']}), "
-          f"received = {figures['bytes_received']} besides the model")
     if args.quick:
-        return
-    plain = over_grpc(config, args.clients, args.rounds, secure=False)
-    secure = over_grpc(config, args.clients, args.rounds, secure=True)
-    print(f"grpc plain round_s = {statistics.median(plain[1:] or plain):.3f} (rounds {[round(s, 3) for s in plain]})")
-    print(f"grpc secure round_s = {statistics.median(secure[1:] or secure):.3f} (rounds {[round(s, 3) for s in secure]})")
-    print(f"grpc round_time_ratio[secagg/plain] = {statistics.median(secure[1:] or secure) / statistics.median(plain[1:] or plain):.2f}")
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+        args.rounds, args.pairs = 3, 2
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores", flush=True)
+    for n in args.clients:
+        config = load_run_config(None, {"privacy.secagg_neighbours": args.neighbours if n > args.neighbours + 1 else None})
+        print(f"--- {n} clients, neighbours {config.privacy.secagg_neighbours or 'all'}, model "
+              f"{sum(v.nbytes for v in updates_for(config, 1)[1]['c000'].values()) / 1e6:.2f} MB", flush=True)
+        figures = inprocess(config, n, 1 if args.quick or n > 20 else 3)
+        print(f"inprocess {n} clients plain_fold_s = {figures['plain_server_s']:.3f}")
+        print(f"inprocess {n} clients secure_client_s = {figures['secure_client_s']:.3f} (one client's protocol work)")
+        print(f"inprocess {n} clients secure_server_s = {figures['secure_server_s']:.3f}")
+        print(f"protocol bytes_per_client sent = {figures['bytes_sent']} (plain update {figures['plain_bytes_sent']}), "
+              f"received = {figures['bytes_received']} besides the model", flush=True)
+        interleaved(config, n, args.rounds, args.pairs, args.per_process)
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

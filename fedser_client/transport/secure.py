@@ -64,7 +64,7 @@ def submit_securely(stub: pb_grpc.CoordinatorStub, session: pb.Session, task: pb
                              privacy.secagg_control_clip_norm)
     masked = client.masked_input(encode(update, n_samples, layout, rng, transform),
                                  [EncryptedShare(s.sender, s.recipient, s.ciphertext) for s in mine.shares])
-    ask = stub.SecAggMask(pb.SecAggMaskRequest(**ids, masked=masked.astype("<u4").tobytes()), timeout=wait_s)
+    ask = stub.SecAggMask(pb.SecAggMaskRequest(**ids, masked=masked.astype("<u4", copy=False).tobytes()), timeout=wait_s)
     if stop_after == "mask":
         return False
 

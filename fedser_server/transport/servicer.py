@@ -414,7 +414,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if len(request.masked) != 4 * secure.layout.length:
             raise MaskedInputError(f"a masked input is {4 * secure.layout.length} bytes ({secure.layout.length} uint32), "
                                    f"got {len(request.masked)}")
-        masked = np.frombuffer(request.masked, dtype="<u4").astype(np.uint32)
+        masked = np.frombuffer(request.masked, dtype="<u4").astype(np.uint32, copy=False)  # a view of the message: no copy
         ask = secure.mask(client.client_id, request.round, request.task_id, masked, self._secagg_wait_s())
         return pb.SecAggUnmaskTask(seed_of=sorted(ask.seed_of), key_of=sorted(ask.key_of))
 

@@ -33,11 +33,10 @@ MASK_PURPOSE = b"mask"
 _STAGES = ("advertise", "share", "mask", "unmask", "done")
 
 
-def pairwise_mask(own: X25519PrivateKey, own_node: int, peer_key: bytes, peer_node: int, context: bytes,
-                  length: int) -> np.ndarray:
-    """What `own_node` adds for the pair (the peer subtracts it): + when own_node < peer_node."""
-    stream = crypto.mask(crypto.agreed_key(own, peer_key, MASK_PURPOSE, context), length)
-    return stream if own_node < peer_node else (np.uint32(0) - stream)
+def add_pairwise_mask(total: np.ndarray, own: X25519PrivateKey, own_node: int, peer_key: bytes, peer_node: int,
+                      context: bytes) -> None:
+    """Add in place what `own_node` adds for the pair (the peer subtracts it): + when own_node < peer_node."""
+    crypto.apply_mask(total, crypto.agreed_key(own, peer_key, MASK_PURPOSE, context), subtract=own_node > peer_node)
 
 
 class SecAggClient:
@@ -118,10 +117,10 @@ class SecAggClient:
         if len(senders) + 1 < self.setup.threshold:
             raise BelowThresholdError(f"only {len(senders)} neighbours shared their secrets; the round needs "
                                       f"{self.setup.threshold - 1}")
-        length = self.setup.vector_length
-        masked: np.ndarray = quantised + crypto.mask(self._seed, length)
+        masked = quantised.copy()  # the one copy: every mask is added to it in place
+        crypto.apply_mask(masked, self._seed)
         for peer in sorted(senders):
-            masked += pairwise_mask(self._mask_key, self.node, self._peers[peer].mask_key, peer, self.setup.context, length)
+            add_pairwise_mask(masked, self._mask_key, self.node, self._peers[peer].mask_key, peer, self.setup.context)
         return masked
 
     def unmask(self, request: UnmaskRequest) -> UnmaskReply:

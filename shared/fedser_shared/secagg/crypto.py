@@ -17,7 +17,7 @@ from Crypto.Protocol.SecretSharing import Shamir
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
@@ -128,7 +128,26 @@ def combine_secret(shares: Sequence[Share]) -> bytes:
     return bytes(first) + bytes(second)
 
 
+def _keystream(seed: bytes) -> CipherContext:
+    return Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+
+
 def mask(seed: bytes, length: int) -> np.ndarray:
     """The PRG: AES-256-CTR keystream under `seed` (counter block 0), read as little-endian uint32."""
-    stream = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update(bytes(4 * length))
-    return np.frombuffer(stream, dtype="<u4").astype(np.uint32, copy=False)
+    return np.frombuffer(_keystream(seed).update(bytes(4 * length)), dtype="<u4")
+
+
+_BLOCK_WORDS = 1 << 14  # the keystream is made and added 64 KiB at a time, while it is still in cache
+_ZEROS = memoryview(bytes(4 * _BLOCK_WORDS))
+
+
+def apply_mask(total: np.ndarray, seed: bytes, subtract: bool = False) -> None:
+    """total += mask(seed, len(total)) mod 2^32 (or -=), in place: the same keystream, made block by
+    block into one small buffer and added from there (no vector-sized temporary)."""
+    keystream = _keystream(seed)
+    buffer = bytearray(4 * _BLOCK_WORDS + 15)  # update_into wants a block's slack
+    combine = np.subtract if subtract else np.add
+    for start in range(0, len(total), _BLOCK_WORDS):
+        part = total[start : start + _BLOCK_WORDS]
+        keystream.update_into(_ZEROS[: 4 * len(part)], buffer)
+        combine(part, np.frombuffer(buffer, dtype="<u4", count=len(part)), out=part)

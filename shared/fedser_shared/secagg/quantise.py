@@ -76,17 +76,22 @@ def _square_sum(values: np.ndarray) -> float:
     return float(np.square(values).sum())  # not np.dot: BLAS threads crawl on a busy machine
 
 
-def _clipped(values: dict[str, np.ndarray], bound: float) -> dict[str, np.ndarray]:
+def _clip_in_place(values: dict[str, np.ndarray], bound: float) -> None:
     norm = math.sqrt(sum(_square_sum(v) for v in values.values()))
     if not math.isfinite(norm):
         raise InvalidUpdateError("the update contains NaN or infinite values")
     factor = min(1.0, bound / norm) if norm > 0 else 1.0
-    return {name: v * factor for name, v in values.items()}
+    for v in values.values():
+        v *= factor
 
 
 def encode(update: Mapping[str, np.ndarray], n_samples: int, layout: VectorLayout, rng: np.random.Generator,
            transform: Transform | None = None) -> np.ndarray:
-    """The client's quantised input (uint32, `layout.length` elements)."""
+    """The client's quantised input (uint32, `layout.length` elements).
+
+    One float64 copy of the update is scaled in place, then each tensor is rounded through one
+    scratch buffer straight into the output: the same operations in the same order as a
+    vectorised floor(clip(x) * s + u), without a temporary per step."""
     names = [name for name, _ in layout.tensors]
     if sorted(update) != names:
         raise InvalidUpdateError(f"update tensors {sorted(update)[:4]}... are not the layout's {names[:4]}...")
@@ -94,21 +99,32 @@ def encode(update: Mapping[str, np.ndarray], n_samples: int, layout: VectorLayou
         if tuple(update[name].shape) != shape:
             raise InvalidUpdateError(f"tensor '{name}' has shape {update[name].shape}, expected {shape}")
     weight = min(max(n_samples, 0), layout.max_weight)
-    values = {name: np.asarray(update[name], dtype=np.float64).reshape(-1) for name in names}
-    if weight == 0:
-        values = {name: np.zeros_like(v) for name, v in values.items()}
-    deltas = _clipped({n: v for n, v in values.items() if n.startswith(DELTA)}, layout.delta_bound)
-    controls = _clipped({n: v for n, v in values.items() if n.startswith(DELTA_CONTROL)}, layout.control_bound)
-    summed = {n: v * (weight / layout.max_weight) for n, v in deltas.items()} | controls
+    values = {name: np.array(update[name], dtype=np.float64).reshape(-1) if weight else
+              np.zeros(math.prod(update[name].shape)) for name in names}  # copies: scaled in place below
+    deltas = {n: v for n, v in values.items() if n.startswith(DELTA)}
+    controls = {n: v for n, v in values.items() if n.startswith(DELTA_CONTROL)}
+    _clip_in_place(deltas, layout.delta_bound)
+    _clip_in_place(controls, layout.control_bound)
+    for v in deltas.values():
+        v *= weight / layout.max_weight
+    summed = deltas | controls  # in this order: a transform drawing noise per tensor draws it as before
     if transform is not None:
         summed = transform(summed)
     out = np.empty(layout.length, dtype=np.uint32)
+    signed = out.view(np.int32)  # two's complement: an int32 written here is its value mod 2^32
+    scratch = np.empty(max(math.prod(shape) for _, shape in layout.tensors))
+    noise = np.empty_like(scratch)
     start = 0
     for name in names:
-        flat = np.clip(summed[name], -layout.bound_of(name), layout.bound_of(name))
-        rounded = np.floor(flat * layout.scale_of(name) + rng.random(flat.size)).astype(np.int64)
-        out[start : start + flat.size] = rounded.astype(np.uint32)  # two's complement: mod 2^32
-        start += flat.size
+        size = summed[name].size
+        flat, uniform = scratch[:size], noise[:size]
+        np.clip(summed[name].reshape(-1), -layout.bound_of(name), layout.bound_of(name), out=flat)
+        flat *= layout.scale_of(name)
+        flat += rng.random(out=uniform)
+        np.floor(flat, out=flat)
+        # |flat| <= bound * scale + 1 < 2^31 (VectorLayout.scale_of): the cast is exact
+        np.copyto(signed[start : start + size], flat, casting="unsafe")
+        start += size
     out[start] = weight
     out[start + 1] = 1 if weight else 0
     return out

@@ -132,8 +132,8 @@ class SecAggServer:
             raise self._fail(f"{len(u2)} clients shared their secrets; secure aggregation needs {self.threshold}")
         self._holds = {node: (self._peers[node] & u2) | {node} for node in u2}
         self.stage = "mask"
-        return {node: [s for sender in sorted(self._holds[node] - {node}) for s in self._shares[sender]
-                       if s.recipient == node] for node in u2}
+        sealed = {(s.sender, s.recipient): s for sender in u2 for s in self._shares[sender]}
+        return {node: [sealed[sender, node] for sender in sorted(self._holds[node] - {node})] for node in u2}
 
     # ---- stage 3: masked inputs, summed as they come
 
@@ -182,23 +182,25 @@ class SecAggServer:
         return crypto.combine_secret(shares[: self.threshold])
 
     def finish(self) -> UnmaskedSum:
-        """Close the unmasking: the survivors' sum, or BelowThresholdError (nothing is unmasked then)."""
+        """Close the unmasking: the survivors' sum, or BelowThresholdError (nothing is unmasked then).
+
+        Every secret is rebuilt and checked before the sum is touched; then the masks come off the
+        running sum in place, one keystream at a time."""
         self._at("unmask")
         dropped = set(self._holds) - self._masked
-        seeds = {node: self._rebuild(node, seed=True) for node in sorted(self._masked)}
-        keys = {node: self._rebuild(node, seed=False) for node in sorted(dropped)}
-        total = self._total.copy()
-        for seed in seeds.values():
-            total -= crypto.mask(seed, self.vector_length)
-        for node, key_bytes in keys.items():
-            key = crypto.load_private(key_bytes)
+        seeds = [self._rebuild(node, seed=True) for node in sorted(self._masked)]
+        keys = {node: crypto.load_private(self._rebuild(node, seed=False)) for node in sorted(dropped)}
+        for node, key in keys.items():
             if crypto.public_bytes(key) != self._adverts[node].mask_key:
                 self.stage = "failed"
                 raise MalformedShareError(f"the shares of node {node}'s mask key do not rebuild the key it advertised")
+        total = self._total
+        for seed in seeds:
+            crypto.apply_mask(total, seed, subtract=True)
+        for node, key in keys.items():
             for survivor in sorted(self._masked & self._holds[node]):
-                # what the survivor added for the pair, seen from the dropped node's side, negated
-                stream = crypto.mask(crypto.agreed_key(key, self._adverts[survivor].mask_key, MASK_PURPOSE,
-                                                       self.context), self.vector_length)
-                total = total - stream if survivor < node else total + stream
+                # what the survivor added for the pair (+ when survivor < node), taken off
+                crypto.apply_mask(total, crypto.agreed_key(key, self._adverts[survivor].mask_key, MASK_PURPOSE,
+                                                           self.context), subtract=survivor < node)
         self.stage = "done"
         return UnmaskedSum(total, frozenset(self._masked))
