@@ -13,10 +13,11 @@ import grpc
 import numpy as np
 from pydantic import ValidationError
 
+from fedser_server.clock import Clock
 from fedser_server.core.dp import DpFedAvg
 from fedser_server.core.strategy import Strategy, make_strategy
 from fedser_server.engine.coordinator import Coordinator
-from fedser_server.engine.loop import Clock, RoundLoop
+from fedser_server.engine.loop import RoundLoop
 from fedser_server.engine.served_state import give_back_free_heap
 from fedser_server.security.tokens import TokenStore
 from fedser_server.state.startup import prepare_state_dir

@@ -8,7 +8,7 @@ import threading
 
 class ManualClock:
     """A monotonic clock for `fedser_server.app.start(clock=...)`: the server's waits re-read it at
-    least every `engine.loop.WAKE_S` real seconds, so a jump is seen within that."""
+    least every `fedser_server.clock.WAKE_S` real seconds, so a jump is seen within that."""
 
     def __init__(self, start: float = 1_000.0) -> None:
         self._now = start

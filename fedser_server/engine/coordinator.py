@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedser_server.clock import WAKE_S
 from fedser_server.core.norm_bound import NormBound, l2_norm
 from fedser_server.core.records import RoundTally
 from fedser_server.core.reports import Evaluation, UpdateHeader
@@ -154,6 +155,18 @@ class Coordinator:
             except FedserError:
                 return False
             return True
+
+    def wait_while_open(self, client: Session, round_index: int, task_id: str, unless: threading.Event) -> bool:
+        """Block while the task takes answers: True once it no longer does (its round's deadline
+        passed on the run's clock, the round or the run ended), False once `unless` is set first."""
+        with self._cond:
+            while not unless.is_set():
+                try:
+                    self._offer(client, round_index, task_id)
+                except FedserError:
+                    return True
+                self._cond.wait(timeout=WAKE_S)
+            return False
 
     # ---------------------------------------------------------------- answers
     def secure_round_for(self, client: Session, round_index: int, task_id: str) -> SecureRound:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
+from fedser_server.clock import WAKE_S, Clock
 from fedser_server.core.records import evaluation_fields, is_eval_round, metrics_record
 from fedser_server.core.round_book import RoundBook, TaskKind
 from fedser_server.core.round_plan import TaskSpec, plan_round, task_spec
@@ -42,9 +43,7 @@ from fedser_shared.logging import get_logger
 
 log = get_logger(__name__)
 
-Clock = Callable[[], float]
 RECOUNT_S = 0.2  # while waiting for clients, the alive ones are counted at most this often
-WAKE_S = 0.5  # a wait re-reads the clock at least this often (real time): an injected clock's jumps are seen
 
 
 class RoundLoop:
@@ -190,6 +189,7 @@ class RoundLoop:
                     break
                 self.lock.wait(timeout=min(remaining, WAKE_S))
             current.stop_answers()
+            self.lock.notify_all()  # uploads still streaming for it are cut off now
 
     def _await_secure(self, current: Round, secure: SecureRound) -> int:
         """A secure round's stages (docs/privacy.md): the clients' masked inputs summed, unmasked and

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fedser_server.clock import WAKE_S, Clock
 from fedser_server.core.secure_aggregation import round_threshold
 from fedser_shared.config import PrivacyConfig
 from fedser_shared.errors import (
@@ -42,8 +43,6 @@ from fedser_shared.secagg import (
 
 log = get_logger(__name__)
 
-Clock = Callable[[], float]
-WAKE_S = 0.5  # waits re-read the clock and the stop flag at least this often
 STAGES = ("advertise", "share", "mask", "unmask")
 
 

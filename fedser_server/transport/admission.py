@@ -14,9 +14,9 @@ uploads hold N full-size receive buffers. So:
   clients, benchmarks/results/server_memory.md).
 - `HeaderGate`: an update stream holds no thread until its header (which authenticates it) is
   in; at most `unauthenticated_streams` streams wait for theirs at once, each at most
-  `header_timeout_s`. Beyond the bound a stream is refused at once (`unauthenticated_streams`),
-  past the limit it is cut off (`header_timeout`): streams that never send a header cannot tie
-  up the workers that joins, evaluations and real uploads need.
+  `header_timeout_s` of the run's clock. Beyond the bound a stream is refused at once
+  (`unauthenticated_streams`), past the limit it is cut off (`header_timeout`): streams that never
+  send a header cannot tie up the workers that joins, evaluations and real uploads need.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from fedser_server.clock import WAKE_S, Clock
 from fedser_shared.config import AdmissionConfig
 from fedser_shared.errors import HeaderTimeoutError, TooManyUnauthenticatedError, UploadSlotsBusyError
 
@@ -121,8 +122,8 @@ class UploadSlot:
 class HeaderGate:
     """Update streams waiting on the event loop for their first message (the header)."""
 
-    def __init__(self, capacity: int, timeout_s: float) -> None:
-        self.capacity, self.timeout_s = capacity, timeout_s
+    def __init__(self, capacity: int, timeout_s: float, clock: Clock = time.monotonic) -> None:
+        self.capacity, self.timeout_s, self._clock = capacity, timeout_s, clock
         self.waiting = 0  # touched only on the event loop
 
     async def first_message(self, requests: AsyncIterator[T]) -> T | None:
@@ -130,9 +131,15 @@ class HeaderGate:
         if self.waiting >= self.capacity:
             raise TooManyUnauthenticatedError(f"{self.waiting} update streams already wait for their header: retry later")
         self.waiting += 1
+        reading = asyncio.ensure_future(anext(requests, None))
         try:
-            return await asyncio.wait_for(anext(requests, None), self.timeout_s)
-        except TimeoutError:
-            raise HeaderTimeoutError(f"no update header within {self.timeout_s:g} s of opening the stream") from None
+            deadline = self._clock() + self.timeout_s
+            while not reading.done():
+                left = deadline - self._clock()
+                if left <= 0:
+                    raise HeaderTimeoutError(f"no update header within {self.timeout_s:g} s of opening the stream")
+                await asyncio.wait((reading,), timeout=min(left, WAKE_S))
+            return reading.result()
         finally:
+            reading.cancel()  # nothing when it is done
             self.waiting -= 1

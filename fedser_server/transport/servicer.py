@@ -51,10 +51,6 @@ _TASK_KIND = {
     TaskKind.SHUTDOWN: pb.TASK_KIND_SHUTDOWN,
 }
 
-# past its task's deadline an upload is refused anyway; a client that stalls mid-stream
-# (suspended, wedged link) is cut off then, so it cannot keep an upload slot
-STALL_GRACE_S = 2.0
-
 
 def task_message(task: TaskAssignment) -> pb.Task:
     return pb.Task(
@@ -153,14 +149,34 @@ def _went_away(context: grpc.ServicerContext, settle_s: float = 1.0) -> bool:
 
 
 @contextmanager
-def _cancel_at(context: grpc.ServicerContext, deadline_unix_s: float) -> Iterator[None]:
-    timer = threading.Timer(max(0.0, deadline_unix_s - time.time()) + STALL_GRACE_S, context.cancel)
-    timer.daemon = True
-    timer.start()
+def _cut_off_when_closed(coordinator: Coordinator, opened: OpenedUpdate, context: grpc.ServicerContext,
+                         messages: Iterator[pb.UpdateChunk | memoryview]) -> Iterator[Iterator[pb.UpdateChunk | memoryview]]:
+    """Once its task closes (the round's deadline on the run's clock, or the run's end) an upload is
+    refused anyway: a client that stalls mid-stream then (suspended, wedged link) is cut off and
+    refused as stale, so that it cannot keep an upload slot. Yields `messages`; a stream read to its
+    end is never cut: its update is accepted or refused on its merits."""
+    read, closed = threading.Event(), threading.Event()
+    header = opened.header
+
+    def reading() -> Iterator[pb.UpdateChunk | memoryview]:
+        try:
+            yield from messages
+        except grpc.RpcError:
+            if closed.is_set():
+                raise StaleRoundError(f"round {header.round} closed while the update was streaming") from None
+            raise
+        read.set()
+
+    def watch() -> None:
+        if coordinator.wait_while_open(opened.client, header.round, header.task_id, unless=read):
+            closed.set()
+            context.cancel()
+
+    threading.Thread(target=watch, name="fedser-upload-cutoff", daemon=True).start()
     try:
-        yield
+        yield reading()
     finally:
-        timer.cancel()
+        read.set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +200,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self._inline_model = _InlineModel()
         self._polls = PollGate(limits.parked_polls_cap)
         self._uploads = UploadGate(limits.uploads)
-        self._headers = HeaderGate(limits.unauthenticated_streams, limits.header_timeout_s)
+        self._headers = HeaderGate(limits.unauthenticated_streams, limits.header_timeout_s, coordinator.clock)
         self._polls_on_loop: TaskPolls | None = None  # made on the server's event loop, at the first poll
 
     @property
@@ -297,9 +313,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         from `wire.read_update_chunk`: data chunks as memoryviews, the rest as protobuf."""
         client, header = opened.client, opened.header
         with self.refusals.guard(context, opened.caller):
-            with opened.slot, _cancel_at(context, opened.task.deadline_unix_s):
+            with opened.slot, _cut_off_when_closed(self.coordinator, opened, context, messages) as cut:
                 try:
-                    self._receive_update(client, header, messages)
+                    self._receive_update(client, header, cut)
                 except _EndedEarly:
                     if _went_away(context):
                         # a stream cut short because the client cancelled (or died) is not a corrupt blob

@@ -1,10 +1,12 @@
 """Update streams that never send their header (no credentials, slow-loris) must not stop the run:
 they wait on the event loop without a worker thread, are bounded, and are cut off after the
-header limit; rounds still complete and a Join still succeeds meanwhile."""
+header limit (on the server's clock, moved by hand here); rounds still complete and a Join still
+succeeds meanwhile."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,19 +14,21 @@ import grpc
 import pytest
 
 from fedser_server import app as server_app
+from fedser_server.clock import Clock
 from fedser_server.observability.metrics import start_metrics_endpoint
 from fedser_server.transport.admission import Limits
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.refusal import refusal_of
 from tests.faults import raw
+from tests.manual_clock import ManualClock
 from tests.observability.test_metrics import scrape
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def _start(tmp: Path, limits: Limits, **overrides: object) -> server_app.RunningServer:
+def _start(tmp: Path, limits: Limits, clock: Clock = time.monotonic, **overrides: object) -> server_app.RunningServer:
     config = raw.small_config(**overrides)
-    return server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp / "state")
+    return server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp / "state", clock=clock)
 
 
 class HeaderlessStreams:
@@ -56,7 +60,8 @@ def _outcome(future) -> tuple[grpc.StatusCode, str | None]:
 def test_headerless_streams_hold_no_worker_and_rounds_still_complete(tmp_path: Path) -> None:
     # more silent streams than worker threads: before, they held every worker and a Join timed out
     workers = 8
-    server = _start(tmp_path, Limits(max_workers=workers), **{"federation.rounds": 3})
+    # the server's clock stands still: the header limit cannot pass while the rounds run, however slowly
+    server = _start(tmp_path, Limits(max_workers=workers), ManualClock(), **{"federation.rounds": 3})
     loris_channel, loris_stub = raw.stub_for(server.port)
     channel, stub = raw.stub_for(server.port)
     streams = HeaderlessStreams(loris_stub, 5 * workers)
@@ -79,7 +84,7 @@ def _waiting_for_header(server: server_app.RunningServer) -> int:
 
 
 def test_unauthenticated_streams_beyond_the_bound_are_refused_and_counted(tmp_path: Path) -> None:
-    server = _start(tmp_path, Limits(unauthenticated_streams=4), **{"federation.min_clients": 2})
+    server = _start(tmp_path, Limits(unauthenticated_streams=4), ManualClock(), **{"federation.min_clients": 2})
     channel, stub = raw.stub_for(server.port)
     streams = HeaderlessStreams(stub, 4)
     try:
@@ -102,11 +107,16 @@ def test_unauthenticated_streams_beyond_the_bound_are_refused_and_counted(tmp_pa
 
 
 def test_a_stream_without_its_header_within_the_limit_is_cut_off(tmp_path: Path) -> None:
-    # the limit must pass for the refusal to come: the test waits on the refusal, not on a clock
-    server = _start(tmp_path, Limits(header_timeout_s=0.5), **{"federation.min_clients": 2})
+    # the limit is counted on the server's clock, which moves only when the test moves it
+    clock, limits = ManualClock(), Limits()
+    server = _start(tmp_path, limits, clock, **{"federation.min_clients": 2})
     channel, stub = raw.stub_for(server.port)
     streams = HeaderlessStreams(stub, 1)
     try:
+        raw.wait_for(lambda: _waiting_for_header(server) == 1, what="the silent stream to be open")
+        clock.advance(limits.header_timeout_s - 1)
+        assert not streams.calls[0].done() and _waiting_for_header(server) == 1  # within the limit: still open
+        clock.advance(2)
         assert _outcome(streams.calls[0]) == (grpc.StatusCode.DEADLINE_EXCEEDED, "header_timeout")
         assert server.coordinator.refusals["header_timeout"] == 1
         assert _waiting_for_header(server) == 0

@@ -30,14 +30,17 @@ def test_a_serving_server_is_healthy(plain_server: str, capsys: pytest.CaptureFi
 
 
 def test_nothing_listening_is_unhealthy_in_one_line() -> None:
+    # a refused connection answers at once; the probe's timeout only bounds a hang
     address = f"127.0.0.1:{free_port()}"
-    result = subprocess.run([sys.executable, "-m", "fedser_server.probe", "--address", address, "--insecure", "--timeout", "1"],
+    result = subprocess.run([sys.executable, "-m", "fedser_server.probe", "--address", address, "--insecure", "--timeout", "30"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith("unhealthy:") and result.stderr.count("\n") == 1 and "UNAVAILABLE" in result.stderr
 
 
 def test_tls_probe_against_a_plaintext_server_fails(plain_server: str, tmp_path: Path) -> None:
-    assert not probe.check(plain_server, timeout_s=1).healthy
+    # the handshake fails at once; the timeout only bounds a hang
+    mismatch = probe.check(plain_server, timeout_s=30)
+    assert not mismatch.healthy and "UNAVAILABLE" in mismatch.message
     missing = probe.check(plain_server, ca_cert=str(tmp_path / "nope.pem"))
     assert not missing.healthy and "cannot read CA certificate" in missing.message

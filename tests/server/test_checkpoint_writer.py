@@ -39,9 +39,12 @@ def test_the_next_round_opens_during_the_checkpoint_and_accepts_updates_only_aft
         assert writing.wait(30)
         second = raw.wait_task(stub, session)  # handed out while round 1 is still being written
         assert second.round == 2 and not release.is_set()
+        received_in_round_1 = server.coordinator.bytes_received
         acked: list[pb.UpdateAck] = []
         upload = threading.Thread(target=lambda: acked.append(raw.answer(stub, session, second)))
         upload.start()
+        # the whole update of round 2 is in (the same size as round 1's): it waits for round 1's checkpoint
+        raw.wait_for(lambda: server.coordinator.bytes_received >= 2 * received_in_round_1, what="round 2's update to arrive")
         upload.join(timeout=1.0)
         assert not acked, "an update of round 2 was accepted before round 1 was on disk"
         release.set()

@@ -174,7 +174,7 @@ def test_a_disk_that_stays_full_for_a_round_deadline_stops_the_run_loudly(tmp_pa
         assert _refused(lambda: raw.submit(stub, messages))[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "disk_full")
         now[0] += 30.0  # still within a round deadline: the run goes on
         assert _refused(lambda: raw.submit(stub, messages))[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "disk_full")
-        assert not server.wait(timeout=0.5)
+        assert server.coordinator.failure is None and not server.coordinator.stopping
         now[0] += 31.0
         assert _refused(lambda: raw.submit(stub, messages))[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "disk_full")
         assert server.wait(timeout=30)

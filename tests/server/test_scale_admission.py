@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -12,7 +13,9 @@ import pytest
 from fedser_server import app as server_app
 from fedser_server.transport.admission import Limits, UploadGate, UploadSlotsBusyError
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+from fedser_shared.refusal import refusal_of
 from tests.faults import raw
+from tests.manual_clock import ManualClock
 
 POLLERS = 7
 
@@ -97,12 +100,22 @@ def test_an_upload_beyond_the_slots_is_refused_at_once_with_turns_spread_over_th
         pass
 
 
+def _refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str | None]:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code(), refusal_of(exc)
+    return grpc.StatusCode.OK, None
+
+
 @pytest.mark.timeout(120)
 def test_a_client_that_stalls_mid_upload_loses_its_slot_at_the_deadline(tmp_path: Path) -> None:
+    # the round's deadline passes when the test moves the server's clock past it
+    clock, round_timeout_s = ManualClock(), 60.0
     limits = Limits(max_workers=8, uploads=1)
-    config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": 2, "federation.round_timeout_s": 6.0,
-                                 "federation.min_updates": 1, "federation.poll_timeout_s": 1.0})
-    server = server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp_path / "state")
+    config = raw.small_config(**{"federation.rounds": 2, "federation.min_clients": 2, "federation.min_updates": 1,
+                                 "federation.round_timeout_s": round_timeout_s, "federation.poll_timeout_s": 1.0})
+    server = server_app.start(config.model_copy(update={"admission": limits}), "127.0.0.1:0", tmp_path / "state", clock=clock)
     stall = threading.Event()
     channels = []
     try:
@@ -121,20 +134,18 @@ def test_a_client_that_stalls_mid_upload_loses_its_slot_at_the_deadline(tmp_path
             stall.wait()
 
         hanging = stub.SubmitUpdate.future(stalled(), timeout=60)
-        # the good client's upload finds the slot taken and is refused at once; the round closes
-        # at its deadline with no update, and the stalled stream is cut so the slot comes back
+        raw.wait_for(lambda: server.coordinator.bytes_received > 0, what="the stalled upload to hold the slot")
+        # the good client's upload finds the only slot taken and is refused at once, to come back later
         good_task = raw.wait_task(stub2, good)
-        code, _ = raw.code_of(lambda: raw.answer(stub2, good, good_task))
-        assert code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OK)
-        with pytest.raises(grpc.RpcError):
-            hanging.result(timeout=30)
-        # a later upload gets the slot
-        for _ in range(3):
-            task = raw.wait_task(stub2, good)
-            code, _ = raw.code_of(lambda: raw.answer(stub2, good, task))
-            if code == grpc.StatusCode.OK:
-                break
-        assert code == grpc.StatusCode.OK
+        assert _refusal(lambda: raw.answer(stub2, good, good_task)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "upload_slots_busy")
+        assert not hanging.done()
+        # the round closes at its deadline with no update; the stalled stream is cut, so the slot comes back
+        clock.advance(round_timeout_s + 1)
+        assert _refusal(lambda: hanging.result(timeout=30)) == (grpc.StatusCode.FAILED_PRECONDITION, "stale_round")
+        # the round's next attempt: the good client's upload gets the slot
+        task = raw.wait_task(stub2, good)
+        assert task.round == 1 and task.task_id != good_task.task_id
+        assert raw.answer(stub2, good, task).accepted
     finally:
         stall.set()
         server.shutdown()
