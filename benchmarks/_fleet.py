@@ -4,7 +4,8 @@ Each client does what the daemon does on the wire, minus training: Join, heartbe
 GetTask, and on TRAIN takes the model as the daemon does (inline in the task when it is small,
 else FetchModel, with `--fetch`) and streams a pre-made update blob (its data messages framed once per process
 and shared, so that the fleet spends little CPU: the server sees N distinct clients, each
-sending a full update, header, data, checksum trailer). Retryable failures are retried with
+sending a full update, header, data, checksum trailer). An upload refused with a time to come
+back (all upload slots taken) is sent again then; other retryable failures are retried with
 jittered backoff, as the daemon does. Prints one JSON line of counts when all are done.
 
     python _fleet.py ADDRESS N_CLIENTS FIRST_INDEX WEIGHTS_SPEC_JSON [--fetch] [--own-connections]
@@ -27,6 +28,7 @@ import numpy as np
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from fedser_shared.refusal import refusal_of, retry_after_of
 from fedser_shared.transport import client_channel_options
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -107,7 +109,26 @@ async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fr
                         yield frame
                     yield pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=blob.sha256))
 
-                await submit_update(messages(), timeout=3600)
+                busy_backoff = 0.2
+                while True:  # all upload slots taken: send it again when the server says (jittered), as the daemon does
+                    try:
+                        await submit_update(messages(), timeout=3600)
+                        break
+                    except grpc.aio.AioRpcError as exc:
+                        retry_after_s = retry_after_of(exc)
+                        if retry_after_s is not None:
+                            counts[f"update_{refusal_of(exc)}"] += 1
+                            await asyncio.sleep(random.uniform(0.75, 1.25) * min(retry_after_s, 60.0))
+                        elif (exc.code() == grpc.StatusCode.INTERNAL and refusal_of(exc) is None
+                              and time.time() < task.deadline_unix_s):
+                            # grpc.aio reports a refusal that ends the call while this client still writes as
+                            # INTERNAL, without the server's status and trailers (grpc/grpc#36066): the same
+                            # refusal, with no time to come back
+                            counts["update_INTERNAL"] += 1
+                            await asyncio.sleep(random.uniform(0.5, 1.0) * busy_backoff)
+                            busy_backoff = min(10.0, busy_backoff * 2)
+                        else:
+                            raise
                 counts["update_ok"] += 1
                 latencies.append(time.perf_counter() - started)
                 backoff = 0.2

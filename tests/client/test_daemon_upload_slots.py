@@ -143,6 +143,7 @@ def test_three_uploads_at_once_through_one_slot_all_land_in_the_round(tmp_path: 
         server.shutdown(grace_s=0.2)
     assert daemons.errors == []
     assert [daemons.results[i].rounds_trained for i in range(3)] == [[1], [1], [1]]
+    assert [len(trainer.models) for trainer in daemons.trainers] == [1, 1, 1]  # each kept its update across its tries
     assert staller.outcome[0][0].name == "OK"
     record = json.loads((tmp_path / "state" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["round"] == 1 and record["n_updates"] == 4
