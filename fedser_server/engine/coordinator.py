@@ -45,6 +45,7 @@ from fedser_shared.tensor_names import DELTA, WEIGHT
 log = get_logger(__name__)
 
 BLOB_SLACK_BYTES = 64 * 1024
+WAIT = TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)  # one answer shared by every waiting poll
 
 
 class Coordinator:
@@ -123,7 +124,7 @@ class Coordinator:
                 raise ServerStoppingError("the server is stopping before the last round: retry later")
             self.sessions.touch_if_alive(client)
             owed = self._round.owed(client.client_id) if self._round is not None else None
-            return owed if owed is not None else TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)
+            return owed if owed is not None else WAIT
 
     def add_task_listener(self, listener: Callable[[tuple[str, ...] | None], None]) -> None:
         """Call `listener` (from the posting thread, lock held: it must not block) whenever tasks

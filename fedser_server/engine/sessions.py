@@ -31,16 +31,16 @@ from fedser_shared.logging import get_logger
 log = get_logger(__name__)
 
 
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per joined client: no __dict__
 class Session:
     """A client's live session; `record` is its stored row."""
 
     record: ClientRecord
-    token_hash: str
+    token_hash: bytes
     last_call: float  # on the run's clock
     ended: str = ""  # why the session ended ("" while it is valid)
     shutdown_sent: bool = False

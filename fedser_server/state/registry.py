@@ -18,7 +18,7 @@ from pathlib import Path
 from fedser_shared.errors import StateError
 
 
-@dataclass
+@dataclass(slots=True)  # one per registered client, kept in memory: no __dict__
 class ClientRecord:
     client_id: str
     name: str

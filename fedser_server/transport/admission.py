@@ -25,8 +25,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from fedser_server.clock import WAKE_S, Clock
@@ -50,18 +49,16 @@ class PollGate:
         self._lock = threading.Lock()
         self._rng = rng or random.Random()
 
-    @contextmanager
-    def park(self) -> Iterator[bool]:
-        """Yields whether this poll may wait (True) or must be answered at once (False)."""
+    def try_park(self) -> bool:
+        """Whether this poll may wait (True: call `unpark` when it ends) or must be answered at once."""
         with self._lock:
             parked = self._parked < self.capacity
             self._parked += parked
-        try:
-            yield parked
-        finally:
-            if parked:
-                with self._lock:
-                    self._parked -= 1
+        return parked
+
+    def unpark(self) -> None:
+        with self._lock:
+            self._parked -= 1
 
     def retry_after_s(self, n_joined: int, ceiling_s: float) -> float:
         """Spread the pollers the pool cannot park: about one poll window per `capacity` clients."""

@@ -5,6 +5,9 @@ WAIT it sleeps on the loop until the coordinator posts tasks for its client (a r
 with it sampled, its session ends) or for everyone (the run ends), then asks again. The
 coordinator wakes the loop through `add_task_listener`, from whichever thread posted; a round
 wakes its sampled clients' polls, not the 10,000 others.
+
+A parked poll holds what it must and no more (10,000 of them are parked at once): its coroutine,
+one future in `_parked` and one timer. The rare wake of everyone (the run ends) walks `_parked`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from fedser_server.engine.sessions import Session
 class TaskPolls:
     def __init__(self, coordinator: Coordinator, loop: asyncio.AbstractEventLoop) -> None:
         self._coordinator, self._loop = coordinator, loop
-        self._everyone = loop.create_future()  # done when every poll should ask again; then replaced
         self._parked: dict[str, asyncio.Future[None]] = {}  # client_id -> done when its poll should ask again
         coordinator.add_task_listener(self._announce)
 
@@ -34,13 +36,14 @@ class TaskPolls:
 
     def _wake(self, client_ids: tuple[str, ...] | None) -> None:
         if client_ids is None:
-            everyone, self._everyone = self._everyone, self._loop.create_future()
-            everyone.set_result(None)
+            woken, self._parked = self._parked, {}
+            for future in woken.values():
+                _release(future)
             return
         for client_id in client_ids:
             mine = self._parked.pop(client_id, None)
-            if mine is not None and not mine.done():
-                mine.set_result(None)
+            if mine is not None:
+                _release(mine)
 
     async def next_task(self, client: Session, timeout_s: float) -> TaskAssignment:
         """This client's task, once it has one; WAIT when `timeout_s` passes first."""
@@ -48,19 +51,32 @@ class TaskPolls:
         mine: asyncio.Future[None] | None = None
         try:
             while True:
-                # taken before asking, so that a post in between is not missed
-                everyone = self._everyone
+                # parked before asking, so that a post in between is not missed
                 mine = self._parked.get(client.client_id)
                 if mine is None or mine.done():
                     mine = self._parked[client.client_id] = self._loop.create_future()
                 task = self._coordinator.next_task(client)
-                remaining = deadline - self._loop.time()
-                if task.kind is not TaskKind.WAIT or remaining <= 0:
+                now = self._loop.time()
+                if task.kind is not TaskKind.WAIT or deadline <= now:
                     return task
                 # a parked poll counts as a call from its client (as it did on the sync server): wake
                 # often enough that a client parked for long is not taken for gone
-                await asyncio.wait((everyone, mine), timeout=min(remaining, self._coordinator.client_timeout_s / 4),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                timer = self._loop.call_at(min(deadline, now + self._coordinator.client_timeout_s / 4), _release, mine)
+                try:
+                    await mine
+                except asyncio.CancelledError:
+                    # a second poll of the same client shares `mine`; its cancel (the call went away)
+                    # cancels `mine` too, which for this poll is a wake-up, not its own end
+                    task_now = asyncio.current_task()
+                    if task_now is None or task_now.cancelling():
+                        raise
+                finally:
+                    timer.cancel()
         finally:
             if mine is not None and self._parked.get(client.client_id) is mine:
                 del self._parked[client.client_id]
+
+
+def _release(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

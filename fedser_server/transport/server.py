@@ -20,7 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
-from fedser_server.transport.servicer import CoordinatorServicer
+from fedser_server.transport.servicer import CoordinatorServicer, PollRequest
 from fedser_server.transport.threaded import ThreadedHandlers
 from fedser_shared import wire
 from fedser_shared.errors import ConfigError
@@ -56,7 +56,7 @@ def coordinator_handlers(servicer: CoordinatorServicer, threaded: ThreadedHandle
     return {
         "Describe": unary(servicer.Describe, pb.DescribeRequest, pb.ServerInfo),
         "Join": unary(threaded.unary_unary(servicer.Join), pb.JoinRequest, pb.JoinReply),
-        "GetTask": grpc.unary_unary_rpc_method_handler(servicer.GetTask, pb.GetTaskRequest.FromString, wire.serialize),
+        "GetTask": grpc.unary_unary_rpc_method_handler(servicer.GetTask, PollRequest.read, wire.serialize),
         "FetchModel": grpc.unary_stream_rpc_method_handler(threaded.unary_stream(servicer.FetchModel),
                                                            pb.FetchModelRequest.FromString, wire.serialize),
         "SubmitUpdate": grpc.stream_unary_rpc_method_handler(

@@ -75,6 +75,23 @@ def wants_sha256(checksums: Iterable[int]) -> bool:
     return pb.CHECKSUM_XXH3_128 not in checksums
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PollRequest:
+    """GetTask's request as a parked poll keeps it: the fields it uses, not the protobuf message
+    (~570 bytes more per parked poll, 10,000 of them parked at once)."""
+
+    protocol_version: int
+    client_id: str
+    session_token: str
+    sha256_too: bool  # the client needs the model's SHA-256 (it did not list XXH3)
+
+    @classmethod
+    def read(cls, raw: bytes) -> PollRequest:
+        request = pb.GetTaskRequest.FromString(raw)
+        return cls(request.protocol_version, request.session.client_id, request.session.session_token,
+                   wants_sha256(request.checksums))
+
+
 def trailer_digest(header: UpdateHeader, trailer: pb.BlobTrailer) -> Digest:
     """The digest the trailer carries for the checksum its header announced."""
     return Digest(header.checksum, trailer.xxh3_128 if header.checksum is Checksum.XXH3_128 else trailer.sha256)
@@ -238,19 +255,24 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             heartbeat_interval_s=self.coordinator.heartbeat_interval_s)
 
     @refusing_on_loop
-    async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task | bytes:
+    async def GetTask(self, request: PollRequest, context: grpc.aio.ServicerContext) -> pb.Task | bytes:
         """On the event loop: a parked poll is a coroutine waiting for the coordinator to post tasks.
         The task is serialised by hand when it carries the model inline (see `_InlineModel`)."""
-        client = self._client(request.protocol_version, request.session)
-        with self._polls.park() as parked:
+        edge.check_protocol(request.protocol_version)
+        client = self.coordinator.authenticate(request.client_id, request.session_token)
+        parked = self._polls.try_park()
+        try:
             remaining = context.time_remaining()
             timeout = self.poll_timeout_s if remaining is None else max(0.0, min(self.poll_timeout_s, remaining - 1.0))
             task = await self._task_polls().next_task(client, timeout if parked else 0.0)
+        finally:
+            if parked:
+                self._polls.unpark()
         if not parked and task.kind is TaskKind.WAIT:
             retry = self._polls.retry_after_s(len(self.coordinator.registry.clients), self.poll_timeout_s)
             task = dataclasses.replace(task, retry_after_s=retry)
         message = task_message(task)
-        model = (self._inline_model_field(client, task, wants_sha256(request.checksums))
+        model = (self._inline_model_field(client, task, request.sha256_too)
                  if task.kind in (TaskKind.TRAIN, TaskKind.EVALUATE) else b"")
         return message.SerializeToString() + model if model else message
 
