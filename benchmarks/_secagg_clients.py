@@ -2,17 +2,20 @@
 wire minus training (Join, long-poll GetTask, send a ready update), plainly or through the secure
 aggregation stages. The process lives across sessions: it reads one JSON command per line on stdin
 ({"target": ADDRESS, "secure": bool}), runs its clients against that server until it ends, and
-prints one JSON line per session: the payload bytes its clients sent and received per round.
+prints one JSON line per session: the payload bytes its clients sent and received, their rounds,
+and the seconds their calls took per method.
 
     python _secagg_clients.py FIRST_INDEX N_CLIENTS [NEIGHBOURS]
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,22 +47,26 @@ def make_update(config: RunConfig, index: int) -> dict[str, np.ndarray]:
 
 
 class Payload(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):
-    """Counts the protobuf payload of every call (requests sent, replies received), not gRPC's framing."""
+    """Counts the protobuf payload of every call (requests sent, replies received), not gRPC's framing,
+    and the seconds the calls of each method took (a secure stage call returns when its stage closed)."""
 
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
+        self.seconds: dict[str, float] = collections.defaultdict(float)
         self._lock = threading.Lock()
 
-    def _count(self, sent: int, call: Any) -> Any:
+    def _count(self, method: str, sent: int, call: Any, started: float) -> Any:
         reply = call.result()
         with self._lock:
             self.sent += sent
             self.received += reply.ByteSize()
+            self.seconds[method.rsplit("/", 1)[-1]] += time.perf_counter() - started
         return call
 
     def intercept_unary_unary(self, continuation: Callable, details: Any, request: Any) -> Any:
-        return self._count(request.ByteSize(), continuation(details, request))
+        started = time.perf_counter()
+        return self._count(details.method, request.ByteSize(), continuation(details, request), started)
 
     def intercept_stream_unary(self, continuation: Callable, details: Any, requests: Iterator[Any]) -> Any:
         sizes: list[int] = []
@@ -68,9 +75,10 @@ class Payload(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientIntercepto
             for request in requests:
                 sizes.append(request.ByteSize())
                 yield request
+        started = time.perf_counter()
         call = continuation(details, counted())
         call.result()
-        return self._count(sum(sizes), call)
+        return self._count(details.method, sum(sizes), call, started)
 
 
 def plain_submit(stub: pb_grpc.CoordinatorStub, session: pb.Session, task: pb.Task, blob: bytes) -> None:
@@ -131,8 +139,8 @@ def main() -> None:
             thread.start()
         for thread in threads:
             thread.join()
-        print(json.dumps({"sent": payload.sent, "received": payload.received, "client_rounds": sum(d[0] for d in done)}),
-              flush=True)
+        print(json.dumps({"sent": payload.sent, "received": payload.received, "client_rounds": sum(d[0] for d in done),
+                          "seconds": payload.seconds}), flush=True)
 
 
 if __name__ == "__main__":

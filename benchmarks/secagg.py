@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,12 +145,16 @@ class ClientProcesses:
             proc.stdin.write(json.dumps({"target": target, "secure": secure}) + "\n")
             proc.stdin.flush()
 
-    def end_session(self) -> dict[str, int]:
-        totals = {"sent": 0, "received": 0, "client_rounds": 0}
+    def end_session(self) -> dict[str, Any]:
+        """The clients' payload bytes, rounds, and seconds spent in each method's calls, summed over processes."""
+        totals: dict[str, Any] = {"sent": 0, "received": 0, "client_rounds": 0, "seconds": {}}
         for proc in self.procs:
             assert proc.stdout is not None
-            for key, value in json.loads(proc.stdout.readline()).items():
-                totals[key] += value
+            report = json.loads(proc.stdout.readline())
+            for key in ("sent", "received", "client_rounds"):
+                totals[key] += report[key]
+            for method, seconds in report["seconds"].items():
+                totals["seconds"][method] = totals["seconds"].get(method, 0.0) + seconds
         return totals
 
     def close(self) -> None:
@@ -160,7 +165,7 @@ class ClientProcesses:
             proc.wait(30)
 
 
-def session(config: RunConfig, clients: ClientProcesses, n: int, rounds: int, secure: bool) -> tuple[list[float], dict[str, int]]:
+def session(config: RunConfig, clients: ClientProcesses, n: int, rounds: int, secure: bool) -> tuple[list[float], dict[str, Any]]:
     """One run of `rounds` rounds on a fresh `fedser-server serve`: each round's time, and the clients' payload bytes."""
     config = server_config(config, n, rounds, secure)
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,7 +202,7 @@ def interleaved(config: RunConfig, n: int, rounds: int, pairs: int, per_process:
     neighbours = config.privacy.secagg_neighbours
     clients = ClientProcesses(n, per_process, neighbours)
     times: dict[bool, list[float]] = {False: [], True: []}
-    traffic: dict[bool, list[dict[str, int]]] = {False: [], True: []}
+    traffic: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     try:
         for pair in range(pairs):
             for secure in (False, True):
@@ -210,10 +215,15 @@ def interleaved(config: RunConfig, n: int, rounds: int, pairs: int, per_process:
         clients.close()
     median = {secure: statistics.median(times[secure]) for secure in times}
     for secure in (False, True):
-        sent = sum(t["sent"] for t in traffic[secure]) / sum(t["client_rounds"] for t in traffic[secure])
-        received = sum(t["received"] for t in traffic[secure]) / sum(t["client_rounds"] for t in traffic[secure])
+        client_rounds = sum(t["client_rounds"] for t in traffic[secure])
+        sent = sum(t["sent"] for t in traffic[secure]) / client_rounds
+        received = sum(t["received"] for t in traffic[secure]) / client_rounds
         print(f"grpc {n} clients {'secure' if secure else 'plain'} round_s = {median[secure]:.3f} (median of "
               f"{len(times[secure])} rounds); bytes per client per round sent = {sent:.0f}, received = {received:.0f}")
+        methods = sorted({m for t in traffic[secure] for m in t["seconds"]})
+        per_call = {m: round(sum(t["seconds"].get(m, 0.0) for t in traffic[secure]) / client_rounds, 3) for m in methods}
+        print(f"grpc {n} clients {'secure' if secure else 'plain'} seconds per client per round in each call "
+              f"(a stage call returns when its stage closed): {per_call}")
     print(f"round_time_ratio[secagg/plain] = {median[True] / median[False]:.2f} ({n} clients, neighbours "
           f"{neighbours or 'all'}, {-(-n // per_process)} client processes)", flush=True)
 

@@ -52,6 +52,7 @@ class SecAggClient:
         self._peers: dict[int, KeyAdvert] = {}
         # node -> (its mask key's share, its seed's share) that this client holds, itself included
         self._held: dict[int, tuple[crypto.Share, crypto.Share]] = {}
+        self._sealing: dict[int, bytes] = {}  # peer -> the AES-GCM key agreed with it, both ways (share_keys)
 
     @property
     def node(self) -> int:
@@ -93,7 +94,8 @@ class SecAggClient:
             if holder == self.node:
                 self._held[self.node] = (key_share, seed_share)
                 continue
-            key = crypto.agreed_key(self._share_key, peers[holder].share_key, SHARE_PURPOSE, self.setup.context)
+            key = self._sealing[holder] = crypto.agreed_key(self._share_key, peers[holder].share_key, SHARE_PURPOSE,
+                                                            self.setup.context)
             out.append(EncryptedShare(self.node, holder, crypto.encrypt_shares(
                 key, self.setup.context, self.node, holder, key_share, seed_share, self._random_bytes)))
         return out
@@ -109,10 +111,8 @@ class SecAggClient:
             if share.recipient != self.node or share.sender not in self._peers or share.sender in senders:
                 raise MalformedShareError(f"an encrypted share from node {share.sender} to node {share.recipient} "
                                           f"was not expected by node {self.node}")
-            key = crypto.agreed_key(self._share_key, self._peers[share.sender].share_key, SHARE_PURPOSE,
-                                    self.setup.context)
-            self._held[share.sender] = crypto.decrypt_shares(key, self.setup.context, share.sender, self.node,
-                                                             share.ciphertext)
+            self._held[share.sender] = crypto.decrypt_shares(self._sealing[share.sender], self.setup.context,
+                                                             share.sender, self.node, share.ciphertext)
             senders.add(share.sender)
         if len(senders) + 1 < self.setup.threshold:
             raise BelowThresholdError(f"only {len(senders)} neighbours shared their secrets; the round needs "

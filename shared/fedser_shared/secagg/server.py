@@ -53,6 +53,10 @@ class SecAggServer:
         self._masked: set[int] = set()                        # U3
         self._requests: dict[int, UnmaskRequest] = {}
         self._replies: dict[int, UnmaskReply] = {}
+        # (owner, True for its seed / False for its mask key) -> the shares back so far, and the secret
+        # once `threshold` of them came: rebuilt while the other replies are still on their way
+        self._returned: dict[tuple[int, bool], list[crypto.Share]] = {}
+        self._rebuilt: dict[tuple[int, bool], bytes] = {}
 
     def waiting_for(self) -> frozenset[int]:
         """The nodes expected in the current stage that have not answered yet."""
@@ -163,29 +167,34 @@ class SecAggServer:
         request = self._requests[node]
         if set(reply.seed_shares) != request.seed_of or set(reply.key_shares) != request.key_of:
             raise MalformedShareError(f"node {node} answered for other peers than it was asked about")
-        for owner, data in [*reply.seed_shares.items(), *reply.key_shares.items()]:
-            share = crypto.Share.from_bytes(data)
+        shares = {(owner, seed): crypto.Share.from_bytes(data) for seed, given in ((True, reply.seed_shares),
+                                                                              (False, reply.key_shares))
+                  for owner, data in given.items()}
+        for (owner, _), share in shares.items():
             if share.index != self._share_index(owner, node):
                 raise MalformedShareError(f"node {node}'s share of node {owner} has index {share.index}, "
                                           f"expected {self._share_index(owner, node)}")
         self._replies[node] = reply
+        for secret, share in shares.items():
+            returned = self._returned.setdefault(secret, [])
+            returned.append(share)
+            if len(returned) == self.threshold:  # holders differ, so do their indexes
+                self._rebuilt[secret] = crypto.combine_secret(returned)
 
     def _share_index(self, owner: int, holder: int) -> int:
         return sorted(self._peers[owner] | {owner}).index(holder) + 1
 
     def _rebuild(self, owner: int, seed: bool) -> bytes:
-        shares = [crypto.Share.from_bytes((r.seed_shares if seed else r.key_shares)[owner])
-                  for r in self._replies.values() if owner in (r.seed_shares if seed else r.key_shares)]
-        if len(shares) < self.threshold:
-            raise self._fail(f"{len(shares)} shares of node {owner}'s {'seed' if seed else 'mask key'} came back; "
-                             f"{self.threshold} are needed")
-        return crypto.combine_secret(shares[: self.threshold])
+        if (owner, seed) not in self._rebuilt:
+            raise self._fail(f"{len(self._returned.get((owner, seed), []))} shares of node {owner}'s "
+                             f"{'seed' if seed else 'mask key'} came back; {self.threshold} are needed")
+        return self._rebuilt[owner, seed]
 
     def finish(self) -> UnmaskedSum:
         """Close the unmasking: the survivors' sum, or BelowThresholdError (nothing is unmasked then).
 
-        Every secret is rebuilt and checked before the sum is touched; then the masks come off the
-        running sum in place, one keystream at a time."""
+        Every secret was rebuilt as its last needed share came back, and is checked before the sum
+        is touched; then the masks come off the running sum in place, one keystream at a time."""
         self._at("unmask")
         dropped = set(self._holds) - self._masked
         seeds = [self._rebuild(node, seed=True) for node in sorted(self._masked)]
