@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import random
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from fedser_shared import PROTOCOL_VERSION, codec  # noqa: E402
 from fedser_shared.config import RunConfig, load_run_config  # noqa: E402
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb  # noqa: E402
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc  # noqa: E402
+from fedser_shared.refusal import retry_after_of  # noqa: E402
 from fedser_shared.weights import initial_weights  # noqa: E402
 
 CHUNK = 1 << 20
@@ -107,16 +109,24 @@ def run_client(target: str, index: int, update: dict[str, np.ndarray], config: R
                                            feature_dim=988, label_counts=[100, 100, 100, 100]),
                             timeout=300, wait_for_ready=True).session
         while True:
-            task = stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=session), timeout=60)
-            if task.kind == pb.TASK_KIND_SHUTDOWN:
-                return
-            if task.kind != pb.TASK_KIND_TRAIN:
-                continue
-            if secure:
-                submit_securely(stub, session, task, config, update, N_SAMPLES, rng)
-            else:
-                plain_submit(stub, session, task, blob)
-            rounds_done[0] += 1
+            try:
+                task = stub.GetTask(pb.GetTaskRequest(protocol_version=PROTOCOL_VERSION, session=session), timeout=60)
+                if task.kind == pb.TASK_KIND_SHUTDOWN:
+                    return
+                if task.kind != pb.TASK_KIND_TRAIN:
+                    time.sleep(task.retry_after_s)
+                    continue
+                if secure:
+                    submit_securely(stub, session, task, config, update, N_SAMPLES, rng)
+                else:
+                    plain_submit(stub, session, task, blob)
+                rounds_done[0] += 1
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    raise
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:  # a busy server: retried as the daemon does
+                    print(f"client {index}: {error.code().name} {error.details()}", file=sys.stderr, flush=True)
+                time.sleep(random.uniform(0.75, 1.25) * (retry_after_of(error) or 0.2))
     except grpc.RpcError:
         return  # the session's server is gone: the session is over for this client
     finally:
