@@ -36,6 +36,7 @@ from fedser_shared.checksum import Checksum
 from fedser_shared.config import load_run_config
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.tensor_names import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
 
 HIDDEN = [256, 128]
@@ -52,8 +53,7 @@ class PreparedTrainer:
 
     def train(self, global_state, task, local_state: LocalState):
         control = {name: value + np.float32(1e-3) for name, value in self.control.items()}
-        report = TrainReport(loss=0.5, n_samples=len(PATHS), n_labeled=len(PATHS), n_pseudo=0, local_steps=4,
-                             pseudo_taken_per_class=[], pseudo_correct_per_class=[], pseudo_with_truth=0, seconds=0.0)
+        report = TrainReport(TrainMetrics(n_samples=len(PATHS), loss=0.5, n_labeled=len(PATHS), local_steps=4))
         return self.update, replace(local_state, control=control, participations=local_state.participations + 1), report
 
 

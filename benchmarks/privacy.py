@@ -389,7 +389,7 @@ def computed_updates(config: RunConfig, shards: dict[str, ClientData], recording
         rows = []
         for name, trainer in trainers.items():
             update, _state, report = trainer.train(model, task, LocalState())
-            if report.n_samples:
+            if report.metrics.n_samples:
                 rows.append(recording.flat({n: v for n, v in update.items() if n.startswith("delta.")}))
                 speakers.append(name.rsplit("-", 1)[0])
         matrix = np.stack(rows)

@@ -219,6 +219,7 @@ class FedserEndpoint:
         """One round: FetchModel (timed), then SubmitUpdate of a pre-made update (timed)."""
         from fedser_client.core.trainer import TrainReport
         from fedser_shared.tensor_names import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
+        from fedser_shared.train_metrics import TrainMetrics
 
         task = self._train_task()
         self._await_checkpoint(task.round - 1)
@@ -233,8 +234,7 @@ class FedserEndpoint:
                 stem = name[len(WEIGHT if name.startswith(WEIGHT) else CONTROL):]
                 self.update[prefix + stem] = (rng.standard_normal(value.shape, dtype=np.float32) * 1e-3)
             self.state_bytes = sum(v.nbytes for v in state.values())
-        report = TrainReport(loss=0.0, n_samples=10, n_labeled=10, n_pseudo=0, local_steps=1, pseudo_taken_per_class=[],
-                             pseudo_correct_per_class=[], pseudo_with_truth=0, seconds=0.0)
+        report = TrainReport(TrainMetrics(n_samples=10, loss=0.0, n_labeled=10, local_steps=1))
         started = time.perf_counter()
         self.daemon.submit_update(task, self.update, report)
         up = time.perf_counter() - started

@@ -97,14 +97,14 @@ def _fedser_clients(address: str, n: int, first: int, workdir: str) -> None:
     from fedser_client.transport.daemon import ClientDaemon, ClientIdentity
     from fedser_server.core.strategy import DELTA, WEIGHT
     from fedser_shared.logging import configure_logging
+    from fedser_shared.train_metrics import TrainMetrics
 
     configure_logging("warning")
 
     class TrivialTrainer:
         def train(self, global_state, task, local_state):
             update = {DELTA + k[len(WEIGHT):]: np.zeros_like(v) for k, v in global_state.items() if k.startswith(WEIGHT)}
-            report = TrainReport(loss=0.0, n_samples=10, n_labeled=10, n_pseudo=0, local_steps=1, pseudo_taken_per_class=[],
-                                 pseudo_correct_per_class=[], pseudo_with_truth=0, seconds=0.0)
+            report = TrainReport(TrainMetrics(n_samples=10, loss=0.0, n_labeled=10, local_steps=1))
             return update, local_state, report
 
     daemons = []

@@ -37,7 +37,6 @@ from fedser_shared.dp import clip_update, update_norm
 from fedser_shared.errors import NormBoundError
 from fedser_shared.secagg import SecureRound
 from fedser_shared.tensor_names import DELTA, WEIGHT
-from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
 from fedser_sim.secure_round import Contribution, aggregate_securely
 
@@ -121,7 +120,7 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             client = clients[name]
             update, new_state, report = client.trainer.train(state, task, client.state)
             reports[name] = report
-            metrics = TrainMetrics.of_report(report)
+            metrics = report.metrics
             if dp is not None and not metrics.empty:
                 norms.append(update_norm(update))
             if privacy.secure:  # every sampled client takes part; an empty one adds zero weight

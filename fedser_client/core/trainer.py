@@ -29,6 +29,7 @@ from fedser_shared.model import EmotionMLP
 from fedser_shared.tensor_names import CONTROL as CONTROL_PREFIX
 from fedser_shared.tensor_names import DELTA, DELTA_CONTROL
 from fedser_shared.tensor_names import WEIGHT as WEIGHT_PREFIX
+from fedser_shared.train_metrics import TrainMetrics
 
 
 def _tensor_to_read(array: np.ndarray) -> torch.Tensor:
@@ -52,20 +53,13 @@ class TrainTask:
 
 @dataclass(frozen=True)
 class TrainReport:
-    loss: float
-    n_samples: int          # FedAvg weight: labeled rows plus the unlabeled rows actually trained on; 0 = nothing to add
-    n_labeled: int
-    n_pseudo: int
-    local_steps: int
-    pseudo_taken_per_class: list[int]
-    pseudo_correct_per_class: list[int]
-    pseudo_with_truth: int
-    seconds: float
-    pseudo_candidates: int = 0   # unlabeled predictions examined (MvPL: pool rows; FixMatch: rows x steps)
-    pseudo_pass_tau: int = 0     # of those, how many reached the confidence threshold
-    pseudo_pass_kappa: int = 0   # MvPL: how many were also certain enough across views (u <= kappa)
-    pseudo_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))    # the rows counted as taken
-    pseudo_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # and the label each got
+    """One participation's report: its `metrics` (what the server hears, `TrainMetrics`), and the
+    unlabeled rows it counted as taken with the label each got, which stay on this client (the
+    accuracy benchmarks read them)."""
+
+    metrics: TrainMetrics
+    pseudo_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pseudo_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -219,23 +213,22 @@ class LocalTrainer:
             run.trained_unlabeled, run.assigned_label)
         truth = self.data.hidden_labels[taken_rows]
         with_truth = truth != UNLABELED
-        report = TrainReport(
+        metrics = TrainMetrics(
+            n_samples=n_samples,  # the FedAvg weight: labeled rows plus the unlabeled rows trained on; 0 = nothing to add
             loss=run.loss,
-            n_samples=n_samples,
             n_labeled=self.n_labeled,
             n_pseudo=len(run.trained_unlabeled),
             local_steps=run.steps,
-            pseudo_taken_per_class=np.bincount(taken_labels, minlength=self.num_classes).tolist(),
-            pseudo_correct_per_class=np.bincount(taken_labels[with_truth & (truth == taken_labels)],
-                                                 minlength=self.num_classes).tolist(),
+            pseudo_taken_per_class=tuple(np.bincount(taken_labels, minlength=self.num_classes).tolist()),
+            pseudo_correct_per_class=tuple(np.bincount(taken_labels[with_truth & (truth == taken_labels)],
+                                                       minlength=self.num_classes).tolist()),
             pseudo_with_truth=int(with_truth.sum()),
-            seconds=time.perf_counter() - started,
+            train_seconds=time.perf_counter() - started,
             pseudo_candidates=prepared.candidates + run.candidates,
             pseudo_pass_tau=prepared.pass_tau + run.pass_tau,
             pseudo_pass_kappa=prepared.pass_kappa,
-            pseudo_rows=taken_rows,
-            pseudo_labels=taken_labels,
         )
+        report = TrainReport(metrics, pseudo_rows=taken_rows, pseudo_labels=taken_labels)
         return update, new_state, report
 
     def evaluate(self, global_state: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float]:

@@ -238,8 +238,7 @@ class ClientDaemon:
         self.server_takes_xxh3 = bool(header.xxh3_128)
         return Digest.preferred(header.sha256, header.xxh3_128)
 
-    def _update_header(self, task: pb.Task, report: TrainReport, total_len: int, checksum: Checksum) -> pb.UpdateHeader:
-        metrics = TrainMetrics.of_report(report)
+    def _update_header(self, task: pb.Task, metrics: TrainMetrics, total_len: int, checksum: Checksum) -> pb.UpdateHeader:
         return pb.UpdateHeader(
             protocol_version=PROTOCOL_VERSION, session=self.session, round=task.round, task_id=task.task_id,
             n_samples=metrics.n_samples, metrics=metrics.to_pb(),
@@ -257,7 +256,7 @@ class ClientDaemon:
         parts = codec.encode_parts(update)
         total_len = sum(len(p) for p in parts)
         checksum = Checksum.XXH3_128 if self.server_takes_xxh3 else Checksum.SHA256
-        header = self._update_header(task, report, total_len, checksum)
+        header = self._update_header(task, report.metrics, total_len, checksum)
         limit = self.config.federation.inline_model_max_bytes if self.config else 0
         if not (self.server_takes_xxh3 and total_len <= limit):
             return self._update_stream(header, parts, checksum)
@@ -313,7 +312,7 @@ class ClientDaemon:
                                pseudo_threshold=task.train.pseudo_label_threshold)
         update, new_state, report = self.trainer.train(global_state, train_task, local_state)
         assert self.config is not None and self.session is not None
-        privacy, empty = self.config.privacy, TrainMetrics.of_report(report).empty
+        privacy, empty = self.config.privacy, report.metrics.empty
         # differential privacy (docs/privacy.md): clipped to the task's C; in distributed mode, this client's
         # share of the noise, drawn from the OS's entropy (a seeded draw could be taken off again)
         released = clip_update(update, task.train.dp_clip_norm)[0] if task.train.dp_clip_norm > 0 else update
@@ -321,7 +320,7 @@ class ClientDaemon:
         if privacy.secure:  # only the masked vector leaves: no header, no metrics
             rng = np.random.default_rng()  # stochastic rounding
             # under DP every client weighs the same (its n_samples would scale its influence beyond C)
-            weight = (0 if empty else privacy.secagg_max_weight) if privacy.dp_enabled else report.n_samples
+            weight = (0 if empty else privacy.secagg_max_weight) if privacy.dp_enabled else report.metrics.n_samples
             if not submit_securely(self.stub, self.session, task, self.config, released, weight, rng,
                                    transform=noise_adder(task.train.dp_noise_std, noise_rng),
                                    stop_after=self.secure_stop_after):
@@ -336,8 +335,9 @@ class ClientDaemon:
         result.rounds_trained.append(task.round)
         if self.observer is not None:
             self.observer(task.round, global_state, update, report)
-        self.bound_log.info("update_sent", round=task.round, n_samples=report.n_samples, loss=round(report.loss, 4),
-                            steps=report.local_steps, seconds=round(report.seconds, 3))
+        metrics = report.metrics
+        self.bound_log.info("update_sent", round=task.round, n_samples=metrics.n_samples, loss=round(metrics.loss, 4),
+                            steps=metrics.local_steps, seconds=round(metrics.train_seconds, 3))
 
     def _evaluate(self, received: wire.ReceivedTask, result: DaemonResult) -> None:
         assert self.trainer is not None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from fedser_shared.errors import InvalidUpdateError
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
@@ -42,35 +41,6 @@ def _per_class(what: str, values: Sequence[int], num_classes: int) -> tuple[int,
     if len(values) not in (0, num_classes):
         raise InvalidUpdateError(f"{what} has {len(values)} entries, the run has {num_classes} classes (or send none)")
     return tuple(check_count(f"{what} entry", v) for v in values)
-
-
-class TrainingReport(Protocol):
-    """What a local trainer returns about its work (the client's `TrainReport`)."""
-
-    @property
-    def n_samples(self) -> int: ...
-    @property
-    def loss(self) -> float: ...
-    @property
-    def n_labeled(self) -> int: ...
-    @property
-    def n_pseudo(self) -> int: ...
-    @property
-    def local_steps(self) -> int: ...
-    @property
-    def pseudo_taken_per_class(self) -> Sequence[int]: ...
-    @property
-    def pseudo_correct_per_class(self) -> Sequence[int]: ...
-    @property
-    def pseudo_with_truth(self) -> int: ...
-    @property
-    def seconds(self) -> float: ...
-    @property
-    def pseudo_candidates(self) -> int: ...
-    @property
-    def pseudo_pass_tau(self) -> int: ...
-    @property
-    def pseudo_pass_kappa(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -129,16 +99,6 @@ class TrainMetrics:
                            pseudo_with_truth=message.pseudo_with_truth, train_seconds=message.train_seconds,
                            pseudo_candidates=message.pseudo_candidates, pseudo_pass_tau=message.pseudo_pass_tau,
                            pseudo_pass_kappa=message.pseudo_pass_kappa)
-
-    @classmethod
-    def of_report(cls, report: TrainingReport) -> TrainMetrics:
-        """A local trainer's own report (trusted: it is this process's)."""
-        return cls(n_samples=report.n_samples, loss=report.loss, n_labeled=report.n_labeled, n_pseudo=report.n_pseudo,
-                   local_steps=report.local_steps, pseudo_taken_per_class=tuple(report.pseudo_taken_per_class),
-                   pseudo_correct_per_class=tuple(report.pseudo_correct_per_class),
-                   pseudo_with_truth=report.pseudo_with_truth, train_seconds=report.seconds,
-                   pseudo_candidates=report.pseudo_candidates, pseudo_pass_tau=report.pseudo_pass_tau,
-                   pseudo_pass_kappa=report.pseudo_pass_kappa)
 
     def to_pb(self) -> pb.TrainMetrics:
         """The header's `metrics` (`n_samples` travels beside it, in `UpdateHeader.n_samples`)."""

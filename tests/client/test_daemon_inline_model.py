@@ -14,6 +14,7 @@ from fedser_client.local_store import LocalStore
 from fedser_client.transport.daemon import ClientDaemon, ClientIdentity
 from fedser_server.transport import servicer as servicer_module
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
 from tests.faults import raw
 
@@ -27,8 +28,7 @@ class ZeroUpdateTrainer:
     def train(self, global_state, task, local_state):
         self.models.append({k: v.copy() for k, v in global_state.items()})
         update = {"delta." + k[2:]: np.zeros_like(v) for k, v in global_state.items()}
-        report = TrainReport(loss=0.0, n_samples=10, n_labeled=10, n_pseudo=0, local_steps=1, pseudo_taken_per_class=[],
-                             pseudo_correct_per_class=[], pseudo_with_truth=0, seconds=0.0)
+        report = TrainReport(TrainMetrics(n_samples=10, loss=0.0, n_labeled=10, local_steps=1))
         return update, local_state, report
 
 

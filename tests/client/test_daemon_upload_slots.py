@@ -21,6 +21,7 @@ from fedser_client.transport.daemon import ClientDaemon, ClientIdentity, DaemonR
 from fedser_server.observability.metrics import start_metrics_endpoint
 from fedser_server.transport.admission import Limits
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
+from fedser_shared.train_metrics import TrainMetrics
 from tests.faults import raw
 from tests.manual_clock import ManualClock
 from tests.observability.test_metrics import scrape
@@ -41,8 +42,7 @@ class GatedTrainer:
         assert self.go.wait(timeout=120)
         self.models.append({k: v.copy() for k, v in global_state.items()})
         update = {"delta." + k[2:]: np.full_like(v, 0.001) for k, v in global_state.items()}
-        report = TrainReport(loss=0.0, n_samples=10, n_labeled=10, n_pseudo=0, local_steps=1, pseudo_taken_per_class=[],
-                             pseudo_correct_per_class=[], pseudo_with_truth=0, seconds=0.0)
+        report = TrainReport(TrainMetrics(n_samples=10, loss=0.0, n_labeled=10, local_steps=1))
         return update, local_state, report
 
 

@@ -41,7 +41,7 @@ def test_kill_9_mid_round_then_resume_applies_every_round_exactly_once(tmp_path:
         records[name] = []
 
         def observe(round_index, global_state, update, report, _name=name):
-            records[_name].append((round_index, global_state, update, report.n_samples))
+            records[_name].append((round_index, global_state, update, report.metrics.n_samples))
 
         daemon = build_daemon(f"127.0.0.1:{port}", data_dir, config, name, observer=observe, connect_timeout_s=60)
         if i == 0:  # client0 is caught mid-upload of round 3 when the server dies

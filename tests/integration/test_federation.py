@@ -42,7 +42,7 @@ def test_three_clients_three_rounds_aggregate_the_weighted_mean(tmp_path: Path, 
     by_round: dict[int, list] = {}
     for entries in records.values():
         for round_index, global_state, update, report in entries:
-            by_round.setdefault(round_index, []).append((global_state, update, report.n_samples))
+            by_round.setdefault(round_index, []).append((global_state, update, report.metrics.n_samples))
     final = server.coordinator.state
     for round_index in (1, 2, 3):
         contributions = by_round[round_index]

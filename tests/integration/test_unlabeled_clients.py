@@ -88,8 +88,8 @@ def test_a_client_whose_update_is_refused_stays_for_the_next_round(tmp_path: Pat
     def train_claiming_too_much_once(self: LocalTrainer, *args: object) -> tuple:
         update, state, report = original(self, *args)  # type: ignore[arg-type]
         if self.data is prepared["client0"].data and not lied:  # more samples than declared: INVALID_ARGUMENT
-            lied.append(report.n_samples)
-            report = dataclasses.replace(report, n_samples=10**6)
+            lied.append(report.metrics.n_samples)
+            report = dataclasses.replace(report, metrics=dataclasses.replace(report.metrics, n_samples=10**6))
         return update, state, report
 
     monkeypatch.setattr(LocalTrainer, "train", train_claiming_too_much_once)

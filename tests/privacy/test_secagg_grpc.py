@@ -41,7 +41,7 @@ def test_a_client_dying_after_the_share_stage_leaves_fedavg_of_the_survivors(tmp
 
     def observer_for(name):
         def observe(round_index, global_state, update, report):
-            updates[name] = ({k: v.copy() for k, v in update.items()}, report.n_samples)
+            updates[name] = ({k: v.copy() for k, v in update.items()}, report.metrics.n_samples)
         return observe
 
     server = server_app.start(config, "127.0.0.1:0", tmp_path / "server")

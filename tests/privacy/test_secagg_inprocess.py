@@ -44,7 +44,7 @@ def _round_inputs(n_clients: int):
     contributions = {}
     for name, client in clients.items():
         update, _, report = client.trainer.train(state, task, client.state)
-        contributions[name] = Contribution(update, report.n_samples)
+        contributions[name] = Contribution(update, report.metrics.n_samples)
     return config, strategy, state, contributions
 
 

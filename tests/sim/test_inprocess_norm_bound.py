@@ -11,6 +11,7 @@ import numpy as np
 from fedser_client.core.state import LocalState
 from fedser_client.core.trainer import TrainReport
 from fedser_shared.config import load_run_config
+from fedser_shared.train_metrics import TrainMetrics
 from fedser_shared.weights import initial_weights
 from fedser_sim.inprocess_engine import SimClient, federate
 
@@ -22,8 +23,7 @@ class FixedUpdateTrainer:
 
     def train(self, global_state, task, local_state):
         update = {"delta." + k[2:]: np.full(v.shape, self.value, v.dtype) for k, v in global_state.items()}
-        report = TrainReport(loss=0.5, n_samples=10, n_labeled=10, n_pseudo=0, local_steps=1, pseudo_taken_per_class=[],
-                             pseudo_correct_per_class=[], pseudo_with_truth=0, seconds=0.0)
+        report = TrainReport(TrainMetrics(n_samples=10, loss=0.5, n_labeled=10, local_steps=1))
         return update, LocalState(participations=local_state.participations + 1), report
 
 

@@ -44,9 +44,9 @@ def test_mvpl_labels_a_label_free_client_at_its_first_participation() -> None:
     data = label_free()
     trainer = LocalTrainer(semi_config("mvpl"), data, client_seed=3)
     update, state, report = trainer.train(confident_global(data, scaffold=False), TrainTask(1, 0.1, 1, 0.6), LocalState())
-    assert report.pseudo_taken_per_class == [2, 2, 2, 2] and report.pseudo_correct_per_class == [2, 2, 2, 2]
-    assert len(state.pseudo_index) == 8 and report.n_samples == 8 and report.local_steps == 1
-    assert report.pseudo_candidates == 48 and report.pseudo_pass_tau >= report.pseudo_pass_kappa >= 8
+    assert report.metrics.pseudo_taken_per_class == (2, 2, 2, 2) and report.metrics.pseudo_correct_per_class == (2, 2, 2, 2)
+    assert len(state.pseudo_index) == 8 and report.metrics.n_samples == 8 and report.metrics.local_steps == 1
+    assert report.metrics.pseudo_candidates == 48 and report.metrics.pseudo_pass_tau >= report.metrics.pseudo_pass_kappa >= 8
     assert any(np.abs(v).max() > 0 for v in update.values())
 
 
@@ -55,9 +55,9 @@ def test_fixmatch_trains_a_label_free_client_on_every_confident_row() -> None:
     config = semi_config("fixmatch", **{"semi.fixmatch_threshold": 0.9, "semi.unlabeled_ratio": 1})
     trainer = LocalTrainer(config, data, client_seed=3)
     update, state, report = trainer.train(confident_global(data, scaffold=True), TrainTask(1, 0.1, 1), LocalState())
-    assert report.local_steps == 6 and report.pseudo_candidates == 48  # 48 rows in batches of 8, each seen once
-    assert report.n_samples == report.pseudo_pass_tau == 48 and report.n_pseudo == 48
-    assert sum(report.pseudo_correct_per_class) == 48
+    assert report.metrics.local_steps == 6 and report.metrics.pseudo_candidates == 48  # 48 rows in batches of 8, each seen once
+    assert report.metrics.n_samples == report.metrics.pseudo_pass_tau == 48 and report.metrics.n_pseudo == 48
+    assert sum(report.metrics.pseudo_correct_per_class) == 48
     assert any(np.abs(v).max() > 0 for k, v in update.items() if k.startswith("dc."))
     assert not len(state.pseudo_index)  # FixMatch keeps no pool: each step labels afresh
 
@@ -70,7 +70,7 @@ def test_alignment_labels_a_confident_client_and_a_label_free_one_aligns_nothing
     plain = semi_config("fixmatch", **{"semi.fixmatch_threshold": 0.9})
     _, _, unaligned = LocalTrainer(plain, data, 3).train(global_state, TrainTask(1, 0.1), LocalState())
     # no labels, no prior: a uniform one would push predictions towards classes the client may lack
-    assert aligned.pseudo_taken_per_class == unaligned.pseudo_taken_per_class and aligned.n_samples == 48
+    assert aligned.metrics.pseudo_taken_per_class == unaligned.metrics.pseudo_taken_per_class and aligned.metrics.n_samples == 48
 
 
 def test_alignment_never_labels_a_class_the_client_has_no_label_of() -> None:
@@ -82,7 +82,7 @@ def test_alignment_never_labels_a_class_the_client_has_no_label_of() -> None:
     config = semi_config("fixmatch", **{"semi.distribution_alignment": True, "semi.fixmatch_threshold": 0.5})
     _, _, report = LocalTrainer(config, data, 3).train(confident_global(data, scaffold=False), TrainTask(1, 0.1),
                                                        LocalState())
-    assert report.pseudo_taken_per_class[3] == 0 and sum(report.pseudo_taken_per_class) > 0
+    assert report.metrics.pseudo_taken_per_class[3] == 0 and sum(report.metrics.pseudo_taken_per_class) > 0
 
 
 def test_nothing_confident_is_an_empty_participation_that_keeps_c_i() -> None:
@@ -91,7 +91,7 @@ def test_nothing_confident_is_an_empty_participation_that_keeps_c_i() -> None:
     trainer = LocalTrainer(semi_config("fixmatch", **{"semi.fixmatch_threshold": 1.0}), data, client_seed=3)
     update, state, report = trainer.train(confident_global(data, scaffold=True), TrainTask(1, 0.1),
                                           LocalState(control=dict(c_i)))
-    assert report.n_samples == 0 and report.pseudo_pass_tau == 0
+    assert report.metrics.n_samples == 0 and report.metrics.pseudo_pass_tau == 0
     assert all(not np.any(v) for v in update.values())  # zero delta and zero dc: nothing for the server to add
     assert all(np.array_equal(state.control[k], v) for k, v in c_i.items()) and state.participations == 1
 
@@ -111,9 +111,9 @@ def test_every_method_takes_the_steps_of_the_labeled_rows() -> None:
                           ("fixmatch", {"semi.unlabeled_ratio": 7})):
         state = LocalState(participations=1)
         _, _, report = LocalTrainer(semi_config(method, **extra), data, 3).train(global_state, TrainTask(2, 0.1, 1, 0.6), state)
-        assert report.local_steps == 2, method
+        assert report.metrics.local_steps == 2, method
         if method == "fixmatch":  # mu * B unlabeled rows per step, from the 48 unlabeled rows
-            assert report.pseudo_candidates == 2 * min(48, 8 * extra["semi.unlabeled_ratio"])
+            assert report.metrics.pseudo_candidates == 2 * min(48, 8 * extra["semi.unlabeled_ratio"])
 
 
 def test_the_fair_supervised_baseline_sends_an_empty_participation_from_a_label_free_client() -> None:
@@ -121,7 +121,7 @@ def test_the_fair_supervised_baseline_sends_an_empty_participation_from_a_label_
     config = semi_config("supervised")
     update, state, report = LocalTrainer(config, data, 3).train(confident_global(data, scaffold=True), TrainTask(1, 0.1),
                                                                 LocalState())
-    assert report.n_samples == 0 and report.local_steps == 0 and sum(report.pseudo_taken_per_class) == 0
+    assert report.metrics.n_samples == 0 and report.metrics.local_steps == 0 and sum(report.metrics.pseudo_taken_per_class) == 0
     assert all(not np.any(v) for v in update.values()) and state.participations == 1
 
 
@@ -131,7 +131,7 @@ def test_the_fair_supervised_baseline_trains_on_weak_views_of_the_labels() -> No
     plain, _, _ = LocalTrainer(load_run_config(None, {"model.hidden": [8], "model.dropout": 0.0, "train.batch_size": 8}),
                                data, 3).train(global_state, TrainTask(1, 0.1), LocalState())
     weak, _, report = LocalTrainer(semi_config("supervised"), data, 3).train(global_state, TrainTask(1, 0.1), LocalState())
-    assert report.n_samples == 16 and report.local_steps == 2 and report.n_pseudo == 0
+    assert report.metrics.n_samples == 16 and report.metrics.local_steps == 2 and report.metrics.n_pseudo == 0
     assert any(not np.allclose(plain[k], weak[k]) for k in plain)  # the views differ from the plain rows
 
 
@@ -143,5 +143,5 @@ def test_cross_speaker_strong_views_still_train_fixmatch() -> None:
                                         "semi.strong_mask": 0.1, "semi.strong_style": True})
     update, _, report = LocalTrainer(config, styled, 3).train(confident_global(data, scaffold=False), TrainTask(1, 0.1),
                                                               LocalState())
-    assert report.n_samples == 48 and sum(report.pseudo_correct_per_class) == 48
+    assert report.metrics.n_samples == 48 and sum(report.metrics.pseudo_correct_per_class) == 48
     assert any(np.abs(v).max() > 0 for v in update.values())

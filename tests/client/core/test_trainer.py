@@ -60,7 +60,7 @@ def test_scaffold_local_steps_and_control_update_match_the_hand_computation() ->
             for name, p, g in zip(names, model.parameters(), grads):
                 p -= lr * (g + torch.from_numpy(c["c." + name]) - torch.from_numpy(c_i["c." + name]))
     y_local = weights_of(model)
-    assert report.local_steps == steps and report.n_samples == len(data.y_train)
+    assert report.metrics.local_steps == steps and report.metrics.n_samples == len(data.y_train)
     for name in names:
         delta = y_local["w." + name] - theta["w." + name]
         c_plus = c_i["c." + name] - c["c." + name] - delta / (steps * lr)
@@ -142,21 +142,21 @@ def test_pseudo_labels_start_at_the_second_participation_one_per_class_and_are_s
     task = TrainTask(round=2, lr=0.0 + 1e-12, local_epochs=1, pseudo_threshold=0.9)
     state = LocalState()
     _, state, first = trainer.train(confident_model_state(), task, state)
-    assert first.pseudo_taken_per_class == [0, 0, 0, 0] and len(state.pseudo_index) == 0
+    assert first.metrics.pseudo_taken_per_class == (0, 0, 0, 0) and len(state.pseudo_index) == 0
 
     taken_rows = []
     for expected_n_pseudo in (4, 8):
         _, state, report = trainer.train(confident_model_state(), task, state)
-        assert report.pseudo_taken_per_class == [1, 1, 1, 1]
-        assert report.n_pseudo == expected_n_pseudo and report.n_samples == 4 + expected_n_pseudo
+        assert report.metrics.pseudo_taken_per_class == (1, 1, 1, 1)
+        assert report.metrics.n_pseudo == expected_n_pseudo and report.metrics.n_samples == 4 + expected_n_pseudo
         taken_rows.append(state.pseudo_index[-4:])
         np.testing.assert_array_equal(state.pseudo_label[-4:], [0, 1, 2, 3])
-        assert report.pseudo_with_truth == 4
+        assert report.metrics.pseudo_with_truth == 4
         wrong = int(11 in state.pseudo_index[-4:])  # row 11 is the sample whose truth is 0
-        assert report.pseudo_correct_per_class == [1, 1, 1, 1 - wrong]
+        assert report.metrics.pseudo_correct_per_class == (1, 1, 1, 1 - wrong)
     assert len(set(np.concatenate(taken_rows).tolist())) == 8  # a pooled sample is never selected again
     _, state, last = trainer.train(confident_model_state(), task, state)
-    assert last.pseudo_taken_per_class == [0, 0, 0, 0]
+    assert last.metrics.pseudo_taken_per_class == (0, 0, 0, 0)
 
 
 def test_disabled_semi_never_pseudo_labels() -> None:
@@ -167,7 +167,7 @@ def test_disabled_semi_never_pseudo_labels() -> None:
     state = LocalState()
     for _ in range(3):
         _, state, report = trainer.train(confident_model_state(), TrainTask(1, 1e-6, 1, 0.5), state)
-        assert sum(report.pseudo_taken_per_class) == 0 and report.n_samples == 4
+        assert sum(report.metrics.pseudo_taken_per_class) == 0 and report.metrics.n_samples == 4
 
 
 def test_evaluation_uses_eval_mode_and_the_eval_split() -> None:
