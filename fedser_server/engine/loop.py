@@ -56,7 +56,6 @@ class RoundLoop:
         self._clock, self._wall, self._new_task_id = clock, wall_clock, new_task_id
         self.aggregator = Aggregator()
         self.writer = OrderedWriter()
-        self._waited_s = 0.0  # spent waiting for clients in the round in progress
         self.rounds_given_up = 0  # times a round ran out of retries and the server went back to waiting
         self.privacy = RunPrivacy(config, store, strategy, front.history)
         self.stop_reason: str | None = None  # why the run ended before its last round (a privacy budget)
@@ -98,26 +97,9 @@ class RoundLoop:
                 return
             self.store.write_stop_reason(None)  # a resumed run is no longer stopped
             for round_index in range(front.completed_round + 1, fed.rounds + 1):
-                started, self._waited_s = self._clock(), 0.0
-                closed = self._train(round_index)
-                if closed is None:
+                if not self._round(round_index):
                     self.writer.flush()  # raises what stopped the writer, if that is what ended the rounds
                     return
-                closed.tally.wait_seconds = self._waited_s
-                started += self._waited_s  # a round's duration is its own work, not the wait for clients
-                privacy = self.privacy.release()
-                train_record = metrics_record(self.config, round_index, closed.tally, None, self._clock() - started)
-                train_record.update(privacy)
-                self._checkpoint(round_index, train_record)
-                evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
-                if self.stopping:  # its line waits for the evaluation: on resume, from the checkpoint's record
-                    self.writer.flush()
-                    return
-                front.take_unrecorded_refusals(closed.tally)
-                record = metrics_record(self.config, round_index, closed.tally,
-                                        evaluation.evaluation if evaluation else None, self._clock() - started)
-                record.update(privacy)
-                self._record(record)
             self.writer.flush()  # clients hear SHUTDOWN only once the last round is on disk
             finished = True
         except PrivacyBudgetReached as stop:  # a clean end: what is done is on disk, clients hear SHUTDOWN
@@ -130,27 +112,49 @@ class RoundLoop:
             self.writer.close()  # what is queued reaches the disk even when the run is stopped
             front.end_run(finished)
 
+    def _round(self, round_index: int) -> bool:
+        """One round: its training, then its checkpoint, its evaluation when one is due and its
+        metrics line. False when the run stopped first."""
+        started = self._clock()
+        closed = self._train(round_index)
+        if closed is None:
+            return False
+        started += closed.tally.wait_seconds  # a round's duration is its own work, not the wait for clients
+        privacy = self.privacy.release()
+        train_record = metrics_record(self.config, round_index, closed.tally, None, self._clock() - started)
+        train_record.update(privacy)
+        self._checkpoint(round_index, train_record)
+        evaluation = self._evaluate(round_index) if is_eval_round(self.config, round_index) else None
+        if self.stopping:  # its line waits for the evaluation: on resume, from the checkpoint's record
+            return False
+        self.front.take_unrecorded_refusals(closed.tally)
+        record = metrics_record(self.config, round_index, closed.tally,
+                                evaluation.evaluation if evaluation else None, self._clock() - started)
+        record.update(privacy)
+        self._record(record)
+        return True
+
     def _train(self, round_index: int) -> Round | None:
-        """One round's training: attempts until one gets enough updates; None when stopped."""
+        """One round's training, attempt after attempt until one gets enough updates: wait for
+        clients, plan → publish → await → close. The closed round (its tally says how long it
+        waited for clients); None when the run stopped."""
         fed = self.config.federation
-        attempt = 0
+        attempt, waited_s = 0, 0.0
         while not self.stopping:
             needed = fed.clients_to_start if round_index == 1 and attempt == 0 else fed.min_clients
-            if not self._wait_for_clients(needed):
+            waited = self._wait_for_clients(needed)
+            if waited is None:
                 return None
+            waited_s += waited
             current = self._plan(round_index, attempt)
-            started = self._clock()
+            published = self._clock()
             self.front.publish(current)
-            if current.secure is not None:
-                n_updates = self._await_secure(current, current.secure)
-            else:
-                self._await(current, fed.round_timeout_s)
-                n_updates = current.n_reported
+            n_updates = self._await_updates(current)
             if self.stopping:
                 return None
             if n_updates == current.n_asked or n_updates >= fed.updates_needed:
                 self._close(current)
-                current.tally.seconds = self._clock() - started
+                current.tally.seconds, current.tally.wait_seconds = self._clock() - published, waited_s
                 return current
             attempt = self._retry(current, attempt)
         return None
@@ -176,6 +180,14 @@ class RoundLoop:
                                  graph_seed(self.config.federation.seed, round_index, str(attempt)))
             collection = SecureSum(sums, secure)
         return Round(book, self.config.num_classes, collection, attempt)
+
+    def _await_updates(self, current: Round) -> int:
+        """A training round's answers (through its secure stages under secure aggregation) until
+        all are in or its deadline passed: how many updates it has."""
+        if current.secure is not None:
+            return self._await_secure(current, current.secure)
+        self._await(current, self.config.federation.round_timeout_s)
+        return current.n_reported
 
     def _await(self, current: Round, timeout_s: float) -> None:
         """Until every asked client answered, the deadline passed or the run stops; then answers stop."""
@@ -256,7 +268,7 @@ class RoundLoop:
         last = history[-1] if history else {}
         if last.get("round") != completed or not last.get("resumed") or "n_eval_clients" in last:
             return True  # its line was written whole, or restored and evaluated since
-        if not self._wait_for_clients(self.config.federation.min_clients, trainable_only=False):
+        if self._wait_for_clients(self.config.federation.min_clients, trainable_only=False) is None:
             return False
         evaluation = self._evaluate(completed)
         if self.stopping:
@@ -316,9 +328,9 @@ class RoundLoop:
     def _trainable(self, clients: Iterable[ClientRecord]) -> list[ClientRecord]:
         return [x for x in clients if is_trainable(self.config, x.n_labeled, x.n_unlabeled)]
 
-    def _wait_for_clients(self, minimum: int, trainable_only: bool = True) -> bool:
-        """Block until `minimum` (trainable) clients are alive (False when stopped). The time spent
-        waiting is added to `_waited_s`: it is reported apart from the round's duration."""
+    def _wait_for_clients(self, minimum: int, trainable_only: bool = True) -> float | None:
+        """Block until `minimum` (trainable) clients are alive: the seconds it took (on the run's
+        clock; a round reports them apart from its duration), None when the run stopped."""
         announced = False
         began = self._clock()
 
@@ -336,8 +348,7 @@ class RoundLoop:
                 pause = max(RECOUNT_S, 10 * (checked - counting))
                 if enough:
                     self.front.waiting_for_clients = False
-                    self._waited_s += self._clock() - began
-                    return True
+                    return self._clock() - began
                 if not announced:
                     log.info("waiting_for_clients", needed=minimum, alive=len(self.front.alive_clients()))
                     announced, self.front.waiting_for_clients = True, True
@@ -348,7 +359,7 @@ class RoundLoop:
                     woken |= self.lock.wait(timeout=left)
                 if not woken:
                     self.lock.wait(timeout=WAKE_S)
-        return False
+        return None
 
     def close(self) -> None:
         self.aggregator.close()
