@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedser_server.clock import WAKE_S
+from fedser_server.clock import WAKE_S, Clock
 from fedser_server.core.norm_bound import NormBound, l2_norm
 from fedser_server.core.records import RoundTally
 from fedser_server.core.reports import Evaluation, UpdateHeader
@@ -51,10 +51,10 @@ WAIT = TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)  # one answer shared by 
 class Coordinator:
     def __init__(self, config: RunConfig, lock: threading.Condition, sessions: Sessions, state: State, blob: codec.Blob,
                  completed_round: int, expected_update: Mapping[str, TensorSpec], incoming_dir: Path,
-                 history: list[dict[str, object]] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 history: list[dict[str, object]] | None = None, clock: Clock = time.monotonic) -> None:
         self.config = config
         self._cond = self.lock = lock
-        self.clock = clock  # the run's clock: how long the disk has been full
+        self.clock = clock  # the run's clock: a full disk's patience, the update-header limit
         self.sessions = sessions
         self.registry = sessions.registry
         self.tokens = sessions.tokens  # None: open enrolment
@@ -245,7 +245,7 @@ class Coordinator:
         while self._durable_round < round_index:
             if self._stop.is_set() or self.done.is_set() or self._writes_failed:
                 raise ServerStoppingError("the server is stopping before the last round: retry later")
-            self._cond.wait(timeout=0.5)
+            self._cond.wait(timeout=WAKE_S)
 
     def submit_evaluation(self, client: Session, evaluation: Evaluation) -> None:
         with self._cond:
