@@ -130,7 +130,12 @@ def test_epsilon_spent_is_the_accountants_in_metrics_status_and_prometheus(tmp_p
     privacy = json.loads(capsys.readouterr().out)["privacy"]
     assert privacy["epsilon"] == expected[-1] and privacy["round"] == 3 and privacy["epsilon_budget"] == 8.0
     assert run_cli(server_cli, "fedser-server", ["status", "--state-dir", str(tmp_path / "state")]) == 0
-    assert f"epsilon {expected[-1]:.4g} at delta 1e-05 after round 3 (budget 8)" in capsys.readouterr().out
+    line = f"epsilon {expected[-1]:.4g} at delta 1e-05 after round 3 (budget 8)"
+    assert line in capsys.readouterr().out
+    assert run_cli(server_cli, "fedser-server", ["report", "--state-dir", str(tmp_path / "state"),
+                                                 "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "differential privacy" in page and line in page and "dp_epsilon" in page
 
 
 def test_a_budget_ends_the_grpc_run_cleanly_before_the_round_that_would_exceed_it(tmp_path: Path,
