@@ -37,6 +37,7 @@ T = TypeVar("T")
 FIRST_HOLD_GUESS_S = 0.5  # until an upload has been timed
 HOLD_AVERAGE_WEIGHT = 0.2
 MAX_RETRY_AFTER_S = 60.0  # a turn further out is handed out as this (the client comes back and asks again)
+TURNS_KEPT = 10_000  # past this many refused clients on record, those whose turn is long past are forgotten
 
 # the limits are settings of the run's configuration (`[admission]`), validated with it
 Limits = AdmissionConfig
@@ -68,8 +69,11 @@ class PollGate:
 
 class UploadGate:
     """Upload slots, taken without waiting. The times handed to refused uploads form a virtual
-    queue: each gets the next turn, one average slot hold per slot after the turn before it, so
-    that refused clients come back spread out, about when a slot is free for them."""
+    queue: a newly refused upload gets the next turn, one average slot hold per slot after the
+    turn before it, so that refused clients come back spread out, about when a slot is free for
+    them. An upload refused again keeps its turn: before it (it came early), the same time; at or
+    after it (its turn came and the slots were still taken), a slot hold per slot from now, not
+    the back of the queue."""
 
     def __init__(self, active: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.active = active
@@ -78,18 +82,31 @@ class UploadGate:
         self._clock = clock  # real time: slot holds are about throughput, not the run's clock
         self._hold_s = FIRST_HOLD_GUESS_S  # moving average of how long an upload holds its slot
         self._next_turn = 0.0
+        self._turns: dict[str, float] = {}  # who was refused -> the turn handed out
 
-    def take(self) -> UploadSlot:
-        """A slot, or `UploadSlotsBusyError` with the time to come back."""
+    def take(self, who: str) -> UploadSlot:
+        """A slot for `who` (a client), or `UploadSlotsBusyError` with the time to come back."""
         with self._lock:
             now = self._clock()
+            turn = self._turns.pop(who, None)
             if self._free:
                 self._free -= 1
                 return UploadSlot(self, now)
-            self._next_turn = max(self._next_turn, now) + self._hold_s / self.active
-            wait_s = min(self._next_turn - now, MAX_RETRY_AFTER_S)
+            step = self._hold_s / self.active
+            if turn is None:
+                self._next_turn = turn = max(self._next_turn, now) + step
+                if len(self._turns) >= TURNS_KEPT:
+                    self._forget_turns_before(now - MAX_RETRY_AFTER_S)
+            elif turn <= now:
+                turn = now + step
+            self._turns[who] = turn
+            wait_s = min(turn - now, MAX_RETRY_AFTER_S)
         raise UploadSlotsBusyError(f"all {self.active} upload slots are taken: send the update again in {wait_s:.2f} s",
                                    retry_after_s=wait_s)
+
+    def _forget_turns_before(self, when: float) -> None:
+        """Drop the turns of clients that did not come back (their round ended, they left)."""
+        self._turns = {who: turn for who, turn in self._turns.items() if turn >= when}
 
     def _give_back(self, taken_at: float) -> None:
         with self._lock:

@@ -324,7 +324,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         client = self._client(head.protocol_version, head.session)
         header = self._checked_header(head, client)
         task = self.coordinator.training_task(client, header.round, header.task_id)
-        return OpenedUpdate(caller, client, header, task, self._uploads.take())
+        return OpenedUpdate(caller, client, header, task, self._uploads.take(client.client_id))
 
     def _checked_header(self, head: pb.UpdateHeader, client: Session) -> UpdateHeader:
         return edge.update_header(head, client.record, self.coordinator.config.num_classes, self.coordinator.max_update_bytes)

@@ -78,25 +78,27 @@ def test_more_pollers_than_the_pool_parks_still_get_answers_and_rounds_run(tmp_p
 def test_an_upload_beyond_the_slots_is_refused_at_once_with_turns_spread_over_the_refused() -> None:
     now = [100.0]
     gate = UploadGate(active=2, clock=lambda: now[0])
-    first, second = gate.take(), gate.take()
-    waits = []
-    for _ in range(4):
+    first, second = gate.take("a"), gate.take("b")
+
+    def refused_wait(who: str) -> float:
         with pytest.raises(UploadSlotsBusyError) as refused:
-            gate.take()
-        waits.append(refused.value.retry_after_s)
-    # each refused upload gets the next turn: half a slot hold (two slots) after the one before
-    assert waits == pytest.approx([0.25, 0.5, 0.75, 1.0])
+            gate.take(who)
+        return refused.value.retry_after_s
+
+    # each newly refused upload gets the next turn: half a slot hold (two slots) after the one before
+    assert [refused_wait(who) for who in "cdef"] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    now[0] += 0.5
+    assert refused_wait("f") == pytest.approx(0.5)  # back early: the same turn, not the back of the queue
     now[0] += 10.0
+    assert refused_wait("c") == pytest.approx(0.25)  # its turn came and went: soon again
     first.release()
     first.release()  # given back once only
-    third = gate.take()
-    with pytest.raises(UploadSlotsBusyError) as refused:
-        gate.take()
-    # the slot was held 10 s: the average hold grew towards it, the turns with it (the old queue has passed)
-    assert refused.value.retry_after_s == pytest.approx((0.5 + 0.2 * (10.0 - 0.5)) / 2)
+    third = gate.take("d")
+    # the slot was held 10.5 s: the average hold grew towards it, and the turns with it
+    assert refused_wait("g") == pytest.approx((0.5 + 0.2 * (10.5 - 0.5)) / 2)
     second.release()
     third.release()
-    with gate.take(), gate.take():
+    with gate.take("g"), gate.take("h"):
         pass
 
 
