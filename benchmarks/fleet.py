@@ -12,6 +12,12 @@ flat from the small fleet to the large one, and whether rounds keep completing p
 
     python benchmarks/fleet.py            # 1,000 and 10,000 joined
     python benchmarks/fleet.py --quick    # 200 and 1,000 joined (< 1 minute on an idle box)
+    python benchmarks/fleet.py --joined-only  # no round: RSS per joined client, every poll parked
+
+`--joined-only` measures what joined clients cost by themselves: the run needs one client more
+than join, so no round starts (no inline models in flight); once all have joined (the registry's
+row count) and the server's RSS has settled, (RSS - base) / joined is the cost of a joined client
+with its session, its TCP connection and its parked GetTask.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -63,6 +70,7 @@ class FleetSettings:
     join_timeout_s: float = 600.0
     own_connections: bool = True  # a TCP connection per stand-in, as on separate devices (False: one per fleet process)
     inline_model: bool = True  # False: the model is not put in the task, every sampled client calls FetchModel
+    joined_only: bool = False  # no round starts: RSS once every client has joined and its poll is parked
 
 
 @dataclass
@@ -79,6 +87,12 @@ class FleetRun:
     counts: dict[str, int] = field(default_factory=dict)
     server_exit: int | None = None
     log_tail: list[str] = field(default_factory=list)
+    joined: int = 0  # registry rows when the joined-only RSS was read
+    joined_rss: int = 0  # settled RSS with every client joined and no round (--joined-only)
+
+    @property
+    def rss_per_joined(self) -> float:
+        return (self.joined_rss - self.base_rss) / max(1, self.joined)
 
     @property
     def rss_per_client(self) -> float:
@@ -110,7 +124,7 @@ def write_config(workdir: Path, n_clients: int, settings: FleetSettings) -> None
 
     config = load_run_config(None, {
         "model.hidden": HIDDEN, "federation.algorithm": "fedavg", "federation.rounds": settings.rounds,
-        "federation.min_clients": settings.sampled, "federation.start_clients": n_clients,
+        "federation.min_clients": settings.sampled, "federation.start_clients": n_clients + settings.joined_only,
         "federation.fraction": settings.sampled / n_clients, "federation.eval_every": settings.rounds + 1,
         "federation.round_timeout_s": settings.round_timeout_s, "federation.poll_timeout_s": settings.poll_timeout_s,
         **({} if settings.inline_model else {"federation.inline_model_max_bytes": 0}),
@@ -158,7 +172,13 @@ def run_fleet(n_clients: int, settings: FleetSettings, workdir: Path, spec: dict
                 [sys.executable, str(FLEET), f"127.0.0.1:{port}", str(n), str(first), json.dumps(spec), "--fetch",
                  *(["--own-connections"] if settings.own_connections else [])],
                 stdout=subprocess.PIPE, stderr=open(workdir / f"fleet{first}.log", "w"), env=child_env(), text=True))
-        deadline = time.monotonic() + settings.join_timeout_s + settings.rounds * settings.round_timeout_s
+        if settings.joined_only:
+            run.joined = wait_for_joined(workdir, n_clients, server, time.monotonic() + settings.join_timeout_s)
+            time.sleep(5.0)  # the last joiners' first polls park
+            run.joined_rss = settled_rss(server.pid, within_s=60.0)
+            run.peak_rss = peak_rss_bytes(server.pid)
+        deadline = time.monotonic() + (0.0 if settings.joined_only else
+                                       settings.join_timeout_s + settings.rounds * settings.round_timeout_s)
         while server.poll() is None and time.monotonic() < deadline:
             try:
                 run.peak_rss = peak_rss_bytes(server.pid)
@@ -181,6 +201,28 @@ def run_fleet(n_clients: int, settings: FleetSettings, workdir: Path, spec: dict
     return run
 
 
+def registered(workdir: Path) -> int:
+    """Rows in the server's client registry (read-only; the server writes it in WAL mode)."""
+    path = workdir / "server" / "registry.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return int(db.execute("SELECT count(*) FROM clients").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def wait_for_joined(workdir: Path, n_clients: int, server: subprocess.Popen, deadline: float) -> int:
+    count = 0
+    while server.poll() is None and time.monotonic() < deadline:
+        count = registered(workdir)
+        if count >= n_clients:
+            break
+        time.sleep(1.0)
+    return count
+
+
 def fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
@@ -197,6 +239,8 @@ def main() -> None:
     parser.add_argument("--shared-connections", action="store_true",
                         help="the stand-ins of one process share one TCP connection (how _fleet ran before)")
     parser.add_argument("--no-inline-model", action="store_true", help="clients fetch the model with FetchModel instead")
+    parser.add_argument("--joined-only", action="store_true",
+                        help="no round: the server's RSS per joined client once all have joined (polls parked)")
     parser.add_argument("--quick", action="store_true", help="200 and 1,000 joined, 2 rounds (< 1 minute)")
     parser.add_argument("--label", default="", help="what this run measures, written into the results file name")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
@@ -213,7 +257,8 @@ def main() -> None:
             raise SystemExit(f"the server needs ~{wanted} file descriptors, the hard limit is {hard} (ulimit -n)")
     settings = FleetSettings(sampled=args.sampled, rounds=args.rounds, per_process=args.per_process,
                              heartbeat_s=args.heartbeat, client_timeout_s=args.client_timeout, poll_timeout_s=args.poll_timeout,
-                             inline_model=not args.no_inline_model, own_connections=not args.shared_connections)
+                             inline_model=not args.no_inline_model, own_connections=not args.shared_connections,
+                             joined_only=args.joined_only)
     facts = machine_facts()
     facts["setup"] = (f"fedser-server serve, FedAvg, emobase hidden {HIDDEN} ({'inline in the task' if settings.inline_model else 'FetchModel'}), {settings.sampled} sampled "
                       f"per round, {settings.rounds} rounds, --heartbeat-interval {settings.heartbeat_s:g} "
@@ -222,7 +267,9 @@ def main() -> None:
                       f"{'a TCP connection each' if settings.own_connections else 'one TCP connection per process'}, "
                       f"{settings.per_process} per process; "
                       "threads = most seen in /proc/PID/status; RSS base = settled before any client, peak = VmHWM after; "
-                      "RSS/client = (peak - base) / joined")
+                      "RSS/client = (peak - base) / joined"
+                      + ("; joined-only: no round starts, RSS/joined = (settled RSS once all joined - base) / joined"
+                         if settings.joined_only else ""))
     spec = update_spec()
     runs: list[FleetRun] = []
     with tempfile.TemporaryDirectory(prefix="fedser-fleet-") as tmp:
@@ -232,25 +279,33 @@ def main() -> None:
             print(f"{n:6d} joined: rounds {run.rounds_done}/{settings.rounds}  seconds/round "
                   f"{' '.join(f'{s:.1f}' for s in run.round_seconds) or '-'}  all joined after {run.join_s:.0f} s  "
                   f"threads {run.max_threads} (base {run.base_threads})  RSS base {run.base_rss / MB:.0f} MB peak "
-                  f"{run.peak_rss / MB:.0f} MB  RSS/client {run.rss_per_client / 1e3:.1f} KB  wall {run.wall_s:.0f} s",
-                  flush=True)
+                  f"{run.peak_rss / MB:.0f} MB  RSS/client {run.rss_per_client / 1e3:.1f} KB  wall {run.wall_s:.0f} s"
+                  + (f"  joined {run.joined}, settled RSS {run.joined_rss / MB:.0f} MB, RSS/joined client "
+                     f"{run.rss_per_joined / 1e3:.1f} KB" if settings.joined_only else ""), flush=True)
             print(f"        client side: {fmt_counts(run.counts)}", flush=True)
     small, large = runs[0], runs[-1]
     thread_ratio = large.max_threads / max(1, small.max_threads)
     rows = [[r.clients, settings.sampled, f"{r.rounds_done}/{settings.rounds}",
              " ".join(f"{s:.1f}" for s in r.round_seconds) or "-", f"{r.join_s:.0f}", r.max_threads,
              f"{r.base_rss / MB:.0f}", f"{r.peak_rss / MB:.0f}", f"{r.rss_per_client / 1e3:.1f}", f"{r.wall_s:.0f}",
+             *([f"{r.joined}", f"{r.joined_rss / MB:.0f}", f"{r.rss_per_joined / 1e3:.1f}"] if settings.joined_only else []),
              fmt_counts(r.counts)] for r in runs]
     ratios = (f"threads({large.clients})/threads({small.clients}) = {thread_ratio:.2f}; RSS/client "
               f"{small.rss_per_client / 1e3:.1f} KB at {small.clients}, {large.rss_per_client / 1e3:.1f} KB at {large.clients} "
               f"(ratio {large.rss_per_client / max(1.0, small.rss_per_client):.2f}); median seconds per round "
-              f"{small.median_round_s:.1f} at {small.clients}, {large.median_round_s:.1f} at {large.clients}")
+              f"{small.median_round_s:.1f} at {small.clients}, {large.median_round_s:.1f} at {large.clients}"
+              + (f"; RSS/joined client (no round) {small.rss_per_joined / 1e3:.1f} KB at {small.clients}, "
+                 f"{large.rss_per_joined / 1e3:.1f} KB at {large.clients}, each client past {small.clients} "
+                 f"{(large.joined_rss - small.joined_rss) / max(1, large.joined - small.joined) / 1e3:.1f} KB"
+                 if settings.joined_only else ""))
     print(ratios, flush=True)
     body = (markdown_table(["joined", "sampled/round", "rounds", "seconds per round", "all joined after s", "server threads (max)",
-                            "base RSS MB", "peak RSS MB", "RSS/client KB", "wall s", "client-side counts"], rows)
+                            "base RSS MB", "peak RSS MB", "RSS/client KB", "wall s",
+                            *(["registered", "settled RSS MB", "RSS/joined client KB"] if settings.joined_only else []),
+                            "client-side counts"], rows)
             + f"\n\n{ratios}\n\n## Server log tails\n\n"
             + "\n".join(f"- {r.clients} joined: exit {r.server_exit}: `{' / '.join(r.log_tail)[-300:]}`" for r in runs) + "\n")
-    name = "fleet_quick" if args.quick else "fleet"
+    name = "fleet_quick" if args.quick else "fleet_joined" if args.joined_only else "fleet"
     path = write_results(f"{name}_{args.label}" if args.label else name, "Fleet scale: joined clients on one coordinator",
                          command_line(), facts, body, args.out)
     print(f"wrote {path}")
