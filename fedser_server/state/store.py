@@ -8,11 +8,10 @@ never disagree after a crash: a round is either in the checkpoint or it is run a
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from fedser_server.state.file_state import BlobFile
 from fedser_shared.errors import CorruptStateError, StateError
 from fedser_shared.fsutil import append_line, atomic_write_bytes, atomic_write_text
 from fedser_shared.logging import get_logger
-from fedser_shared.sealed import read_sealed, seal, sealed_header
+from fedser_shared.sealed import SealWriter, read_sealed, seal
 
 log = get_logger(__name__)
 
@@ -107,14 +106,22 @@ class StateStore:
         self._save_checkpoint(seal(state, _checkpoint_metadata(round_index, train_record)), round_index)
 
     def save_global_from(self, blob: BlobFile, round_index: int, train_record: Mapping[str, Any] | None = None) -> None:
-        """The checkpoint of a state held in a `BlobFile`, its bytes read through the file: the
-        server does not map them in (twice: for the digest, then to write). The checkpoint's tensors
-        come in the blob's own order."""
-        header = sealed_header(blob.tensors, _checkpoint_metadata(round_index, train_record), blob.data_blocks())
-        self._save_checkpoint(itertools.chain([header], blob.data_blocks()), round_index)
+        """The checkpoint of a state held in a `BlobFile`, its bytes read through the file once (not
+        mapped in): each block is hashed as it is written, and the header, which carries the digest,
+        is written over its placeholder at the end. The checkpoint's tensors come in the blob's own order."""
+        sealing = SealWriter(blob.tensors, _checkpoint_metadata(round_index, train_record))
 
-    def _save_checkpoint(self, parts: Iterable[bytes | memoryview], round_index: int) -> None:
-        atomic_write_bytes(self.global_path, parts)
+        def parts() -> Iterator[bytes | memoryview]:
+            yield sealing.placeholder
+            for block in blob.data_blocks():  # a reused buffer: hashed and written before the next read
+                sealing.update(block)
+                yield block
+
+        self._save_checkpoint(parts(), round_index, head=sealing.header)
+
+    def _save_checkpoint(self, parts: Iterable[bytes | memoryview], round_index: int,
+                         head: Callable[[], bytes] | None = None) -> None:
+        atomic_write_bytes(self.global_path, parts, head)
         atomic_write_text(self.dir / "progress.json", json.dumps({"completed_round": round_index}))
 
     def has_checkpoint(self) -> bool:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fedser_shared.errors import FedserError
 
 
-def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview | Iterable[bytes | memoryview]) -> None:
+def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview | Iterable[bytes | memoryview],
+                       head: Callable[[], bytes] | None = None) -> None:
     """`data` may come in parts (written back to back, each one produced after the previous one is
-    written), so that large files need no joined copy."""
+    written), so that large files need no joined copy. `head`, once every part is written, gives
+    the bytes to write over the file's start (a header that depends on what followed it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -20,6 +22,9 @@ def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview | Iterab
         with os.fdopen(fd, "wb") as tmp:
             for part in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
                 tmp.write(part)
+            if head is not None:
+                tmp.seek(0)
+                tmp.write(head())
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)

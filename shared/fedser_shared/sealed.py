@@ -51,6 +51,33 @@ def sealed_header(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]
     return bytes(codec.encode_parts(tensors, {**metadata, DIGEST_KEY: digest})[0])
 
 
+class SealWriter:
+    """The header of a sealed file whose tensor bytes pass by once (read from one file while
+    written to another): write `placeholder` first, pass the bytes through `update` as they are
+    written, then write `header()` over the placeholder (the same length: the digest is
+    fixed-width hex)."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
+        if DIGEST_KEY in metadata:
+            raise ValueError(f"metadata key {DIGEST_KEY!r} is reserved for the digest")
+        self._tensors, self._metadata = tensors, dict(metadata)
+        unsealed = codec.encode_parts(tensors, metadata)[0]
+        self._hasher = xxhash.xxh3_128()
+        self._hasher.update(_canonical(_parse_header(memoryview(unsealed))))
+        self.placeholder = self._header("0" * (2 * self._hasher.digest_size))
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._hasher.update(data)
+
+    def header(self) -> bytes:
+        header = self._header(self._hasher.hexdigest())
+        assert len(header) == len(self.placeholder)
+        return header
+
+    def _header(self, digest: str) -> bytes:
+        return bytes(codec.encode_parts(self._tensors, {**self._metadata, DIGEST_KEY: digest})[0])
+
+
 def read_sealed(path: Path, what: str) -> Sealed:
     """The tensors and metadata of a sealed file (or of one written before digests), checked.
     `what` names the file in errors ("checkpoint", "local state"); a missing file is the caller's
@@ -99,13 +126,18 @@ def _parse_header(prefix: memoryview) -> dict[str, Any]:
 
 def _digest(header: Mapping[str, Any], data: Iterable[bytes | memoryview]) -> str:
     """Over the header without the digest, as canonical JSON, then the tensor bytes."""
-    table = dict(header)
-    table[_METADATA] = {k: v for k, v in (header.get(_METADATA) or {}).items() if k != DIGEST_KEY}
     hasher = xxhash.xxh3_128()
-    hasher.update(json.dumps(table, sort_keys=True, separators=(",", ":")).encode())
+    hasher.update(_canonical(header))
     for part in data:
         hasher.update(part)
     return str(hasher.hexdigest())
+
+
+def _canonical(header: Mapping[str, Any]) -> bytes:
+    """The header without the digest, as canonical JSON: what the digest covers before the data."""
+    table = dict(header)
+    table[_METADATA] = {k: v for k, v in (header.get(_METADATA) or {}).items() if k != DIGEST_KEY}
+    return json.dumps(table, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _detail(exc: CorruptBlobError) -> str:
