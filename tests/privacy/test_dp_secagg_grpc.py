@@ -15,7 +15,9 @@ from fedser_client.local_store import LocalStore
 from fedser_client.prepare import PreparedData, prepare_client_data
 from fedser_server import app as server_app
 from fedser_shared.config import RunConfig, load_run_config
+from fedser_shared.secagg import VectorLayout
 from fedser_shared.weights import initial_weights
+from fedser_sim.inprocess_engine import federate, make_clients
 from tests.conftest import make_client_dir
 
 pytestmark = pytest.mark.timeout(300)
@@ -73,6 +75,24 @@ def without_noise(clients: dict[str, tuple[Path, PreparedData]], tmp_path_factor
 def test_without_noise_the_round_is_the_mean_of_updates_clipped_on_the_clients(without_noise: np.ndarray) -> None:
     # every client's change was cut to C before masking: the mean of four has norm at most C (up to rounding)
     assert 0.2 * CLIP < np.linalg.norm(without_noise) <= CLIP * 1.001
+
+
+def test_the_grpc_round_is_the_in_process_engines(without_noise: np.ndarray,
+                                                  clients: dict[str, tuple[Path, PreparedData]]) -> None:
+    """The daemons and the server reach the model the in-process engine makes from the same data (the same
+    clip, weights and sum), up to the rounding of secure aggregation."""
+    config = config_for("distributed", 0.0)
+    result = next(iter(federate(config, make_clients(config, {n: p.data for n, (_, p) in clients.items()}),
+                                config.feature_dim)))
+    fed = config.federation
+    start = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
+    in_process = np.concatenate([(result.state[n].astype(np.float64) - start[n]).reshape(-1) for n in sorted(start)])
+    privacy = config.privacy
+    layout = VectorLayout.of({"delta.x": (1,)}, CLIENTS, privacy.secagg_max_weight, privacy.secagg_clip_norm,
+                             privacy.secagg_control_clip_norm)
+    quantum = 1 / layout.scale_of("delta.x")  # one rounding step of the mean, per element
+    assert np.abs(in_process).max() > 100 * quantum
+    np.testing.assert_allclose(without_noise, in_process, atol=3 * quantum + 1e-7, rtol=0)
 
 
 @pytest.mark.parametrize(("mode", "secure"), [("distributed", "secagg+"), ("central", "secagg+"), ("distributed", "off")])
