@@ -181,11 +181,18 @@ def run_inprocess(
     (`on_stop` hears the one-line reason)."""
     store = StateStore(state_dir)
     store.metrics_path.unlink(missing_ok=True)
+    store.write_stop_reason(None)
     clients = make_clients(config, {name: p.data for name, p in prepared.items()}, device)
     history: list[dict[str, object]] = []
     state: State = {}
     rounds = federate(config, clients, config.feature_dim)
-    while (result := _next_round(rounds, on_stop)) is not None:
+
+    def stopped(reason: str) -> None:  # kept in the state dir, as the server does: `status` shows it
+        store.write_stop_reason(reason)
+        if on_stop is not None:
+            on_stop(reason)
+
+    while (result := _next_round(rounds, stopped)) is not None:
         started = time.perf_counter()
         state = result.state
         store.save_global(state, result.round)

@@ -46,6 +46,8 @@ def test_a_budget_stops_the_run_before_the_round_that_would_exceed_it(tmp_path: 
     records = [json.loads(line) for line in (tmp_path / "run" / "server" / "metrics.jsonl").read_text().splitlines()]
     # z = 2 at q = 2/4: round 4 spends 2.9, round 5 would spend 3.1
     assert len(records) == 4 and records[-1]["dp_epsilon"] <= 3.0
+    reason = (tmp_path / "run" / "server" / "stopped").read_text().strip()  # what `fedser-server status` shows
+    assert f"run stopped: {reason}" in proc.stdout
 
 
 @pytest.mark.timeout(300)
@@ -61,3 +63,5 @@ def test_the_grpc_engine_applies_dp_and_stops_cleanly_at_the_budget(tmp_path: Pa
     records = [json.loads(line) for line in (tmp_path / "run" / "server" / "metrics.jsonl").read_text().splitlines()]
     spent = [r["dp_epsilon"] for r in records]
     assert 1 <= len(spent) < 3 and spent == sorted(spent) and spent[-1] <= 3.0
+    reason = (tmp_path / "run" / "server" / "stopped").read_text().strip()
+    assert reason.startswith("privacy budget reached: round") and f"run stopped: {reason}" in proc.stdout
