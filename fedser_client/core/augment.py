@@ -24,7 +24,13 @@ def stochastic_feature_augmentation(x: torch.Tensor, sigma1: float, sigma2: floa
     """alpha * x + r drawn as x + sqrt(sigma1^2 x^2 + sigma2^2) * e, e ~ N(0, 1): per element the same normal
     distribution (the sum of two independent normals), from one draw instead of two."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x + torch.sqrt(sigma1**2 * x * x + sigma2**2) * noise
+    return _scale_and_shift(noise, x, sigma1, sigma2)
+
+
+def _scale_and_shift(noise: torch.Tensor, x: torch.Tensor, sigma1: float, sigma2: float) -> torch.Tensor:
+    """x + sqrt(sigma1^2 x^2 + sigma2^2) * noise, written into `noise` (broadcast over its leading dimensions):
+    the same float operations as the expression, without two noise-sized temporaries."""
+    return noise.mul_(torch.sqrt(sigma1**2 * x * x + sigma2**2)).add_(x)
 
 
 def style_bank(own: tuple[np.ndarray, np.ndarray], others: list[tuple[np.ndarray, np.ndarray]], eps: float = 1e-5) -> np.ndarray:
@@ -65,4 +71,4 @@ class StrongView:
 def weak_views(x: torch.Tensor, views: int, sigma1: float, sigma2: float, generator: torch.Generator | None) -> torch.Tensor:
     """[views, n, D]: `views` SFA views of every row from one draw (one forward pass then takes them all)."""
     noise = torch.randn((views, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
-    return x + torch.sqrt(sigma1**2 * x * x + sigma2**2) * noise
+    return _scale_and_shift(noise, x, sigma1, sigma2)

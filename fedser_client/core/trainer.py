@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -99,6 +99,9 @@ class LocalTrainer:
         self._x_eval = torch.from_numpy(np.ascontiguousarray(data.x_eval, dtype=np.float32)).to(self.device)
         self._y_train = torch.from_numpy(data.y_train.astype(np.int64)).to(self.device)
         self.model = EmotionMLP(data.feature_dim, self.num_classes, config.model.hidden, config.model.dropout).to(self.device)
+        self._parameters = list(self.model.named_parameters())  # walked once: every participation reads them 3 times
+        self._n_labeled = int(len(data.labeled_index))
+        self._y_eval = torch.from_numpy(data.y_eval.astype(np.int64)).to(self.device)
         counts = data.label_counts(self.num_classes)
         weights = class_balanced_weights(counts, config.train.class_balance_beta)
         styles = None if data.style_bank is None else torch.from_numpy(data.style_bank).to(self.device)
@@ -109,12 +112,12 @@ class LocalTrainer:
 
     @property
     def n_labeled(self) -> int:
-        return int(len(self.data.labeled_index))
+        return self._n_labeled
 
     # -- model I/O -------------------------------------------------------------------
     def _load_global(self, state: Mapping[str, np.ndarray]) -> None:
         with torch.no_grad():
-            for name, p in self.model.named_parameters():
+            for name, p in self._parameters:
                 p.copy_(_tensor_to_read(state[WEIGHT_PREFIX + name]).to(self.device))
 
     def _generator(self, round_index: int, purpose: str) -> torch.Generator:
@@ -122,29 +125,33 @@ class LocalTrainer:
         gen.manual_seed(stable_seed(self.config.federation.seed, self.client_seed, round_index, purpose))
         return gen
 
-    def _optimizer_step(self, params: list[torch.nn.Parameter], lr: float) -> Callable[[], None]:
+    def _optimizer_step(self, params: list[torch.nn.Parameter], lr: float) -> Callable[[Sequence[torch.Tensor]], None]:
         """One optimizer step on the (already corrected) gradients; fresh state per participation.
 
-        SGD is written out (p <- p - lr g): torch.optim's per-step machinery costs more than
-        this model's whole backward pass on a small client batch."""
+        SGD is written out (p <- p - lr g, one foreach call: per tensor the same `add_`): torch.optim's
+        per-step machinery costs more than this model's whole backward pass on a small client batch."""
         train = self.config.train
         if train.optimizer == "adam":
             adam = torch.optim.Adam(params, lr=lr, betas=train.adam_betas, eps=train.adam_eps,
                                     weight_decay=train.adam_weight_decay)
-            return adam.step
 
-        def sgd() -> None:
+            def adam_step(grads: Sequence[torch.Tensor]) -> None:
+                for p, grad in zip(params, grads):
+                    p.grad = grad
+                adam.step()
+
+            return adam_step
+
+        def sgd(grads: Sequence[torch.Tensor]) -> None:
             with torch.no_grad():
-                for p in params:
-                    if p.grad is not None:
-                        p.add_(p.grad, alpha=-lr)
+                torch._foreach_add_(params, grads, alpha=-lr)
 
         return sgd
 
     # -- step 2: control-variate correction ------------------------------------------------
     def _scaffold_terms(self, global_state: Mapping[str, np.ndarray], state: LocalState) -> ScaffoldTerms | None:
         """c and c_i as tensors when the global state carries a control variate (SCAFFOLD), else None."""
-        names = [name for name, _ in self.model.named_parameters()]
+        names = [name for name, _ in self._parameters]
         if CONTROL_PREFIX + names[0] not in global_state:
             return None
         server_c = [_tensor_to_read(global_state[CONTROL_PREFIX + n]).to(self.device) for n in names]
@@ -155,7 +162,7 @@ class LocalTrainer:
     # -- step 3: local steps ---------------------------------------------------------------
     def _local_steps(self, objective: Objective, task: TrainTask, correction: list[torch.Tensor] | None) -> LocalRun:
         """K optimizer steps, g <- g + c - c_i before each; the loss is summed on the device and read once."""
-        params = list(self.model.parameters())
+        params = [p for _, p in self._parameters]
         step = self._optimizer_step(params, task.lr)
         gen = self._generator(task.round, "train")
         self.model.train()
@@ -165,9 +172,9 @@ class LocalTrainer:
             for batch in objective.batches(gen):
                 outcome: StepOutcome = objective.loss(self.model, batch, gen)
                 grads = torch.autograd.grad(outcome.loss, params)
-                for index, (p, grad) in enumerate(zip(params, grads)):
-                    p.grad = grad if correction is None else grad.add_(correction[index])
-                step()
+                if correction is not None:
+                    torch._foreach_add_(grads, correction)
+                step(grads)
                 steps += 1
                 loss_sum += outcome.loss.detach()
                 outcomes.append(outcome)
@@ -182,16 +189,19 @@ class LocalTrainer:
         An empty participation (nothing trained on) sends zeros and keeps c_i: the server adds nothing of it."""
         update: dict[str, np.ndarray] = {}
         new_control = dict(control)
-        for index, (name, p) in enumerate(self.model.named_parameters()):
+        for index, (name, p) in enumerate(self._parameters):
             theta = np.asarray(global_state[WEIGHT_PREFIX + name], dtype=np.float32)
-            delta = np.zeros_like(theta) if empty else p.detach().cpu().numpy().astype(np.float32) - theta
+            delta = np.zeros_like(theta) if empty else p.detach().cpu().numpy() - theta  # float32 - float32
             update[DELTA + name] = delta
             if scaffold is None:
                 continue
-            c_i = scaffold.client_c[index].cpu().numpy().astype(np.float32)
-            c_plus = c_i if empty or not steps else c_i - scaffold.server_c[index].cpu().numpy() - delta / (steps * lr)
-            update[DELTA_CONTROL + name] = (c_plus - c_i).astype(np.float32)
-            new_control[CONTROL_PREFIX + name] = c_plus.astype(np.float32)
+            c_i = scaffold.client_c[index].cpu().numpy().astype(np.float32, copy=False)
+            if empty or not steps:
+                c_plus = c_i.copy()  # c_i may share memory with the state it came from
+            else:
+                c_plus = c_i - scaffold.server_c[index].cpu().numpy() - delta / (steps * lr)
+            update[DELTA_CONTROL + name] = (c_plus - c_i).astype(np.float32, copy=False)
+            new_control[CONTROL_PREFIX + name] = c_plus.astype(np.float32, copy=False)
         return update, new_control
 
     # -- one participation -------------------------------------------------------------
@@ -239,7 +249,6 @@ class LocalTrainer:
             return np.zeros((self.num_classes, self.num_classes), np.int64), float("nan")
         with torch.no_grad():
             logits = self.model(self._x_eval)
-            targets = torch.from_numpy(self.data.y_eval.astype(np.int64)).to(self.device)
-            loss = float(torch.nn.functional.cross_entropy(logits, targets))
+            loss = float(torch.nn.functional.cross_entropy(logits, self._y_eval))
             predicted = logits.argmax(dim=1).cpu().numpy()
         return confusion_matrix(self.data.y_eval, predicted, self.num_classes), loss
