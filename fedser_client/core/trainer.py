@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -125,7 +125,7 @@ class LocalTrainer:
         gen.manual_seed(stable_seed(self.config.federation.seed, self.client_seed, round_index, purpose))
         return gen
 
-    def _optimizer_step(self, params: list[torch.nn.Parameter], lr: float) -> Callable[[Sequence[torch.Tensor]], None]:
+    def _optimizer_step(self, params: list[torch.Tensor], lr: float) -> Callable[[tuple[torch.Tensor, ...]], None]:
         """One optimizer step on the (already corrected) gradients; fresh state per participation.
 
         SGD is written out (p <- p - lr g, one foreach call: per tensor the same `add_`): torch.optim's
@@ -135,14 +135,14 @@ class LocalTrainer:
             adam = torch.optim.Adam(params, lr=lr, betas=train.adam_betas, eps=train.adam_eps,
                                     weight_decay=train.adam_weight_decay)
 
-            def adam_step(grads: Sequence[torch.Tensor]) -> None:
+            def adam_step(grads: tuple[torch.Tensor, ...]) -> None:
                 for p, grad in zip(params, grads):
                     p.grad = grad
                 adam.step()
 
             return adam_step
 
-        def sgd(grads: Sequence[torch.Tensor]) -> None:
+        def sgd(grads: tuple[torch.Tensor, ...]) -> None:
             with torch.no_grad():
                 torch._foreach_add_(params, grads, alpha=-lr)
 
@@ -162,7 +162,7 @@ class LocalTrainer:
     # -- step 3: local steps ---------------------------------------------------------------
     def _local_steps(self, objective: Objective, task: TrainTask, correction: list[torch.Tensor] | None) -> LocalRun:
         """K optimizer steps, g <- g + c - c_i before each; the loss is summed on the device and read once."""
-        params = [p for _, p in self._parameters]
+        params: list[torch.Tensor] = [p for _, p in self._parameters]
         step = self._optimizer_step(params, task.lr)
         gen = self._generator(task.round, "train")
         self.model.train()
