@@ -119,7 +119,14 @@ def run_client(target: str, index: int, update: dict[str, np.ndarray], config: R
                 if secure:
                     submit_securely(stub, session, task, config, update, N_SAMPLES, rng)
                 else:
-                    plain_submit(stub, session, task, blob)
+                    while True:  # a busy server's refusal: the same update again after its retry-after, as the daemon does
+                        try:
+                            plain_submit(stub, session, task, blob)
+                            break
+                        except grpc.RpcError as busy:
+                            if busy.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or retry_after_of(busy) is None:
+                                raise
+                            time.sleep(random.uniform(0.75, 1.25) * (retry_after_of(busy) or 0.0))
                 rounds_done[0] += 1
             except grpc.RpcError as error:
                 if error.code() == grpc.StatusCode.UNAVAILABLE:

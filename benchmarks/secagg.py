@@ -158,11 +158,17 @@ class ClientProcesses:
         return totals
 
     def close(self) -> None:
+        """End of input: each process exits; one that is still there after a minute (a very busy box) is killed."""
         for proc in self.procs:
             assert proc.stdin is not None
             proc.stdin.close()
+        deadline = time.monotonic() + 60
         for proc in self.procs:
-            proc.wait(30)
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def session(config: RunConfig, clients: ClientProcesses, n: int, rounds: int, secure: bool) -> tuple[list[float], dict[str, Any]]:
