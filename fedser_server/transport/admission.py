@@ -71,9 +71,10 @@ class UploadGate:
     """Upload slots, taken without waiting. The times handed to refused uploads form a virtual
     queue: a newly refused upload gets the next turn, one average slot hold per slot after the
     turn before it, so that refused clients come back spread out, about when a slot is free for
-    them. An upload refused again keeps its turn: before it (it came early), the same time; at or
-    after it (its turn came and the slots were still taken), a slot hold per slot from now, not
-    the back of the queue."""
+    them. An upload that comes back before its turn keeps it (a client that ignores the times
+    does not push everyone else's out); one whose turn came and found the slots taken gets the
+    next turn at the back. (Turns handed out again "soon" instead made the due clients poll:
+    1,000 x 64 MB, 7,499 + 19,146 refusals and 520 s against 2,240 + 5,432 and 381 s.)"""
 
     def __init__(self, active: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.active = active
@@ -92,13 +93,10 @@ class UploadGate:
             if self._free:
                 self._free -= 1
                 return UploadSlot(self, now)
-            step = self._hold_s / self.active
-            if turn is None:
-                self._next_turn = turn = max(self._next_turn, now) + step
+            if turn is None or turn <= now:
+                self._next_turn = turn = max(self._next_turn, now) + self._hold_s / self.active
                 if len(self._turns) >= TURNS_KEPT:
                     self._forget_turns_before(now - MAX_RETRY_AFTER_S)
-            elif turn <= now:
-                turn = now + step
             self._turns[who] = turn
             wait_s = min(turn - now, MAX_RETRY_AFTER_S)
         raise UploadSlotsBusyError(f"all {self.active} upload slots are taken: send the update again in {wait_s:.2f} s",

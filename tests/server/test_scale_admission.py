@@ -90,12 +90,13 @@ def test_an_upload_beyond_the_slots_is_refused_at_once_with_turns_spread_over_th
     now[0] += 0.5
     assert refused_wait("f") == pytest.approx(0.5)  # back early: the same turn, not the back of the queue
     now[0] += 10.0
-    assert refused_wait("c") == pytest.approx(0.25)  # its turn came and went: soon again
+    assert refused_wait("c") == pytest.approx(0.25)  # its turn came and the slots were taken: the next turn
+    assert refused_wait("e") == pytest.approx(0.5)
     first.release()
     first.release()  # given back once only
     third = gate.take("d")
     # the slot was held 10.5 s: the average hold grew towards it, and the turns with it
-    assert refused_wait("g") == pytest.approx((0.5 + 0.2 * (10.5 - 0.5)) / 2)
+    assert refused_wait("g") == pytest.approx(0.5 + (0.5 + 0.2 * (10.5 - 0.5)) / 2)
     second.release()
     third.release()
     with gate.take("g"), gate.take("h"):
