@@ -358,13 +358,14 @@ def speaker_bootstrap(calls: list[tuple[str, int, int]], resamples: int = 2000, 
 def unmix_sums(recording: Recording) -> tuple[list[str], np.ndarray]:
     """Per-client mean updates estimated from round sums alone: least squares over the rounds' memberships
     (the differences of sums across rounds whose samples overlap, all used at once)."""
-    clients = sorted({c for sampled, _ in recording.sums for c in sampled})
+    finite = [(sampled, total) for sampled, total in recording.sums if np.all(np.isfinite(total))]
+    clients = sorted({c for sampled, _ in finite for c in sampled})
     column = {c: i for i, c in enumerate(clients)}
-    membership = np.zeros((len(recording.sums), len(clients)))
-    for row, (sampled, _) in enumerate(recording.sums):
+    membership = np.zeros((len(finite), len(clients)))
+    for row, (sampled, _) in enumerate(finite):
         membership[row, [column[c] for c in sampled]] = 1.0
-    sums = np.stack([total for _, total in recording.sums]).astype(np.float32)
-    return clients, (np.linalg.pinv(membership).astype(np.float32) @ sums)  # clients x coordinates
+    sums = np.stack([total for _, total in finite]).astype(np.float64)
+    return clients, (np.linalg.pinv(membership) @ sums).astype(np.float32)  # clients x coordinates
 
 
 def attack_sums(recording: Recording, layers: str, genders: dict[str, str], folds: list[tuple[str, str]],
@@ -431,8 +432,12 @@ def run_attack(base_json: str, genders: dict[str, str], defence: Defence, seed: 
             views[f"received/{layers}"] = attack_updates(targets[layers], targets[layers], genders, folds, seed)
             views[f"computed/{layers}"] = attack_updates(own[layers], targets[layers], genders, folds, seed)
     else:
-        for layers in LAYERS:
-            views[f"sums/{layers}"] = attack_sums(recording, layers, genders, folds, seed)
+        # a model the noise drove to overflow gives non-finite sums from then on: the server attacks the rounds before
+        finite = [bool(np.all(np.isfinite(total))) for _, total in recording.sums]
+        result["finite_rounds"] = sum(finite)
+        if sum(finite) >= 2:
+            for layers in LAYERS:
+                views[f"sums/{layers}"] = attack_sums(recording, layers, genders, folds, seed)
     for view, scores in views.items():
         for name, score in scores.items():
             result[f"{view}/{name}"] = {"per_update": score.per_update, "per_client": score.per_client,
@@ -484,7 +489,8 @@ def emotion_run(base_json: str, overrides: dict[str, object], fold_index: int, n
         if result.round >= first_candidate:
             window.append((uar(validation.evaluate(result.state)[0]), result.round, uar(test.evaluate(result.state)[0])))
     best = max(window, key=lambda w: (w[0], -w[1]))
-    return {"fold": fold_index, "seed": seed, "uar": best[2], "round": best[1], "epsilon": epsilon,
+    finite = all(bool(np.all(np.isfinite(v))) for v in result.state.values())
+    return {"fold": fold_index, "seed": seed, "uar": best[2], "round": best[1], "epsilon": epsilon, "finite": finite,
             "clients": len(shards), "round_s": statistics.fmean(seconds), "wall_s": time.perf_counter() - started}
 
 
@@ -507,12 +513,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="clip norm C (default: the median update norm of the undefended federation of seed 0)")
     parser.add_argument("--curve-seeds", type=int, default=None,
                         help="seeds of the epsilon curve's points other than --headline-epsilon (default: --seeds)")
+    parser.add_argument("--curve-attack-seeds", type=int, default=None,
+                        help="seeds of the curve's attack federations (default: --curve-seeds)")
     parser.add_argument("--shards-per-speaker", default=None,
                         help="population sweep at the headline epsilon: shards per training speaker, multiples of 4 "
                              "(default 4,16,64; none with --quick)")
     parser.add_argument("--population-seeds", type=int, default=1, help="seeds of the population sweep")
     parser.add_argument("--report-from", type=Path, default=None,
                         help="write the report from a saved privacy.json (a partial run's) without running anything")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="keep the rows of a stopped run's privacy.json and run only the missing ones")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     shards = [int(p) for p in (args.shards_per_speaker or ("" if args.quick else "4,16,64")).split(",") if p]
@@ -543,13 +553,16 @@ class Plan:
     headline_epsilon: float
     population: list[int]
     population_seeds: int
+    curve_attack_seeds: int | None = None  # the curve's attack federations, when fewer than its emotion seeds
 
     @property
     def defences(self) -> list[Defence]:
         return [Defence("none"), Defence("secagg"), *(Defence("secagg+dp", e) for e in self.epsilons)]
 
-    def seeds_of(self, defence: Defence) -> int:
+    def seeds_of(self, defence: Defence, attack: bool = False) -> int:
         curve = defence.name == "secagg+dp" and defence.epsilon != self.headline_epsilon
+        if curve and attack and self.curve_attack_seeds is not None:
+            return min(self.seeds, self.curve_attack_seeds)
         return min(self.seeds, self.curve_seeds) if curve else self.seeds
 
     @property
@@ -567,7 +580,7 @@ def main(argv: list[str] | None = None) -> None:
         saved = json.loads(args.report_from.read_text())
         plan = Plan(**saved["plan"])
         report(args, argv, saved["facts"], saved["wall_s"], saved["attack"], saved["emotion"], plan, saved["clip"],
-               saved["attack_folds"], partial=saved.get("partial", True))
+               saved["attack_folds"], partial=saved.get("partial", True), failed=saved.get("failed", []))
         return
     # one BLAS thread per process: the classifiers' small products thrash when threads outnumber free cores
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -582,7 +595,7 @@ def main(argv: list[str] | None = None) -> None:
     plan = Plan(seeds=seeds, curve_seeds=args.curve_seeds or seeds, attack_rounds=args.attack_rounds or (20 if args.quick else 50),
                 rounds=args.rounds or (30 if args.quick else 100), emotion_folds=args.emotion_folds or (1 if args.quick else args.folds),
                 folds=args.folds, epsilons=epsilons, headline_epsilon=args.headline_epsilon, population=args.population,
-                population_seeds=min(seeds, args.population_seeds))
+                population_seeds=min(seeds, args.population_seeds), curve_attack_seeds=args.curve_attack_seeds)
     base = load_run_config(None, {"features.name": args.feature})
     if not args.corpus.is_dir():
         raise DataError(f"corpus directory not found: {args.corpus}")
@@ -596,17 +609,32 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     attack: list[dict[str, object]] = []
     emotion: dict[str, list[dict[str, object]]] = {}
+    failed: list[str] = []
     clip = math.nan
+    wall_before = 0.0
+    if args.resume is not None:  # a stopped run's rows are kept; only the missing ones run
+        saved = json.loads(args.resume.read_text())
+        attack, emotion, clip, wall_before = saved["attack"], saved["emotion"], saved["clip"], saved["wall_s"]
+        first = saved["facts"]
+        facts["resumed"] = (f"this run resumed a stopped one (started {first.get('date')}, commit {first.get('commit')}, "
+                            f"load average at start {first.get('load average at start')}, {wall_before / 60:.1f} min), "
+                            f"keeping its {len(attack)} attack rows and {sum(map(len, emotion.values()))} emotion runs")
     args.out.mkdir(parents=True, exist_ok=True)
 
     def save(partial: bool) -> None:  # after every result: a run stopped early still leaves what it measured
         (args.out / "privacy.json").write_text(json.dumps({
-            "plan": plan.__dict__, "facts": facts, "wall_s": time.perf_counter() - started, "partial": partial,
-            "clip": clip, "attack_folds": folds, "attack": attack, "emotion": emotion}, indent=1))
+            "plan": plan.__dict__, "facts": facts, "wall_s": wall_before + time.perf_counter() - started,
+            "partial": partial, "failed": failed, "clip": clip, "attack_folds": folds, "attack": attack,
+            "emotion": emotion}, indent=1))
 
     def take(result: dict[str, object]) -> None:
         attack.append(result)
         column = "computed/first layer" if result["defence"] == "none" else "sums/first layer"
+        if f"{column}/selected" not in result:
+            print(f"  seed {result['seed']} {result['defence']:14s} no finite round sum to attack (the model diverged)  "
+                  f"({result['wall_s']:.0f} s)", flush=True)
+            save(True)
+            return
         scores = "; ".join(f"{name} per client {result[f'{column}/{name}']['per_client']:.2f} "  # type: ignore[index]
                            f"({result[f'{column}/{name}']['right']} right), per update "  # type: ignore[index]
                            f"{statistics.fmean(result[f'{column}/{name}']['per_update']):.2f}"  # type: ignore[index]
@@ -624,13 +652,15 @@ def main(argv: list[str] | None = None) -> None:
           f"epsilon), {plan.attack_rounds} rounds, defences {', '.join(d.key for d in plan.defences)}", flush=True)
     base_json = base.to_json()
     pool = ProcessPoolExecutor(max_workers=max(1, args.workers), initializer=_init_worker, initargs=(speakers,))
-    first_run = pool.submit(run_attack, base_json, genders, Defence("none"), 0, plan.attack_rounds, 1.0, folds)
-    take(first_run.result()[0])
-    clip = args.clip or float(attack[0]["norm_median"])  # type: ignore[arg-type]
+    if not any((a["defence"], a["seed"]) == ("none", 0) for a in attack):
+        first_run = pool.submit(run_attack, base_json, genders, Defence("none"), 0, plan.attack_rounds, 1.0, folds)
+        take(first_run.result()[0])
+        clip = args.clip or float(attack[-1]["norm_median"])  # type: ignore[arg-type]
     print(f"  clip norm C = {clip:.4g}" + ("" if args.clip else " (median norm of the undefended updates, seed 0)"), flush=True)
     # submitted headline first (none, secagg, the headline epsilon), then the epsilon curve, then the population
     ordered = sorted(plan.defences, key=lambda d: d.name == "secagg+dp" and d.epsilon != plan.headline_epsilon)
-    attack_jobs = [(d, seed) for d in ordered for seed in range(plan.seeds_of(d)) if (d.name, seed) != ("none", 0)]
+    done = {(a["defence"], a["seed"]) for a in attack}
+    attack_jobs = [(d, seed) for d in ordered for seed in range(plan.seeds_of(d, attack=True)) if (d.key, seed) not in done]
 
     # emotion UAR: plain FedAvg against secagg (its in-process protocol) and secagg+dp at each epsilon, same folds
     # and seeds; secagg+dp as distributed DP without the masking (the same sum up to quantisation: the masking's own
@@ -644,8 +674,9 @@ def main(argv: list[str] | None = None) -> None:
             settings.append((none_key, {}, parts, plan.population_seeds))
         settings.append((dp_key, {**privacy_overrides(Defence("secagg+dp", plan.headline_epsilon), clip, secure=False),
                                   "privacy.adaptive_clip_quantile": 0.5}, parts, plan.population_seeds))
+    finished = {(key, r["fold"], r["seed"]) for key, records in emotion.items() for r in records}
     jobs = [(key, overrides, fold, seed, parts) for key, overrides, parts, n_seeds in settings
-            for fold in range(plan.emotion_folds) for seed in range(n_seeds)]
+            for fold in range(plan.emotion_folds) for seed in range(n_seeds) if (key, fold, seed) not in finished]
     print(f"emotion: {len(jobs)} runs ({plan.emotion_folds} folds, {len(settings)} settings, {plan.rounds} rounds)", flush=True)
     def tier(key: str) -> int:  # the headline's rows first, then the epsilon curve, then the population
         return 2 if " x" in key else 1 if key.startswith("secagg+dp") and key != plan.headline_key else 0
@@ -670,6 +701,12 @@ def main(argv: list[str] | None = None) -> None:
             done, _ = wait(list(waiting), return_when=FIRST_COMPLETED)
             for future in done:
                 kind, job = waiting.pop(future)
+                if future.exception() is not None:  # one failed row is reported, the others still run
+                    label = f"{job[0].key} seed {job[1]}" if kind == "attack" else f"{job[0]} fold {job[2]} seed {job[3]}"  # type: ignore[attr-defined]
+                    failed.append(f"{kind} {label}: {future.exception()!r}")
+                    print(f"  FAILED {failed[-1]}", flush=True)
+                    save(True)
+                    continue
                 if kind == "attack":
                     take(future.result()[0])  # type: ignore[index]
                     continue
@@ -680,7 +717,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"epsilon {_eps(record['epsilon'])}  {record['clients']} clients  ({record['wall_s']:.0f} s)", flush=True)  # type: ignore[arg-type]
                 save(True)
     save(False)
-    report(args, argv, facts, time.perf_counter() - started, attack, emotion, plan, clip, folds, partial=False)
+    report(args, argv, facts, wall_before + time.perf_counter() - started, attack, emotion, plan, clip, folds,
+           partial=False, failed=failed)
 
 
 def _cost(emotion: dict[str, list[dict[str, object]]], key: str, baseline: str = "none") -> tuple[float, float, float]:
@@ -709,7 +747,7 @@ def _pairs(emotion: dict[str, list[dict[str, object]]], key: str, baseline: str 
 
 def report(args: argparse.Namespace, argv: list[str] | None, facts: dict[str, str], wall: float,
            attack: list[dict[str, object]], emotion: dict[str, list[dict[str, object]]], plan: Plan, clip: float,
-           folds: list[tuple[str, str]], partial: bool) -> None:
+           folds: list[tuple[str, str]], partial: bool, failed: list[str]) -> None:
     def rows_of(key: str) -> list[dict[str, object]]:
         return [a for a in attack if a["defence"] == key]
 
@@ -724,10 +762,11 @@ def report(args: argparse.Namespace, argv: list[str] | None, facts: dict[str, st
         return statistics.fmean(values) if values else float("nan")
 
     def attack_cells(key: str, attacker: str) -> list[str]:
-        mine = rows_of(key)
-        if not mine:
-            return ["(not run)"] + ["—"] * 7
         column = f"{attacker}/first layer/selected"
+        ran = rows_of(key)
+        mine = [a for a in ran if column in a]
+        if not mine:
+            return ["(not run)" if not ran else "(every round's sum non-finite: the model diverged)"] + ["—"] * 7
         low, high = speaker_bootstrap(calls(key, column))
         per_update = [u for a in mine for u in a[column]["per_update"]]  # type: ignore[index]
         folds_mean = [statistics.fmean(a[column]["per_update"][i] for a in mine) for i in range(len(folds))]  # type: ignore[index]
@@ -737,7 +776,9 @@ def report(args: argparse.Namespace, argv: list[str] | None, facts: dict[str, st
                 " / ".join(_mean_sd(per_client(key, f"{attacker}/first layer/{n}")) for n in CANDIDATES),
                 f"{chosen.count('mlp')}/{len(chosen)}",
                 _mean_sd(per_update), f"{min(folds_mean):.2f}–{max(folds_mean):.2f}",
-                _mean_sd(per_client(key, f"{attacker}/all layers/selected")), str(len(mine))]
+                _mean_sd(per_client(key, f"{attacker}/all layers/selected")),
+                str(len(mine)) + ("" if all("finite_rounds" not in a for a in ran) else
+                                  " (finite sums: " + ", ".join(str(a.get("finite_rounds")) for a in ran) + " rounds)")]
 
     none_rows = rows_of("none")
     base_round_s = statistics.fmean(float(a["round_s"]) for a in none_rows) if none_rows else float("nan")  # type: ignore[arg-type]
@@ -747,6 +788,7 @@ def report(args: argparse.Namespace, argv: list[str] | None, facts: dict[str, st
         attackers = [("computed", "each update"), ("received", "each update")] if defence.name == "none" \
             else [("sums", "round sums (unmixed)")]
         uars = [float(r["uar"]) for r in emotion.get(key, [])]  # type: ignore[arg-type]
+        diverged = sum(1 for r in emotion.get(key, []) if r.get("finite") is False)
         mine = rows_of(key)
         masked = [a for a in mine if a.get("masked", True)]
         eps = mine[0]["epsilon"] if mine else (emotion[key][0]["epsilon"] if emotion.get(key) else None)
@@ -758,7 +800,8 @@ def report(args: argparse.Namespace, argv: list[str] | None, facts: dict[str, st
                           "sums": "the shadow clients' estimates"}[attacker]
             table_rows.append([
                 key, attacked, trained_on, *attack_cells(key, attacker),
-                _mean_sd(uars, 100, 1), "—" if defence.name == "none" else _cost_text(_cost(emotion, key), _pairs(emotion, key)),
+                _mean_sd(uars, 100, 1) + (f" ({diverged} of {len(uars)} models non-finite at the end)" if diverged else ""),
+                "—" if defence.name == "none" else _cost_text(_cost(emotion, key), _pairs(emotion, key)),
                 _eps(eps), "—" if z is None else f"{z:.3g}",
                 f"{statistics.fmean(float(a['round_s']) for a in masked) / base_round_s:.2f}×"  # type: ignore[arg-type]
                 if masked else "— (run unmasked)" if mine else "—",
@@ -789,8 +832,8 @@ def report(args: argparse.Namespace, argv: list[str] | None, facts: dict[str, st
     status = ("**PARTIAL: the run was stopped before every row completed; rows marked (not run) or missing did not "
               "finish.**\n\n" if partial else "")
     body = (f"{status}Attack: {len(folds)} folds (each holds out one female and one male speaker; the other speakers are "
-            f"the attacker's shadow speakers), {plan.seeds} seeds ({plan.curve_seeds} for epsilons other than "
-            f"{_eps(plan.headline_epsilon)}), {plan.attack_rounds} rounds of FedAvg over every speaker's 4 shards, fraction "
+            f"the attacker's shadow speakers), {plan.seeds} seeds ({plan.seeds_of(Defence('secagg+dp', -1.0), attack=True)} for "
+            f"epsilons other than {_eps(plan.headline_epsilon)}), {plan.attack_rounds} rounds of FedAvg over every speaker's 4 shards, fraction "
             f"0.2. The classifier (MLP or logistic regression) is chosen per fold on the shadow speakers alone "
             f"({INNER_PAIRS} inner (female, male) shadow pairs held out in turn, mean per-update UAR); the test speakers' "
             f"score never chose anything. Seed 0 of secagg and of the headline epsilon ran the SecAgg+ masking (round time, "
@@ -800,6 +843,8 @@ def report(args: argparse.Namespace, argv: list[str] | None, facts: dict[str, st
             f"FedAvg minus the defence, paired by fold and seed, with a fold-clustered 95% CI; secagg runs the masking, "
             f"secagg+dp the same distributed DP without it. Clip norm C = {clip:.4g}. "
             f"Total wall time {wall / 60:.1f} min.\n\n{table}\n")
+    if failed:
+        body += "\nRows that failed (reported, not retried):\n\n" + "\n".join(f"- {f}" for f in failed) + "\n"
     if pop_table:
         body += ("\n## Population (each training speaker's clips split into more client shards; fraction 0.2 of them "
                  "per round)\n\n" + pop_table + "\n")

@@ -80,6 +80,14 @@ def test_a_tiny_run_prints_the_table_and_the_headline_lines(tmp_path: Path) -> N
     assert "PARTIAL" in table
     assert "| secagg+dp@∞ | round sums (unmixed) | the shadow clients' estimates | (not run) |" in table
 
+    # resuming it runs only the missing rows and completes the report
+    proc = run(["--corpus", str(corpus), "--quick", "--folds", "2", "--attack-rounds", "4", "--rounds", "4",
+                "--epsilons", "8,inf", "--workers", "1", "--resume", str(out / "privacy.json"), "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("emotion UAR") == 1 and proc.stdout.count(" secagg+dp@∞ ") == 2  # its attack and emotion rows
+    table = (out / "privacy.md").read_text()
+    assert "PARTIAL" not in table and "(not run)" not in table and "resumed" in table
+
 
 def test_a_corpus_without_genders_is_refused_in_one_line(tmp_path: Path) -> None:
     corpus = gendered_corpus(tmp_path / "corpus", per_class=1, gender_column=False)
