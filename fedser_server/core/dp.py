@@ -19,22 +19,24 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dp_accounting
 import numpy as np
-from dp_accounting import mechanism_calibration
-from dp_accounting.rdp import RdpAccountant
 
 from fedser_server.core.strategy import DELTA, FedAvg, RoundTotals
 from fedser_shared.config import PrivacyConfig
 from fedser_shared.dp import client_noise_std, clip_update, noise_adder, release, update_norm
 from fedser_shared.errors import ConfigError, FedserError
 
+if TYPE_CHECKING:  # dp_accounting pulls in scipy (seconds of start-up, ~60 MB): imported where epsilon is computed
+    import dp_accounting
+
 # integer orders: the library's series for fractional orders near 1 fails to converge at these sampling rates
 _ORDERS = [*range(2, 64), 80, 96, 128, 192, 256, 512, 1024]
 
 
 def _round_event(q: float, noise_multiplier: float, count_noise_multiplier: float | None) -> dp_accounting.DpEvent:
+    import dp_accounting
     released: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(noise_multiplier)
     if count_noise_multiplier is not None:  # adaptive clipping also releases a noised count (sensitivity 1)
         released = dp_accounting.ComposedDpEvent([released, dp_accounting.GaussianDpEvent(count_noise_multiplier)])
@@ -47,6 +49,7 @@ def _round_event(q: float, noise_multiplier: float, count_noise_multiplier: floa
 def epsilon(rounds: int, q: float, noise_multiplier: float, delta: float,
             count_noise_multiplier: float | None = None) -> float:
     """Epsilon at `delta` after `rounds` rounds, each a Gaussian of multiplier z on a q-sampled population."""
+    from dp_accounting.rdp import RdpAccountant
     if rounds <= 0:
         return 0.0
     if noise_multiplier == 0.0:
@@ -66,6 +69,7 @@ def epsilon_of_rounds(rounds_at: Mapping[float, int], noise_multiplier: float, d
 @functools.lru_cache(maxsize=4096)
 def _composed(rounds_at: tuple[tuple[float, int], ...], noise_multiplier: float, delta: float,
               count_noise_multiplier: float | None) -> float:
+    from dp_accounting.rdp import RdpAccountant
     if len(rounds_at) <= 1:  # one rate: the same composition as `epsilon`
         q, rounds = rounds_at[0] if rounds_at else (1.0, 0)
         return epsilon(rounds, q, noise_multiplier, delta, count_noise_multiplier)
@@ -80,6 +84,9 @@ def _composed(rounds_at: tuple[tuple[float, int], ...], noise_multiplier: float,
 def noise_for_epsilon(target_epsilon: float, rounds: int, q: float, delta: float,
                       count_noise_multiplier: float | None = None) -> float:
     """The smallest noise multiplier z whose `rounds` rounds spend at most `target_epsilon` (the accountant's search)."""
+    import dp_accounting
+    from dp_accounting import mechanism_calibration
+    from dp_accounting.rdp import RdpAccountant
     def event(z: float) -> dp_accounting.DpEvent:
         return dp_accounting.SelfComposedDpEvent(_round_event(q, z, count_noise_multiplier), rounds)
 
