@@ -27,7 +27,8 @@ V = PROTOCOL_VERSION
 LABELS = [5, 5, 5, 5]
 
 
-def wait_for(predicate: Callable[[], bool], within_s: float = 30.0, what: str = "condition") -> None:
+def wait_for(predicate: Callable[[], bool], within_s: float = 120.0, what: str = "condition") -> None:
+    """Poll until `predicate` holds; `within_s` only bounds a hang (a server's start-up took over 30 s at load ~20)."""
     deadline = time.monotonic() + within_s
     while not predicate():
         if time.monotonic() > deadline:
