@@ -29,12 +29,12 @@ from fedser_server.core.norm_bound import NormBound, l2_norm
 from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, metrics_record
 from fedser_server.core.round_plan import plan_round
 from fedser_server.core.schedule import is_trainable
-from fedser_server.core.strategy import State, Strategy, make_strategy
+from fedser_server.core.strategy import State, Strategy, check_finite, make_strategy
 from fedser_server.engine.sums import WeightedSums
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
 from fedser_shared.dp import clip_update, update_norm
-from fedser_shared.errors import NormBoundError
+from fedser_shared.errors import InvalidUpdateError, NormBoundError
 from fedser_shared.secagg import SecureRound
 from fedser_shared.tensor_names import DELTA, WEIGHT
 from fedser_shared.weights import initial_weights
@@ -121,6 +121,8 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             update, new_state, report = client.trainer.train(state, task, client.state)
             reports[name] = report
             metrics = report.metrics
+            if not metrics.empty and not _finite(update, tally):  # as the server refuses it on receipt: before any
+                continue                                           # clip or noise, which would carry NaN into the sum
             if dp is not None and not metrics.empty:
                 norms.append(update_norm(update))
             if privacy.secure:  # every sampled client takes part; an empty one adds zero weight
@@ -166,6 +168,17 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
             privacy_record = dp.record(round_index)
             dp.close(norms, np.random.default_rng(stable_seed(fed.seed, round_index, "dp-clip")))
         yield RoundResult(round_index, state, tally, privacy_record, secure, tuple(names), reports)
+
+
+def _finite(update: Mapping[str, np.ndarray], tally: RoundTally) -> bool:
+    """Whether every tensor of `update` is finite; a refusal is counted in the round's tally otherwise."""
+    try:
+        for name, values in update.items():
+            check_finite(name, values)
+    except InvalidUpdateError as refused:
+        tally.refused[refused.reason] = tally.refused.get(refused.reason, 0) + 1
+        return False
+    return True
 
 
 def _client_rng(seed: int, name: str, round_index: int) -> np.random.Generator:

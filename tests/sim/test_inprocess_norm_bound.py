@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from fedser_client.core.state import LocalState
 from fedser_client.core.trainer import TrainReport
@@ -36,3 +37,18 @@ def test_a_poisoned_update_is_refused_in_process_too() -> None:
     assert result.tally.refused == {"norm_bound": 1} and result.tally.n_updates == 3
     assert clients["poisoner"].state.participations == 0 and clients["a"].state.participations == 1
     np.testing.assert_allclose(result.state["w.head.bias"], before["w.head.bias"] + 0.01, rtol=1e-5)
+
+
+@pytest.mark.parametrize("privacy", [{}, {"privacy.dp": "central", "privacy.noise_multiplier": 0.0, "privacy.clip_norm": 1.0},
+                                     {"privacy.dp": "distributed", "privacy.noise_multiplier": 0.0, "privacy.clip_norm": 1.0},
+                                     {"privacy.secure_aggregation": "secagg+"}],
+                         ids=["plain", "central-dp", "distributed-dp", "secagg"])
+def test_a_nan_update_never_reaches_the_model_whatever_the_privacy_mode(privacy: dict[str, object]) -> None:
+    config = load_run_config(None, {"federation.rounds": 1, "federation.min_clients": 4, "federation.fraction": 1.0,
+                                    **privacy})
+    values = {"a": 0.01, "b": 0.01, "c": 0.01, "diverged": float("nan")}
+    clients = {name: SimClient(name, FixedUpdateTrainer(config, v), LocalState(), 0) for name, v in values.items()}
+    (result,) = list(federate(config, clients, config.feature_dim))
+    assert result.tally.refused == {"invalid_update": 1}
+    assert clients["diverged"].state.participations == 0
+    assert all(np.isfinite(v).all() for v in result.state.values())
