@@ -83,8 +83,18 @@ def read_clients(path: Path) -> list[ClientRow]:
             db.close()
     except sqlite3.Error as exc:
         raise StateError(f"cannot read client registry {path}: {exc}") from None
-    return [ClientRow(r[0], r[1], float(r[2]), float(r[3]), int(r[4]), bool(r[5]), sum(json.loads(r[6])), int(r[7]), int(r[8]))
-            for r in rows]
+    return [_client_row(path, r) for r in rows]
+
+
+def _client_row(path: Path, r: tuple[Any, ...]) -> ClientRow:
+    try:
+        label_counts = json.loads(r[6])
+        if not isinstance(label_counts, list):
+            raise TypeError("label_counts is not a list")
+        return ClientRow(str(r[0]), str(r[1]), float(r[2]), float(r[3]), int(r[4]), bool(r[5]),
+                         sum(int(n) for n in label_counts), int(r[7]), int(r[8]))
+    except (TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise StateError(f"client registry {path}: the row of client '{str(r[0])[:64]}' is malformed ({exc})") from None
 
 
 def read_class_names(state_dir: Path) -> list[str] | None:

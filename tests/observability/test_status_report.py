@@ -96,3 +96,14 @@ def test_report_before_the_first_round_says_so(tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "progress.json").write_text('{"completed_round": 0}')
     assert run_cli(app, "fedser-server", ["report", "--state-dir", str(tmp_path)]) == 2
     assert "no completed round" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("label_counts", ["[3, 3", "{\"a\": 1}", "[\"x\"]"])
+def test_a_malformed_registry_row_is_named_in_one_line(label_counts: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"round": 1, "n_sampled": 1, "n_updates": 1}) + "\n")
+    _registry(tmp_path / "registry.sqlite", [
+        ("a1", "alice-box", label_counts, 5, 4, "emobase", 988, 1.7e9, 1.7e9 + 60, 1, 0)])
+    assert run_cli(app, "fedser-server", ["status", "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "client 'a1'" in err and "malformed" in err and "Traceback" not in err
