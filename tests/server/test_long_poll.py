@@ -32,6 +32,12 @@ class PostingCoordinator:
             listener((client_id,))
 
 
+def _parked_polls() -> tuple[PostingCoordinator, TaskPolls]:
+    """A coordinator that posts tasks by hand, and the long polls parked on it (inside a running loop)."""
+    coordinator = PostingCoordinator()
+    return coordinator, TaskPolls(coordinator, asyncio.get_running_loop())  # type: ignore[arg-type]
+
+
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -39,8 +45,7 @@ async def _settle() -> None:
 
 def test_a_poll_gets_the_task_posted_while_it_was_parked() -> None:
     async def scenario() -> TaskAssignment:
-        coordinator = PostingCoordinator()
-        polls = TaskPolls(coordinator, asyncio.get_running_loop())  # type: ignore[arg-type]
+        coordinator, polls = _parked_polls()
         client = SimpleNamespace(client_id="c1")
         poll = asyncio.create_task(polls.next_task(client, 30.0))  # type: ignore[arg-type]
         await _settle()
@@ -54,8 +59,7 @@ def test_a_poll_gets_the_task_posted_while_it_was_parked() -> None:
 def test_a_cancelled_poll_does_not_end_the_same_clients_other_parked_poll() -> None:
     """A client that gave up on a poll (its call was cancelled) and polled again hears its task."""
     async def scenario() -> TaskAssignment:
-        coordinator = PostingCoordinator()
-        polls = TaskPolls(coordinator, asyncio.get_running_loop())  # type: ignore[arg-type]
+        coordinator, polls = _parked_polls()
         client = SimpleNamespace(client_id="c1")
         abandoned = asyncio.create_task(polls.next_task(client, 30.0))  # type: ignore[arg-type]
         await _settle()
@@ -72,8 +76,7 @@ def test_a_cancelled_poll_does_not_end_the_same_clients_other_parked_poll() -> N
 
 def test_a_parked_poll_answers_wait_when_its_time_is_up() -> None:
     async def scenario() -> TaskAssignment:
-        coordinator = PostingCoordinator()
-        polls = TaskPolls(coordinator, asyncio.get_running_loop())  # type: ignore[arg-type]
+        _, polls = _parked_polls()
         return await asyncio.wait_for(polls.next_task(SimpleNamespace(client_id="c1"), 0.05), 10)  # type: ignore[arg-type]
 
     assert asyncio.run(scenario()).kind is TaskKind.WAIT
