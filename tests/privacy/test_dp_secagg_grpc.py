@@ -4,7 +4,6 @@ model after one round differs from the same round without noise by noise of std 
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from fedser_shared.secagg import VectorLayout
 from fedser_shared.weights import initial_weights
 from fedser_sim.inprocess_engine import federate, make_clients
 from tests.conftest import make_client_dir
+from tests.privacy.daemons import running
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -45,23 +45,15 @@ def clients(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, P
 def change_of_one_round(config: RunConfig, state_dir: Path, clients: dict[str, tuple[Path, PreparedData]]) -> np.ndarray:
     """The global model's change over the run's one round, as one flat vector."""
     server = server_app.start(config, "127.0.0.1:0", state_dir)
-    daemons, threads = [], []
+    daemons = [build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, "cpu", connect_timeout_s=30,
+                            prepared=prepared) for name, (data_dir, prepared) in clients.items()]
     try:
-        for name, (data_dir, prepared) in clients.items():
-            daemon = build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, "cpu", connect_timeout_s=30,
-                                  prepared=prepared)
-            daemons.append(daemon)
-            threads.append(threading.Thread(target=daemon.run, daemon=True))
-            threads[-1].start()
-        assert server.wait(timeout=240), "the federation did not finish"
-        state = {k: v.astype(np.float64) for k, v in server.coordinator.state.items()}
-        assert server.coordinator.history[-1]["n_updates"] == CLIENTS
+        with running(daemons):
+            assert server.wait(timeout=240), "the federation did not finish"
+            state = {k: v.astype(np.float64) for k, v in server.coordinator.state.items()}
+            assert server.coordinator.history[-1]["n_updates"] == CLIENTS
     finally:
-        for daemon in daemons:
-            daemon.stop()
         server.shutdown()
-        for thread in threads:
-            thread.join(timeout=30)
     fed = config.federation
     start = initial_weights(config.feature_dim, config.num_classes, config.model.hidden, fed.seed)
     return np.concatenate([(state[n] - start[n]).reshape(-1) for n in sorted(state)])

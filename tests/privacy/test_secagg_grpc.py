@@ -4,7 +4,6 @@ that finished, and nothing it stores holds one client's update."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from fedser_shared.config import load_run_config
 from fedser_shared.secagg import VectorLayout
 from fedser_shared.weights import initial_weights
 from tests.conftest import make_client_dir
+from tests.privacy.daemons import running
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -45,26 +45,18 @@ def test_a_client_dying_after_the_share_stage_leaves_fedavg_of_the_survivors(tmp
         return observe
 
     server = server_app.start(config, "127.0.0.1:0", tmp_path / "server")
-    daemons, threads = [], []
+    daemons = [build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, "cpu", connect_timeout_s=30,
+                            prepared=prepared[name], observer=observer_for(name)) for name, data_dir in dirs.items()]
+    daemons[3].secure_stop_after = "share"  # client3: keys and shares sent, then gone before its masked input
     try:
-        for name, data_dir in dirs.items():
-            daemon = build_daemon(f"127.0.0.1:{server.port}", data_dir, config, name, "cpu", connect_timeout_s=30,
-                                  prepared=prepared[name], observer=observer_for(name))
-            if name == "client3":
-                daemon.secure_stop_after = "share"  # keys and shares sent, then gone before its masked input
-            daemons.append(daemon)
-            threads.append(threading.Thread(target=daemon.run, daemon=True))
-            threads[-1].start()
-        assert server.wait(timeout=240), "the federation did not finish"
-        state = {k: v.copy() for k, v in server.coordinator.state.items()}
-        record = server.coordinator.history[-1]
-        joined_with = sorted(tuple(c.label_counts) + (c.n_unlabeled,) for c in server.coordinator.registry.clients.values())
+        with running(daemons):
+            assert server.wait(timeout=240), "the federation did not finish"
+            state = {k: v.copy() for k, v in server.coordinator.state.items()}
+            record = server.coordinator.history[-1]
+            joined_with = sorted(tuple(c.label_counts) + (c.n_unlabeled,)
+                                 for c in server.coordinator.registry.clients.values())
     finally:
-        for daemon in daemons:
-            daemon.stop()
         server.shutdown()
-        for thread in threads:
-            thread.join(timeout=30)
 
     assert "client3" not in updates and sorted(updates) == ["client0", "client1", "client2"]
     assert record["n_updates"] == 3
