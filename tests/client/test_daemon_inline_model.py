@@ -71,7 +71,8 @@ def test_a_tampered_inline_model_is_refused_and_fetched_again(tmp_path: Path, mo
         np.testing.assert_array_equal(value, initial[name])
 
 
-def test_a_task_without_an_inline_model_is_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _record_fetches(monkeypatch: pytest.MonkeyPatch) -> list[pb.FetchModelRequest]:
+    """The FetchModel requests the servicer serves from now on, in order."""
     fetched: list[pb.FetchModelRequest] = []
     serve_fetch = servicer_module.CoordinatorServicer.FetchModel
 
@@ -80,6 +81,11 @@ def test_a_task_without_an_inline_model_is_streamed(tmp_path: Path, monkeypatch:
         yield from serve_fetch(self, request, context)
 
     monkeypatch.setattr(servicer_module.CoordinatorServicer, "FetchModel", fetch_model)
+    return fetched
+
+
+def test_a_task_without_an_inline_model_is_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fetched = _record_fetches(monkeypatch)
     server = raw.start(tmp_path, **{"federation.inline_model_max_bytes": 0})
     trainer = _run_one_daemon(server, tmp_path)
     assert len(fetched) == 1 and len(trainer.models) == 1
@@ -118,14 +124,7 @@ def test_a_server_with_a_full_disk_makes_the_daemon_wait_its_longest_backoff(tmp
 
 def test_past_the_rounds_inline_budget_tasks_come_without_the_model_and_their_clients_fetch_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fetched: list[pb.FetchModelRequest] = []
-    serve_fetch = servicer_module.CoordinatorServicer.FetchModel
-
-    def fetch_model(self, request, context):
-        fetched.append(request)
-        yield from serve_fetch(self, request, context)
-
-    monkeypatch.setattr(servicer_module.CoordinatorServicer, "FetchModel", fetch_model)
+    fetched = _record_fetches(monkeypatch)
     config = raw.small_config()
     model_bytes = sum(v.nbytes for v in initial_weights(config.feature_dim, config.num_classes, config.model.hidden, 0).values())
     server = raw.start(tmp_path, **{"federation.min_clients": 3,
