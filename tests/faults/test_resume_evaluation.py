@@ -15,7 +15,7 @@ from fedser_server.state.store import StateStore
 from fedser_shared.config import to_toml
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from tests.conftest import free_port
-from tests.faults import raw
+from tests.faults import federation, raw
 from tests.server.test_file_state import wait_for_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -31,9 +31,7 @@ def test_a_kill_during_the_final_evaluation_is_evaluated_on_resume(tmp_path: Pat
     overrides = {"federation.rounds": 2, "federation.eval_every": 1000}  # only the last round is evaluated
     (tmp_path / "run.toml").write_text(to_toml(raw.small_config(**overrides)))
     port, state_dir = free_port(), tmp_path / "state"
-    serve = [sys.executable, "-m", "fedser_server.cli", "serve", "--insecure", "--address", f"127.0.0.1:{port}",
-             "--state-dir", str(state_dir)]
-    server = subprocess.Popen([*serve, "--config", str(tmp_path / "run.toml")], stdout=subprocess.DEVNULL,
+    server = subprocess.Popen([sys.executable, *federation.serve_command(port, state_dir, tmp_path / "run.toml")], stdout=subprocess.DEVNULL,
                               stderr=open(tmp_path / "server1.log", "w"))
     try:
         wait_for_port(port, server)
@@ -49,7 +47,7 @@ def test_a_kill_during_the_final_evaluation_is_evaluated_on_resume(tmp_path: Pat
         server.wait(timeout=10)
     assert "uar" not in StateStore(state_dir).read_metrics()[-1]
 
-    resumed = subprocess.Popen([*serve, "--resume"], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server2.log", "w"))
+    resumed = subprocess.Popen([sys.executable, *federation.serve_command(port, state_dir, None)], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server2.log", "w"))
     try:
         wait_for_port(port, resumed)
         channel, stub = raw.stub_for(port)

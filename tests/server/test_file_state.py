@@ -23,7 +23,7 @@ from fedser_shared import codec
 from fedser_shared.config import to_toml
 from fedser_shared.weights import initial_weights
 from tests.conftest import free_port
-from tests.faults import raw
+from tests.faults import federation, raw
 
 WEIGHTS = initial_weights(988, 4, [300, 200], seed=3)  # ~1.5 MB: several blocks per tensor
 
@@ -147,9 +147,7 @@ def test_kill_9_with_the_state_in_files_leaves_nothing_behind_and_resumes_to_the
     overrides = {"federation.rounds": 3, "federation.min_clients": 2, "federation.state_in_memory_max_bytes": 0}
     (tmp_path / "run.toml").write_text(to_toml(raw.small_config(**overrides)))
     port, state_dir = free_port(), tmp_path / "state"
-    serve = [sys.executable, "-m", "fedser_server.cli", "serve", "--insecure", "--address", f"127.0.0.1:{port}",
-             "--state-dir", str(state_dir)]
-    server = subprocess.Popen([*serve, "--config", str(tmp_path / "run.toml")], stdout=subprocess.DEVNULL,
+    server = subprocess.Popen([sys.executable, *federation.serve_command(port, state_dir, tmp_path / "run.toml")], stdout=subprocess.DEVNULL,
                               stderr=open(tmp_path / "server1.log", "w"))
     try:
         wait_for_port(port, server)
@@ -166,7 +164,7 @@ def test_kill_9_with_the_state_in_files_leaves_nothing_behind_and_resumes_to_the
         server.wait(timeout=10)
     assert (state_dir / "scratch").is_dir() and _leftovers(state_dir) == []
 
-    resumed = subprocess.Popen([*serve, "--resume"], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server2.log", "w"))
+    resumed = subprocess.Popen([sys.executable, *federation.serve_command(port, state_dir, None)], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server2.log", "w"))
     try:
         wait_for_port(port, resumed)
         _answer_rounds(port, sessions, [2, 3], ["a", "b"])
