@@ -50,6 +50,10 @@ class PollGate:
         self._lock = threading.Lock()
         self._rng = rng or random.Random()
 
+    @property
+    def parked(self) -> int:
+        return self._parked
+
     def try_park(self) -> bool:
         """Whether this poll may wait (True: call `unpark` when it ends) or must be answered at once."""
         with self._lock:
@@ -63,7 +67,7 @@ class PollGate:
 
     def retry_after_s(self, n_joined: int, ceiling_s: float) -> float:
         """Spread the pollers the pool cannot park: about one poll window per `capacity` clients."""
-        load = max(1.0, n_joined / self.capacity)
+        load = max(1.0, n_joined / max(1, self.capacity))  # parked_polls = 0 parks none
         return self._rng.uniform(0.5, 1.5) * min(ceiling_s, load)
 
 

@@ -25,6 +25,7 @@ from fedser_server.engine.secure_round import SecureRound
 from fedser_server.engine.sessions import Session
 from fedser_server.transport import edge
 from fedser_server.transport.admission import HeaderGate, Limits, PollGate, UploadGate, UploadSlot
+from fedser_server.transport.idle_polls import IdlePolls
 from fedser_server.transport.long_poll import TaskPolls
 from fedser_server.transport.refusals import Caller, RefusalPath, refusing, refusing_on_loop
 from fedser_shared import PROTOCOL_VERSION, codec, wire
@@ -216,9 +217,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         self.refusals = RefusalPath(coordinator.count_refusal)
         self._inline_model = _InlineModel()
         self._polls = PollGate(limits.parked_polls_cap)
+        idle_poll_s = coordinator.config.federation.idle_poll_s
+        self._idle = IdlePolls(idle_poll_s, coordinator.clock) if idle_poll_s is not None else None
         self._uploads = UploadGate(limits.uploads)
         self._headers = HeaderGate(limits.unauthenticated_streams, limits.header_timeout_s, coordinator.clock)
         self._polls_on_loop: TaskPolls | None = None  # made on the server's event loop, at the first poll
+
+    @property
+    def parked_polls(self) -> int:
+        """GetTask polls held on the server now."""
+        return self._polls.parked
 
     @property
     def waiting_for_header(self) -> int:
@@ -256,10 +264,26 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
 
     @refusing_on_loop
     async def GetTask(self, request: PollRequest, context: grpc.aio.ServicerContext) -> pb.Task | bytes:
-        """On the event loop: a parked poll is a coroutine waiting for the coordinator to post tasks.
-        The task is serialised by hand when it carries the model inline (see `_InlineModel`)."""
+        """On the event loop: a parked poll is a coroutine waiting for the coordinator to post tasks;
+        in idle polling (`federation.idle_poll_s`) a poll with nothing for its client is answered at
+        once with a come-back time instead. The task is serialised by hand when it carries the model
+        inline (see `_InlineModel`)."""
         edge.check_protocol(request.protocol_version)
         client = self.coordinator.authenticate(request.client_id, request.session_token)
+        if self._idle is not None and self._idle.answers_at_once(client.client_id):
+            task = self.coordinator.next_task(client)
+            if task.kind is TaskKind.WAIT:
+                task = dataclasses.replace(task, retry_after_s=self._idle.come_back_in(client.client_id))
+        else:
+            task = await self._parked_task(client, context)
+        message = task_message(task)
+        model = (self._inline_model_field(client, task, request.sha256_too)
+                 if task.kind in (TaskKind.TRAIN, TaskKind.EVALUATE) else b"")
+        return message.SerializeToString() + model if model else message
+
+    async def _parked_task(self, client: Session, context: grpc.aio.ServicerContext) -> TaskAssignment:
+        """The long-poll: held until the client has a task or the poll's time is up; answered at once
+        with a come-back time when the server holds as many polls as it may."""
         parked = self._polls.try_park()
         try:
             remaining = context.time_remaining()
@@ -271,10 +295,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         if not parked and task.kind is TaskKind.WAIT:
             retry = self._polls.retry_after_s(len(self.coordinator.registry.clients), self.poll_timeout_s)
             task = dataclasses.replace(task, retry_after_s=retry)
-        message = task_message(task)
-        model = (self._inline_model_field(client, task, request.sha256_too)
-                 if task.kind in (TaskKind.TRAIN, TaskKind.EVALUATE) else b"")
-        return message.SerializeToString() + model if model else message
+        return task
 
     def _task_polls(self) -> TaskPolls:
         if self._polls_on_loop is None:

@@ -23,6 +23,7 @@ DEFAULT_EMOTION_MAP: dict[str, int] = {
 }
 DEFAULT_CLASS_NAMES = ["neutral", "happy", "sad", "angry"]
 FEATURE_DIMS = {"emobase": 988, "egemaps": 88, "compare": 6373, "apc": 512, "tera": 768, "decoar2": 768, "distilhubert": 768}
+IDLE_POLL_JITTER = (0.75, 1.25)  # an idle poll's come-back time is federation.idle_poll_s times a draw from this range
 OPENSMILE_NAMES = ("emobase", "egemaps", "compare")  # openSMILE functionals; the other features are s3prl upstreams
 
 
@@ -173,6 +174,11 @@ class FederationConfig(_Section):
     max_round_retries: int = Field(3, ge=0)
     """Fresh samples tried when a round ends with too few updates, before waiting for clients again."""
     poll_timeout_s: float = Field(20.0, gt=0.0, description="how long GetTask long-polls are held")
+    idle_poll_s: float | None = Field(None, gt=0.0, description=(
+        "idle polling, for large fleets: a GetTask with no task for its client is answered at once with WAIT and a "
+        "come-back time of about this many seconds (x0.75-1.25), instead of being held; a client away holds no call "
+        "(fedser's daemon: no connection) on the server, and a round starts up to ~1.25 x this later (its sampled "
+        "clients hear their task when they come back); at most 0.4 x server.client_timeout_s; default: long-poll"))
     inline_model_max_bytes: int = Field(4 * 2**20 - 64 * 2**10, ge=0, le=6 * 2**20)
     """A global state up to this size travels inside the task (no FetchModel call per client and round), and an update
     up to this size in one SubmitSmallUpdate message, kept in memory until it is aggregated; larger ones stream (and
@@ -327,6 +333,15 @@ class RunConfig(_Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+
+    @model_validator(mode="after")
+    def _idle_clients_keep_their_sessions(self) -> RunConfig:
+        idle_s, timeout_s = self.federation.idle_poll_s, self.server.client_timeout_s
+        if idle_s is not None and idle_s * IDLE_POLL_JITTER[1] * 2 > timeout_s:
+            raise ValueError(f"federation.idle_poll_s {idle_s:g} s is too long for server.client_timeout_s {timeout_s:g} s: "
+                             f"an idle client's come-back time (up to {IDLE_POLL_JITTER[1]:g} x idle_poll_s) must fit "
+                             f"twice in the client timeout, or sessions expire; at most {timeout_s * 0.4:g} s")
+        return self
 
     @model_validator(mode="after")
     def _dp_needs_fedavg(self) -> RunConfig:
