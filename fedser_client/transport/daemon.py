@@ -35,6 +35,9 @@ from fedser_shared.transport import client_channel_options
 log = get_logger(__name__)
 
 UPLOAD_RETRY_MAX_S = 60.0  # the longest wait a busy server's retry-after is taken for
+# a come-back time at least this long is waited out with the connection closed: an open connection
+# costs the server ~20 KB while it waits (benchmarks/results/fleet.md), a new one a handshake
+DISCONNECT_AFTER_S = 5.0
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
              grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -138,6 +141,7 @@ class ClientDaemon:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        disconnect_after_s: float = DISCONNECT_AFTER_S,
     ) -> None:
         self.target = target
         self.identity = identity
@@ -151,10 +155,12 @@ class ClientDaemon:
         self._rng = rng or random.Random()
         self._unanswered_since: float | None = None  # start of the current run of calls the server did not answer
         self.stop_event = threading.Event()
-        options = client_channel_options()
-        self.channel = grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
-        self.stub = pb_grpc.CoordinatorStub(self.channel)  # type: ignore[no-untyped-call]
-        self.bulk = wire.BulkCalls.on(self.channel)
+        self.credentials = credentials
+        self.disconnect_after_s = disconnect_after_s
+        self.connections = 0  # channels opened: 1, plus one per come-back time waited out disconnected
+        self._channel_lock = threading.Lock()  # the heartbeat thread and the loop swap or use the channel
+        self._away = False  # the channel is closed while the loop waits out a come-back time
+        self._open_channel()
         self.session: pb.Session | None = None
         self.trainer: LocalTrainer | None = None
         self.config: RunConfig | None = None
@@ -163,6 +169,31 @@ class ClientDaemon:
         self.server_takes_xxh3 = False
         self.bound_log = log.bind(client=identity.name)
         self.secure_stop_after: str | None = None  # tests: die in a secure round after this stage
+
+    def _open_channel(self) -> None:
+        options = client_channel_options()
+        self.channel = (grpc.secure_channel(self.target, self.credentials, options) if self.credentials
+                        else grpc.insecure_channel(self.target, options))
+        self.stub = pb_grpc.CoordinatorStub(self.channel)  # type: ignore[no-untyped-call]
+        self.bulk = wire.BulkCalls.on(self.channel)
+        self.connections += 1
+
+    def _wait_to_come_back(self, wait_s: float) -> None:
+        """Wait out a WAIT's come-back time; a long one with the connection closed (the server holds
+        nothing for this client meanwhile), reopened for the next poll."""
+        if wait_s < self.disconnect_after_s:
+            self.stop_event.wait(wait_s)
+            return
+        with self._channel_lock:
+            self.channel.close()
+            self._away = True
+        self.bound_log.debug("away_until_next_poll", seconds=round(wait_s, 3))
+        try:
+            self.stop_event.wait(wait_s)
+        finally:
+            with self._channel_lock:
+                self._open_channel()
+                self._away = False
 
     # ---------------------------------------------------------------- calls
     def _join(self) -> None:
@@ -364,12 +395,15 @@ class ClientDaemon:
 
     def _heartbeats(self) -> None:
         while not self.stop_event.wait(self.heartbeat_interval_s):
-            if self.session is None:
+            with self._channel_lock:
+                # away: the server chose the come-back time, inside the client timeout; the next poll is the call
+                stub = None if self._away else self.stub
+            if self.session is None or stub is None:
                 continue
             try:
-                self.stub.Heartbeat(pb.HeartbeatRequest(protocol_version=PROTOCOL_VERSION, session=self.session), timeout=10)
-            except grpc.RpcError:
-                pass  # the main loop notices a lost server on its next call
+                stub.Heartbeat(pb.HeartbeatRequest(protocol_version=PROTOCOL_VERSION, session=self.session), timeout=10)
+            except (grpc.RpcError, ValueError):
+                pass  # the main loop notices a lost server on its next call (ValueError: the loop closed the channel)
 
     # ---------------------------------------------------------------- loop
     def run(self) -> DaemonResult:
@@ -396,7 +430,7 @@ class ClientDaemon:
                     elif task.kind == pb.TASK_KIND_EVALUATE:
                         self._evaluate(received, result)
                     elif task.retry_after_s > 0:
-                        self.stop_event.wait(task.retry_after_s)
+                        self._wait_to_come_back(task.retry_after_s)
                     backoff.reset()
                 except grpc.RpcError as exc:
                     code = exc.code()
