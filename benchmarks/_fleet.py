@@ -4,7 +4,8 @@ Each client does what the daemon does on the wire, minus training: Join, heartbe
 GetTask, and on TRAIN takes the model as the daemon does (inline in the task when it is small,
 else FetchModel, with `--fetch`) and streams a pre-made update blob (its data messages framed once per process
 and shared, so that the fleet spends little CPU: the server sees N distinct clients, each
-sending a full update, header, data, checksum trailer). An upload refused with a time to come
+sending a full update, header, data, checksum trailer; the data only once the server granted
+the upload a slot, as the daemon does). An upload refused with a time to come
 back (all upload slots taken) is sent again then; other retryable failures are retried with
 jittered backoff, as the daemon does. Prints one JSON line of counts when all are done.
 
@@ -38,6 +39,21 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 def update_blob(spec: dict[str, list[int]]) -> codec.Blob:
     rng = np.random.default_rng(0)
     return codec.encode_blob({name: rng.standard_normal(shape, dtype=np.float32) * 1e-3 for name, shape in spec.items()})
+
+
+async def submit_when_granted(submit_update: grpc.aio.StreamUnaryMultiCallable, messages: list) -> None:
+    """The header, then the rest only once the server granted the upload a slot (the call's initial
+    metadata), as the daemon sends (docs/protocol.md); a refused call raises with its trailers."""
+    call = submit_update(timeout=3600)
+    await call.write(messages[0])
+    if await call.initial_metadata():  # a call refused at once ends with none
+        try:
+            for message in messages[1:]:
+                await call.write(message)
+            await call.done_writing()
+        except asyncio.InvalidStateError:
+            pass  # the call ended under the writes: its status says why
+    await call
 
 
 async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, frames: list[bytes], fetch: bool,
@@ -101,18 +117,14 @@ async def one_client(channel: grpc.aio.Channel, index: int, blob: codec.Blob, fr
                             protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id), timeout=600):
                         pass
 
-                async def messages():
-                    yield pb.UpdateChunk(header=pb.UpdateHeader(
-                        protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id, n_samples=10,
-                        metrics=pb.TrainMetrics(loss=0.0), blob=pb.BlobHeader(total_len=blob.total_len)))
-                    for frame in frames:
-                        yield frame
-                    yield pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=blob.sha256))
-
+                header = pb.UpdateChunk(header=pb.UpdateHeader(
+                    protocol_version=PROTOCOL_VERSION, session=session, round=task.round, task_id=task.task_id, n_samples=10,
+                    metrics=pb.TrainMetrics(loss=0.0), blob=pb.BlobHeader(total_len=blob.total_len)))
+                trailer = pb.UpdateChunk(trailer=pb.BlobTrailer(sha256=blob.sha256))
                 busy_backoff = 0.2
                 while True:  # all upload slots taken: send it again when the server says (jittered), as the daemon does
                     try:
-                        await submit_update(messages(), timeout=3600)
+                        await submit_when_granted(submit_update, [header, *frames, trailer])
                         break
                     except grpc.aio.AioRpcError as exc:
                         retry_after_s = retry_after_of(exc)

@@ -19,6 +19,7 @@ import numpy as np
 
 from fedser_client.core.trainer import LocalTrainer, TrainReport, TrainTask
 from fedser_client.local_store import LocalStore
+from fedser_client.transport.granted_upload import submit_when_granted
 from fedser_client.transport.secure import submit_securely
 from fedser_shared import PROTOCOL_VERSION, codec, wire
 from fedser_shared.checksum import Checksum, Digest, StreamHash
@@ -321,7 +322,7 @@ class ClientDaemon:
                 if isinstance(messages, bytes):
                     self.bulk.submit_small_update(messages, timeout=600)
                 else:
-                    self.bulk.submit_update(messages, timeout=600)
+                    submit_when_granted(self.bulk.submit_update, messages, timeout_s=600)
                 return
             except grpc.RpcError as exc:
                 retry_after_s = retry_after_of(exc)

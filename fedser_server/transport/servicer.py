@@ -43,6 +43,7 @@ from fedser_shared.errors import (
 )
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.proto.fedser.v1 import coordinator_pb2_grpc as pb_grpc
+from fedser_shared.refusal import UPLOAD_GRANTED_METADATA
 from fedser_shared.secagg import EncryptedShare, KeyAdvert, UnmaskReply
 
 _TASK_KIND = {
@@ -330,12 +331,22 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         """SubmitUpdate's first step, on the event loop: the stream's header, within the header
         limit and among a bounded number of streams still waiting for theirs, authenticated and
         checked, and an upload slot taken (or the stream refused at once: it is never parked). A
-        stream holds a worker thread only after this."""
+        stream holds a worker thread only after this.
+
+        The call's initial metadata goes out the moment the slot is taken: a client that waits for
+        it before sending its data has sent only its header when it is refused, so that the
+        server's stream windows can be large (BDP probing) without refused uploads pushing
+        megabytes into its receive buffers. A client that streams at once is served the same."""
         caller = Caller("SubmitUpdate")
         async with self.refusals.guard_on_loop(context, caller):
             first = await self._headers.first_message(requests)
-            return self._opened(caller, first)
-        raise AssertionError("a refusal ends the call by raising")
+            opened = self._opened(caller, first)
+        try:
+            await context.send_initial_metadata(UPLOAD_GRANTED_METADATA)
+        except BaseException:
+            opened.slot.release()
+            raise
+        return opened
 
     def _opened(self, caller: Caller, first: pb.UpdateChunk | memoryview | None) -> OpenedUpdate:
         if not isinstance(first, pb.UpdateChunk) or first.WhichOneof("payload") != "header":

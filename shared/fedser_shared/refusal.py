@@ -11,6 +11,8 @@ import grpc
 REFUSAL_METADATA_KEY = "fedser-refusal"
 # with a refusal that says when to come back (`upload_slots_busy`): milliseconds, a decimal integer
 RETRY_AFTER_METADATA_KEY = "fedser-retry-after-ms"
+# in an update stream's initial metadata, sent the moment the upload holds a slot: send the data now
+UPLOAD_GRANTED_METADATA = (("fedser-upload", "granted"),)
 
 SESSION_LOST = frozenset({"session_expired", "unknown_client"})  # join again, keeping the client id
 # drop the task, ask for the next one (a secure round that went on without this client, or was given up)

@@ -32,12 +32,12 @@ def client_channel_options() -> list[tuple[str, int]]:
 
 def server_options() -> list[tuple[str, int]]:
     # accept the clients' 60 s keepalive pings instead of answering them with GOAWAY.
-    # No BDP probing: it grows each stream's receive window until grpc buffers whole updates
-    # of the uploads that wait for a slot (100 waiting 64 MB uploads: 5.1 GB RSS, measured);
-    # with the fixed default window their bytes stay on the clients. Upload speed: unchanged.
+    # BDP probing stays on (grpc's default): it grows the stream windows to what the link carries,
+    # which uploads need to run at grpc's rate (a fixed 64 KiB window halved it). An upload sends
+    # its data only once granted a slot (docs/protocol.md), so a refused one has sent its header
+    # alone, not a grown window's worth of data into the server's receive buffers.
     return _common() + [
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_ping_strikes", 0),
-        ("grpc.http2.bdp_probe", 0),
     ]

@@ -1,6 +1,7 @@
 """An upload that finds every upload slot taken is refused at once with a time to come back
 (`upload_slots_busy`, `fedser-retry-after-ms`), never parked; the daemon keeps its update and
-sends it again then, within the round. Real gRPC, a server in this process whose run's clock
+sends it again then, within the round. It sends its data only once the server granted it a slot,
+so a refused try puts its header alone on the wire. Real gRPC, a server in this process whose run's clock
 the test moves by hand."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fedser_server.transport.admission import Limits
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
 from fedser_shared.train_metrics import TrainMetrics
 from tests.faults import raw
+from tests.faults.proxy import UP, FaultyProxy, Schedule
 from tests.manual_clock import ManualClock
 from tests.observability.test_metrics import scrape
 
@@ -183,3 +185,39 @@ def test_a_client_whose_retries_outlast_the_round_hears_stale_round_and_the_run_
     assert server.coordinator.completed_round == 2
     lines = [json.loads(line) for line in (tmp_path / "state" / "metrics.jsonl").read_text().splitlines()]
     assert [line["n_updates"] for line in lines if "n_updates" in line] == [2, 2]
+
+
+def test_a_refused_upload_sends_only_its_header_and_the_update_lands_after_its_retry_after(tmp_path: Path) -> None:
+    clock = ManualClock()
+    server = _server(tmp_path, clock, **{"federation.min_clients": 2})
+    go = threading.Event()
+    staller = Staller(server.port)
+    with FaultyProxy(server.port, Schedule()) as proxy:  # the daemon's bytes to the server, counted on the way
+        daemons = Daemons(proxy.port, tmp_path, 1, go)
+        try:
+            staller.hold_the_slot()
+            raw.wait_for(lambda: server.coordinator.bytes_received > 0, what="the staller's upload holding the slot")
+            sent_before = proxy.carried[UP]
+            go.set()
+            raw.wait_for(lambda: server.coordinator.refusals["upload_slots_busy"] >= 2, within_s=60,
+                         what="the daemon's upload refused, and refused again after its retry-after")
+            sent_while_refused = proxy.carried[UP] - sent_before
+            staller.release.set()
+            assert server.wait(timeout=120), "the round did not finish"
+            staller.leave()
+            server.coordinator.wait_for_shutdown_delivery(30)
+            daemons.stop()
+        finally:
+            staller.release.set()
+            daemons.stop()
+            staller.channel.close()
+            server.shutdown(grace_s=0.2)
+    update_bytes = sum(v.nbytes for v in server.coordinator.state.values())
+    assert update_bytes > 1_000_000
+    # two or three tries, each its call's headers and the update's header message: no data chunk
+    # (a client that streams at once pushes a stream window, 64 KiB or more, into each refused call)
+    assert sent_while_refused < 16 * 1024, sent_while_refused
+    assert daemons.errors == []
+    assert daemons.results[0].rounds_trained == [1]
+    record = json.loads((tmp_path / "state" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["round"] == 1 and record["n_updates"] == 2

@@ -47,6 +47,7 @@ class FaultyProxy:
         self.upstream_port = upstream_port
         self.schedule = schedule
         self.counts: Counter[str] = Counter()
+        self.carried: Counter[str] = Counter()  # bytes forwarded, by direction, over all connections
         self.port = 0
         self._numbers = itertools.count(1)
         self._loop = asyncio.new_event_loop()
@@ -95,6 +96,7 @@ class FaultyProxy:
                 await asyncio.sleep(self.schedule.latency_s)
                 self.counts["delayed_chunks"] += 1
             connection.carried[direction] += len(data)
+            self.carried[direction] += len(data)
             fault = connection.fault
             if fault is not None and not connection.done and fault.direction == direction \
                     and connection.carried[direction] >= fault.after_bytes:
