@@ -14,6 +14,13 @@ flat from the small fleet to the large one, and whether rounds keep completing p
     python benchmarks/fleet.py --quick    # 200 and 1,000 joined (< 1 minute on an idle box)
     python benchmarks/fleet.py --joined-only  # no round: RSS per joined client, every poll parked
 
+`--idle-poll S` runs the server in idle polling (`federation.idle_poll_s`): a poll with nothing
+for its client is answered at once with a come-back time of ~S seconds, and the stand-ins wait
+it out with their connection closed (as the daemon does), so a joined client holds neither a
+parked call nor a connection. `--tls` serves with TLS (development certificates made for the
+run): every reconnect is then a TLS handshake. Server CPU seconds are read from /proc (the whole
+run; with `--joined-only` also a 60 s window once all have joined: the cost of keeping them).
+
 `--joined-only` measures what joined clients cost by themselves: the run needs one client more
 than join, so no round starts (no inline models in flight); once all have joined (the registry's
 row count) and the server's RSS has settled, (RSS - base) / joined is the cost of a joined client
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sqlite3
 import statistics
@@ -71,6 +79,10 @@ class FleetSettings:
     own_connections: bool = True  # a TCP connection per stand-in, as on separate devices (False: one per fleet process)
     inline_model: bool = True  # False: the model is not put in the task, every sampled client calls FetchModel
     joined_only: bool = False  # no round starts: RSS once every client has joined and its poll is parked
+    idle_poll_s: float | None = None  # federation.idle_poll_s: idle polling, the stand-ins disconnect while away
+    disconnect_after_s: float = 5.0  # the daemon's threshold: a come-back time this long is waited out disconnected
+    tls: bool = False  # serve with TLS: a reconnect is a TLS handshake
+    cpu_window_s: float = 60.0  # --joined-only: server CPU over this window once all have joined
 
 
 @dataclass
@@ -89,6 +101,8 @@ class FleetRun:
     log_tail: list[str] = field(default_factory=list)
     joined: int = 0  # registry rows when the joined-only RSS was read
     joined_rss: int = 0  # settled RSS with every client joined and no round (--joined-only)
+    cpu_s: float = 0.0  # server CPU seconds (user + system) from the first client to the end
+    window_cpu_s: float = float("nan")  # --joined-only: server CPU seconds over the window once all joined
 
     @property
     def rss_per_joined(self) -> float:
@@ -112,9 +126,17 @@ def update_spec() -> dict[str, list[int]]:
     return {name: list(s.shape) for name, s in strategy.expected_update(state).items()}
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user + system (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def server_command(port: int, workdir: Path, settings: FleetSettings) -> list[str]:
+    transport = (["--tls-cert", str(workdir / "pki" / "server.pem"), "--tls-key", str(workdir / "pki" / "server.key"),
+                  "--open-enrolment"] if settings.tls else ["--insecure"])
     return [sys.executable, "-m", "fedser_server.cli", "serve", "--address", f"127.0.0.1:{port}",
-            "--state-dir", str(workdir / "server"), "--config", str(workdir / "run.toml"), "--insecure",
+            "--state-dir", str(workdir / "server"), "--config", str(workdir / "run.toml"), *transport,
             "--log-level", "warning", "--client-timeout", f"{settings.client_timeout_s:g}",
             "--heartbeat-interval", f"{settings.heartbeat_s:g}"]
 
@@ -128,8 +150,13 @@ def write_config(workdir: Path, n_clients: int, settings: FleetSettings) -> None
         "federation.fraction": settings.sampled / n_clients, "federation.eval_every": settings.rounds + 1,
         "federation.round_timeout_s": settings.round_timeout_s, "federation.poll_timeout_s": settings.poll_timeout_s,
         **({} if settings.inline_model else {"federation.inline_model_max_bytes": 0}),
+        **({"federation.idle_poll_s": settings.idle_poll_s} if settings.idle_poll_s else {}),
     })
     workdir.mkdir(parents=True, exist_ok=True)
+    if settings.tls:
+        from fedser_server.security.certs import write_dev_pki
+
+        write_dev_pki(workdir / "pki", [], [])
     (workdir / "run.toml").write_text(to_toml(config))
 
 
@@ -164,25 +191,33 @@ def run_fleet(n_clients: int, settings: FleetSettings, workdir: Path, spec: dict
         run.base_rss = settled_rss(server.pid)
         run.base_threads = threads_of(server.pid)
         Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # the peak counts from here on
+        cpu_at_start = cpu_seconds(server.pid)
         sampler = ThreadSampler(server.pid)
         sampler.start()
         for first in range(0, n_clients, settings.per_process):
             n = min(settings.per_process, n_clients - first)
             fleets.append(subprocess.Popen(
                 [sys.executable, str(FLEET), f"127.0.0.1:{port}", str(n), str(first), json.dumps(spec), "--fetch",
-                 *(["--own-connections"] if settings.own_connections else [])],
+                 *(["--own-connections"] if settings.own_connections else []),
+                 *(["--disconnect-after", f"{settings.disconnect_after_s:g}"] if settings.idle_poll_s else []),
+                 *(["--tls", str(workdir / "pki" / "ca.pem")] if settings.tls else [])],
                 stdout=subprocess.PIPE, stderr=open(workdir / f"fleet{first}.log", "w"), env=child_env(), text=True))
         if settings.joined_only:
             run.joined = wait_for_joined(workdir, n_clients, server, time.monotonic() + settings.join_timeout_s)
             time.sleep(5.0)  # the last joiners' first polls park
             run.joined_rss = settled_rss(server.pid, within_s=60.0)
             run.peak_rss = peak_rss_bytes(server.pid)
+            window_start = cpu_seconds(server.pid)
+            time.sleep(settings.cpu_window_s)
+            run.window_cpu_s = cpu_seconds(server.pid) - window_start
+            run.cpu_s = cpu_seconds(server.pid) - cpu_at_start
         deadline = time.monotonic() + (0.0 if settings.joined_only else
                                        settings.join_timeout_s + settings.rounds * settings.round_timeout_s)
         while server.poll() is None and time.monotonic() < deadline:
             try:
                 run.peak_rss = peak_rss_bytes(server.pid)
-            except (OSError, RuntimeError):
+                run.cpu_s = cpu_seconds(server.pid) - cpu_at_start  # read while it runs: an exited one's is gone
+            except (OSError, RuntimeError, IndexError):
                 pass  # exiting: a zombie has no memory figures left
             time.sleep(0.2)
         sampler.stopped.set()
@@ -241,6 +276,13 @@ def main() -> None:
     parser.add_argument("--no-inline-model", action="store_true", help="clients fetch the model with FetchModel instead")
     parser.add_argument("--joined-only", action="store_true",
                         help="no round: the server's RSS per joined client once all have joined (polls parked)")
+    parser.add_argument("--idle-poll", type=float, default=None, metavar="S",
+                        help="federation.idle_poll_s: idle polling, the stand-ins wait out come-back times disconnected")
+    parser.add_argument("--disconnect-after", type=float, default=5.0, metavar="S",
+                        help="with --idle-poll: the stand-ins close their connection for a come-back time this long (the daemon's 5 s)")
+    parser.add_argument("--cpu-window", type=float, default=60.0, metavar="S",
+                        help="with --joined-only: server CPU seconds over this window once all have joined")
+    parser.add_argument("--tls", action="store_true", help="serve with TLS (development certificates): a reconnect is a handshake")
     parser.add_argument("--quick", action="store_true", help="200 and 1,000 joined, 2 rounds (< 1 minute)")
     parser.add_argument("--label", default="", help="what this run measures, written into the results file name")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
@@ -258,11 +300,15 @@ def main() -> None:
     settings = FleetSettings(sampled=args.sampled, rounds=args.rounds, per_process=args.per_process,
                              heartbeat_s=args.heartbeat, client_timeout_s=args.client_timeout, poll_timeout_s=args.poll_timeout,
                              inline_model=not args.no_inline_model, own_connections=not args.shared_connections,
-                             joined_only=args.joined_only)
+                             joined_only=args.joined_only, idle_poll_s=args.idle_poll,
+                             disconnect_after_s=args.disconnect_after, tls=args.tls, cpu_window_s=args.cpu_window)
     facts = machine_facts()
     facts["setup"] = (f"fedser-server serve, FedAvg, emobase hidden {HIDDEN} ({'inline in the task' if settings.inline_model else 'FetchModel'}), {settings.sampled} sampled "
                       f"per round, {settings.rounds} rounds, --heartbeat-interval {settings.heartbeat_s:g} "
-                      f"--client-timeout {settings.client_timeout_s:g}, poll_timeout_s {settings.poll_timeout_s:g}; clients: "
+                      f"--client-timeout {settings.client_timeout_s:g}, poll_timeout_s {settings.poll_timeout_s:g}, "
+                      + (f"idle polling: idle_poll_s {settings.idle_poll_s:g}, stand-ins disconnected for come-back times "
+                         f">= {settings.disconnect_after_s:g} s" if settings.idle_poll_s else "long-poll (no idle polling)")
+                      + f", {'TLS' if settings.tls else 'plaintext (--insecure)'}; clients: "
                       f"grpc.aio stand-ins (`_fleet.py`), one channel each, "
                       f"{'a TCP connection each' if settings.own_connections else 'one TCP connection per process'}, "
                       f"{settings.per_process} per process; "
@@ -279,16 +325,19 @@ def main() -> None:
             print(f"{n:6d} joined: rounds {run.rounds_done}/{settings.rounds}  seconds/round "
                   f"{' '.join(f'{s:.1f}' for s in run.round_seconds) or '-'}  all joined after {run.join_s:.0f} s  "
                   f"threads {run.max_threads} (base {run.base_threads})  RSS base {run.base_rss / MB:.0f} MB peak "
-                  f"{run.peak_rss / MB:.0f} MB  RSS/client {run.rss_per_client / 1e3:.1f} KB  wall {run.wall_s:.0f} s"
+                  f"{run.peak_rss / MB:.0f} MB  RSS/client {run.rss_per_client / 1e3:.1f} KB  server CPU {run.cpu_s:.1f} s  "
+                  f"wall {run.wall_s:.0f} s"
                   + (f"  joined {run.joined}, settled RSS {run.joined_rss / MB:.0f} MB, RSS/joined client "
-                     f"{run.rss_per_joined / 1e3:.1f} KB" if settings.joined_only else ""), flush=True)
+                     f"{run.rss_per_joined / 1e3:.1f} KB, server CPU {run.window_cpu_s:.1f} s in {settings.cpu_window_s:g} s"
+                     if settings.joined_only else ""), flush=True)
             print(f"        client side: {fmt_counts(run.counts)}", flush=True)
     small, large = runs[0], runs[-1]
     thread_ratio = large.max_threads / max(1, small.max_threads)
     rows = [[r.clients, settings.sampled, f"{r.rounds_done}/{settings.rounds}",
              " ".join(f"{s:.1f}" for s in r.round_seconds) or "-", f"{r.join_s:.0f}", r.max_threads,
-             f"{r.base_rss / MB:.0f}", f"{r.peak_rss / MB:.0f}", f"{r.rss_per_client / 1e3:.1f}", f"{r.wall_s:.0f}",
-             *([f"{r.joined}", f"{r.joined_rss / MB:.0f}", f"{r.rss_per_joined / 1e3:.1f}"] if settings.joined_only else []),
+             f"{r.base_rss / MB:.0f}", f"{r.peak_rss / MB:.0f}", f"{r.rss_per_client / 1e3:.1f}", f"{r.cpu_s:.1f}", f"{r.wall_s:.0f}",
+             *([f"{r.joined}", f"{r.joined_rss / MB:.0f}", f"{r.rss_per_joined / 1e3:.1f}", f"{r.window_cpu_s:.1f}"]
+               if settings.joined_only else []),
              fmt_counts(r.counts)] for r in runs]
     ratios = (f"threads({large.clients})/threads({small.clients}) = {thread_ratio:.2f}; RSS/client "
               f"{small.rss_per_client / 1e3:.1f} KB at {small.clients}, {large.rss_per_client / 1e3:.1f} KB at {large.clients} "
@@ -300,8 +349,9 @@ def main() -> None:
                  if settings.joined_only else ""))
     print(ratios, flush=True)
     body = (markdown_table(["joined", "sampled/round", "rounds", "seconds per round", "all joined after s", "server threads (max)",
-                            "base RSS MB", "peak RSS MB", "RSS/client KB", "wall s",
-                            *(["registered", "settled RSS MB", "RSS/joined client KB"] if settings.joined_only else []),
+                            "base RSS MB", "peak RSS MB", "RSS/client KB", "server CPU s", "wall s",
+                            *(["registered", "settled RSS MB", "RSS/joined client KB",
+                               f"server CPU s in {settings.cpu_window_s:g} s, all joined"] if settings.joined_only else []),
                             "client-side counts"], rows)
             + f"\n\n{ratios}\n\n## Server log tails\n\n"
             + "\n".join(f"- {r.clients} joined: exit {r.server_exit}: `{' / '.join(r.log_tail)[-300:]}`" for r in runs) + "\n")
