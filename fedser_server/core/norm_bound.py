@@ -17,9 +17,10 @@ already accepted, not of the whole round. Only the plain update path has single 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,11 +30,27 @@ from fedser_shared.errors import NormBoundError
 
 RECENT_NORMS = 64      # accepted norms the relative bound looks back on
 MIN_PEERS = 3          # accepted norms needed before their median is trusted
+NORM_BLOCK_ELEMENTS = 1 << 20  # a norm is read a block at a time (4 MiB of float32)
 
 
-def l2_norm(tensors: Mapping[str, np.ndarray], prefix: str) -> float:
-    """The L2 norm of the tensors whose names start with `prefix`, taken together."""
-    return float(np.sqrt(sum(float(np.vdot(v, v).real) for n, v in tensors.items() if n.startswith(prefix))))
+def _nothing(name: str, start: int, count: int) -> None:
+    pass
+
+
+def l2_norm(tensors: Mapping[str, np.ndarray], prefix: str,
+            read_done: Callable[[str, int, int], None] = _nothing) -> float:
+    """The L2 norm of the tensors whose names start with `prefix`, taken together, read a block of
+    `NORM_BLOCK_ELEMENTS` at a time; `read_done(name, first element, count)` hears each block once
+    it is read (a state in a mapped file hands the block's pages back there)."""
+    total = 0.0
+    for name, values in tensors.items():
+        if name.startswith(prefix):
+            flat = values.reshape(-1)
+            for start in range(0, flat.size, NORM_BLOCK_ELEMENTS):
+                block = flat[start : start + NORM_BLOCK_ELEMENTS]
+                total += float(np.vdot(block, block).real)
+                read_done(name, start, block.size)
+    return math.sqrt(total)
 
 
 def delta_scale(norm: float | None, bound: float | None, action: Literal["refuse", "clip"], what: str) -> float:

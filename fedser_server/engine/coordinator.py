@@ -51,7 +51,8 @@ WAIT = TaskAssignment(TaskKind.WAIT, retry_after_s=0.0)  # one answer shared by 
 class Coordinator:
     def __init__(self, config: RunConfig, lock: threading.Condition, sessions: Sessions, state: State, blob: codec.Blob,
                  completed_round: int, expected_update: Mapping[str, TensorSpec], incoming_dir: Path,
-                 history: list[dict[str, object]] | None = None, clock: Clock = time.monotonic) -> None:
+                 history: list[dict[str, object]] | None = None, clock: Clock = time.monotonic,
+                 state_read_done: Callable[[str, int, int], None] | None = None) -> None:
         self.config = config
         self._cond = self.lock = lock
         self.clock = clock  # the run's clock: a full disk's patience, the update-header limit
@@ -75,6 +76,8 @@ class Coordinator:
         fed = config.federation
         self._norm_bound = NormBound(fed.update_norm_max, fed.update_norm_relative or None, fed.update_norm_action)
         self._model_norm: tuple[int, float] = (-1, 0.0)  # (round, L2 norm of the global weights then)
+        # hears each block of the state once read (a state in a mapped file hands its pages back)
+        self._state_read_done = state_read_done or (lambda name, start, count: None)
         self.history: list[dict[str, object]] = list(history or [])
         # read by the metrics endpoint at scrape time
         self.refusals: Counter[str] = Counter()  # refused updates, by reason
@@ -235,7 +238,7 @@ class Coordinator:
     def _global_weights_norm(self) -> float:
         """The L2 norm of the global weights (w.*), once per round. Called with the lock held."""
         if self._model_norm[0] != self.completed_round:
-            self._model_norm = (self.completed_round, l2_norm(self.state, WEIGHT))
+            self._model_norm = (self.completed_round, l2_norm(self.state, WEIGHT, self._state_read_done))
         return self._model_norm[1]
 
     def _await_durable(self, round_index: int) -> None:

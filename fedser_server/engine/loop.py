@@ -78,7 +78,7 @@ class RoundLoop:
         lock = threading.Condition(threading.RLock())
         sessions = Sessions(config, feature_dim, registry, tokens, lock, clock, wall_clock)
         front = Coordinator(config, lock, sessions, state, blob, completed_round, strategy.expected_update(state),
-                            store.incoming_dir, store.read_metrics() if resume else [], clock)
+                            store.incoming_dir, store.read_metrics() if resume else [], clock, served.read_done)
         return cls(config, strategy, store, registry, served, front, clock, wall_clock)
 
     # ---------------------------------------------------------------- the run

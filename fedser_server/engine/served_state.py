@@ -39,6 +39,10 @@ class ServedState(Protocol):
     def checkpoint_of(self, state: State) -> SaveCheckpoint:
         """What writes `state` (the one `serve` or `next_round` returned last) as a checkpoint, later, on the writer's thread."""
 
+    def read_done(self, name: str, start: int, count: int) -> None:
+        """Elements [start, start + count) of tensor `name` of the state served last were read and
+        are not needed again soon."""
+
 
 def give_back_free_heap() -> None:
     """Hand the heap that start-up's model-sized temporaries left free back to the OS: glibc keeps
@@ -66,6 +70,9 @@ class InMemoryState:
 
     def checkpoint_of(self, state: State) -> SaveCheckpoint:
         return lambda store, round_index, train_record: store.save_global(state, round_index, train_record)
+
+    def read_done(self, name: str, start: int, count: int) -> None:
+        pass  # resident anyway
 
 
 class FileBackedState:
@@ -102,3 +109,10 @@ class FileBackedState:
             blob.evict()  # what FetchModel streams mapped in meanwhile; the bytes stay in the file
 
         return save
+
+    def read_done(self, name: str, start: int, count: int) -> None:
+        """Hand the pages back: e.g. the global weights' norm, taken once per round, would otherwise
+        keep the whole model mapped in until the round's checkpoint (1,000 x 64 MB: 64 MB of the
+        server's peak)."""
+        if self._current is not None:
+            self._current.evict_run(name, start, count)

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from fedser_server.core.norm_bound import l2_norm
 from fedser_server.core.strategy import FedAvg, Scaffold, Strategy
 from fedser_server.engine.served_state import FileBackedState, InMemoryState
 from fedser_server.engine.sums import FileSum, WeightedSums
 from fedser_server.state.store import StateStore
 from fedser_shared import codec
 from fedser_shared.config import to_toml
+from fedser_shared.tensor_names import WEIGHT
 from fedser_shared.weights import initial_weights
 from tests.conftest import free_port
 from tests.faults import federation, raw
@@ -84,6 +86,35 @@ def test_a_sum_in_a_file_keeps_no_pages_of_its_own(tmp_path: Path) -> None:
     total.settle(0, total.flat.size)
     assert float(total.flat.sum()) == float(1 << 20), "evicted pages read back from the file"
     assert list(tmp_path.iterdir()) == []
+
+
+def _resident_bytes_of_mapping_at(address: int) -> int:
+    """Rss of the mapping of this process that holds `address` (/proc/self/smaps)."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and head == "Rss:":
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no mapping holds the address")
+
+
+def test_the_global_weights_norm_of_a_state_in_files_leaves_none_of_its_pages_resident(tmp_path: Path) -> None:
+    strategy = FedAvg()
+    initial = strategy.initial_state(WEIGHTS)
+    served = FileBackedState(codec.BlobLayout(initial), tmp_path / "scratch")
+    state, _ = served.serve(initial)
+    address = next(iter(state.values())).ctypes.data
+
+    assert l2_norm(state, WEIGHT) == pytest.approx(l2_norm(initial, WEIGHT), rel=1e-6)
+    assert _resident_bytes_of_mapping_at(address) > 1_000_000  # read through the mapping: the model is in
+    norm = l2_norm(state, WEIGHT, served.read_done)
+    assert norm == pytest.approx(l2_norm(initial, WEIGHT), rel=1e-6)
+    # every block read was handed back; what stays is what the kernel mapped in around the last
+    # page read of each tensor (fault-around, up to 64 KiB), not the model
+    assert _resident_bytes_of_mapping_at(address) <= 64 * 1024 * len(state)
 
 
 def test_a_federation_with_its_state_in_files_ends_where_one_in_memory_does(tmp_path: Path) -> None:
