@@ -30,7 +30,7 @@ from fedser_server.core.records import EvalTally, RoundTally, is_eval_round, met
 from fedser_server.core.round_plan import plan_round
 from fedser_server.core.schedule import is_trainable
 from fedser_server.core.strategy import State, Strategy, check_finite, make_strategy
-from fedser_server.engine.sums import WeightedSums
+from fedser_server.engine.sums import RecycledSums, WeightedSums
 from fedser_server.state.store import StateStore
 from fedser_shared.config import RunConfig
 from fedser_shared.dp import clip_update, update_norm
@@ -103,13 +103,15 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
     if privacy.dp_enabled:
         sample_size = len(plan_round(config, [c.name for c in trainable], 1).sampled)
         dp = dp_rounds(privacy, fed.rounds, sample_size, len(trainable))
+    recycled = RecycledSums()
     for round_index in range(1, fed.rounds + 1):
         if dp is not None:
             dp.check_budget(round_index)
         started = time.perf_counter()
         plan = plan_round(config, [c.name for c in trainable], round_index)
         names = plan.sampled
-        sums = WeightedSums(strategy, state, len(trainable))
+        sums = WeightedSums(strategy, state, len(trainable), recycled)
+        model_norm = l2_norm(state, WEIGHT)  # what the relative norm bound starts from, once per round
         task = TrainTask(round=round_index, lr=plan.spec.lr, local_epochs=plan.spec.local_epochs,
                          pseudo_threshold=plan.spec.pseudo_threshold)
         tally = RoundTally(n_sampled=len(names))
@@ -143,7 +145,7 @@ def federate(config: RunConfig, clients: Mapping[str, SimClient], feature_dim: i
                 else:
                     norm = l2_norm(update, DELTA)
                     try:
-                        scale = bound.scale(norm, l2_norm(state, WEIGHT))
+                        scale = bound.scale(norm, model_norm)
                     except NormBoundError as refused:  # the client keeps its state, as after the server's refusal
                         tally.refused[refused.reason] = tally.refused.get(refused.reason, 0) + 1
                         continue

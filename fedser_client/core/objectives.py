@@ -29,13 +29,13 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fedser_client.core.augment import StrongView, stochastic_feature_augmentation, weak_views
-from fedser_client.core.losses import class_balanced_ce
 from fedser_client.core.pseudo_label import select_pseudo_labels, view_probabilities
 from fedser_client.core.state import LocalState
+from fedser_client.core.step_loss import StepLoss
 from fedser_shared.config import RunConfig, SemiConfig
+from fedser_shared.model import EmotionMLP
 
 NO_ROWS = np.zeros(0, np.int64)
 
@@ -73,7 +73,7 @@ class Batch:
 
 @dataclass(frozen=True)
 class StepOutcome:
-    loss: torch.Tensor
+    loss: StepLoss
     rows: torch.Tensor | None = None      # unlabeled rows this step looked at
     labels: torch.Tensor | None = None    # the (pseudo-)label each of them got
     used: torch.Tensor | None = None      # which of them trained (FixMatch: passed the threshold); None = all
@@ -86,9 +86,9 @@ Summary = tuple[np.ndarray, np.ndarray, int, int]
 class Objective(Protocol):
     keeps_pool: ClassVar[bool]   # pseudo-labels are taken in `prepare` and kept across participations
 
-    def prepare(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation: ...
+    def prepare(self, model: EmotionMLP, state: LocalState, gen: torch.Generator) -> Preparation: ...
     def batches(self, gen: torch.Generator) -> Iterator[Batch]: ...
-    def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome: ...
+    def loss(self, model: EmotionMLP, batch: Batch, gen: torch.Generator) -> StepOutcome: ...
     def summarise(self, outcomes: Sequence[StepOutcome]) -> Summary: ...
 
 
@@ -137,13 +137,13 @@ def _summarise(outcomes: Sequence[StepOutcome]) -> Summary:
     return distinct, label, sum(o.candidates for o in looked), int(used.sum())
 
 
-def weak_labeled_loss(model: torch.nn.Module, t: ClientTensors, rows: torch.Tensor, semi: SemiConfig,
-                      gen: torch.Generator) -> torch.Tensor:
+def weak_labeled_loss(model: EmotionMLP, t: ClientTensors, rows: torch.Tensor, semi: SemiConfig,
+                      gen: torch.Generator) -> StepLoss:
     """CB-CE on a weak view of the labeled rows of a step (zero when the step has none)."""
     if len(rows) == 0:
-        return torch.zeros((), device=t.x.device)
+        return StepLoss.zero(t.x.device)
     weak = stochastic_feature_augmentation(t.x[rows], semi.weak_sigma1, semi.weak_sigma2, gen)
-    return class_balanced_ce(model(weak, gen), t.y[rows], t.class_weights)
+    return StepLoss.weighted_ce(model, weak, t.y[rows], t.class_weights, gen)
 
 
 def strong_view(semi: SemiConfig, styles: torch.Tensor | None) -> StrongView:
@@ -157,16 +157,16 @@ class Supervised:
     def __init__(self, t: ClientTensors, batch_size: int) -> None:
         self.t, self.batch_size = t, batch_size
 
-    def prepare(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation:
+    def prepare(self, model: EmotionMLP, state: LocalState, gen: torch.Generator) -> Preparation:
         return Preparation(state)
 
     def batches(self, gen: torch.Generator) -> Iterator[Batch]:
         for pick in one_pass(self.t.labeled, self.batch_size, gen):
             yield Batch(pick, self.t.labeled[:0])
 
-    def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
+    def loss(self, model: EmotionMLP, batch: Batch, gen: torch.Generator) -> StepOutcome:
         t = self.t
-        return StepOutcome(class_balanced_ce(model(t.x[batch.labeled], gen), t.y[batch.labeled], t.class_weights))
+        return StepOutcome(StepLoss.weighted_ce(model, t.x[batch.labeled], t.y[batch.labeled], t.class_weights, gen))
 
     def summarise(self, outcomes: Sequence[StepOutcome]) -> Summary:
         return _summarise(outcomes)
@@ -177,7 +177,7 @@ class LabeledOnly(Supervised):
         super().__init__(t, config.train.batch_size)
         self.semi = config.semi
 
-    def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
+    def loss(self, model: EmotionMLP, batch: Batch, gen: torch.Generator) -> StepOutcome:
         return StepOutcome(weak_labeled_loss(model, self.t, batch.labeled, self.semi, gen))
 
 
@@ -189,7 +189,7 @@ class MultiviewPseudoLabels:
         self.strong = strong_view(config.semi, t.styles)
         self.pool_rows = self.pool_labels = t.labeled[:0]
 
-    def prepare(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation:
+    def prepare(self, model: EmotionMLP, state: LocalState, gen: torch.Generator) -> Preparation:
         """MvPL with the received model, from the second participation on as the paper; a client without
         labels starts at its first, since the global model is all it has to learn from."""
         prepared = self._grow_pool(model, state, gen)
@@ -198,7 +198,7 @@ class MultiviewPseudoLabels:
         self.pool_labels = torch.from_numpy(prepared.state.pseudo_label).to(device)
         return prepared
 
-    def _grow_pool(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation:
+    def _grow_pool(self, model: EmotionMLP, state: LocalState, gen: torch.Generator) -> Preparation:
         semi, t = self.semi, self.t
         unlabeled = t.unlabeled.cpu().numpy()
         pooled = np.zeros(len(t.y), bool)
@@ -230,7 +230,7 @@ class MultiviewPseudoLabels:
         for pick in one_pass(self.t.labeled, self.batch_size, gen):
             yield Batch(pick, pool.next() if len(self.pool_rows) else self.t.labeled[:0])
 
-    def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
+    def loss(self, model: EmotionMLP, batch: Batch, gen: torch.Generator) -> StepOutcome:
         semi, t = self.semi, self.t
         loss = weak_labeled_loss(model, t, batch.labeled, semi, gen)
         if len(batch.unlabeled) == 0:
@@ -238,7 +238,7 @@ class MultiviewPseudoLabels:
         rows, targets = self.pool_rows[batch.unlabeled], self.pool_labels[batch.unlabeled]
         strong = self.strong(t.x[rows], gen)
         share = len(batch.unlabeled) / self.batch_size if len(batch.labeled) else 1.0
-        loss = loss + semi.pseudo_weight * class_balanced_ce(model(strong, gen), targets, t.class_weights) * share
+        loss = loss + StepLoss.weighted_ce(model, strong, targets, t.class_weights, gen).times(semi.pseudo_weight).times(share)
         return StepOutcome(loss, rows, targets)
 
     def summarise(self, outcomes: Sequence[StepOutcome]) -> Summary:
@@ -254,7 +254,7 @@ class FixMatch:
         self.strong = strong_view(config.semi, t.styles)
         self.alignment: torch.Tensor | None = None
 
-    def prepare(self, model: torch.nn.Module, state: LocalState, gen: torch.Generator) -> Preparation:
+    def prepare(self, model: EmotionMLP, state: LocalState, gen: torch.Generator) -> Preparation:
         """Distribution alignment: p <- p * prior / mean prediction, renormalised, with the prior of the client's
         own labels (its absent classes get none). A client without labels has no prior to align to: a uniform one
         would push its predictions towards the classes it lacks."""
@@ -285,7 +285,7 @@ class FixMatch:
         for pick in one_pass(t.labeled, size, gen):
             yield Batch(pick, unlabeled.next() if unlabeled else t.unlabeled[:0])
 
-    def loss(self, model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> StepOutcome:
+    def loss(self, model: EmotionMLP, batch: Batch, gen: torch.Generator) -> StepOutcome:
         semi, t = self.semi, self.t
         loss = weak_labeled_loss(model, t, batch.labeled, semi, gen)
         if len(batch.unlabeled) == 0:
@@ -298,8 +298,7 @@ class FixMatch:
             model.train()
         confidence, target = probs.max(dim=1)
         mask = confidence >= semi.fixmatch_threshold
-        per_row = F.cross_entropy(model(self.strong(x, gen), gen), target, reduction="none")
-        loss = loss + semi.pseudo_weight * (per_row * mask).mean()
+        loss = loss + StepLoss.masked_mean_ce(model, self.strong(x, gen), target, mask, gen).times(semi.pseudo_weight)
         return StepOutcome(loss, batch.unlabeled, target, mask, len(batch.unlabeled))
 
     def summarise(self, outcomes: Sequence[StepOutcome]) -> Summary:

@@ -168,16 +168,17 @@ class LocalTrainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         steps, outcomes = 0, []
-        for _ in range(task.local_epochs):
-            for batch in objective.batches(gen):
-                outcome: StepOutcome = objective.loss(self.model, batch, gen)
-                grads = torch.autograd.grad(outcome.loss, params)
-                if correction is not None:
-                    torch._foreach_add_(grads, correction)
-                step(grads)
-                steps += 1
-                loss_sum += outcome.loss.detach()
-                outcomes.append(outcome)
+        with torch.no_grad():  # the step's gradient is written out (StepLoss), no autograd graph is built
+            for _ in range(task.local_epochs):
+                for batch in objective.batches(gen):
+                    outcome: StepOutcome = objective.loss(self.model, batch, gen)
+                    grads = outcome.loss.gradients(self.model)
+                    if correction is not None:
+                        torch._foreach_add_(grads, correction)
+                    step(grads)
+                    steps += 1
+                    loss_sum += outcome.loss.value
+                    outcomes.append(outcome)
         rows, labels, candidates, passed = objective.summarise(outcomes)
         return LocalRun(steps, float(loss_sum) / max(steps, 1), rows, labels, candidates, passed)
 

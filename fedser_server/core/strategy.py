@@ -67,11 +67,17 @@ BLOCK = 1 << 18  # elements: float64 temporaries of 2 MiB stay in reused heap me
 def add_scaled(total: np.ndarray, value: np.ndarray, scale: float) -> None:
     """total += scale * float64(value), block by block: no full-size float64 temporaries to page in.
 
-    Elementwise the same operations as the one-line form, so the sums are bit-identical.
+    Elementwise the same operations as the one-line form, so the sums are bit-identical: the float64 loop
+    casts each element exactly, and a scale of 1 (SCAFFOLD's dc sums) multiplies by nothing, as 1 * x == x.
     """
     flat_total, flat_value = total.reshape(-1), value.reshape(-1)
+    scaled = None if scale == 1 else np.empty(min(BLOCK, flat_total.size), np.float64)
     for start in range(0, flat_total.size, BLOCK):
-        flat_total[start : start + BLOCK] += scale * flat_value[start : start + BLOCK].astype(np.float64)
+        block, values = flat_total[start : start + BLOCK], flat_value[start : start + BLOCK]
+        if scaled is None:
+            np.add(block, values, out=block, dtype=np.float64)
+        else:
+            np.add(block, np.multiply(values, scale, out=scaled[: values.size], dtype=np.float64), out=block)
 
 
 def stepped(old: np.ndarray, step: Step, total: np.ndarray) -> np.ndarray:

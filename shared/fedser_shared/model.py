@@ -7,6 +7,7 @@ per client and per round, whatever else runs in the process.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,7 +16,17 @@ from torch import nn
 from fedser_shared.tensor_names import WEIGHT as WEIGHT_PREFIX
 from fedser_shared.weights import initial_weights
 
-__all__ = ["WEIGHT_PREFIX", "EmotionMLP", "build_model", "load_weights", "weights_of"]
+__all__ = ["WEIGHT_PREFIX", "EmotionMLP", "Hidden", "build_model", "load_weights", "weights_of"]
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """One hidden layer's activations in a forward pass."""
+
+    input: torch.Tensor
+    relu: torch.Tensor                 # relu(linear(input))
+    dropout_mask: torch.Tensor | None  # the kept units (1.0) in training mode
+    output: torch.Tensor               # relu * mask / keep in training mode, else relu
 
 
 class EmotionMLP(nn.Module):
@@ -27,14 +38,22 @@ class EmotionMLP(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.forward_kept(x, generator)[0]
+
+    def forward_kept(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[Hidden]]:
+        """The logits, and what each hidden layer read and produced: what a backward pass needs."""
+        kept = []
         for layer in self.hidden:
-            x = torch.relu(layer(x))
+            layer_input = x
+            x = relu = torch.relu(layer(x))
+            mask = None
             if self.training and self.dropout > 0:
                 keep = 1.0 - self.dropout
                 mask = torch.empty_like(x).bernoulli_(keep, generator=generator)
                 x = x * mask / keep
+            kept.append(Hidden(layer_input, relu, mask, x))
         logits: torch.Tensor = self.head(x)
-        return logits
+        return logits, kept
 
 
 def build_model(input_dim: int, num_classes: int, hidden: Sequence[int], dropout: float, seed: int) -> EmotionMLP:

@@ -14,14 +14,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fedser_client.core.augment import StrongView, stochastic_feature_augmentation, weak_views
 from fedser_client.core.data import UNLABELED, ClientData
 from fedser_client.core.objectives import Objective
 from fedser_client.core.state import LocalState
+from fedser_client.core.step_loss import StepLoss
 from fedser_client.core.trainer import LocalRun, LocalTrainer, ScaffoldTerms, TrainTask
 from fedser_shared.config import RunConfig, load_run_config
-from fedser_shared.model import build_model, weights_of
+from fedser_shared.model import EmotionMLP, build_model, weights_of
 from fedser_shared.tensor_names import CONTROL, DELTA, DELTA_CONTROL, WEIGHT
 
 D, C = 12, 4
@@ -52,12 +54,12 @@ class ReferenceTrainer(LocalTrainer):
         for _ in range(task.local_epochs):
             for batch in objective.batches(gen):
                 outcome = objective.loss(self.model, batch, gen)
-                grads = torch.autograd.grad(outcome.loss, params)
+                grads = torch.autograd.grad(outcome.loss.value, params)
                 for index, (p, grad) in enumerate(zip(params, grads)):
                     p.grad = grad if correction is None else grad.add_(correction[index])
                 step()
                 steps += 1
-                loss_sum += outcome.loss.detach()
+                loss_sum += outcome.loss.value.detach()
                 outcomes.append(outcome)
         rows, labels, candidates, passed = objective.summarise(outcomes)
         return LocalRun(steps, float(loss_sum) / max(steps, 1), rows, labels, candidates, passed)
@@ -164,3 +166,51 @@ def test_views_computed_in_place_match_the_expression() -> None:
         strong = StrongView(sigma1, sigma2)(x, torch.Generator().manual_seed(7))
         assert torch.equal(strong, reference_views(x, tuple(x.shape), sigma1, sigma2, seed=7))
     assert torch.equal(x, torch.randn(7, D, generator=torch.Generator().manual_seed(1)) * 3.0)  # input untouched
+
+
+def reference_loss(model: EmotionMLP, kind: str, x: list[torch.Tensor], y: list[torch.Tensor], weights: torch.Tensor,
+                   mask: torch.Tensor, factors: tuple[float, float], seed: int) -> torch.Tensor:
+    """A step's loss as the objectives wrote it before, for autograd: labeled term (or zero) + pseudo term."""
+    gen = torch.Generator().manual_seed(seed)
+    loss = torch.zeros(()) if kind.startswith("0") else F.cross_entropy(model(x[0], gen), y[0], weight=weights)
+    if kind.endswith("+weighted"):
+        loss = loss + factors[0] * F.cross_entropy(model(x[1], gen), y[1], weight=weights) * factors[1]
+    elif kind.endswith("+masked"):
+        loss = loss + factors[0] * (F.cross_entropy(model(x[1], gen), y[1], reduction="none") * mask).mean()
+    return loss
+
+
+def written_out_loss(model: EmotionMLP, kind: str, x: list[torch.Tensor], y: list[torch.Tensor], weights: torch.Tensor,
+                     mask: torch.Tensor, factors: tuple[float, float], seed: int) -> StepLoss:
+    gen = torch.Generator().manual_seed(seed)
+    loss = StepLoss.zero(torch.device("cpu")) if kind.startswith("0") else StepLoss.weighted_ce(model, x[0], y[0], weights, gen)
+    if kind.endswith("+weighted"):
+        loss = loss + StepLoss.weighted_ce(model, x[1], y[1], weights, gen).times(factors[0]).times(factors[1])
+    elif kind.endswith("+masked"):
+        loss = loss + StepLoss.masked_mean_ce(model, x[1], y[1], mask, gen).times(factors[0])
+    return loss
+
+
+@pytest.mark.parametrize("hidden, dropout", [((16, 8), 0.2), ((16,), 0.0), ((), 0.3)])
+@pytest.mark.parametrize("kind", ["weighted", "weighted+weighted", "weighted+masked", "0+weighted", "0+masked"])
+def test_written_out_gradient_has_autograd_s_bits(hidden: tuple[int, ...], dropout: float, kind: str) -> None:
+    """StepLoss's value and gradient against autograd on the expressions it replaced: batches of 1 row up,
+    factors that are not powers of two, a FixMatch mask."""
+    torch.manual_seed(0)
+    model = EmotionMLP(D, C, hidden, dropout)
+    params = list(model.parameters())
+    weights = torch.tensor([0.7, 1.3, 0.9, 1.1])
+    for case, rows in enumerate([1, 2, 7, 16, 17]):
+        x = [torch.randn(rows, D) * 2.0, torch.randn(rows, D)]
+        y = [torch.randint(C, (rows,)), torch.randint(C, (rows,))]
+        mask = torch.rand(rows) > 0.5
+        factors = (0.3, rows / 16)
+        expected = reference_loss(model, kind, x, y, weights, mask, factors, seed=case)
+        expected_grads = torch.autograd.grad(expected, params)
+        with torch.no_grad():
+            loss = written_out_loss(model, kind, x, y, weights, mask, factors, seed=case)
+            grads = loss.gradients(model)
+        assert loss.value.numpy().tobytes() == expected.detach().numpy().tobytes()
+        assert len(grads) == len(expected_grads)
+        for ours, theirs in zip(grads, expected_grads):
+            assert ours.shape == theirs.shape and ours.numpy().tobytes() == theirs.numpy().tobytes()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedser_server.core.strategy import FedAvg, Scaffold, Strategy, aggregate
-from fedser_server.engine.sums import WeightedSums
+from fedser_server.engine.sums import RecycledSums, RunningSum, WeightedSums
 from fedser_shared.errors import InvalidUpdateError
 
 W = {"w.a": np.array([1.0, -2.0], np.float32), "w.b": np.array([[0.5]], np.float32)}
@@ -90,6 +90,31 @@ def test_an_update_folded_in_runs_gives_bit_identical_state_written_where_asked(
     assert all(in_runs[name] is into[name] for name in state)
     for name in state:
         assert in_runs[name].tobytes() == whole[name].tobytes()
+
+
+@pytest.mark.parametrize("strategy", [FedAvg(server_lr=0.7), Scaffold(c_update="paper")])
+def test_sums_recycled_round_after_round_give_the_fresh_sums_bits(strategy: Strategy) -> None:
+    rng = np.random.default_rng(5)
+    state = strategy.initial_state({"w.a": rng.normal(size=(300, 900)).astype(np.float32),
+                                    "w.b": rng.normal(size=7).astype(np.float32)})
+    fresh, recycled, pool = state, state, RecycledSums()
+    handed_out: list[np.ndarray] = []  # kept alive, so that their ids cannot be reused
+
+    def new_sum(count: int) -> RunningSum:
+        running = pool(count)
+        handed_out.append(running.flat)
+        return running
+
+    for _ in range(3):
+        updates = [({name: rng.normal(size=spec.shape).astype(np.float32)
+                     for name, spec in strategy.expected_update(state).items()}, n) for n in (3, 11)]
+        plain, reused = WeightedSums(strategy, fresh, 4), WeightedSums(strategy, recycled, 4, new_sum)
+        for update, n in updates:
+            plain.add(update, n)
+            reused.add(update, n)
+        fresh, recycled = plain.new_state(), reused.new_state()
+        assert all(fresh[name].tobytes() == recycled[name].tobytes() for name in state)
+    assert len({id(flat) for flat in handed_out}) == len(strategy.expected_update(state))  # the same arrays every round
 
 
 def test_an_update_without_samples_is_refused() -> None:
