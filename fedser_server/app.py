@@ -24,7 +24,7 @@ from fedser_server.state.startup import prepare_state_dir
 from fedser_server.state.store import StateStore
 from fedser_server.transport.server import BoundServer, start_server
 from fedser_server.transport.servicer import CoordinatorServicer
-from fedser_shared.config import RunConfig, format_validation_error, load_run_config
+from fedser_shared.config import IDLE_POLL_JITTER, RunConfig, format_validation_error, load_run_config
 from fedser_shared.errors import ConfigError, StateError
 from fedser_shared.logging import get_logger
 from fedser_shared.weights import initial_weights
@@ -145,6 +145,9 @@ def serve_until_done(server: RunningServer, shutdown_grace_s: float = 15.0) -> N
     """Block until the last round ends, let clients hear SHUTDOWN, then stop serving; a run that
     stopped early (e.g. a checkpoint that could not be written) ends in a StateError."""
     server.wait()
+    idle_s = server.coordinator.config.federation.idle_poll_s
+    if idle_s is not None:  # a client away hears SHUTDOWN when it comes back: wait out the longest come-back time
+        shutdown_grace_s += idle_s * IDLE_POLL_JITTER[1]
     server.coordinator.wait_for_shutdown_delivery(shutdown_grace_s)
     server.shutdown()
     if server.failure is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedser_server.app import RunningServer
+from fedser_server.app import RunningServer, serve_until_done
 from fedser_shared.config import load_run_config
 from fedser_shared.errors import ConfigError
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
@@ -109,3 +109,28 @@ def test_an_idle_interval_that_would_let_sessions_expire_is_refused_naming_both_
     message = str(refused.value)
     assert "federation.idle_poll_s" in message and "server.client_timeout_s" in message and "\n" not in message.strip()
     assert load_run_config(None, {"federation.idle_poll_s": 48.0, "server.client_timeout_s": 120.0}).federation.idle_poll_s == 48.0
+
+
+def test_a_client_away_when_the_run_ends_still_hears_shutdown_when_it_comes_back(tmp_path: Path) -> None:
+    """The server waits out the longest come-back time for SHUTDOWN (real time: a grace period of the process)."""
+    server = raw.start(tmp_path, **{"federation.min_clients": 2, "federation.idle_poll_s": 2.0})
+    channel, stub = raw.stub_for(server.port)
+    try:
+        early, late = raw.join(stub, "early").session, raw.join(stub, "late").session
+        raw.wait_for(lambda: server.coordinator.published is not None, what="round 1 to open")
+        early_task, late_task = _poll(stub, early), _poll(stub, late)
+        assert raw.answer(stub, early, early_task).accepted
+        away = _poll(stub, early)  # the round waits for "late": "early" goes away
+        assert away.kind == pb.TASK_KIND_WAIT and away.retry_after_s > 0
+        assert raw.answer(stub, late, late_task).accepted
+        assert server.wait(timeout=60), "the run did not finish"
+        ending = threading.Thread(target=serve_until_done, args=(server, 0.2), daemon=True)
+        ending.start()
+        assert _poll(stub, late).kind == pb.TASK_KIND_SHUTDOWN
+        threading.Event().wait(away.retry_after_s)
+        assert _poll(stub, early).kind == pb.TASK_KIND_SHUTDOWN
+        ending.join(timeout=30)
+        assert not ending.is_alive()
+    finally:
+        channel.close()
+        server.shutdown(grace_s=0.2)
