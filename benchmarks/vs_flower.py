@@ -27,6 +27,8 @@ import argparse
 import itertools
 import json
 import math
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +59,7 @@ FLOWER_VERSION = "1.42.0"
 FLOWER_VENV = ROOT / "benchmarks" / ".venv-flower"
 FLOWER_SIDE = Path(__file__).resolve().parent / "_flower_side.py"
 FEATURE_DIM, CLASSES = 988, 4
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MODELS = {"emobase": [256, 128], "50mb": None}
 CLIENTS_PER_PROCESS = 10
 
@@ -128,14 +131,25 @@ def _profiled(args: list[str], profile: Path | None, name: str) -> list[str]:
     if profile is None:
         return [sys.executable, *args]
     profile.mkdir(parents=True, exist_ok=True)
-    py_spy = Path(sys.executable).with_name("py-spy")
-    return [str(py_spy), "record", "--format", "raw", "--rate", "250", "--gil", "-o", str(profile / f"{name}.txt"), "--",
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))  # e.g. from a venv of its own on PATH
+    return [py_spy, "record", "--format", "raw", "--rate", "250", "--gil", "-o", str(profile / f"{name}.txt"), "--",
             sys.executable, *args]
 
 
-def watch_rounds(metrics: Path, server: subprocess.Popen, timeout_s: float) -> list[float]:
-    """perf_counter() when each round's line appears in metrics.jsonl, until the server exits."""
-    deadline, seen, marks = time.monotonic() + timeout_s, 0, []
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far (Linux /proc; 0 elsewhere or once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def watch_rounds(metrics: Path, server: subprocess.Popen, timeout_s: float,
+                 clients: list[subprocess.Popen] | None = None) -> tuple[list[float], list[tuple[float, float]]]:
+    """perf_counter() when each round's line appears in metrics.jsonl, until the server exits, and at
+    each of those moments the CPU seconds used so far by the server and by the client processes."""
+    deadline, seen, marks, cpu = time.monotonic() + timeout_s, 0, [], []
     while server.poll() is None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"fedser did not finish within {timeout_s:.0f} s")
@@ -143,14 +157,18 @@ def watch_rounds(metrics: Path, server: subprocess.Popen, timeout_s: float) -> l
             complete = metrics.read_bytes().count(b"\n")
         except FileNotFoundError:
             complete = 0
-        marks += [time.perf_counter()] * (complete - seen)
-        seen = complete
+        if complete > seen:
+            now = time.perf_counter()
+            used = (cpu_seconds(server.pid), sum(cpu_seconds(c.pid) for c in clients or []))
+            marks += [now] * (complete - seen)
+            cpu += [used] * (complete - seen)
+            seen = complete
         time.sleep(0.002)
-    return marks
+    return marks, cpu
 
 
 def run_fedser(hidden: list[int], n_clients: int, rounds: int, workdir: Path, timeout_s: float,
-               profile: Path | None = None) -> list[float]:
+               profile: Path | None = None) -> tuple[list[float], list[tuple[float, float]]]:
     from fedser_shared.config import load_run_config, to_toml
 
     config = load_run_config(None, {
@@ -173,7 +191,7 @@ def run_fedser(hidden: list[int], n_clients: int, rounds: int, workdir: Path, ti
                 _profiled([__file__, "_fedser_clients", f"127.0.0.1:{port}", str(min(CLIENTS_PER_PROCESS, n_clients - first)),
                            str(first), str(workdir / "clients")], profile if first == 0 else None, "fedser_clients"),
                 stdout=subprocess.DEVNULL, stderr=open(workdir / f"clients{first}.log", "w"), env=child_env()))
-        marks = watch_rounds(workdir / "server" / "metrics.jsonl", server, timeout_s)
+        marks, cpu = watch_rounds(workdir / "server" / "metrics.jsonl", server, timeout_s, clients)
         for proc in clients:  # they leave once they hear SHUTDOWN (and a profiler around one writes its file)
             proc.wait(timeout=30)
     finally:
@@ -181,7 +199,7 @@ def run_fedser(hidden: list[int], n_clients: int, rounds: int, workdir: Path, ti
             stop(proc)
     if len(marks) < rounds:
         raise RuntimeError(f"fedser finished {len(marks)} of {rounds} rounds; see {workdir}")
-    return marks
+    return marks, cpu
 
 
 # ------------------------------------------------------------------ Flower
@@ -211,6 +229,13 @@ def run_flower(python: Path, hidden: list[int], n_clients: int, rounds: int, wor
 def per_round(model_times: list[float]) -> float:
     """Median interval between consecutive new global models, rounds 2..R."""
     return statistics.median(b - a for a, b in itertools.pairwise(model_times))
+
+
+def cpu_per_client_round(cpu: list[tuple[float, float]], n_clients: int) -> tuple[float, float]:
+    """CPU milliseconds per client and round over rounds 2..R, (server, clients): the total over those rounds
+    divided by rounds and clients (the clock ticks in 10 ms steps: a median of single rounds would round away)."""
+    rounds = len(cpu) - 1
+    return tuple(1000 * (cpu[-1][side] - cpu[0][side]) / rounds / n_clients for side in (0, 1))  # type: ignore[return-value]
 
 
 def main() -> None:
@@ -243,8 +268,9 @@ def main() -> None:
             hidden = model_hidden(model)
             size = model_bytes(hidden)
             started = time.perf_counter()
-            fedser = per_round(run_fedser(hidden, n_clients, rounds, Path(tmp) / f"fedser-{model}-{n_clients}", args.timeout,
-                                          args.profile / f"{model}-{n_clients}" if args.profile else None))
+            marks, cpu = run_fedser(hidden, n_clients, rounds, Path(tmp) / f"fedser-{model}-{n_clients}", args.timeout,
+                                    args.profile / f"{model}-{n_clients}" if args.profile else None)
+            fedser, (server_ms, clients_ms) = per_round(marks), cpu_per_client_round(cpu, n_clients)
             fedser_wall = time.perf_counter() - started
             flower_s = math.nan
             if flower is not None:
@@ -252,12 +278,17 @@ def main() -> None:
                                                 args.timeout))
                 ratios.append(fedser / flower_s)
             rows.append([model, f"{size / MB:.1f}", n_clients, rounds, f"{fedser:.3f}", f"{flower_s:.3f}",
-                         f"{fedser / flower_s:.2f}" if flower is not None else "-"])
+                         f"{fedser / flower_s:.2f}" if flower is not None else "-", f"{server_ms:.2f}", f"{clients_ms:.2f}"])
             print(f"{model:8s} {size / MB:6.1f} MB  {n_clients:4d} clients  fedser {fedser:7.3f} s/round  "
-                  f"Flower {flower_s:7.3f} s/round  (fedser run {fedser_wall:.0f} s)", flush=True)
-    table = markdown_table(["model", "MB", "clients", "rounds", "fedser s/round", "Flower s/round", "fedser/Flower"], rows)
+                  f"Flower {flower_s:7.3f} s/round  fedser CPU ms per client-round: server {server_ms:.2f}, "
+                  f"clients {clients_ms:.2f}  (fedser run {fedser_wall:.0f} s)", flush=True)
+    table = markdown_table(["model", "MB", "clients", "rounds", "fedser s/round", "Flower s/round", "fedser/Flower",
+                            "fedser server CPU ms/client-round", "fedser clients CPU ms/client-round"], rows)
     body = ("Median seconds per round over rounds 2..R: the interval between consecutive new global models (for fedser: "
-            f"checkpointed, its metrics line written), trivial local work, loopback.\n\n{table}\n")
+            "checkpointed, its metrics line written), trivial local work, loopback. fedser's CPU per client and round: "
+            "the user + system CPU its server process and its client processes used over rounds 2..R, divided by "
+            "rounds and clients (Linux /proc).\n\n"
+            f"{table}\n")
     path = write_results("vs_flower_quick" if args.quick else "vs_flower", "Round overhead: fedser vs Flower", command_line(),
                          facts, body, args.out)
     print(f"wrote {path}")
