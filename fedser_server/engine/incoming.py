@@ -10,6 +10,7 @@ not as a malformed update. Only a `CheckedUpdate` reaches the strategy, read bac
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -34,15 +35,19 @@ class CheckedUpdate:
         self.norm = norm  # L2 norm of the tensors the receiver was asked to measure, if any
 
     def runs(self, block_bytes: int = READ_BLOCK_BYTES) -> Iterator[tuple[str, int, np.ndarray]]:
-        """(tensor name, first flat element, values) for every block of every tensor, read into
-        one reused buffer: each run is valid until the next one is produced."""
+        """(tensor name, first flat element, values) for every block of every tensor: a view of a
+        small update parked in memory, else read into one reused buffer. Each run is valid until
+        the next one is produced."""
         buffer = np.empty(block_bytes, np.uint8)
         for entry in self._layout:
             step = block_bytes // entry.dtype.itemsize * entry.dtype.itemsize
             for offset in range(entry.begin, entry.end, step):
                 size = min(step, entry.end - offset)
-                self._spill.read_at(offset, buffer.data[:size])
-                yield entry.name, (offset - entry.begin) // entry.dtype.itemsize, buffer[:size].view(entry.dtype)
+                parked = self._spill.view_at(offset, size) if isinstance(self._spill, MemoryPark) else None
+                if parked is None:
+                    self._spill.read_at(offset, buffer.data[:size])
+                    parked = buffer.data[:size]
+                yield entry.name, (offset - entry.begin) // entry.dtype.itemsize, np.frombuffer(parked, entry.dtype)
 
     def discard(self) -> None:
         self._spill.close()
@@ -62,6 +67,13 @@ class MemoryPark:
         self._starts.append(self._written)
         self._chunks.append(data)
         self._written += len(data)
+
+    def view_at(self, offset: int, size: int) -> memoryview | None:
+        """The bytes [offset, offset + size) as a view of the chunk that holds them all; None when they span chunks."""
+        index = bisect.bisect_right(self._starts, offset) - 1
+        start = offset - self._starts[index]
+        chunk = self._chunks[index]
+        return chunk[start : start + size] if start + size <= len(chunk) else None
 
     def read_at(self, offset: int, into: memoryview) -> None:
         index = bisect.bisect_right(self._starts, offset) - 1
@@ -168,12 +180,15 @@ class IncomingUpdate:
         self._carry = bytes(piece[whole:])
 
     def _check_run(self, entry: TensorEntry, values: np.ndarray) -> None:
-        check_finite(entry.name, values)
+        measured = self._measure is not None and entry.name.startswith(self._measure)
+        squares = float(np.vdot(values, values).real) if measured else math.nan
+        if not math.isfinite(squares):  # a NaN or an infinity makes the sum of squares non-finite: one pass, not two
+            check_finite(entry.name, values)
         if self._all_zero and values.any():
             raise InvalidUpdateError(f"an empty participation (n_samples = 0) must carry zero tensors; "
                                      f"{entry.name} holds non-zero values")
-        if self._measure is not None and entry.name.startswith(self._measure):
-            self._squares += float(np.vdot(values, values).real)
+        if measured:
+            self._squares += squares
 
     def _read_prefix(self, chunk: memoryview) -> memoryview:
         """Collect the length + JSON header; once complete, check it. Returns the rest of the chunk."""

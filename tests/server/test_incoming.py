@@ -97,3 +97,41 @@ def test_short_long_and_oversized_streams_are_refused(tmp_path: Path) -> None:
     huge_header = (2**20 + 8).to_bytes(8, "little") + b" " * 64
     with pytest.raises(CorruptBlobError, match="exceeds the limit"):
         _receive(tmp_path, huge_header + b" " * 2**20, 4096)
+
+
+def _receive_measured(data: bytes, chunk_size: int):
+    """As the server receives a small update: parked in memory, the delta tensors' norm measured."""
+    with IncomingUpdate(len(data), EXPECTED, None, measure_prefix="delta.") as incoming:
+        for chunk in codec.iter_chunks(data, chunk_size):
+            incoming.feed(chunk)
+        return incoming.finish(hashlib.sha256(data).digest())
+
+
+@pytest.mark.parametrize("value, message", [(np.nan, "NaN"), (np.inf, "infinite"), (-np.inf, "infinite")])
+@pytest.mark.parametrize("chunk_size", [5, 4096])
+def test_a_measured_tensor_with_a_nan_or_an_infinity_is_refused(value: float, message: str, chunk_size: int) -> None:
+    bad = _update()["delta.a"].copy()
+    bad[1, 2] = value
+    with pytest.raises(InvalidUpdateError, match=message):
+        _receive_measured(codec.encode(_update(**{"delta.a": bad})), chunk_size)
+
+
+@pytest.mark.parametrize("chunk_size", [5, 4096])
+def test_finite_values_whose_squares_overflow_are_accepted_and_read_back_exactly(chunk_size: int) -> None:
+    huge = _update(**{"delta.b": np.array([3e38, -3e38, 1e30], np.float32)})
+    checked = _receive_measured(codec.encode(huge), chunk_size)
+    assert checked.norm == np.inf  # the sum of squares overflows float32: the norm bound sees an infinite norm
+    read = _read_back(checked, 8)
+    for name, value in huge.items():
+        np.testing.assert_array_equal(read[name], value)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096])
+def test_an_update_parked_in_memory_reads_back_exactly_whatever_the_chunking(chunk_size: int) -> None:
+    update = _update()
+    checked = _receive_measured(codec.encode(update), chunk_size)
+    assert checked.norm == pytest.approx(np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2)) for v in update.values())),
+                                         rel=1e-6)
+    read = _read_back(checked, 12)
+    for name, value in update.items():
+        np.testing.assert_array_equal(read[name], value)
