@@ -1,8 +1,8 @@
 """Host the servicer, gRPC health and reflection on one grpc.aio server, one port.
 
-The server runs on an asyncio event loop in a thread of its own ("fedser-grpc"). GetTask and
-Heartbeat run on the loop (a parked long-poll is a coroutine, so threads do not grow with the
-number of joined clients); the blocking handlers run on a bounded pool ("fedser-rpc",
+The server runs on an asyncio event loop in a thread of its own ("fedser-grpc"). GetTask,
+Heartbeat and SubmitSmallUpdate run on the loop (a parked long-poll is a coroutine, so threads
+do not grow with the number of joined clients); the blocking handlers run on a bounded pool ("fedser-rpc",
 `Limits.max_workers`) through `threaded.ThreadedHandlers`.
 """
 
@@ -62,7 +62,7 @@ def coordinator_handlers(servicer: CoordinatorServicer, threaded: ThreadedHandle
         "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
             threaded.stream_unary_opened(servicer.open_update, servicer.receive_update), wire.read_update_chunk,
             pb.UpdateAck.SerializeToString),
-        "SubmitSmallUpdate": unary(threaded.unary_unary(servicer.SubmitSmallUpdate), wire.read_small_update, pb.UpdateAck),
+        "SubmitSmallUpdate": unary(servicer.SubmitSmallUpdate, wire.read_small_update, pb.UpdateAck),
         "SubmitEvaluation": unary(threaded.unary_unary(servicer.SubmitEvaluation), pb.EvaluationReport, pb.Ack),
         "Heartbeat": unary(servicer.Heartbeat, pb.HeartbeatRequest, pb.HeartbeatReply),
         "Leave": unary(threaded.unary_unary(servicer.Leave), pb.LeaveRequest, pb.Ack),

@@ -1,8 +1,8 @@
 """The Coordinator gRPC servicer: unpack messages, check them at the edge, call the round engine.
 
-GetTask, Heartbeat and the opening of an update stream (its header) are coroutines on the
-server's event loop (a parked long-poll or a stream still waiting for its header holds no
-thread); the rest blocks (disk, hashing, streaming) and runs on worker threads
+GetTask, Heartbeat, SubmitSmallUpdate and the opening of an update stream (its header) are
+coroutines on the server's event loop (a parked long-poll or a stream still waiting for its
+header holds no thread); the rest blocks (disk, hashing, streaming) and runs on worker threads
 (`threaded.ThreadContext` stands in for the sync API's context there). Every refusal goes
 through `refusals.RefusalPath`; every check of a message is in `edge`."""
 
@@ -406,28 +406,35 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 raise InvalidUpdateError("the update stream ended without its checksum trailer")
         raise InvalidUpdateError("after its header an update stream carries only non-empty data chunks, then its trailer")
 
-    def SubmitSmallUpdate(self, request: wire.SmallUpdateParts | wire.Malformed, context: grpc.ServicerContext) -> pb.UpdateAck:
+    async def SubmitSmallUpdate(self, request: wire.SmallUpdateParts | wire.Malformed,
+                                context: grpc.aio.ServicerContext) -> pb.UpdateAck:
         """A whole small update in one message (from `wire.read_small_update`: the data is a view of
         what grpc received): the same checks as a stream, parked in memory, no upload slot (it is
-        already here)."""
-        with self.refusals.guard(context, Caller("SubmitSmallUpdate")) as caller:
-            if isinstance(request, wire.Malformed):
-                raise InvalidUpdateError(request.detail)
-            head = request.header
-            caller.client_id, caller.round = head.session.client_id[:64], head.round
-            client = self._client(head.protocol_version, head.session)
-            header = self._checked_header(head, client)
-            limit = self.coordinator.config.federation.inline_model_max_bytes
-            if header.total_len > limit:
-                raise SmallUpdateTooLargeError(f"an update of {header.total_len} bytes exceeds the {limit} bytes of "
-                                               "SubmitSmallUpdate: stream it with SubmitUpdate")
-            self.coordinator.training_task(client, header.round, header.task_id)
-            with self.coordinator.incoming_update(header) as incoming:
-                if len(request.data):
-                    incoming.feed(request.data)
-                self.coordinator.record_transfer(received=len(request.data))
-                self.coordinator.submit_update(client, header, incoming.finish(trailer_digest(header, request.trailer)))
+        already here). On the event loop: checking a small update costs less than handing it to a
+        worker thread and back (1.4 ms of server CPU per update at 100 clients, benchmarks/results/vs_flower.md);
+        it waits, as on a thread, only for the aggregator's backlog and the previous round's checkpoint."""
+        caller = Caller("SubmitSmallUpdate")
+        async with self.refusals.guard_on_loop(context, caller):
+            self._take_small_update(request, caller)
         return pb.UpdateAck(accepted=True, message="update accepted")
+
+    def _take_small_update(self, request: wire.SmallUpdateParts | wire.Malformed, caller: Caller) -> None:
+        if isinstance(request, wire.Malformed):
+            raise InvalidUpdateError(request.detail)
+        head = request.header
+        caller.client_id, caller.round = head.session.client_id[:64], head.round
+        client = self._client(head.protocol_version, head.session)
+        header = self._checked_header(head, client)
+        limit = self.coordinator.config.federation.inline_model_max_bytes
+        if header.total_len > limit:
+            raise SmallUpdateTooLargeError(f"an update of {header.total_len} bytes exceeds the {limit} bytes of "
+                                           "SubmitSmallUpdate: stream it with SubmitUpdate")
+        self.coordinator.training_task(client, header.round, header.task_id)
+        with self.coordinator.incoming_update(header) as incoming:
+            if len(request.data):
+                incoming.feed(request.data)
+            self.coordinator.record_transfer(received=len(request.data))
+            self.coordinator.submit_update(client, header, incoming.finish(trailer_digest(header, request.trailer)))
 
     @refusing
     def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.ServicerContext) -> pb.Ack:
