@@ -54,6 +54,7 @@ from _common import (  # noqa: E402
     markdown_table,
     peak_rss_bytes,
     reexec_with_malloc_env,
+    rss_bytes,
     settled_rss,
     stop,
     threads_of,
@@ -103,10 +104,15 @@ class FleetRun:
     joined_rss: int = 0  # settled RSS with every client joined and no round (--joined-only)
     cpu_s: float = 0.0  # server CPU seconds (user + system) from the first client to the end
     window_cpu_s: float = float("nan")  # --joined-only: server CPU seconds over the window once all joined
+    window_rss: int = 0  # --joined-only: RSS at the end of that window (what a join storm left has drained by then)
 
     @property
     def rss_per_joined(self) -> float:
         return (self.joined_rss - self.base_rss) / max(1, self.joined)
+
+    @property
+    def rss_per_joined_after_window(self) -> float:
+        return (self.window_rss - self.base_rss) / max(1, self.joined)
 
     @property
     def rss_per_client(self) -> float:
@@ -210,6 +216,7 @@ def run_fleet(n_clients: int, settings: FleetSettings, workdir: Path, spec: dict
             window_start = cpu_seconds(server.pid)
             time.sleep(settings.cpu_window_s)
             run.window_cpu_s = cpu_seconds(server.pid) - window_start
+            run.window_rss = rss_bytes(server.pid)
             run.cpu_s = cpu_seconds(server.pid) - cpu_at_start
         deadline = time.monotonic() + (0.0 if settings.joined_only else
                                        settings.join_timeout_s + settings.rounds * settings.round_timeout_s)
@@ -328,7 +335,8 @@ def main() -> None:
                   f"{run.peak_rss / MB:.0f} MB  RSS/client {run.rss_per_client / 1e3:.1f} KB  server CPU {run.cpu_s:.1f} s  "
                   f"wall {run.wall_s:.0f} s"
                   + (f"  joined {run.joined}, settled RSS {run.joined_rss / MB:.0f} MB, RSS/joined client "
-                     f"{run.rss_per_joined / 1e3:.1f} KB, server CPU {run.window_cpu_s:.1f} s in {settings.cpu_window_s:g} s"
+                     f"{run.rss_per_joined / 1e3:.1f} KB ({run.rss_per_joined_after_window / 1e3:.1f} KB after the window), "
+                     f"server CPU {run.window_cpu_s:.1f} s in {settings.cpu_window_s:g} s"
                      if settings.joined_only else ""), flush=True)
             print(f"        client side: {fmt_counts(run.counts)}", flush=True)
     small, large = runs[0], runs[-1]
@@ -336,7 +344,8 @@ def main() -> None:
     rows = [[r.clients, settings.sampled, f"{r.rounds_done}/{settings.rounds}",
              " ".join(f"{s:.1f}" for s in r.round_seconds) or "-", f"{r.join_s:.0f}", r.max_threads,
              f"{r.base_rss / MB:.0f}", f"{r.peak_rss / MB:.0f}", f"{r.rss_per_client / 1e3:.1f}", f"{r.cpu_s:.1f}", f"{r.wall_s:.0f}",
-             *([f"{r.joined}", f"{r.joined_rss / MB:.0f}", f"{r.rss_per_joined / 1e3:.1f}", f"{r.window_cpu_s:.1f}"]
+             *([f"{r.joined}", f"{r.joined_rss / MB:.0f}", f"{r.rss_per_joined / 1e3:.1f}",
+                f"{r.rss_per_joined_after_window / 1e3:.1f}", f"{r.window_cpu_s:.1f}"]
                if settings.joined_only else []),
              fmt_counts(r.counts)] for r in runs]
     ratios = (f"threads({large.clients})/threads({small.clients}) = {thread_ratio:.2f}; RSS/client "
@@ -350,7 +359,7 @@ def main() -> None:
     print(ratios, flush=True)
     body = (markdown_table(["joined", "sampled/round", "rounds", "seconds per round", "all joined after s", "server threads (max)",
                             "base RSS MB", "peak RSS MB", "RSS/client KB", "server CPU s", "wall s",
-                            *(["registered", "settled RSS MB", "RSS/joined client KB",
+                            *(["registered", "settled RSS MB", "RSS/joined client KB", "RSS/joined client after the window KB",
                                f"server CPU s in {settings.cpu_window_s:g} s, all joined"] if settings.joined_only else []),
                             "client-side counts"], rows)
             + f"\n\n{ratios}\n\n## Server log tails\n\n"
