@@ -55,6 +55,13 @@ class _Term:
         return logits_grad
 
 
+def _kept_pass(model: EmotionMLP, x: torch.Tensor,
+               generator: torch.Generator | None) -> tuple[list[Hidden], torch.Tensor, torch.Tensor]:
+    """The forward pass a cross-entropy term differentiates: hidden layers, the head's input, log-probabilities."""
+    logits, hidden = model.forward_kept(x, generator)
+    return hidden, (hidden[-1].output if hidden else x), torch.log_softmax(logits, 1)
+
+
 class StepLoss:
     """The loss of one local step: `value` (a 0-dim tensor) and how to differentiate it."""
 
@@ -69,21 +76,17 @@ class StepLoss:
     def weighted_ce(cls, model: EmotionMLP, x: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor,
                     generator: torch.Generator | None) -> StepLoss:
         """F.cross_entropy(model(x, generator), targets, weight=class_weights), its pass kept."""
-        logits, hidden = model.forward_kept(x, generator)
-        log_probs = torch.log_softmax(logits, 1)
+        hidden, head_input, log_probs = _kept_pass(model, x, generator)
         value, total_weight = _nll_loss_forward(log_probs, targets, class_weights, MEAN, IGNORE_INDEX)
-        return cls(value, (_Term(hidden, (hidden[-1].output if hidden else x), log_probs, targets, class_weights,
-                                 total_weight, None),))
+        return cls(value, (_Term(hidden, head_input, log_probs, targets, class_weights, total_weight, None),))
 
     @classmethod
     def masked_mean_ce(cls, model: EmotionMLP, x: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                        generator: torch.Generator | None) -> StepLoss:
         """(F.cross_entropy(model(x, generator), targets, reduction="none") * mask).mean(), its pass kept."""
-        logits, hidden = model.forward_kept(x, generator)
-        log_probs = torch.log_softmax(logits, 1)
+        hidden, head_input, log_probs = _kept_pass(model, x, generator)
         per_row, total_weight = _nll_loss_forward(log_probs, targets, None, NONE, IGNORE_INDEX)
-        return cls((per_row * mask).mean(), (_Term(hidden, (hidden[-1].output if hidden else x), log_probs, targets, None,
-                                                   total_weight, mask),))
+        return cls((per_row * mask).mean(), (_Term(hidden, head_input, log_probs, targets, None, total_weight, mask),))
 
     def times(self, factor: float) -> StepLoss:
         return StepLoss(self.value * factor, tuple(_with_factor(t, factor) for t in self._terms))

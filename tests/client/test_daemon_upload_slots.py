@@ -19,6 +19,7 @@ import pytest
 from fedser_client.core.trainer import TrainReport
 from fedser_client.local_store import LocalStore
 from fedser_client.transport.daemon import ClientDaemon, ClientIdentity, DaemonResult
+from fedser_server.app import RunningServer
 from fedser_server.observability.metrics import start_metrics_endpoint
 from fedser_server.transport.admission import Limits
 from fedser_shared.proto.fedser.v1 import coordinator_pb2 as pb
@@ -118,6 +119,21 @@ def _server(tmp_path: Path, clock: ManualClock, **overrides: object):
                             clock=clock)
 
 
+def _finish_run(server: RunningServer, staller: Staller, daemons: Daemons, what: str) -> None:
+    """The slot is free again: the run completes, every client hears SHUTDOWN, the daemons stop."""
+    assert server.wait(timeout=120), f"the {what} did not finish"
+    staller.leave()
+    server.coordinator.wait_for_shutdown_delivery(30)
+    daemons.stop()
+
+
+def _tear_down(server: RunningServer, staller: Staller, daemons: Daemons) -> None:
+    staller.release.set()
+    daemons.stop()
+    staller.channel.close()
+    server.shutdown(grace_s=0.2)
+
+
 def test_three_uploads_at_once_through_one_slot_all_land_in_the_round(tmp_path: Path) -> None:
     clock = ManualClock()
     server = _server(tmp_path, clock, **{"federation.min_clients": 4})
@@ -132,17 +148,11 @@ def test_three_uploads_at_once_through_one_slot_all_land_in_the_round(tmp_path: 
         raw.wait_for(lambda: server.coordinator.refusals["upload_slots_busy"] >= 3, within_s=60,
                      what="the three uploads refused as busy")
         staller.release.set()
-        assert server.wait(timeout=120), "the round did not finish"
-        staller.leave()
-        server.coordinator.wait_for_shutdown_delivery(30)
-        daemons.stop()
+        _finish_run(server, staller, daemons, "round")
         values = scrape(endpoint.port)
     finally:
-        staller.release.set()
-        daemons.stop()
         endpoint.stop()
-        staller.channel.close()
-        server.shutdown(grace_s=0.2)
+        _tear_down(server, staller, daemons)
     assert daemons.errors == []
     assert [daemons.results[i].rounds_trained for i in range(3)] == [[1], [1], [1]]
     assert [len(trainer.models) for trainer in daemons.trainers] == [1, 1, 1]  # each kept its update across its tries
@@ -171,15 +181,9 @@ def test_a_client_whose_retries_outlast_the_round_hears_stale_round_and_the_run_
         staller.release.set()  # its stream of the closed round is cut at its next chunk; the slot is free
         for _ in range(2):  # the staller answers the retried round 1 and round 2 like any client
             staller.answer(raw.wait_task(staller.stub, staller.session, within_s=60))
-        assert server.wait(timeout=120), "the run did not finish"
-        staller.leave()
-        server.coordinator.wait_for_shutdown_delivery(30)
-        daemons.stop()
+        _finish_run(server, staller, daemons, "run")
     finally:
-        staller.release.set()
-        daemons.stop()
-        staller.channel.close()
-        server.shutdown(grace_s=0.2)
+        _tear_down(server, staller, daemons)
     assert daemons.errors == []
     assert daemons.results[0].rounds_trained == [1, 2] and daemons.results[0].shutdown
     assert server.coordinator.completed_round == 2
@@ -203,15 +207,9 @@ def test_a_refused_upload_sends_only_its_header_and_the_update_lands_after_its_r
                          what="the daemon's upload refused, and refused again after its retry-after")
             sent_while_refused = proxy.carried[UP] - sent_before
             staller.release.set()
-            assert server.wait(timeout=120), "the round did not finish"
-            staller.leave()
-            server.coordinator.wait_for_shutdown_delivery(30)
-            daemons.stop()
+            _finish_run(server, staller, daemons, "round")
         finally:
-            staller.release.set()
-            daemons.stop()
-            staller.channel.close()
-            server.shutdown(grace_s=0.2)
+            _tear_down(server, staller, daemons)
     update_bytes = sum(v.nbytes for v in server.coordinator.state.values())
     assert update_bytes > 1_000_000
     # two or three tries, each its call's headers and the update's header message: no data chunk

@@ -5,6 +5,9 @@ is sampled it hears its task at its next poll; a client that ignores the time is
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,25 +25,36 @@ pytestmark = pytest.mark.timeout(120)
 IDLE_S = 30.0
 # a held poll would last this long (real time): an answer within a call of 10 s was not held
 HELD_S = 600.0
+# the one test on real time (the server's grace period after the run): come-back times of 6-10 s, and the
+# client back at 0.6 of its time (past the half that counts as early), so that it is back >= 4 s before the
+# server's wait for it ends
+IDLE_S_REAL = 8.0
+BACK_AT = 0.6
 
 
 def _poll(stub: pb_grpc.CoordinatorStub, session: pb.Session) -> pb.Task:
     return stub.GetTask(pb.GetTaskRequest(protocol_version=raw.V, session=session), timeout=10)
 
 
-def _start(tmp_path: Path, clock: ManualClock, **overrides: object) -> RunningServer:
-    # the round needs two clients: one joined client has nothing to do
+@contextmanager
+def _serving(tmp_path: Path, clock: ManualClock | None = None,
+             **overrides: object) -> Iterator[tuple[RunningServer, pb_grpc.CoordinatorStub]]:
+    """An idle-polling server (the round needs two clients: one joined client has nothing to do) and a stub on it."""
     settings: dict[str, object] = {"federation.min_clients": 2, "federation.poll_timeout_s": HELD_S,
                                    "federation.idle_poll_s": IDLE_S}
     settings.update(overrides)
-    return raw.start(tmp_path, clock=clock, **settings)
+    server = raw.start(tmp_path, clock=clock or time.monotonic, **settings)
+    channel, stub = raw.stub_for(server.port)
+    try:
+        yield server, stub
+    finally:
+        channel.close()
+        server.shutdown(grace_s=0.2)
 
 
 def test_an_idle_client_hears_wait_at_once_and_its_session_outlives_many_gaps(tmp_path: Path) -> None:
     clock = ManualClock()
-    server = _start(tmp_path, clock)
-    channel, stub = raw.stub_for(server.port)
-    try:
+    with _serving(tmp_path, clock) as (server, stub):
         session = raw.join(stub, "idle").session
         waits = []
         for _ in range(10):  # 10 come-back times, ~300 s of the run's clock: well past the 120 s client timeout
@@ -52,16 +66,11 @@ def test_an_idle_client_hears_wait_at_once_and_its_session_outlives_many_gaps(tm
         assert len(set(waits)) > 1, "come-back times are jittered"
         assert sum(waits) > server.coordinator.client_timeout_s
         assert [r.name for r in server.coordinator.alive_clients()] == ["idle"]
-    finally:
-        channel.close()
-        server.shutdown(grace_s=0.2)
 
 
 def test_a_sampled_idle_client_hears_its_task_at_its_next_poll_and_the_run_completes(tmp_path: Path) -> None:
     clock = ManualClock()
-    server = _start(tmp_path, clock)
-    channel, stub = raw.stub_for(server.port)
-    try:
+    with _serving(tmp_path, clock) as (server, stub):
         first = raw.join(stub, "first").session
         away = _poll(stub, first)
         assert away.kind == pb.TASK_KIND_WAIT and away.retry_after_s > 0
@@ -74,9 +83,6 @@ def test_a_sampled_idle_client_hears_its_task_at_its_next_poll_and_the_run_compl
             assert raw.answer(stub, session, task).accepted
         assert server.wait(timeout=60), "the round did not finish"
         assert _poll(stub, first).kind == pb.TASK_KIND_SHUTDOWN
-    finally:
-        channel.close()
-        server.shutdown(grace_s=0.2)
 
 
 @pytest.mark.parametrize("idle_poll_s", [IDLE_S, None], ids=["idle-client-ignoring-the-time", "long-poll-default"])
@@ -84,10 +90,8 @@ def test_a_poll_that_does_not_wait_its_time_is_held_until_its_task_comes(tmp_pat
     """A client that ignores the come-back time (or any client of a server without idle polling)
     is long-polled: its poll waits on the server and hears the task the moment the round opens."""
     clock = ManualClock()
-    server = _start(tmp_path, clock, **{"federation.idle_poll_s": idle_poll_s})
-    channel, stub = raw.stub_for(server.port)
     answers: list[pb.Task] = []
-    try:
+    with _serving(tmp_path, clock, **{"federation.idle_poll_s": idle_poll_s}) as (server, stub):
         first = raw.join(stub, "eager").session
         if idle_poll_s is not None:
             assert _poll(stub, first).retry_after_s > 0  # answered at once ...
@@ -98,9 +102,6 @@ def test_a_poll_that_does_not_wait_its_time_is_held_until_its_task_comes(tmp_pat
         raw.join(stub, "second")
         held.join(timeout=30)
         assert [(t.kind, t.round) for t in answers] == [(pb.TASK_KIND_TRAIN, 1)]
-    finally:
-        channel.close()
-        server.shutdown(grace_s=0.2)
 
 
 def test_an_idle_interval_that_would_let_sessions_expire_is_refused_naming_both_settings() -> None:
@@ -113,9 +114,7 @@ def test_an_idle_interval_that_would_let_sessions_expire_is_refused_naming_both_
 
 def test_a_client_away_when_the_run_ends_still_hears_shutdown_when_it_comes_back(tmp_path: Path) -> None:
     """The server waits out the longest come-back time for SHUTDOWN (real time: a grace period of the process)."""
-    server = raw.start(tmp_path, **{"federation.min_clients": 2, "federation.idle_poll_s": 2.0})
-    channel, stub = raw.stub_for(server.port)
-    try:
+    with _serving(tmp_path, **{"federation.idle_poll_s": IDLE_S_REAL}) as (server, stub):
         early, late = raw.join(stub, "early").session, raw.join(stub, "late").session
         raw.wait_for(lambda: server.coordinator.published is not None, what="round 1 to open")
         early_task, late_task = _poll(stub, early), _poll(stub, late)
@@ -127,10 +126,7 @@ def test_a_client_away_when_the_run_ends_still_hears_shutdown_when_it_comes_back
         ending = threading.Thread(target=serve_until_done, args=(server, 0.2), daemon=True)
         ending.start()
         assert _poll(stub, late).kind == pb.TASK_KIND_SHUTDOWN
-        threading.Event().wait(away.retry_after_s)
+        threading.Event().wait(away.retry_after_s * BACK_AT)
         assert _poll(stub, early).kind == pb.TASK_KIND_SHUTDOWN
         ending.join(timeout=30)
         assert not ending.is_alive()
-    finally:
-        channel.close()
-        server.shutdown(grace_s=0.2)
