@@ -82,7 +82,8 @@ class _RecycledSum:
     """A sum in an array that goes back to its pool once every element has been consumed."""
 
     def __init__(self, flat: np.ndarray, give_back: Callable[[np.ndarray], None]) -> None:
-        self.flat, self._give_back = flat, give_back
+        self.flat = flat
+        self._give_back: Callable[[np.ndarray], None] | None = give_back  # None once given back
 
     def settle(self, start: int, stop: int) -> None:
         pass
@@ -90,7 +91,7 @@ class _RecycledSum:
     def release_before(self, element: int) -> None:
         if element >= self.flat.size and self._give_back is not None:
             self._give_back(self.flat)
-            self._give_back = None  # type: ignore[assignment]
+            self._give_back = None
 
 
 class RecycledSums:
