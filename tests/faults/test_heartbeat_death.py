@@ -13,6 +13,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from fedser_client.app import build_daemon
+from fedser_client.transport.daemon import DaemonResult
+from fedser_shared import wire
 from fedser_shared.config import to_toml
 from tests.faults import raw
 from tests.manual_clock import ManualClock
@@ -30,6 +32,17 @@ def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_
     clock, client_timeout_s = ManualClock(), 30.0
     server = raw.start(tmp_path, clock=clock, **{**overrides, "server.client_timeout_s": client_timeout_s})
     awake = build_daemon(f"127.0.0.1:{server.port}", client_dirs[0], config, "awake", connect_timeout_s=60)
+    # round 2 cannot end before the sleeper is asleep: the awake client trains rounds past 1 only once
+    # released (without this a fast box ran all three rounds before the test could stop the sleeper)
+    awake_may_go_on = threading.Event()
+    train = awake._train
+
+    def train_once_released(received: wire.ReceivedTask, result: DaemonResult) -> None:
+        if received.task.round >= 2:
+            awake_may_go_on.wait(150)
+        train(received, result)
+
+    awake._train = train_once_released  # type: ignore[method-assign]
     thread = threading.Thread(target=awake.run, daemon=True)
     thread.start()
     sleeper_dir = client_dirs[1]
@@ -46,10 +59,12 @@ def test_a_sleeping_client_is_declared_dead_and_rejoins_with_its_id_and_c_i(tmp_
         c_i_asleep = (store / "local_state.safetensors").read_bytes()
         clock.advance(client_timeout_s + 1)
         assert client_id not in {c.client_id for c in server.coordinator.alive_clients()}, "the sleeper is dead"
+        awake_may_go_on.set()
         sleeper.send_signal(signal.SIGCONT)
         assert server.wait(timeout=150), "the run did not finish"
         assert sleeper.wait(timeout=60) == 0, (tmp_path / "sleeper.log").read_text()[-2000:]
     finally:
+        awake_may_go_on.set()
         awake.stop()
         server.shutdown(grace_s=0.2)
     log = (tmp_path / "sleeper.log").read_text()
